@@ -1,0 +1,43 @@
+"""Connector specs: one YAML file per vendor (data only), plus discovery of third-party specs.
+
+Built-in specs live beside this file. Other packages add connectors through the entry-point group
+``integrations_pipeline.connectors``: each entry point names a callable returning YAML paths.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from importlib.metadata import entry_points
+from pathlib import Path
+
+from integrations_pipeline.engine.errors import SpecError
+from integrations_pipeline.engine.spec import ConnectorSpec, load_spec
+
+ENTRY_POINT_GROUP = "integrations_pipeline.connectors"
+SPEC_DIR = Path(__file__).parent
+
+
+def builtin_spec_paths() -> list[Path]:
+    return sorted(SPEC_DIR.glob("*.yaml"))
+
+
+def discover_spec_paths() -> list[Path]:
+    """Built-in specs first, then every entry point's, de-duplicated by resolved path."""
+    paths: list[Path] = list(builtin_spec_paths())
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        provider = ep.load()
+        found: Iterable[str | Path] = provider()
+        paths.extend(Path(p) for p in found)
+    return list(dict.fromkeys(p.resolve() for p in paths))
+
+
+def load_connectors(paths: Iterable[Path] | None = None) -> dict[str, ConnectorSpec]:
+    """Load and validate every spec; two specs with one name is an error naming both files."""
+    specs: dict[str, ConnectorSpec] = {}
+    origin: dict[str, Path] = {}
+    for path in discover_spec_paths() if paths is None else paths:
+        spec = load_spec(path)
+        if spec.name in specs:
+            raise SpecError(path.name, [f"name: connector '{spec.name}' is already defined by {origin[spec.name]}"])
+        specs[spec.name], origin[spec.name] = spec, path
+    return specs

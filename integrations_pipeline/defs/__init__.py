@@ -1,0 +1,1 @@
+"""The Dagster layer: spec → AssetSpec translation, asset factories, resources, partitions, checks."""

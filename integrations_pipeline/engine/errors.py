@@ -1,0 +1,125 @@
+"""Every error the engine raises, under one root.
+
+The tree (retries key off the type, never off scattered status checks)::
+
+    IntegrationsError
+    ├── ConfigError                      the spec or the environment is wrong; nothing was sent
+    │   ├── SpecError                    a YAML spec fails validation (names file and field path)
+    │   └── MissingCredentialError       an environment variable the spec needs is not set
+    └── SyncError                        something went wrong talking to a vendor
+        ├── RetriableError               worth another attempt after a back-off
+        │   ├── RateLimitedError         HTTP 429 (carries the server's retry-after, if any)
+        │   ├── ServerError              HTTP 5xx (but not 501), SALESmanago 503, PHP-SDK 428
+        │   └── TransportError           timeouts, connection resets, truncated or undecodable bodies
+        └── FatalError                   retrying cannot help; the run fails with the vendor's message
+            ├── AuthError                401/403, GraphQL auth errors after one re-login
+            ├── RequestRejectedError     other 4xx, GraphQL ``errors``, SALESmanago ``success: false``
+            ├── EndpointUnsupportedError Trackstar 501: this connection's WMS lacks the endpoint
+            ├── PaginationLoopError      a paginator saw the same token twice
+            └── RetriesExhaustedError    a retriable error persisted past the retry policy
+
+Messages never contain secret values: the client builds them from the status, the
+vendor's error text and the request path, never from headers or bodies it sent.
+"""
+
+from __future__ import annotations
+
+
+class IntegrationsError(Exception):
+    """Root of every error raised by integrations_pipeline."""
+
+
+class ConfigError(IntegrationsError):
+    """The configuration (spec files or environment) is invalid; no request was made."""
+
+
+class SpecError(ConfigError):
+    """A connector spec failed validation.
+
+    ``problems`` lists ``"<field.path>: <message>"`` strings; ``str()`` prefixes each with the file name
+    so that the first line a user reads says exactly where to look.
+    """
+
+    def __init__(self, source: str, problems: list[str]):
+        self.source = source
+        self.problems = problems
+        super().__init__("\n".join(f"{source}: {p}" for p in problems))
+
+
+class MissingCredentialError(ConfigError):
+    """An environment variable the connector needs is not set."""
+
+    def __init__(self, variable: str, connector: str):
+        self.variable = variable
+        self.connector = connector
+        super().__init__(
+            f"environment variable {variable} is not set (needed by connector '{connector}'); "
+            f"set it, or run against the sandbox with `integrations-pipeline run`"
+        )
+
+
+class SyncError(IntegrationsError):
+    """A request to a vendor failed."""
+
+    def __init__(self, message: str, *, status: int | None = None, path: str | None = None):
+        self.status = status
+        self.path = path
+        where = f" ({path})" if path else ""
+        code = f"HTTP {status}: " if status is not None else ""
+        super().__init__(f"{code}{message}{where}")
+
+
+class RetriableError(SyncError):
+    """The request may succeed if repeated after a pause."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        path: str | None = None,
+        retry_after: float | None = None,
+    ):
+        super().__init__(message, status=status, path=path)
+        self.retry_after = retry_after
+
+
+class RateLimitedError(RetriableError):
+    """HTTP 429: the vendor asks us to slow down."""
+
+
+class ServerError(RetriableError):
+    """The vendor failed on its side (5xx other than 501, or a documented retry status)."""
+
+
+class TransportError(RetriableError):
+    """The exchange itself failed: timeout, reset connection, truncated or invalid body."""
+
+
+class FatalError(SyncError):
+    """Repeating the request cannot help."""
+
+
+class AuthError(FatalError):
+    """The credentials were refused."""
+
+
+class RequestRejectedError(FatalError):
+    """The vendor rejected the request (4xx, GraphQL errors, ``success: false``)."""
+
+
+class EndpointUnsupportedError(FatalError):
+    """Trackstar 501: the connected WMS does not implement this endpoint."""
+
+
+class PaginationLoopError(FatalError):
+    """A paginator received a token it had already followed."""
+
+
+class RetriesExhaustedError(FatalError):
+    """A retriable error persisted through every attempt the retry policy allows."""
+
+    def __init__(self, last: RetriableError, attempts: int):
+        self.last = last
+        self.attempts = attempts
+        super().__init__(f"gave up after {attempts} attempts; last error: {last}", status=last.status)

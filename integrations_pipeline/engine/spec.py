@@ -1,0 +1,210 @@
+"""The declarative connector spec: pydantic models for one vendor's YAML file, and its loader.
+
+A spec says everything the engine needs to read a vendor: base URL, auth, rate limits, retry
+policy, per-connection tokens, and streams (REST path or GraphQL query, where the records are,
+primary key, cursor field and how a time window becomes request filters, JSON schema).
+
+Loading never half-succeeds: a broken spec raises ``SpecError`` whose lines read
+``trackstar.yaml: streams.inventory.pagination.type: got 'tokn', expected one of [...]``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import Discriminator, Field, ValidationError, model_validator
+
+from .auth import AUTH_TYPES
+from .errors import SpecError
+from .models import Frozen, Secret, Setting
+from .pagination import PAGINATORS
+
+# Unions over every registered type; pydantic picks the member by the ``type`` key.
+AuthSpec = Annotated[Union[AUTH_TYPES.configs()], Discriminator("type")]  # type: ignore[valid-type]
+PaginationSpec = Annotated[Union[PAGINATORS.configs()], Discriminator("type")]  # type: ignore[valid-type]
+
+SNAKE = r"^[a-z][a-z0-9_]*$"
+
+
+class RateLimitSpec(Frozen):
+    """Proactive pacing: at most ``requests`` per ``per_seconds`` (per connection if ``scope`` says so)."""
+
+    requests: int = Field(gt=0)
+    per_seconds: float = Field(gt=0)
+    methods: list[str] = Field(default_factory=lambda: ["GET", "POST", "PUT", "PATCH", "DELETE"])
+    scope: Literal["connector", "connection"] = "connector"
+    requests_env: str | None = Field(
+        default=None, description="Environment variable that overrides ``requests`` (plan-dependent limits)."
+    )
+
+
+class RetrySpec(Frozen):
+    """Exponential back-off with full jitter for retriable errors (429, 5xx, transport faults)."""
+
+    max_attempts: int = Field(default=6, ge=1)
+    initial_backoff_seconds: float = Field(default=0.5, ge=0)
+    max_backoff_seconds: float = Field(default=30.0, gt=0)
+    multiplier: float = Field(default=2.0, ge=1)
+    retry_statuses: list[int] = Field(
+        default_factory=lambda: [429, 500, 502, 503, 504],
+        description="Statuses retried with back-off; add 428 for SALESmanago as its PHP SDK does.",
+    )
+    max_retry_after_seconds: float = Field(default=120.0, gt=0, description="Cap on a server's retry-after.")
+
+
+class ResponseErrorsSpec(Frozen):
+    """How errors hidden in HTTP-200 bodies are found."""
+
+    graphql: bool = Field(default=False, description="Treat a non-empty top-level ``errors`` array as a failure.")
+    graphql_auth_codes: list[str] = Field(
+        default_factory=lambda: ["UNAUTHENTICATED", "FORBIDDEN"],
+        description="``errors[].extensions.code`` values that mean the token is bad: re-login once.",
+    )
+    success_field: str | None = Field(default=None, description="Body flag that must be true (SALESmanago).")
+    message_fields: list[str] = Field(
+        default_factory=lambda: ["error", "message", "messages", "detail", "problems", "errors"],
+        description="Body keys searched, in order, for the vendor's error message.",
+    )
+    unsupported_statuses: list[int] = Field(
+        default_factory=list,
+        description="Statuses that mean 'this connection lacks the endpoint' (Trackstar 501): skip, never retry.",
+    )
+
+
+class ConnectionsSpec(Frozen):
+    """Per-customer connections (Trackstar): one access token per connected system.
+
+    The variable holds ``conn_id=token`` pairs separated by commas, or a single bare token (its
+    connection id is then ``default``). Every record is stored with its ``_connection_id``.
+    """
+
+    token: Secret
+    header: str = Field(description="Header that carries the connection's token.")
+
+
+class IncrementalSpec(Frozen):
+    """How a time window ``[start, end)`` on the cursor field becomes request inputs."""
+
+    cursor_field: str
+    start_input: str = Field(description="Request input for the inclusive lower bound, e.g. 'updated_date[gte]'.")
+    end_input: str = Field(description="Request input for the exclusive upper bound, e.g. 'updated_date[lt]'.")
+    datetime_format: str = Field(default="%Y-%m-%dT%H:%M:%SZ", description="strftime format of the bounds (UTC).")
+    start_date: str = Field(
+        default="2026-10-01", pattern=r"^\d{4}-\d{2}-\d{2}$", description="First daily partition."
+    )
+
+
+class StreamSpec(Frozen):
+    """One readable resource of a vendor; it becomes one Dagster asset and one warehouse table."""
+
+    description: str
+    path: str | None = Field(default=None, description="REST path, appended to the base URL.")
+    method: Literal["GET", "POST"] = "GET"
+    params: dict[str, str | int | float | bool] = Field(default_factory=dict, description="Fixed query parameters.")
+    query: str | None = Field(default=None, description="GraphQL query text (GraphQL connectors).")
+    variables: dict[str, Any] = Field(default_factory=dict, description="Fixed GraphQL variables.")
+    records_path: str = Field(description="Dotted path of the record list in a response body.")
+    primary_key: list[str] = Field(min_length=1)
+    incremental: IncrementalSpec | None = None
+    pagination: PaginationSpec  # type: ignore[valid-type]
+    json_schema: dict[str, Any] = Field(alias="schema", description="JSON Schema of one record.")
+
+    @model_validator(mode="after")
+    def _check_schema(self) -> StreamSpec:
+        props = self.json_schema.get("properties")
+        if self.json_schema.get("type") != "object" or not isinstance(props, dict) or not props:
+            raise ValueError("schema must be a JSON Schema of type 'object' with properties")
+        for key in self.primary_key:
+            if key not in props:
+                raise ValueError(f"primary_key field '{key}' is not in schema.properties")
+        if self.incremental and self.incremental.cursor_field not in props:
+            raise ValueError(f"cursor_field '{self.incremental.cursor_field}' is not in schema.properties")
+        return self
+
+
+class ConnectorSpec(Frozen):
+    """A whole vendor: how to reach it and what it offers."""
+
+    name: str = Field(pattern=SNAKE)
+    title: str
+    description: str
+    protocol: Literal["rest", "graphql"]
+    base_url: Setting
+    graphql_path: str = Field(default="/graphql", description="Endpoint path of a GraphQL connector.")
+    auth: AuthSpec  # type: ignore[valid-type]
+    connections: ConnectionsSpec | None = None
+    rate_limits: list[RateLimitSpec] = Field(default_factory=list)
+    retry: RetrySpec = Field(default_factory=RetrySpec)
+    timeout_seconds: float = Field(default=30.0, gt=0)
+    errors: ResponseErrorsSpec = Field(default_factory=ResponseErrorsSpec)
+    streams: dict[str, StreamSpec] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _check_streams(self) -> ConnectorSpec:
+        for name, stream in self.streams.items():
+            if not re.match(SNAKE, name):
+                raise ValueError(f"stream name '{name}' must be snake_case")
+            if self.protocol == "rest" and not stream.path:
+                raise ValueError(f"stream '{name}': a REST stream needs 'path'")
+            if self.protocol == "graphql" and not stream.query:
+                raise ValueError(f"stream '{name}': a GraphQL stream needs 'query'")
+        return self
+
+    def fingerprint(self) -> str:
+        """Stable hash of the spec's content: Dagster's ``code_version`` for its assets."""
+        dumped = json.dumps(self.model_dump(mode="json", by_alias=True), sort_keys=True)
+        return hashlib.sha256(dumped.encode()).hexdigest()[:16]
+
+
+def _format_error(err: dict[str, Any]) -> str:
+    loc = ".".join(str(p) for p in err["loc"])
+    if err["type"] == "union_tag_invalid":
+        ctx = err.get("ctx", {})
+        expected = [t.strip().strip("'") for t in str(ctx.get("expected_tags", "")).split(",") if t.strip()]
+        return f"{loc}.{ctx.get('discriminator', 'type').strip(chr(39))}: got '{ctx.get('tag')}', expected one of {expected}"
+    if err["type"] == "union_tag_not_found":
+        return f"{loc}.type: missing, expected one of {_tags_for(loc)}"
+    msg = err["msg"].removeprefix("Value error, ")
+    if err["type"] == "extra_forbidden":
+        msg = "unknown field (not allowed here)"
+    return f"{loc}: {msg}" if loc else msg
+
+
+def _tags_for(loc: str) -> list[str]:
+    return AUTH_TYPES.names() if loc.endswith("auth") else PAGINATORS.names()
+
+
+def parse_spec(data: Any, source: str) -> ConnectorSpec:
+    """Validate already-parsed YAML; ``source`` names the file in every error line."""
+    if not isinstance(data, dict):
+        raise SpecError(source, [f"the document must be a mapping, got {type(data).__name__}"])
+    try:
+        return ConnectorSpec.model_validate(data)
+    except ValidationError as exc:
+        raise SpecError(source, [_format_error(e) for e in exc.errors(include_url=False)]) from None
+
+
+def load_spec(path: str | Path) -> ConnectorSpec:
+    """Read and validate one YAML spec file."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise SpecError(path.name, [f"invalid YAML: {exc}"]) from None
+    spec = parse_spec(data, path.name)
+    if spec.name != path.stem:
+        raise SpecError(path.name, [f"name: '{spec.name}' must match the file name '{path.stem}'"])
+    return spec
+
+
+def spec_json_schema() -> dict[str, Any]:
+    """JSON Schema of the spec format, for editor autocompletion (``integrations-pipeline spec-schema``)."""
+    schema = ConnectorSpec.model_json_schema(by_alias=True)
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "integrations_pipeline connector spec"
+    return schema

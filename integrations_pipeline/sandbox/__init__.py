@@ -1,0 +1,1 @@
+"""Sandbox vendors: local servers that behave like Trackstar, Salestrekker, SALESmanago, Datatalks and Trakor."""

@@ -1,0 +1,162 @@
+"""What every sandbox vendor shares: routing, injected faults, counters and the in-process transport.
+
+A sandbox is a plain object whose ``handle(request) -> response`` speaks ``httpx`` types, so the same
+code serves tests in-process (``sandbox.transport()`` is an ``httpx.MockTransport``) and the demo and
+benchmarks over loopback (``integrations_pipeline.sandbox.server`` adapts it to real sockets).
+
+Faults are queued deterministically: ``sandbox.faults.inject("429", times=3)`` makes the next three
+matching requests fail that way. Kinds:
+
+- ``"429"``: rate limited, with ``retry-after`` and ``x-ratelimit-*`` headers;
+- ``"500"``, ``"502"``, ``"503"``: server errors;
+- ``"timeout"``: no answer in time (in-process: ``httpx.ReadTimeout``; on a socket: the server stalls);
+- ``"reset"``: the connection drops before a response (``httpx.RemoteProtocolError`` / a closed socket);
+- ``"truncated"``: the body is cut in half (invalid JSON in-process; short Content-Length on a socket);
+- ``"duplicate"``: a list page repeats records of the previous page (as when data shifts mid-paging);
+  vendors that page handle it themselves via ``faults.take("duplicate", path)``.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+FAULT_KINDS = ("429", "500", "502", "503", "timeout", "reset", "truncated", "duplicate")
+
+
+class SandboxTimeout(Exception):
+    """Raised by ``handle`` to simulate a server that never answers."""
+
+
+class SandboxReset(Exception):
+    """Raised by ``handle`` to simulate a connection dropped before any response."""
+
+
+@dataclass
+class _Queued:
+    kind: str
+    remaining: int
+    path_prefix: str | None
+
+
+@dataclass
+class FaultPlan:
+    """A FIFO of faults; each applies to the next requests whose path starts with ``path_prefix``."""
+
+    queue: list[_Queued] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def inject(self, kind: str, times: int = 1, path_prefix: str | None = None) -> None:
+        if kind not in FAULT_KINDS:
+            raise ValueError(f"got fault kind '{kind}', expected one of {list(FAULT_KINDS)}")
+        with self.lock:
+            self.queue.append(_Queued(kind, times, path_prefix))
+
+    def take(self, kinds: tuple[str, ...], path: str) -> str | None:
+        """Consume and return the first queued fault among ``kinds`` that matches ``path``."""
+        with self.lock:
+            for q in self.queue:
+                if q.kind in kinds and (q.path_prefix is None or path.startswith(q.path_prefix)):
+                    q.remaining -= 1
+                    if q.remaining <= 0:
+                        self.queue.remove(q)
+                    return q.kind
+        return None
+
+    def pending(self) -> int:
+        with self.lock:
+            return sum(q.remaining for q in self.queue)
+
+
+def json_response(status: int, body: Any, headers: dict[str, str] | None = None) -> httpx.Response:
+    return httpx.Response(
+        status,
+        content=json.dumps(body, separators=(",", ":")).encode(),
+        headers={"content-type": "application/json", **(headers or {})},
+    )
+
+
+Route = Callable[[httpx.Request], httpx.Response]
+
+
+class VendorSandbox:
+    """Base of the five vendor sandboxes.
+
+    Subclasses register routes in ``self.routes[(METHOD, path)]`` (exact path) or override ``route``
+    for parametrised paths. ``handle`` applies queued transport/status faults first, then routes.
+    """
+
+    name = "vendor"
+
+    def __init__(self) -> None:
+        self.faults = FaultPlan()
+        self.counts: Counter[str] = Counter()  # "requests", "429", "5xx", per-path "GET /wms/inventory", ...
+        self.routes: dict[tuple[str, str], Route] = {}
+        self._lock = threading.Lock()
+
+    def count(self, key: str, n: int = 1) -> None:
+        with self._lock:
+            self.counts[key] += n
+
+    def route(self, request: httpx.Request) -> Route | None:
+        return self.routes.get((request.method, request.url.path))
+
+    def handle(self, request: httpx.Request) -> httpx.Response:
+        path = request.url.path
+        self.count("requests")
+        self.count(f"{request.method} {path}")
+        fault = self.faults.take(("429", "500", "502", "503", "timeout", "reset", "truncated"), path)
+        if fault == "timeout":
+            self.count("timeout")
+            raise SandboxTimeout(path)
+        if fault == "reset":
+            self.count("reset")
+            raise SandboxReset(path)
+        if fault == "429":
+            self.count("429")
+            return self.rate_limited_response(retry_after=0)
+        if fault in ("500", "502", "503"):
+            self.count("5xx")
+            return json_response(int(fault), {"error": f"injected {fault}", "origin": "sandbox"})
+        handler = self.route(request)
+        if handler is None:
+            return json_response(404, {"error": f"no route {request.method} {path}"})
+        response = handler(request)
+        if response.status_code == 429:
+            self.count("429")
+        if fault == "truncated":
+            self.count("truncated")
+            body = response.content
+            response = httpx.Response(response.status_code, content=body[: len(body) // 2], headers=response.headers)
+            response.extensions["sandbox_truncated_from"] = len(body)
+        return response
+
+    def rate_limited_response(self, retry_after: float, limit: int = 0, reset_epoch: float | None = None) -> httpx.Response:
+        """A 429 in Trackstar's documented form; vendors may override the body."""
+        headers = {
+            "retry-after": f"{retry_after:g}",
+            "x-ratelimit-limit": str(limit),
+            "x-ratelimit-remaining": "0",
+        }
+        if reset_epoch is not None:
+            headers["x-ratelimit-reset"] = str(int(reset_epoch))
+        return json_response(429, {"error": "rate limit exceeded", "origin": "trackstar"}, headers)
+
+    def transport(self) -> httpx.MockTransport:
+        """An in-process transport: faults become the httpx exceptions a real socket would raise."""
+
+        def handler(request: httpx.Request) -> httpx.Response:
+            try:
+                return self.handle(request)
+            except SandboxTimeout:
+                raise httpx.ReadTimeout("sandbox: injected timeout", request=request) from None
+            except SandboxReset:
+                raise httpx.RemoteProtocolError("sandbox: connection reset by peer", request=request) from None
+
+        return httpx.MockTransport(handler)

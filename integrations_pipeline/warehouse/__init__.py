@@ -1,0 +1,1 @@
+"""Warehouse writers (DuckDB embedded, PostgreSQL beyond one machine)."""

@@ -97,6 +97,10 @@ class Auth:
         """Forget cached tokens after an auth error. True if a fresh login may fix it."""
         return False
 
+    def secret_values(self) -> list[str]:
+        """Every secret this auth may send (credentials, session tokens): for redaction only."""
+        return self.credentials.all_values()
+
 
 AUTH_TYPES: Registry[Auth] = Registry("auth")
 
@@ -176,6 +180,10 @@ class GraphqlLogin(Auth):
         had = self._token is not None
         self._token = None
         return had
+
+    def secret_values(self) -> list[str]:
+        token = [self._token.get_secret_value()] if self._token is not None else []
+        return super().secret_values() + token
 
 
 class SalesmanagoSignedConfig(Frozen):

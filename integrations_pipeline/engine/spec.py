@@ -29,6 +29,7 @@ AuthSpec = Annotated[Union[AUTH_TYPES.configs()], Discriminator("type")]  # type
 PaginationSpec = Annotated[Union[PAGINATORS.configs()], Discriminator("type")]  # type: ignore[valid-type]
 
 SNAKE = r"^[a-z][a-z0-9_]*$"
+HttpMethod = Literal["GET", "POST", "PUT", "PATCH", "DELETE"]
 
 
 class RateLimitSpec(Frozen):
@@ -36,10 +37,12 @@ class RateLimitSpec(Frozen):
 
     requests: int = Field(gt=0)
     per_seconds: float = Field(gt=0)
-    methods: list[str] = Field(default_factory=lambda: ["GET", "POST", "PUT", "PATCH", "DELETE"])
+    methods: list[HttpMethod] = Field(default_factory=lambda: ["GET", "POST", "PUT", "PATCH", "DELETE"])
     scope: Literal["connector", "connection"] = "connector"
     requests_env: str | None = Field(
-        default=None, description="Environment variable that overrides ``requests`` (plan-dependent limits)."
+        default=None,
+        pattern=r"^[A-Z][A-Z0-9_]*$",
+        description="Environment variable that overrides ``requests`` (plan-dependent limits).",
     )
 
 
@@ -146,13 +149,14 @@ class ConnectorSpec(Frozen):
 
     @model_validator(mode="after")
     def _check_streams(self) -> ConnectorSpec:
+        # Raised from the connector level, so each message names its own path for the error line.
         for name, stream in self.streams.items():
             if not re.match(SNAKE, name):
-                raise ValueError(f"stream name '{name}' must be snake_case")
+                raise ValueError(f"streams.{name}: stream name must be snake_case (lowercase letters, digits, '_')")
             if self.protocol == "rest" and not stream.path:
-                raise ValueError(f"stream '{name}': a REST stream needs 'path'")
+                raise ValueError(f"streams.{name}.path: required for a REST stream (protocol: rest)")
             if self.protocol == "graphql" and not stream.query:
-                raise ValueError(f"stream '{name}': a GraphQL stream needs 'query'")
+                raise ValueError(f"streams.{name}.query: required for a GraphQL stream (protocol: graphql)")
         return self
 
     def fingerprint(self) -> str:
@@ -161,8 +165,8 @@ class ConnectorSpec(Frozen):
         return hashlib.sha256(dumped.encode()).hexdigest()[:16]
 
 
-def _format_error(err: dict[str, Any]) -> str:
-    loc = ".".join(str(p) for p in err["loc"])
+def _format_error(err: dict[str, Any], document: Any = None) -> str:
+    loc = ".".join(str(p) for p in _document_path(err["loc"], document))
     if err["type"] == "union_tag_invalid":
         ctx = err.get("ctx", {})
         expected = [t.strip().strip("'") for t in str(ctx.get("expected_tags", "")).split(",") if t.strip()]
@@ -172,7 +176,31 @@ def _format_error(err: dict[str, Any]) -> str:
     msg = err["msg"].removeprefix("Value error, ")
     if err["type"] == "extra_forbidden":
         msg = "unknown field (not allowed here)"
+    elif err["type"] == "missing":
+        msg = "required field is missing"
+    elif isinstance(err.get("input"), str | int | float | bool):
+        # Show the offending scalar so the user need not look it up (specs hold no secret values).
+        shown = repr(err["input"])
+        msg = f"{msg}, got {shown if len(shown) <= 60 else shown[:57] + '...'}"
     return f"{loc}: {msg}" if loc else msg
+
+
+def _document_path(loc: tuple[Any, ...], document: Any) -> list[Any]:
+    """``loc`` as a path through the YAML document: pydantic inserts the tag of a discriminated union
+    (``auth.static_headers.headers``) where the document has none (``auth.headers``); drop such steps."""
+    path: list[Any] = []
+    node = document
+    for part in loc:
+        if isinstance(node, dict) and part not in node and node.get("type") == part:
+            continue
+        path.append(part)
+        if isinstance(node, dict):
+            node = node.get(part)
+        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+            node = node[part]
+        else:
+            node = None
+    return path
 
 
 def _tags_for(loc: str) -> list[str]:
@@ -181,12 +209,14 @@ def _tags_for(loc: str) -> list[str]:
 
 def parse_spec(data: Any, source: str) -> ConnectorSpec:
     """Validate already-parsed YAML; ``source`` names the file in every error line."""
+    if data is None:
+        raise SpecError(source, ["the document is empty; expected a mapping (name, title, protocol, ...)"])
     if not isinstance(data, dict):
         raise SpecError(source, [f"the document must be a mapping, got {type(data).__name__}"])
     try:
         return ConnectorSpec.model_validate(data)
     except ValidationError as exc:
-        raise SpecError(source, [_format_error(e) for e in exc.errors(include_url=False)]) from None
+        raise SpecError(source, [_format_error(e, data) for e in exc.errors(include_url=False)]) from None
 
 
 def load_spec(path: str | Path) -> ConnectorSpec:
@@ -195,11 +225,21 @@ def load_spec(path: str | Path) -> ConnectorSpec:
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
-        raise SpecError(path.name, [f"invalid YAML: {exc}"]) from None
+        raise SpecError(path.name, [_yaml_problem(exc)]) from None
     spec = parse_spec(data, path.name)
     if spec.name != path.stem:
         raise SpecError(path.name, [f"name: '{spec.name}' must match the file name '{path.stem}'"])
     return spec
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """One line: where the YAML breaks and why (PyYAML's own text spans several lines)."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None)
+    if mark is None or not problem:
+        return "invalid YAML: " + " ".join(str(exc).split())
+    context = getattr(exc, "context", None)
+    return f"invalid YAML at line {mark.line + 1}, column {mark.column + 1}: {problem}" + (f" ({context})" if context else "")
 
 
 def spec_json_schema() -> dict[str, Any]:

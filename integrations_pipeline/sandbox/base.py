@@ -148,6 +148,12 @@ class VendorSandbox:
             headers["x-ratelimit-reset"] = str(int(reset_epoch))
         return json_response(429, {"error": "rate limit exceeded", "origin": "trackstar"}, headers)
 
+    def environment(self, base_url: str) -> dict[str, str]:
+        """Env vars (base URL and sandbox credentials) pointing this vendor's connector at the
+        sandbox served at ``base_url``; ``integrations_pipeline.sandbox.sandbox_environment``
+        collects them. Vendors override it; the default is empty."""
+        return {}
+
     def transport(self) -> httpx.MockTransport:
         """An in-process transport: faults become the httpx exceptions a real socket would raise."""
 

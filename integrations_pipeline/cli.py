@@ -1,0 +1,212 @@
+"""The ``integrations-pipeline`` command.
+
+- ``run``: the main job. Starts the sandbox vendors on loopback (unless ``--no-sandbox``), then
+  materializes every asset into the warehouse (embedded DuckDB by default) through a persistent
+  Dagster instance under ``.dagster_home/``, showing progress, and prints a summary table and how to
+  open the UI on the result.
+- ``spec-schema``: the JSON Schema of the connector spec format, for editor autocompletion.
+- ``validate``: load every spec (built-in and entry-point) and report errors with file and field.
+- ``sandbox``: run the sandbox vendors in the foreground and print the variables that point at them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from contextlib import ExitStack
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+from integrations_pipeline.engine.errors import ConfigError
+from integrations_pipeline.engine.spec import spec_json_schema
+
+
+def _cmd_spec_schema(args: argparse.Namespace) -> int:
+    print(json.dumps(spec_json_schema(), indent=2))
+    return 0
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    from integrations_pipeline.connectors import discover_spec_paths
+    from integrations_pipeline.engine.spec import load_spec
+
+    failed = 0
+    for path in discover_spec_paths():
+        try:
+            spec = load_spec(path)
+            print(f"ok  {path.name}: {len(spec.streams)} streams")
+        except ConfigError as exc:
+            failed += 1
+            print(exc, file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _cmd_sandbox(args: argparse.Namespace) -> int:
+    from integrations_pipeline.sandbox import default_sandboxes, sandbox_environment
+    from integrations_pipeline.sandbox.server import serve
+
+    with serve(default_sandboxes(seed=args.seed)) as servers:
+        for name, value in sandbox_environment(servers.base_urls).items():
+            print(f"export {name}={value!r}")
+        print("# sandbox vendors running; Ctrl-C to stop", file=sys.stderr)
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            return 0
+
+
+def _partition_range(start_date: str, today: date) -> tuple[str, str]:
+    last = today - timedelta(days=1)  # today's partition is not complete yet
+    return start_date, last.isoformat()
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    import dagster as dg
+    from rich.console import Console
+    from rich.table import Table
+
+    from integrations_pipeline.defs import constants as c
+
+    # Non-terminals default to 80 columns, which truncates asset keys in the summary table.
+    console = Console(width=max(Console().width, 110))
+    home = Path(args.dagster_home).resolve()
+    home.mkdir(parents=True, exist_ok=True)
+    os.environ["DAGSTER_HOME"] = str(home)
+    config = home / "dagster.yaml"
+    if not config.exists():
+        # A demo instance of our own: keep its console quiet. Users' own instances are untouched.
+        config.write_text("telemetry:\n  enabled: false\n")
+    Path(".data").mkdir(exist_ok=True)
+
+    with ExitStack() as stack:
+        if not args.no_sandbox:
+            from integrations_pipeline.sandbox import default_sandboxes, sandbox_environment
+            from integrations_pipeline.sandbox.server import serve
+
+            servers = stack.enter_context(serve(default_sandboxes(seed=args.seed)))
+            os.environ.update(sandbox_environment(servers.base_urls))
+            console.print(f"[bold]sandbox vendors[/] on loopback: {', '.join(servers.base_urls)}")
+
+        from integrations_pipeline.definitions import build_definitions
+
+        defs = build_definitions()
+        instance = dg.DagsterInstance.get()
+        assets = list(defs.assets or [])
+        groups: dict[tuple[str, str | None], list] = {}
+        for ad in assets:
+            pdef = ad.partitions_def
+            start = None
+            if pdef is not None:
+                start = pdef.start.strftime("%Y-%m-%d")  # type: ignore[attr-defined]
+            groups.setdefault((ad.node_def.name, start), []).extend(ad.keys)
+        rows: list[tuple[str, int, int, int, float, str]] = []
+        failures = 0
+        today = datetime.now(UTC).date()
+        quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+        with console.status("") as status:
+            for n, ((op_name, start), keys) in enumerate(sorted(groups.items(), key=lambda kv: kv[0][0]), 1):
+                tags = {}
+                label = op_name
+                if start is not None:
+                    first, last = _partition_range(start, today)
+                    tags = {"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last}
+                    label += f" [{first} … {last}]"
+                status.update(f"[{n}/{len(groups)}] materializing {label}")
+                began = time.perf_counter()
+                result = dg.materialize(
+                    assets,
+                    selection=keys,
+                    instance=instance,
+                    resources=defs.resources,
+                    tags=tags,
+                    run_config=quiet,
+                    raise_on_error=False,
+                )
+                took = time.perf_counter() - began
+                if not result.success:
+                    failures += 1
+                    console.print(f"[red]FAILED[/] {label}: {_failure_text(result)}")
+                    continue
+                seen = set()
+                for event in result.get_asset_materialization_events():
+                    mat = event.step_materialization_data.materialization
+                    # A ranged single run reports one materialization per partition; one row per asset.
+                    if mat.asset_key in seen:
+                        continue
+                    seen.add(mat.asset_key)
+                    md = mat.metadata
+                    rows.append(
+                        (
+                            mat.asset_key.to_user_string(),
+                            _meta(md, c.ROW_COUNT),
+                            _meta(md, c.API_CALLS),
+                            _meta(md, c.RETRIES),
+                            float(_meta(md, c.SECONDS)),
+                            _short_skips(_meta(md, c.SKIPPED) or ""),
+                        )
+                    )
+                console.print(f"[green]done[/] {label} in {took:.1f}s")
+
+    table = Table(title="integrations_pipeline: sync summary")
+    for col in ("asset", "rows", "calls", "retries", "seconds", "skipped connections"):
+        table.add_column(col, justify="right" if col in ("rows", "calls", "retries", "seconds") else "left")
+    for asset, nrows, calls, retries, secs, skipped in rows:
+        table.add_row(asset, str(nrows), str(calls), str(retries), f"{secs:.2f}", skipped)
+    console.print(table)
+    console.print(
+        f"warehouse: {os.environ.get('WAREHOUSE_URL', 'duckdb:///' + str(Path('.data/warehouse.duckdb').resolve()))}\n"
+        f"open the UI on these results:  DAGSTER_HOME={home} .venv/bin/dagster dev -w workspace.yaml"
+    )
+    return 1 if failures else 0
+
+
+def _short_skips(text: str) -> str:
+    """``conn_b: HTTP 501: GET /wms/returns is not ...`` → ``conn_b (HTTP 501)`` for the table."""
+    if text in ("", "none"):
+        return ""
+    parts = []
+    for item in text.split("; "):
+        conn, _, reason = item.partition(": ")
+        parts.append(f"{conn} ({reason.split(':')[0]})")
+    return ", ".join(parts)
+
+
+def _meta(md, key):
+    value = md.get(key)
+    return getattr(value, "value", value) if value is not None else 0
+
+
+def _failure_text(result) -> str:
+    for event in result.all_events:
+        if event.is_step_failure and event.step_failure_data and event.step_failure_data.error:
+            return event.step_failure_data.error.message.strip().splitlines()[0]
+    return "run failed"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="integrations-pipeline", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run every sync (against the sandbox by default) and print a summary")
+    run.add_argument("--no-sandbox", action="store_true", help="use the vendors named by the environment")
+    run.add_argument("--seed", type=int, default=0, help="sandbox data seed")
+    run.add_argument("--dagster-home", default=".dagster_home", help="Dagster instance directory")
+    run.set_defaults(func=_cmd_run)
+    sub.add_parser("spec-schema", help="print the JSON Schema of connector specs").set_defaults(func=_cmd_spec_schema)
+    sub.add_parser("validate", help="validate every connector spec").set_defaults(func=_cmd_validate)
+    sb = sub.add_parser("sandbox", help="serve the sandbox vendors on loopback")
+    sb.add_argument("--seed", type=int, default=0)
+    sb.set_defaults(func=_cmd_sandbox)
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,27 @@
+"""Metadata keys and tags shared by the asset factory, the checks and the tests."""
+
+TABLE_NAME = "dagster/table_name"
+COLUMN_SCHEMA = "dagster/column_schema"
+ROW_COUNT = "dagster/row_count"
+PRIMARY_KEY = "primary_key"
+CURSOR_FIELD = "cursor_field"
+ENDPOINT = "endpoint"
+
+RECORDS_FETCHED = "records_fetched"
+PAGES = "pages"
+API_CALLS = "api_calls"
+RETRIES = "retries"
+RATE_LIMITED = "responses_429"
+SECONDS = "seconds"
+INSERTED = "rows_inserted"
+UPDATED = "rows_updated"
+WINDOW = "window"
+SKIPPED = "skipped_connections"
+CONNECTIONS = "connections"
+
+VENDOR_TAG = "integrations_pipeline/vendor"
+WAREHOUSE_RESOURCE = "warehouse"
+
+
+def credentials_resource_key(connector: str) -> str:
+    return f"{connector}_credentials"

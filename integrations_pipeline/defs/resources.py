@@ -1,0 +1,88 @@
+"""Dagster resources: the warehouse, and one credentials resource per connector.
+
+Credentials resources are generated from each spec: one optional string field per environment
+variable the spec names, bound to ``dg.EnvVar(NAME)``. The UI therefore shows variable names, never
+values; definitions load with nothing set; and a run without a required variable fails with Dagster's
+message naming it. Variables that are alternatives (Salestrekker API key *or* email/password) are
+bound only for the alternative chosen at load time; the others stay unset rather than failing.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import ClassVar
+
+import dagster as dg
+from pydantic import create_model
+
+from integrations_pipeline.engine.auth import Credentials, GraphqlLoginConfig, secret_env_vars
+from integrations_pipeline.engine.spec import ConnectorSpec
+from integrations_pipeline.warehouse import Warehouse, connect_warehouse
+
+
+class WarehouseResource(dg.ConfigurableResource):
+    """The warehouse: ``url`` (or ``WAREHOUSE_URL``) picks DuckDB or PostgreSQL; unset → embedded DuckDB."""
+
+    url: str | None = None
+
+    def open(self) -> Warehouse:
+        return connect_warehouse(self.url)
+
+    def kind(self) -> str:
+        url = self.url or os.environ.get("WAREHOUSE_URL", "duckdb://")
+        return "postgres" if url.startswith("postgres") else "duckdb"
+
+
+class ConnectorCredentials(dg.ConfigurableResource):
+    """Base of the generated per-connector credentials resources."""
+
+    connector: ClassVar[str] = ""
+
+    def credentials(self) -> Credentials:
+        values = {name: getattr(self, field_name(name)) for name in self.env_var_names()}
+        return Credentials(self.connector, values)
+
+    @classmethod
+    def env_var_names(cls) -> list[str]:
+        return [f.upper() for f in cls.model_fields]
+
+
+def field_name(env_var: str) -> str:
+    return env_var.lower()
+
+
+_CLASSES: dict[str, type[ConnectorCredentials]] = {}
+
+
+def credentials_class(spec: ConnectorSpec) -> type[ConnectorCredentials]:
+    """The generated resource class for ``spec`` (cached, so one class per connector name)."""
+    if spec.name not in _CLASSES:
+        fields = {field_name(n): (str | None, None) for n in secret_env_vars(spec)}
+        cls = create_model(  # type: ignore[call-overload]
+            f"{spec.title.replace(' ', '')}Credentials",
+            __base__=ConnectorCredentials,
+            __doc__=f"Credentials for {spec.title}, each read from its environment variable.",
+            **fields,
+        )
+        cls.connector = spec.name
+        _CLASSES[spec.name] = cls
+    return _CLASSES[spec.name]
+
+
+def required_env_vars(spec: ConnectorSpec, environ: Mapping[str, str]) -> list[str]:
+    """Variables a run needs: all of them, except unchosen login alternatives."""
+    names = secret_env_vars(spec)
+    auth = spec.auth
+    if isinstance(auth, GraphqlLoginConfig):
+        methods = [[s.env for s in m.variables.values()] for m in auth.methods]
+        chosen = next((m for m in methods if all(environ.get(v) for v in m)), methods[0])
+        alternatives = {v for m in methods for v in m}
+        names = [n for n in names if n not in alternatives or n in chosen]
+    return names
+
+
+def credentials_resource(spec: ConnectorSpec, environ: Mapping[str, str] | None = None) -> ConnectorCredentials:
+    env = os.environ if environ is None else environ
+    cls = credentials_class(spec)
+    return cls(**{field_name(n): dg.EnvVar(n) for n in required_env_vars(spec, env)})

@@ -1,0 +1,39 @@
+"""Jobs and schedules: per connector, a daily job over its incremental streams and one for the rest.
+
+The daily schedule materializes yesterday's partition (UTC) an hour after midnight, after Trackstar's
+own hourly WMS sync has run. Full-refresh streams (Salestrekker workflows) refresh daily too.
+"""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from integrations_pipeline.engine.spec import ConnectorSpec
+
+from .translator import ConnectorTranslator, StreamProps
+
+
+def build_connector_jobs_and_schedules(
+    spec: ConnectorSpec, translator: ConnectorTranslator | None = None
+) -> tuple[list[dg.UnresolvedAssetJobDefinition], list[dg.ScheduleDefinition]]:
+    translator = translator or ConnectorTranslator()
+    incremental = [translator.get_asset_key(StreamProps(spec, n)) for n, s in spec.streams.items() if s.incremental]
+    full = [translator.get_asset_key(StreamProps(spec, n)) for n, s in spec.streams.items() if not s.incremental]
+    jobs, schedules = [], []
+    if incremental:
+        job = dg.define_asset_job(
+            f"{spec.name}_incremental_sync",
+            selection=dg.AssetSelection.assets(*incremental),
+            description=f"{spec.title}: incremental streams, one daily partition per run.",
+        )
+        jobs.append(job)
+        schedules.append(dg.build_schedule_from_partitioned_job(job, hour_of_day=1, minute_of_hour=0))
+    if full:
+        job = dg.define_asset_job(
+            f"{spec.name}_full_refresh",
+            selection=dg.AssetSelection.assets(*full),
+            description=f"{spec.title}: full-refresh streams.",
+        )
+        jobs.append(job)
+        schedules.append(dg.ScheduleDefinition(job=job, cron_schedule="30 1 * * *", execution_timezone="UTC"))
+    return jobs, schedules

@@ -1,0 +1,104 @@
+"""Spec → Dagster ``AssetSpec``, one stream at a time (the dagster-dlt / dagster-sling translator pattern).
+
+Each method takes one ``StreamProps`` so new inputs never break a subclass's signature. Subclass
+``ConnectorTranslator`` and pass it to ``build_connector_assets`` to change keys, groups or metadata.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+
+import dagster as dg
+
+from integrations_pipeline.engine.spec import ConnectorSpec, StreamSpec
+from integrations_pipeline.warehouse.tables import TableSpec, table_spec_for
+
+from . import constants
+
+
+@dataclass(frozen=True)
+class StreamProps:
+    """Everything the translator may look at for one stream."""
+
+    connector: ConnectorSpec
+    stream_name: str
+    warehouse_kind: str = "duckdb"
+
+    @property
+    def stream(self) -> StreamSpec:
+        return self.connector.streams[self.stream_name]
+
+    @cached_property
+    def table(self) -> TableSpec:
+        return table_spec_for(self.connector, self.stream_name)
+
+
+_PARTITIONS: dict[str, dg.DailyPartitionsDefinition] = {}
+
+
+def daily_partitions(start_date: str) -> dg.DailyPartitionsDefinition:
+    """One shared definition per start date, so streams that agree can share a multi-asset."""
+    if start_date not in _PARTITIONS:
+        _PARTITIONS[start_date] = dg.DailyPartitionsDefinition(start_date=start_date, timezone="UTC")
+    return _PARTITIONS[start_date]
+
+
+class ConnectorTranslator:
+    def get_asset_key(self, props: StreamProps) -> dg.AssetKey:
+        return dg.AssetKey([props.connector.name, props.stream_name])
+
+    def get_group_name(self, props: StreamProps) -> str:
+        return props.connector.name
+
+    def get_description(self, props: StreamProps) -> str:
+        s = props.stream
+        how = f"GraphQL query on {props.connector.graphql_path}" if s.query else f"`{s.method} {s.path}`"
+        mode = (
+            f"incremental on `{s.incremental.cursor_field}`, daily partitions from {s.incremental.start_date}"
+            if s.incremental
+            else "full refresh"
+        )
+        return f"{s.description}\n\n{props.connector.title}: {how}; {mode}. Table `{props.table.schema}.{props.table.name}`."
+
+    def get_kinds(self, props: StreamProps) -> set[str]:
+        return {props.connector.protocol, props.warehouse_kind}
+
+    def get_partitions_def(self, props: StreamProps) -> dg.PartitionsDefinition | None:
+        inc = props.stream.incremental
+        return daily_partitions(inc.start_date) if inc else None
+
+    def get_metadata(self, props: StreamProps) -> dict[str, object]:
+        s, t = props.stream, props.table
+        return {
+            constants.TABLE_NAME: f"{t.schema}.{t.name}",
+            constants.COLUMN_SCHEMA: column_schema(t),
+            constants.PRIMARY_KEY: ", ".join(t.primary_key),
+            constants.CURSOR_FIELD: s.incremental.cursor_field if s.incremental else "(full refresh)",
+            constants.ENDPOINT: s.path or props.connector.graphql_path,
+        }
+
+    def get_tags(self, props: StreamProps) -> dict[str, str]:
+        return {constants.VENDOR_TAG: props.connector.name}
+
+    def get_asset_spec(self, props: StreamProps) -> dg.AssetSpec:
+        return dg.AssetSpec(
+            key=self.get_asset_key(props),
+            group_name=self.get_group_name(props),
+            description=self.get_description(props),
+            kinds=self.get_kinds(props),
+            code_version=props.connector.fingerprint(),
+            metadata=self.get_metadata(props),
+            tags=self.get_tags(props),
+            partitions_def=self.get_partitions_def(props),
+            skippable=True,
+        )
+
+
+def column_schema(table: TableSpec) -> dg.TableSchema:
+    return dg.TableSchema(
+        columns=[
+            dg.TableColumn(c.name, c.type, constraints=dg.TableColumnConstraints(nullable=c.name not in table.primary_key))
+            for c in table.columns
+        ]
+    )

@@ -1,0 +1,328 @@
+"""The vendor HTTP client: auth, proactive rate limiting, retries and error classification, on httpx.
+
+One ``VendorClient`` per connector and run. ``call()`` sends one logical request and returns the
+decoded JSON body, or raises an error from ``engine.errors``:
+
+- the rate limiter (``engine.ratelimit``) paces the request first;
+- transport failures (timeouts, resets, truncated or undecodable bodies) become ``TransportError``;
+- 429 → ``RateLimitedError`` honouring ``retry-after`` / ``x-ratelimit-reset``; 5xx (but not 501) and
+  the spec's extra retry statuses → ``ServerError``; both retried with exponential back-off and jitter;
+- the spec's ``unsupported_statuses`` (Trackstar 501) → ``EndpointUnsupportedError``, never retried;
+- 401/403 → ``AuthError`` (after one fresh login when the auth type caches a token);
+- other 4xx (and a 501 the spec does not list as unsupported) → ``RequestRejectedError`` with the
+  vendor's message;
+- HTTP-200 bodies are checked too: GraphQL ``errors`` and SALESmanago ``success: false``.
+
+Counters in ``ClientStats`` (calls, retries, 429s, waits) feed the Dagster metadata.
+Error messages are built from the status, the URL path and the vendor's message only: never from
+headers, query strings or request bodies, which may carry credentials; and any credential value the
+vendor's message echoes back is masked.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+from pydantic import SecretStr
+
+from .auth import AUTH_TYPES, Auth, Credentials, OutgoingRequest, dig
+from .errors import (
+    AuthError,
+    EndpointUnsupportedError,
+    MissingCredentialError,
+    RateLimitedError,
+    RequestRejectedError,
+    RetriableError,
+    RetriesExhaustedError,
+    ServerError,
+    TransportError,
+)
+from .ratelimit import Clock, RollingWindowLimiter, SystemClock
+from .spec import ConnectorSpec, RateLimitSpec
+
+USER_AGENT = "integrations-pipeline/0.1 (+https://github.com/integrations-pipeline)"
+
+
+@dataclass(frozen=True)
+class Connection:
+    """One customer connection (Trackstar): its id, and the token sent in the spec's header."""
+
+    id: str
+    token: SecretStr | None = None
+
+    def __repr__(self) -> str:
+        return f"Connection({self.id!r})"
+
+
+def parse_connections(spec: ConnectorSpec, credentials: Credentials) -> list[Connection]:
+    """The connections to read: ``conn_a=tok,conn_b=tok`` or one bare token (id ``default``)."""
+    if spec.connections is None:
+        return [Connection("default")]
+    raw = credentials.get(spec.connections.token.env)
+    conns: list[Connection] = []
+    for part in (p.strip() for p in raw.split(",")):
+        if not part:
+            continue
+        conn_id, sep, token = part.partition("=")
+        conns.append(Connection(conn_id.strip(), SecretStr(token.strip())) if sep else Connection("default", SecretStr(part)))
+    return conns
+
+
+@dataclass
+class ClientStats:
+    calls: int = 0
+    retries: int = 0
+    rate_limited: int = 0
+    transport_errors: int = 0
+    server_errors: int = 0
+    logins: int = 0
+    waited_seconds: float = 0.0
+    backoff_seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, float]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class _Limit:
+    spec: RateLimitSpec
+    limiters: dict[str, RollingWindowLimiter] = field(default_factory=dict)
+
+
+class VendorClient:
+    """Sends a connector's requests. ``transport`` is the test seam (MockTransport, a sandbox)."""
+
+    def __init__(
+        self,
+        spec: ConnectorSpec,
+        credentials: Credentials,
+        *,
+        base_url: str | None = None,
+        transport: httpx.BaseTransport | None = None,
+        clock: Clock | None = None,
+        environ: dict[str, str] | None = None,
+        rng: random.Random | None = None,
+        log: Callable[[str], None] | None = None,
+    ):
+        self.spec = spec
+        self.credentials = credentials
+        self.clock = clock or SystemClock()
+        self.rng = rng or random.Random()
+        self.stats = ClientStats()
+        self.log = log or (lambda message: None)
+        env = os.environ if environ is None else environ
+        self.base_url = (base_url or env.get(spec.base_url.env) or spec.base_url.default or "").rstrip("/")
+        if not self.base_url:
+            raise MissingCredentialError(spec.base_url.env, spec.name)
+        self.auth: Auth = AUTH_TYPES.build(spec.auth, credentials=credentials, clock=self.clock.monotonic)
+        self._limits = [_Limit(self._effective(rl, env)) for rl in spec.rate_limits]
+        self._connection_secrets: set[str] = set()
+        self._http = httpx.Client(
+            transport=transport,
+            timeout=httpx.Timeout(spec.timeout_seconds),
+            headers={"user-agent": USER_AGENT, "accept": "application/json"},
+            auth=self.auth.httpx_auth(),
+        )
+
+    @staticmethod
+    def _effective(rl: RateLimitSpec, env) -> RateLimitSpec:
+        if rl.requests_env and env.get(rl.requests_env):
+            return rl.model_copy(update={"requests": int(env[rl.requests_env])})
+        return rl
+
+    # -- public -----------------------------------------------------------------------------
+
+    def call(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, Any] | None = None,
+        json_body: Any = None,
+        connection: Connection | None = None,
+    ) -> Any:
+        """One logical request with pacing and retries; returns the decoded JSON body."""
+        policy = self.spec.retry
+        relogged = False
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                return self._attempt(method, path, params, json_body, connection)
+            except AuthError:
+                # A cached token may have expired server-side: one fresh login, then give up.
+                if not relogged and self.auth.invalidate():
+                    relogged = True
+                    self.log(f"{self.spec.name}: auth refused on {path}; logging in again")
+                    continue
+                raise
+            except RetriableError as exc:
+                if attempt >= policy.max_attempts:
+                    raise RetriesExhaustedError(exc, attempt) from exc
+                delay = self._backoff(attempt, exc)
+                self.stats.retries += 1
+                self.stats.backoff_seconds += delay
+                self.log(f"{self.spec.name}: {exc}; retry {attempt}/{policy.max_attempts - 1} in {delay:.2f}s")
+                self.clock.sleep(delay)
+
+    def graphql(self, query: str, variables: dict[str, Any], *, authenticated: bool = True) -> Any:
+        """POST a GraphQL document to the connector's endpoint."""
+        body = {"query": query, "variables": variables}
+        if authenticated:
+            return self.call("POST", self.spec.graphql_path, json_body=body)
+        return self._attempt("POST", self.spec.graphql_path, None, body, None, authenticate=False)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> VendorClient:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- internals --------------------------------------------------------------------------
+
+    def _pace(self, method: str, connection: Connection | None) -> None:
+        for limit in self._limits:
+            if method not in limit.spec.methods:
+                continue
+            key = connection.id if (limit.spec.scope == "connection" and connection) else "*"
+            limiter = limit.limiters.get(key)
+            if limiter is None:
+                limiter = limit.limiters[key] = RollingWindowLimiter(
+                    limit.spec.requests, limit.spec.per_seconds, self.clock
+                )
+            self.stats.waited_seconds += limiter.acquire()
+
+    def _login(self, mutation: str, variables: dict[str, Any]) -> Any:
+        self.stats.logins += 1
+        return self.graphql(mutation, variables, authenticated=False)
+
+    def _attempt(
+        self,
+        method: str,
+        path: str,
+        params: dict[str, Any] | None,
+        json_body: Any,
+        connection: Connection | None,
+        authenticate: bool = True,
+    ) -> Any:
+        out = OutgoingRequest(method=method, url=self.base_url + path, params=dict(params or {}), json=json_body)
+        if authenticate:
+            self.auth.apply(out, self._login)
+        if connection is not None and connection.token is not None and self.spec.connections:
+            out.headers[self.spec.connections.header] = connection.token.get_secret_value()
+            self._connection_secrets.add(connection.token.get_secret_value())
+        self._pace(method, connection)
+        self.stats.calls += 1
+        content_bytes = None
+        if out.json is not None:
+            content_bytes = json.dumps(out.json, separators=(",", ":")).encode()
+            out.headers["content-type"] = "application/json"
+        try:
+            response = self._http.request(
+                out.method, out.url, params=out.params or None, headers=out.headers, content=content_bytes
+            )
+            content = response.content
+        except httpx.TimeoutException as exc:
+            self.stats.transport_errors += 1
+            raise TransportError(f"timed out: {type(exc).__name__}", path=path) from None
+        except httpx.TransportError as exc:
+            self.stats.transport_errors += 1
+            raise TransportError(f"connection failed: {type(exc).__name__}", path=path) from None
+        return self._classify(response, content, path)
+
+    def _classify(self, response: httpx.Response, content: bytes, path: str) -> Any:
+        status = response.status_code
+        errors = self.spec.errors
+        body: Any = None
+        try:
+            body = json.loads(content) if content else None
+        except ValueError:
+            if 200 <= status < 300:
+                self.stats.transport_errors += 1
+                raise TransportError("response body is not valid JSON (truncated?)", status=status, path=path) from None
+        message = self._redact(self._message(body) or response.reason_phrase or "no message")
+        if status in errors.unsupported_statuses:
+            raise EndpointUnsupportedError(message, status=status, path=path)
+        if status == 429:
+            self.stats.rate_limited += 1
+            raise RateLimitedError(message, status=status, path=path, retry_after=self._retry_after(response))
+        if status in self.spec.retry.retry_statuses or (status >= 500 and status != 501):
+            # 501 Not Implemented never heals by waiting: it falls through to the fatal branch.
+            self.stats.server_errors += 1
+            raise ServerError(message, status=status, path=path, retry_after=self._retry_after(response))
+        if status in (401, 403):
+            raise AuthError(message, status=status, path=path)
+        if status >= 400:
+            raise RequestRejectedError(message, status=status, path=path)
+        if errors.graphql and isinstance(body, dict) and body.get("errors"):
+            gql = body["errors"]
+            codes = {str(dig(e, "extensions.code")) for e in gql if isinstance(e, dict)}
+            text = self._redact("; ".join(str(e.get("message", e)) if isinstance(e, dict) else str(e) for e in gql))
+            if codes & set(errors.graphql_auth_codes):
+                raise AuthError(f"GraphQL: {text}", status=status, path=path)
+            raise RequestRejectedError(f"GraphQL: {text}", status=status, path=path)
+        if errors.success_field and isinstance(body, dict) and body.get(errors.success_field) is False:
+            raise RequestRejectedError(f"{errors.success_field}=false: {message}", status=status, path=path)
+        return body
+
+    def _message(self, body: Any) -> str | None:
+        """Every message field present, in the spec's order (Trackstar 422: ``error`` and ``detail``)."""
+        if not isinstance(body, dict):
+            return None
+        found: list[str] = []
+        for key in self.spec.errors.message_fields:
+            value = body.get(key)
+            if value in (None, "", [], {}):
+                continue
+            if isinstance(value, list):
+                parts = [v.get("message", json.dumps(v)) if isinstance(v, dict) else str(v) for v in value]
+                text = "; ".join(parts)
+            elif isinstance(value, dict):
+                text = json.dumps(value, sort_keys=True)
+            else:
+                text = str(value)
+            if text not in found:
+                found.append(text)
+        return "; ".join(found) or None
+
+    def _redact(self, text: str) -> str:
+        """Mask any credential a vendor echoes back (``invalid key 'abc...'``); values under 6
+        characters are left alone, as masking them would garble ordinary words and numbers."""
+        secrets = {*self.auth.secret_values(), *self._connection_secrets}
+        for value in sorted((v for v in secrets if len(v) >= 6), key=len, reverse=True):
+            text = text.replace(value, "***")
+        return text
+
+    def _retry_after(self, response: httpx.Response) -> float | None:
+        value = response.headers.get("retry-after")
+        if value is not None:
+            try:
+                return max(0.0, float(value))
+            except ValueError:
+                pass  # an HTTP-date: fall through to the reset header or plain back-off
+        reset = response.headers.get("x-ratelimit-reset")
+        if reset is not None:
+            try:
+                return max(0.0, float(reset) - self.clock.time())
+            except ValueError:
+                return None
+        return None
+
+    def _backoff(self, attempt: int, exc: RetriableError) -> float:
+        policy = self.spec.retry
+        if exc.retry_after is not None:
+            # The server said when; add a little jitter so parallel runs don't stampede together.
+            return min(exc.retry_after, policy.max_retry_after_seconds) + self.rng.uniform(0, 0.1)
+        ceiling = min(policy.max_backoff_seconds, policy.initial_backoff_seconds * policy.multiplier ** (attempt - 1))
+        # "Equal jitter": never less than half the exponential step, never more than the step.
+        return ceiling / 2 + self.rng.uniform(0, ceiling / 2)
+

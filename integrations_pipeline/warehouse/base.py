@@ -1,0 +1,427 @@
+"""The warehouse interface both backends implement, and ``connect_warehouse``.
+
+A ``Warehouse`` stores each stream in one table ``<schema>.<name>`` (see ``tables.py``) with exactly
+one row per primary key: the newest version by the stream's cursor field, whatever order windows
+are committed in. Data arrives through a ``Load``: one time window's pages are staged outside the
+table (``write_batch``, page by page, constant memory), then ``commit`` merges them and records the
+stream's cursor state in ONE transaction. A load that is aborted, or never committed, changes
+nothing.
+
+Row semantics of ``commit`` (both backends):
+
+- within a load, duplicate keys keep the greatest cursor (ties: the last written);
+- against the table, the incoming row wins when its cursor is newer or equal (idempotent re-runs);
+  a null cursor counts as the oldest; without a cursor field the latest write wins;
+- ``LoadResult`` counts keys after dedup: ``inserted`` (new key), ``updated`` (content changed),
+  ``unchanged`` (identical content, or an older version than the table's).
+
+URLs: ``duckdb:///abs/path.duckdb``, ``duckdb:///:memory:``, ``postgresql://user@host:port/db``
+(or ``postgres://``). ``Warehouse.url`` never shows a password.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import weakref
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from uuid import UUID
+
+from integrations_pipeline.engine.errors import ConfigError, IntegrationsError
+
+from .tables import EXTRA_COLUMN, TableSpec
+
+if TYPE_CHECKING:
+    import pandas
+
+WAREHOUSE_URL_ENV = "WAREHOUSE_URL"
+ACCEPTED_URLS = (
+    "duckdb:///<absolute path>.duckdb",
+    "duckdb:///:memory:",
+    "postgresql://user[:password]@host[:port]/database",
+    "postgres://user[:password]@host[:port]/database",
+)
+
+#: The cursor-state table, in both backends: ``_integrations.cursor_state(state_key, state, updated_at)``.
+STATE_SCHEMA = "_integrations"
+STATE_TABLE = "cursor_state"
+
+
+
+def _json_default(value: Any) -> Any:
+    """Values a decoded API body never holds but callers might pass: datetimes, dates, decimals, UUIDs."""
+    if isinstance(value, datetime):
+        return format_timestamp(value)
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() and value.as_tuple().exponent >= 0 else float(value)
+    if isinstance(value, UUID):
+        return str(value)
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+# One encoder for staging and state: compact, and NaN/Infinity refused (they are not JSON).
+_ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False, default=_json_default)
+encode_json = _ENCODER.encode
+
+
+class WarehouseError(IntegrationsError):
+    """A warehouse operation failed (lock timeout, bad rows, schema conflict, unreachable server)."""
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    """What a commit did, counted by primary key after dedup: ``staged == inserted + updated + unchanged``."""
+
+    staged: int
+    inserted: int
+    updated: int
+    unchanged: int
+
+
+# --------------------------------------------------------------------------------------------- URLs
+
+
+def redact_url(url: str, password: str | None = None) -> str:
+    """``url`` with any password replaced by ``***`` (userinfo, ``password=`` parameters, and ``password``)."""
+    if not isinstance(url, str):
+        return repr(url)
+    out = url
+    scheme, sep, rest = url.partition("://")
+    if sep and not rest.startswith("/"):
+        # userinfo ends at the LAST '@' before any query or fragment, so a password holding an
+        # unescaped '@', ':' or '/' is still hidden whole.
+        end = min([i for i in (rest.find("?"), rest.find("#")) if i >= 0], default=len(rest))
+        at = rest.rfind("@", 0, end)
+        if at >= 0:
+            userinfo = rest[:at]
+            if ":" in userinfo:
+                userinfo = userinfo.split(":", 1)[0] + ":***"
+            out = f"{scheme}{sep}{userinfo}{rest[at:]}"
+    out = re.sub(r"(?i)([?&]password=)[^&#]*", r"\1***", out)
+    if password:
+        for secret in {password, _percent_encode(password)}:
+            if secret and secret != "***":
+                out = out.replace(secret, "***")
+    return out
+
+
+def _percent_encode(text: str) -> str:
+    from urllib.parse import quote
+
+    return quote(text, safe="")
+
+
+def default_warehouse_url() -> str:
+    """``duckdb:///<cwd>/.data/warehouse.duckdb`` (the directory is created)."""
+    path = Path.cwd() / ".data" / "warehouse.duckdb"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return f"duckdb://{path}"
+
+
+def parse_duckdb_path(url: str) -> str:
+    """The file path (or ``:memory:``) of a ``duckdb://`` URL; relative paths resolve against the cwd."""
+    rest = url.partition("://")[2]
+    if rest in ("/:memory:", ":memory:", "//:memory:"):
+        return ":memory:"
+    if not rest or rest == "/":
+        raise ConfigError(f"warehouse URL '{url}' names no DuckDB file; expected one of {list(ACCEPTED_URLS)}")
+    if rest.startswith("//"):
+        rest = "/" + rest.lstrip("/")  # duckdb:////abs/path (SQLAlchemy style) is the same file
+    return str(Path(rest).expanduser().absolute())
+
+
+def connect_warehouse(url: str | None = None, **options: Any) -> Warehouse:
+    """Open the warehouse at ``url`` (default: ``$WAREHOUSE_URL``, else a DuckDB file under ``./.data``).
+
+    Nothing is connected yet: the first operation connects. ``options`` go to the backend
+    (DuckDB: ``lock_timeout`` seconds; PostgreSQL: ``connect_timeout`` seconds).
+    """
+    if url is None:
+        url = os.environ.get(WAREHOUSE_URL_ENV) or default_warehouse_url()
+    if not isinstance(url, str) or not url.strip():
+        raise ConfigError(f"warehouse URL is empty; expected one of {list(ACCEPTED_URLS)}")
+    url = url.strip()
+    scheme, sep, _ = url.partition("://")
+    scheme = scheme.lower() if sep else ""
+    if scheme == "duckdb":
+        from .duckdb import DuckDBWarehouse
+
+        return DuckDBWarehouse(url, **options)
+    if scheme in ("postgresql", "postgres"):
+        from .postgres import PostgresWarehouse
+
+        return PostgresWarehouse(url, **options)
+    shown = redact_url(url)
+    if not scheme:
+        raise ConfigError(f"warehouse URL '{shown}' has no scheme; expected one of {list(ACCEPTED_URLS)}")
+    raise ConfigError(
+        f"unsupported warehouse URL scheme '{scheme}' in '{shown}'; expected one of {list(ACCEPTED_URLS)}"
+    )
+
+
+# ------------------------------------------------------------------------------------ SQL helpers
+
+
+def quote_ident(name: str) -> str:
+    """A double-quoted SQL identifier (both DuckDB and PostgreSQL)."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def qualified(schema: str, name: str) -> str:
+    return f"{quote_ident(schema)}.{quote_ident(name)}"
+
+
+def format_timestamp(value: datetime) -> str:
+    """``YYYY-MM-DDTHH:MM:SSZ`` in UTC; fractions only when present (milliseconds when they suffice)."""
+    value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    text = (
+        f"{value.year:04d}-{value.month:02d}-{value.day:02d}"
+        f"T{value.hour:02d}:{value.minute:02d}:{value.second:02d}"
+    )
+    us = value.microsecond
+    if us:
+        text += f".{us // 1000:03d}" if us % 1000 == 0 else f".{us:06d}"
+    return text + "Z"
+
+
+def _loads_text(value: Any) -> Any:
+    return json.loads(value) if isinstance(value, (str, bytes)) else value
+
+
+def _timestamp_out(value: Any) -> Any:
+    return format_timestamp(value) if isinstance(value, datetime) else value
+
+
+def _float_out(value: Any) -> Any:
+    return float(value) if value is not None and not isinstance(value, float) else value
+
+
+def rows_to_records(table: TableSpec, names: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[dict]:
+    """Turn selected rows (data columns in ``names`` order, then ``_extra``) back into API-shaped dicts.
+
+    Timestamps become ISO strings in UTC, JSON text is parsed, numbers stay int/float as declared,
+    and ``_extra``'s keys are merged back in. Columns of the spec missing from ``names`` read as None.
+    """
+    converters: list[Callable[[Any], Any] | None] = []
+    for name in names:
+        kind = table.column(name).type
+        converters.append(
+            _timestamp_out if kind == "timestamp" else _loads_text if kind == "json" else
+            _float_out if kind == "number" else None
+        )
+    absent = [c.name for c in table.columns if c.name not in set(names)]
+    width = len(names)
+    out: list[dict] = []
+    for row in rows:
+        record: dict[str, Any] = {}
+        for i in range(width):
+            value = row[i]
+            conv = converters[i]
+            record[names[i]] = conv(value) if conv is not None and value is not None else value
+        for name in absent:
+            record[name] = None
+        extra = row[width]
+        if extra is not None:
+            extra = _loads_text(extra)
+            if isinstance(extra, dict):
+                record.update(extra)
+        out.append(record)
+    if absent:  # keep schema order
+        order = table.column_names
+        out = [{**{k: r[k] for k in order}, **{k: v for k, v in r.items() if k not in order}} for r in out]
+    return out
+
+
+# ------------------------------------------------------------------------------------------- Load
+
+
+class Load(ABC):
+    """One window's staged write to one table; use as a context manager.
+
+    ``write_batch`` stages a page (nothing touches the table yet); ``commit(state)`` merges everything
+    staged and upserts the cursor state for ``state_key`` in one transaction. Leaving the ``with``
+    block without a successful commit (normally or by an exception) aborts: the staging is
+    discarded and the table and state stay as they were. A failed ``commit`` keeps the staging, so
+    it may be retried (or aborted).
+    """
+
+    def __init__(self, table: TableSpec, state_key: str):
+        if not isinstance(state_key, str) or not state_key:
+            raise ValueError(f"state_key must be a non-empty string, got {state_key!r}")
+        self.table = table
+        self.state_key = state_key
+        self.written = 0  # records passed to write_batch (before dedup)
+        self.result: LoadResult | None = None
+        self._status = "open"
+        # Discards the staging if the Load is garbage-collected (or the process exits) uncommitted.
+        self._finalizer: weakref.finalize | None = None
+
+    @property
+    def status(self) -> str:
+        """``open``, ``committed`` or ``aborted``."""
+        return self._status
+
+    def write_batch(self, records: list[dict]) -> None:
+        """Stage one page of raw API records (plus ``_connection_id`` for per-connection streams)."""
+        self._require_open("write_batch")
+        if not records:
+            return
+        try:
+            self._write(records)
+        except (TypeError, ValueError) as exc:
+            raise WarehouseError(f"cannot stage records for {self.table.full_name}: {exc}") from exc
+        self.written += len(records)
+
+    def commit(self, state: dict | None = None) -> LoadResult:
+        """Merge the staged rows into the table and set this key's cursor state, atomically."""
+        self._require_open("commit")
+        try:
+            state_json = None if state is None else encode_json(state)
+        except (TypeError, ValueError) as exc:
+            raise WarehouseError(f"cursor state for '{self.state_key}' is not JSON-serialisable: {exc}") from exc
+        result = self._commit(state_json)
+        self._status = "committed"
+        self.result = result
+        self._discard()
+        return result
+
+    def abort(self) -> None:
+        """Discard the staging; the table and the state are left untouched. Idempotent."""
+        if self._status != "open":
+            return
+        self._status = "aborted"
+        self._discard()
+
+    def __enter__(self) -> Load:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        self.abort()  # no-op after a successful commit
+        return False
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.table.full_name} key={self.state_key!r} {self._status} written={self.written}>"
+
+    def _require_open(self, what: str) -> None:
+        if self._status != "open":
+            raise WarehouseError(f"{what}() on a load of {self.table.full_name} that is already {self._status}")
+
+    def _discard(self) -> None:
+        try:
+            self._release()
+        except Exception:  # cleanup is best effort; the outcome is already decided
+            pass
+        if self._finalizer is not None:
+            try:
+                self._finalizer()
+            except Exception:  # cleanup is best effort; the outcome is already decided
+                pass
+
+    def _release(self) -> None:
+        """Close what the staging holds open (files, connections); the finalizer then removes it."""
+
+    @abstractmethod
+    def _write(self, records: list[dict]) -> None: ...
+
+    @abstractmethod
+    def _commit(self, state_json: str | None) -> LoadResult: ...
+
+
+# -------------------------------------------------------------------------------------- Warehouse
+
+
+class Warehouse(ABC):
+    """A place to store streams: DuckDB (one file, embedded) or PostgreSQL."""
+
+    backend: str = "abstract"
+    url: str  # as given, with any password replaced by ***
+
+    def __init__(self, url: str):
+        self.url = redact_url(url)
+        self._closed = False
+
+    @abstractmethod
+    def ensure_table(self, table: TableSpec) -> None:
+        """Create the schema and table if missing; add columns the spec gained (never drops any)."""
+
+    @abstractmethod
+    def open_load(self, table: TableSpec, state_key: str) -> Load:
+        """Start staging one window of ``table``; commit it together with ``state_key``'s state."""
+
+    @abstractmethod
+    def read_state(self, state_key: str) -> dict | None:
+        """The cursor state committed with the last load for ``state_key`` (None if never)."""
+
+    @abstractmethod
+    def read_records(self, table: TableSpec, where_connection: str | None = None) -> list[dict]:
+        """Every row back in API shape (``_extra`` merged, meta columns dropped), sorted by primary key."""
+
+    @abstractmethod
+    def read_frame(self, table: TableSpec) -> pandas.DataFrame:
+        """The stored table as a DataFrame: data columns, ``_extra`` (JSON text) and ``_synced_at``, by key."""
+
+    @abstractmethod
+    def row_count(self, table: TableSpec) -> int:
+        """Rows in the table (0 when it does not exist yet)."""
+
+    def close(self) -> None:
+        """Release connections. Idempotent."""
+        self._closed = True
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def _require_open(self) -> None:
+        if self._closed:
+            raise WarehouseError(f"warehouse {self.url} is closed")
+
+    def __enter__(self) -> Warehouse:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.url!r})"
+
+    def __str__(self) -> str:
+        return self.url
+
+
+def select_names(table: TableSpec, existing: Sequence[str]) -> list[str]:
+    """The spec's data columns that exist in the stored table (in spec order)."""
+    have = set(existing)
+    return [c.name for c in table.columns if c.name in have]
+
+
+def order_by_pk(table: TableSpec, collate: str = "") -> str:
+    """``ORDER BY`` list of the primary key; ``collate`` (e.g. ' COLLATE "C"') applies to string keys."""
+    parts = []
+    for key in table.primary_key:
+        suffix = collate if collate and table.column(key).type == "string" else ""
+        parts.append(quote_ident(key) + suffix)
+    return ", ".join(parts)
+
+
+__all__ = [
+    "ACCEPTED_URLS",
+    "EXTRA_COLUMN",
+    "Load",
+    "LoadResult",
+    "Warehouse",
+    "WarehouseError",
+    "connect_warehouse",
+    "default_warehouse_url",
+    "format_timestamp",
+    "redact_url",
+]

@@ -1,0 +1,547 @@
+"""DuckDB warehouse: one embedded database file, shared by concurrent runs.
+
+DuckDB lets one process at a time open a file for writing, and Dagster may run several runs at
+once. So no connection is held: each operation opens the file, works, and closes it, retrying the
+open with back-off (``lock_timeout``, 60 s by default) while another process holds the lock. Within
+one process, writes to one file are serialised by a lock so that two threads never merge into the
+same table at once.
+
+Staging needs no database at all: ``write_batch`` appends each page as NDJSON to a temporary file
+beside the database (``<db>.staging/``), so memory stays flat however many pages a load has. Only
+``commit`` takes the lock: it reads the file with ``read_json`` into a temporary table (typed
+columns), dedups it, and merges with two set-based statements plus the state upsert in one
+transaction. If a value does not fit its column's type (e.g. ``"n/a"`` in an integer column), the
+load is re-read through a slower path that checks each value's JSON type: mismatches are stored as
+NULL and kept verbatim in ``_extra``, so ``read_records`` still returns them.
+
+The fast path relies on DuckDB's JSON casts, which accept a few lossy coercions silently: ``"12"`` or
+``12.7`` into an integer column (→ 12, 13), a number or boolean into a string column (→ its text).
+Records that follow their JSON Schema are stored exactly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import random
+import tempfile
+import threading
+import time
+import weakref
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import duckdb
+
+from .base import (
+    STATE_SCHEMA,
+    STATE_TABLE,
+    Load,
+    LoadResult,
+    Warehouse,
+    WarehouseError,
+    encode_json,
+    order_by_pk,
+    parse_duckdb_path,
+    qualified,
+    quote_ident,
+    rows_to_records,
+    select_names,
+)
+from .tables import EXTRA_COLUMN, SYNCED_AT_COLUMN, Column, TableSpec
+
+if TYPE_CHECKING:
+    import pandas
+
+SQL_TYPES = {
+    "string": "VARCHAR",
+    "integer": "BIGINT",
+    "number": "DOUBLE",
+    "boolean": "BOOLEAN",
+    "timestamp": "TIMESTAMPTZ",
+    "json": "JSON",
+}
+# information_schema.columns.data_type spelling of the above
+INFO_TYPES = {
+    "string": "VARCHAR",
+    "integer": "BIGINT",
+    "number": "DOUBLE",
+    "boolean": "BOOLEAN",
+    "timestamp": "TIMESTAMP WITH TIME ZONE",
+    "json": "JSON",
+}
+META_COLUMNS = ((EXTRA_COLUMN, "JSON"), (SYNCED_AT_COLUMN, "TIMESTAMPTZ"))
+ISO_TIMESTAMP = r"\d{4}-\d{2}-\d{2}([Tt ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?)?([Zz]|[+-]\d{2}(:?\d{2})?)?"
+STAGE = "__ip_stage"
+STAGE_DEDUP = "__ip_stage_dedup"
+STALE_STAGING_SECONDS = 24 * 3600
+MAX_OBJECT_BYTES = 256 * 1024 * 1024
+
+_process_locks: dict[str, threading.Lock] = {}
+_process_locks_guard = threading.Lock()
+
+
+def _process_lock(key: str) -> threading.Lock:
+    with _process_locks_guard:
+        return _process_locks.setdefault(key, threading.Lock())
+
+
+def _is_lock_conflict(exc: BaseException) -> bool:
+    text = str(exc).lower()
+    return "could not set lock" in text or "conflicting lock" in text
+
+
+def _sql_string(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _struct_literal(columns: dict[str, str]) -> str:
+    return "{" + ", ".join(f"{_sql_string(k)}: {_sql_string(v)}" for k, v in columns.items()) + "}"
+
+
+def _rollback(conn: duckdb.DuckDBPyConnection) -> None:
+    with contextlib.suppress(Exception):
+        conn.execute("ROLLBACK")
+
+
+class DuckDBWarehouse(Warehouse):
+    """A DuckDB file (``duckdb:///abs/path.duckdb``) or an in-process database (``duckdb:///:memory:``)."""
+
+    backend = "duckdb"
+
+    def __init__(self, url: str, *, lock_timeout: float = 60.0):
+        super().__init__(url)
+        self.path = parse_duckdb_path(url)
+        self.lock_timeout = float(lock_timeout)
+        self._memory: duckdb.DuckDBPyConnection | None = None
+        if self.path == ":memory:":
+            # An in-memory database lives as long as this connection: keep it, hand out cursors.
+            self._memory = duckdb.connect(":memory:")
+            self._lock_key = f"memory:{id(self)}"
+            self.staging_dir = Path(tempfile.gettempdir()) / "integrations_pipeline_staging"
+        else:
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            self._lock_key = self.path
+            self.staging_dir = Path(self.path + ".staging")
+
+    # ---------------------------------------------------------------------------- connections
+
+    def _open(self) -> duckdb.DuckDBPyConnection:
+        """Open the file, retrying with jittered back-off while another process holds its lock."""
+        if self._memory is not None:
+            conn = self._memory.cursor()
+        else:
+            deadline = time.monotonic() + self.lock_timeout
+            delay = 0.01
+            while True:
+                try:
+                    conn = duckdb.connect(self.path)
+                    break
+                except duckdb.IOException as exc:
+                    if not _is_lock_conflict(exc):
+                        raise WarehouseError(f"cannot open DuckDB file {self.path}: {exc}") from exc
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        raise WarehouseError(
+                            f"DuckDB file {self.path} stayed locked by another process for "
+                            f"{self.lock_timeout:g} s: {exc}"
+                        ) from exc
+                    time.sleep(min(delay * (0.5 + random.random()), remaining))
+                    delay = min(delay * 2, 1.0)
+        try:
+            conn.execute("SET TimeZone = 'UTC'")
+        except Exception:
+            conn.close()
+            raise
+        return conn
+
+    @contextlib.contextmanager
+    def _connection(self, write: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A short-lived connection; ``write`` also serialises writers of this file within the process."""
+        self._require_open()
+        lock = _process_lock(self._lock_key) if write else None
+        if lock is not None and not lock.acquire(timeout=self.lock_timeout):
+            raise WarehouseError(f"another thread kept writing to {self.path} for {self.lock_timeout:g} s")
+        try:
+            conn = self._open()
+            try:
+                yield conn
+            finally:
+                conn.close()
+        finally:
+            if lock is not None:
+                lock.release()
+
+    def close(self) -> None:
+        if self._memory is not None:
+            with contextlib.suppress(Exception):
+                self._memory.close()
+            self._memory = None
+        super().close()
+
+    # ------------------------------------------------------------------------------- catalogue
+
+    @staticmethod
+    def _existing_columns(conn: duckdb.DuckDBPyConnection, schema: str, name: str) -> dict[str, str]:
+        rows = conn.execute(
+            "SELECT column_name, data_type FROM information_schema.columns "
+            "WHERE table_catalog = current_database() AND table_schema = ? AND table_name = ? "
+            "ORDER BY ordinal_position",
+            [schema, name],
+        ).fetchall()
+        return {r[0]: r[1] for r in rows}
+
+    def _ensure(self, conn: duckdb.DuckDBPyConnection, table: TableSpec) -> None:
+        target = qualified(table.schema, table.name)
+        existing = self._existing_columns(conn, table.schema, table.name)
+        if not existing:
+            conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(table.schema)}")
+            defs = [f"{quote_ident(c.name)} {SQL_TYPES[c.type]}" for c in table.columns]
+            defs += [f"{quote_ident(n)} {t}" for n, t in META_COLUMNS]
+            pk = ", ".join(quote_ident(k) for k in table.primary_key)
+            conn.execute(f"CREATE TABLE IF NOT EXISTS {target} ({', '.join(defs)}, PRIMARY KEY ({pk}))")
+            return
+        for col in table.columns:
+            have = existing.get(col.name)
+            if have is None:
+                conn.execute(f"ALTER TABLE {target} ADD COLUMN {quote_ident(col.name)} {SQL_TYPES[col.type]}")
+            elif have != INFO_TYPES[col.type]:
+                self._retype(conn, table, col, have)
+        for name, sql_type in META_COLUMNS:
+            if name not in existing:
+                conn.execute(f"ALTER TABLE {target} ADD COLUMN {quote_ident(name)} {sql_type}")
+
+    @staticmethod
+    def _retype(conn: duckdb.DuckDBPyConnection, table: TableSpec, col: Column, have: str) -> None:
+        if col.type == "number" and have in ("BIGINT", "INTEGER", "SMALLINT", "TINYINT", "HUGEINT"):
+            conn.execute(
+                f"ALTER TABLE {qualified(table.schema, table.name)} ALTER COLUMN {quote_ident(col.name)} TYPE DOUBLE"
+            )
+            return
+        raise WarehouseError(
+            f"column {table.full_name}.{col.name} is stored as {have} but the spec now says {col.type} "
+            f"({INFO_TYPES[col.type]}); migrate or drop the column by hand"
+        )
+
+    @staticmethod
+    def _ensure_state_table(conn: duckdb.DuckDBPyConnection) -> None:
+        conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(STATE_SCHEMA)}")
+        conn.execute(
+            f"CREATE TABLE IF NOT EXISTS {qualified(STATE_SCHEMA, STATE_TABLE)} "
+            "(state_key VARCHAR PRIMARY KEY, state JSON, updated_at TIMESTAMPTZ NOT NULL)"
+        )
+
+    # ----------------------------------------------------------------------------------- API
+
+    @contextlib.contextmanager
+    def _errors(self, what: str) -> Iterator[None]:
+        try:
+            yield
+        except duckdb.Error as exc:
+            raise WarehouseError(f"DuckDB {what} failed on {self.path}: {exc}") from exc
+
+    def ensure_table(self, table: TableSpec) -> None:
+        with self._errors(f"ensure_table({table.full_name})"), self._connection(write=True) as conn:
+            conn.execute("BEGIN")
+            try:
+                self._ensure(conn, table)
+                conn.execute("COMMIT")
+            except BaseException:
+                _rollback(conn)
+                raise
+
+    def open_load(self, table: TableSpec, state_key: str) -> DuckDBLoad:
+        self._require_open()
+        self._purge_stale_staging()
+        return DuckDBLoad(self, table, state_key)
+
+    def read_state(self, state_key: str) -> dict | None:
+        with self._errors("read_state"), self._connection() as conn:
+            if not self._existing_columns(conn, STATE_SCHEMA, STATE_TABLE):
+                return None
+            row = conn.execute(
+                f"SELECT state FROM {qualified(STATE_SCHEMA, STATE_TABLE)} WHERE state_key = ?", [state_key]
+            ).fetchone()
+        return None if row is None or row[0] is None else json.loads(row[0])
+
+    def read_records(self, table: TableSpec, where_connection: str | None = None) -> list[dict]:
+        where, params = _connection_filter(table, where_connection)
+        with self._errors(f"read_records({table.full_name})"), self._connection() as conn:
+            existing = self._existing_columns(conn, table.schema, table.name)
+            if not existing:
+                return []
+            names = select_names(table, existing)
+            select = [quote_ident(n) for n in names]
+            select.append(quote_ident(EXTRA_COLUMN) if EXTRA_COLUMN in existing else "NULL")
+            rows = conn.execute(
+                f"SELECT {', '.join(select)} FROM {qualified(table.schema, table.name)}{where} "
+                f"ORDER BY {order_by_pk(table)}",
+                params,
+            ).fetchall()
+        return rows_to_records(table, names, rows)
+
+    def read_frame(self, table: TableSpec) -> pandas.DataFrame:
+        with self._errors(f"read_frame({table.full_name})"), self._connection() as conn:
+            existing = self._existing_columns(conn, table.schema, table.name)
+            if not existing:
+                import pandas
+
+                return pandas.DataFrame(columns=[*table.column_names, EXTRA_COLUMN, SYNCED_AT_COLUMN])
+            names = select_names(table, existing)
+            meta = [n for n, _ in META_COLUMNS if n in existing]
+            cols = ", ".join(
+                quote_ident(n) + ("::VARCHAR AS " + quote_ident(n) if existing[n] == "JSON" else "")
+                for n in [*names, *meta]
+            )
+            return conn.execute(
+                f"SELECT {cols} FROM {qualified(table.schema, table.name)} ORDER BY {order_by_pk(table)}"
+            ).df()
+
+    def row_count(self, table: TableSpec) -> int:
+        with self._errors(f"row_count({table.full_name})"), self._connection() as conn:
+            if not self._existing_columns(conn, table.schema, table.name):
+                return 0
+            return int(conn.execute(f"SELECT count(*) FROM {qualified(table.schema, table.name)}").fetchone()[0])
+
+    # ------------------------------------------------------------------------------- staging
+
+    def _purge_stale_staging(self) -> None:
+        """Remove staging files that a crashed process left behind (untouched for a day)."""
+        try:
+            entries = list(os.scandir(self.staging_dir))
+        except OSError:
+            return
+        cutoff = time.time() - STALE_STAGING_SECONDS
+        for entry in entries:
+            with contextlib.suppress(OSError):
+                if entry.name.endswith(".ndjson") and entry.stat().st_mtime < cutoff:
+                    os.unlink(entry.path)
+
+
+def _connection_filter(table: TableSpec, where_connection: str | None) -> tuple[str, list[Any]]:
+    if where_connection is None:
+        return "", []
+    if not table.per_connection:
+        raise ValueError(f"table {table.full_name} has no _connection_id column to filter on")
+    return ' WHERE "_connection_id" = ?', [where_connection]
+
+
+def _remove_staging(path: str, directory: str) -> None:
+    with contextlib.suppress(OSError):
+        os.unlink(path)
+    with contextlib.suppress(OSError):
+        os.rmdir(directory)  # only succeeds when no other load is staging there
+
+
+class DuckDBLoad(Load):
+    """Stages pages as NDJSON in ``<db>.staging/``; ``commit`` merges them under the file lock."""
+
+    def __init__(self, warehouse: DuckDBWarehouse, table: TableSpec, state_key: str):
+        super().__init__(table, state_key)
+        self._wh = warehouse
+        self._columns = frozenset(table.column_names)
+        self._path: str | None = None
+        self._fh: Any = None
+
+    # ------------------------------------------------------------------------------- staging
+
+    def _encode(self, records: list[dict]) -> str:
+        columns = self._columns
+        encode = encode_json
+        lines: list[str] = []
+        append = lines.append
+        for record in records:
+            if type(record) is not dict and not isinstance(record, dict):
+                raise TypeError(f"a record must be a dict, got {type(record).__name__}")
+            if columns.issuperset(record):
+                append(encode(record))
+            else:  # fields outside the schema travel in _extra
+                known: dict[str, Any] = {}
+                extra: dict[str, Any] = {}
+                for key, value in record.items():
+                    (known if key in columns else extra)[key] = value
+                known[EXTRA_COLUMN] = extra
+                append(encode(known))
+        append("")
+        return "\n".join(lines)
+
+    def _open_file(self) -> None:
+        if self._path is not None:  # a failed commit closed it; more pages may follow
+            self._fh = open(self._path, "a", encoding="utf-8", newline="\n")
+            return
+        directory = self._wh.staging_dir
+        prefix = f"{self.table.schema}.{self.table.name}."
+        for attempt in range(5):
+            directory.mkdir(parents=True, exist_ok=True)
+            try:
+                fd, path = tempfile.mkstemp(prefix=prefix, suffix=".ndjson", dir=directory)
+                break
+            except FileNotFoundError:  # another load removed the empty directory meanwhile
+                if attempt == 4:
+                    raise
+        self._path = path
+        self._fh = os.fdopen(fd, "w", encoding="utf-8", newline="\n")
+        self._finalizer = weakref.finalize(self, _remove_staging, path, str(directory))
+
+    def _write(self, records: list[dict]) -> None:
+        data = self._encode(records)
+        if self._fh is None:
+            self._open_file()
+        self._fh.write(data)
+
+    def _release(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+
+    # -------------------------------------------------------------------------------- commit
+
+    def _commit(self, state_json: str | None) -> LoadResult:
+        self._release()  # flush the staging file; reopened in append mode if commit fails and pages follow
+        wh, table = self._wh, self.table
+        with wh._errors(f"commit of {table.full_name}"), wh._connection(write=True) as conn:
+            staged = self._stage(conn) if self._path is not None and self.written else None
+            conn.execute("BEGIN")
+            try:
+                wh._ensure(conn, table)
+                wh._ensure_state_table(conn)
+                if staged is not None:
+                    source, count = staged
+                    updated, inserted = self._merge(conn, source)
+                    result = LoadResult(count, inserted, updated, count - inserted - updated)
+                else:
+                    result = LoadResult(0, 0, 0, 0)
+                conn.execute(
+                    f"INSERT INTO {qualified(STATE_SCHEMA, STATE_TABLE)} (state_key, state, updated_at) "
+                    "VALUES (?, ?, now()) ON CONFLICT (state_key) DO UPDATE "
+                    "SET state = excluded.state, updated_at = excluded.updated_at",
+                    [self.state_key, state_json],
+                )
+                conn.execute("COMMIT")
+            except BaseException:
+                _rollback(conn)
+                raise
+        return result
+
+    def _stage(self, conn: duckdb.DuckDBPyConnection) -> tuple[str, int]:
+        """Read the staging file into a temp table (deduped); return its name and row count."""
+        table = self.table
+        path = _sql_string(self._path or "")
+        options = f"format = 'newline_delimited', maximum_object_size = {MAX_OBJECT_BYTES}"
+        typed = {c.name: SQL_TYPES[c.type] for c in table.columns}
+        typed[EXTRA_COLUMN] = "JSON"
+        try:
+            conn.execute(
+                f"CREATE OR REPLACE TEMP TABLE {STAGE} AS "
+                f"SELECT * FROM read_json({path}, {options}, columns = {_struct_literal(typed)})"
+            )
+        except (duckdb.InvalidInputException, duckdb.ConversionException):
+            raw = {c.name: "JSON" for c in table.columns}
+            raw[EXTRA_COLUMN] = "JSON"
+            conn.execute(
+                f"CREATE OR REPLACE TEMP TABLE {STAGE} AS {_checked_select(table)} "
+                f"FROM (SELECT *, {_mismatch_list(table)} AS __ip_mismatch "
+                f"FROM read_json({path}, {options}, columns = {_struct_literal(raw)}))"
+            )
+        pk = [quote_ident(k) for k in table.primary_key]
+        total, distinct, null_keys = conn.execute(
+            f"SELECT count(*), count(DISTINCT ({', '.join(pk)})), "
+            f"count(*) FILTER (WHERE {' OR '.join(k + ' IS NULL' for k in pk)}) FROM {STAGE}"
+        ).fetchone()
+        if null_keys:
+            raise WarehouseError(
+                f"{null_keys} of {total} staged records for {table.full_name} have no value (or a value of "
+                f"the wrong type) for primary key {list(table.primary_key)}"
+            )
+        if total == distinct:
+            return STAGE, int(total)
+        order = f"{quote_ident(table.cursor_field)} DESC NULLS LAST, " if table.cursor_field else ""
+        conn.execute(
+            f"CREATE OR REPLACE TEMP TABLE {STAGE_DEDUP} AS SELECT * FROM {STAGE} "
+            f"QUALIFY row_number() OVER (PARTITION BY {', '.join(pk)} ORDER BY {order}rowid DESC) = 1"
+        )
+        return STAGE_DEDUP, int(distinct)
+
+    def _merge(self, conn: duckdb.DuckDBPyConnection, source: str) -> tuple[int, int]:
+        table = self.table
+        target = qualified(table.schema, table.name)
+        pk = [quote_ident(k) for k in table.primary_key]
+        on = " AND ".join(f"t.{k} = s.{k}" for k in pk)
+        values = [quote_ident(c.name) for c in table.columns if c.name not in table.primary_key]
+        values.append(quote_ident(EXTRA_COLUMN))
+        newer = "TRUE"
+        if table.cursor_field:
+            cur = quote_ident(table.cursor_field)
+            newer = f"(t.{cur} IS NULL OR (s.{cur} IS NOT NULL AND s.{cur} >= t.{cur}))"
+        same = " AND ".join(f"t.{v} IS NOT DISTINCT FROM s.{v}" for v in values)
+        assignments = ", ".join(f"{v} = s.{v}" for v in values)
+        updated = conn.execute(
+            f"UPDATE {target} AS t SET {assignments}, {quote_ident(SYNCED_AT_COLUMN)} = now() "
+            f"FROM {source} AS s WHERE {on} AND {newer} AND NOT ({same})"
+        ).fetchone()[0]
+        all_columns = [quote_ident(c.name) for c in table.columns] + [quote_ident(EXTRA_COLUMN)]
+        inserted = conn.execute(
+            f"INSERT INTO {target} ({', '.join(all_columns)}, {quote_ident(SYNCED_AT_COLUMN)}) "
+            f"SELECT {', '.join('s.' + c for c in all_columns)}, now() FROM {source} AS s "
+            f"WHERE NOT EXISTS (SELECT 1 FROM {target} AS t WHERE {on})"
+        ).fetchone()[0]
+        return int(updated), int(inserted)
+
+
+# ------------------------------------------------------------------ the checked (slow) staging path
+
+
+def _checks(col: Column) -> tuple[str, str]:
+    """(value fits the column, converted value) for a column read as raw JSON."""
+    v = quote_ident(col.name)
+    kind = col.type
+    if kind == "string":
+        return f"json_type({v}) = 'VARCHAR'", f"({v} ->> '$')"
+    if kind == "integer":
+        conv = f"TRY_CAST({v}::VARCHAR AS BIGINT)"
+        return f"(json_type({v}) IN ('BIGINT', 'UBIGINT') AND {conv} IS NOT NULL)", conv
+    if kind == "number":
+        conv = f"TRY_CAST({v}::VARCHAR AS DOUBLE)"
+        return f"(json_type({v}) IN ('BIGINT', 'UBIGINT', 'DOUBLE') AND {conv} IS NOT NULL)", conv
+    if kind == "boolean":
+        return f"json_type({v}) = 'BOOLEAN'", f"({v}::VARCHAR = 'true')"
+    if kind == "timestamp":
+        conv = f"TRY_CAST({v} ->> '$' AS TIMESTAMPTZ)"
+        return (
+            f"(json_type({v}) = 'VARCHAR' AND regexp_full_match({v} ->> '$', {_sql_string(ISO_TIMESTAMP)}) "
+            f"AND {conv} IS NOT NULL)",
+            conv,
+        )
+    return "TRUE", v  # json
+
+
+def _mismatch_list(table: TableSpec) -> str:
+    """SQL text: the ``"key":value`` members of values that do not fit their column, comma-joined."""
+    parts = []
+    for col in table.columns:
+        if col.type == "json":
+            continue
+        ok, _ = _checks(col)
+        key = _sql_string(json.dumps(col.name) + ":")
+        v = quote_ident(col.name)
+        parts.append(f"CASE WHEN {v} IS NOT NULL AND NOT coalesce({ok}, FALSE) THEN {key} || {v}::VARCHAR END")
+    return f"concat_ws(',', {', '.join(parts)})" if parts else "''"
+
+
+def _checked_select(table: TableSpec) -> str:
+    exprs = []
+    for col in table.columns:
+        ok, conv = _checks(col)
+        exprs.append(
+            f"{quote_ident(col.name)}::JSON AS {quote_ident(col.name)}" if col.type == "json"
+            else f"CASE WHEN {ok} THEN {conv} END AS {quote_ident(col.name)}"
+        )
+    extra = quote_ident(EXTRA_COLUMN)
+    inner = f"NULLIF(substr({extra}::VARCHAR, 2, length({extra}::VARCHAR) - 2), '')"
+    exprs.append(
+        f"CASE WHEN __ip_mismatch = '' THEN {extra} "
+        f"ELSE ('{{' || concat_ws(',', {inner}, __ip_mismatch) || '}}')::JSON END AS {extra}"
+    )
+    return "SELECT " + ", ".join(exprs)

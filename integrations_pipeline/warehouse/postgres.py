@@ -1,0 +1,445 @@
+"""PostgreSQL warehouse (psycopg 3): JSON as JSONB, timestamps as TIMESTAMPTZ.
+
+A ``Load`` owns one connection for its lifetime: each ``write_batch`` streams the page with
+``COPY ... FROM STDIN`` into a session-private TEMP table (unlogged, dropped with the session, so a
+crashed or abandoned load leaves nothing behind) as one JSONB document per record. ``commit``
+converts the documents to typed columns in SQL, checking each value's JSON type (a value that does
+not fit its column is stored as NULL and kept verbatim in ``_extra``), dedups, then in one
+transaction locks the target table against concurrent merges, updates changed rows, inserts new
+ones and upserts the cursor state.
+
+Other operations share one lazily opened connection per warehouse (autocommit; guarded by a lock).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import weakref
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
+
+from integrations_pipeline.engine.errors import ConfigError
+
+from .base import (
+    ACCEPTED_URLS,
+    STATE_SCHEMA,
+    STATE_TABLE,
+    Load,
+    LoadResult,
+    Warehouse,
+    WarehouseError,
+    encode_json,
+    order_by_pk,
+    qualified,
+    quote_ident,
+    redact_url,
+    rows_to_records,
+    select_names,
+)
+from .tables import EXTRA_COLUMN, SYNCED_AT_COLUMN, Column, TableSpec
+
+if TYPE_CHECKING:
+    import pandas
+
+SQL_TYPES = {
+    "string": "text",
+    "integer": "bigint",
+    "number": "double precision",
+    "boolean": "boolean",
+    "timestamp": "timestamptz",
+    "json": "jsonb",
+}
+# format_type() spelling of the above
+CATALOG_TYPES = {
+    "string": "text",
+    "integer": "bigint",
+    "number": "double precision",
+    "boolean": "boolean",
+    "timestamp": "timestamp with time zone",
+    "json": "jsonb",
+}
+META_COLUMNS = ((EXTRA_COLUMN, "jsonb"), (SYNCED_AT_COLUMN, "timestamptz"))
+ISO_TIMESTAMP = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}([Tt ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]+)?)?)?([Zz]|[+-][0-9]{2}(:?[0-9]{2})?)?$"
+DDL_LOCK_KEY = 0x1A7E_57A6_0001  # pg_advisory_xact_lock key serialising our CREATE/ALTER statements
+COLLATE_C = ' COLLATE "C"'  # sort text keys by code point, as Python does
+STAGE = "ip_stage"
+TYPED = "ip_typed"
+DEDUP = "ip_dedup"
+
+
+def _sql_string(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _close_quietly(conn: psycopg.Connection) -> None:
+    with contextlib.suppress(Exception):
+        conn.close()
+
+
+class PostgresWarehouse(Warehouse):
+    """``postgresql://user[:password]@host[:port]/database`` (or ``postgres://``)."""
+
+    backend = "postgres"
+
+    def __init__(self, url: str, *, connect_timeout: float = 10.0, application_name: str = "integrations_pipeline"):
+        super().__init__(url)
+        try:
+            params = conninfo_to_dict(url)
+        except psycopg.Error:
+            raise ConfigError(
+                f"invalid PostgreSQL URL '{self.url}'; expected one of {list(ACCEPTED_URLS)}"
+            ) from None
+        password = params.get("password")
+        self.url = redact_url(url, str(password) if password else None)
+        self._dsn = url
+        self._kwargs: dict[str, Any] = {}
+        if "connect_timeout" not in params:
+            self._kwargs["connect_timeout"] = max(1, int(connect_timeout))
+        if "application_name" not in params:
+            self._kwargs["application_name"] = application_name
+        self._conn: psycopg.Connection | None = None
+        self._lock = threading.RLock()
+
+    # ---------------------------------------------------------------------------- connections
+
+    def _new_connection(self) -> psycopg.Connection:
+        try:
+            conn = psycopg.connect(self._dsn, autocommit=True, **self._kwargs)
+        except psycopg.Error as exc:
+            raise WarehouseError(f"cannot connect to PostgreSQL at {self.url}: {str(exc).strip()}") from None
+        try:
+            conn.execute("SET TimeZone TO 'UTC'")
+        except Exception:
+            _close_quietly(conn)
+            raise
+        return conn
+
+    @contextlib.contextmanager
+    def _connection(self) -> Iterator[psycopg.Connection]:
+        """The shared connection (reconnected when broken), held exclusively for one operation."""
+        self._require_open()
+        with self._lock:
+            if self._conn is None or self._conn.closed or self._conn.broken:
+                self._conn = self._new_connection()
+            conn = self._conn
+            try:
+                yield conn
+            finally:
+                if conn.closed or conn.broken:
+                    _close_quietly(conn)
+                    self._conn = None
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                _close_quietly(self._conn)
+                self._conn = None
+        super().close()
+
+    # ------------------------------------------------------------------------------- catalogue
+
+    @staticmethod
+    def _existing_columns(conn: psycopg.Connection, schema: str, name: str) -> dict[str, str]:
+        rows = conn.execute(
+            "SELECT a.attname, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a "
+            "WHERE a.attrelid = to_regclass(%s) AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum",
+            [qualified(schema, name)],
+        ).fetchall()
+        return {r[0]: r[1] for r in rows}
+
+    def _ensure(self, conn: psycopg.Connection, table: TableSpec) -> None:
+        """Create or extend ``table``; call inside a transaction. DDL runs under an advisory lock."""
+        existing = self._existing_columns(conn, table.schema, table.name)
+        if existing and self._up_to_date(table, existing):
+            return
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", [DDL_LOCK_KEY])
+        existing = self._existing_columns(conn, table.schema, table.name)
+        target = qualified(table.schema, table.name)
+        if not existing:
+            conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(table.schema)}")
+            defs = [f"{quote_ident(c.name)} {SQL_TYPES[c.type]}" for c in table.columns]
+            defs += [f"{quote_ident(n)} {t}" for n, t in META_COLUMNS]
+            pk = ", ".join(quote_ident(k) for k in table.primary_key)
+            conn.execute(f"CREATE TABLE IF NOT EXISTS {target} ({', '.join(defs)}, PRIMARY KEY ({pk}))")
+            return
+        for col in table.columns:
+            have = existing.get(col.name)
+            if have is None:
+                conn.execute(f"ALTER TABLE {target} ADD COLUMN IF NOT EXISTS {quote_ident(col.name)} {SQL_TYPES[col.type]}")
+            elif have != CATALOG_TYPES[col.type]:
+                self._retype(conn, table, col, have)
+        for name, sql_type in META_COLUMNS:
+            if name not in existing:
+                conn.execute(f"ALTER TABLE {target} ADD COLUMN IF NOT EXISTS {quote_ident(name)} {sql_type}")
+
+    @staticmethod
+    def _up_to_date(table: TableSpec, existing: dict[str, str]) -> bool:
+        return all(existing.get(c.name) == CATALOG_TYPES[c.type] for c in table.columns) and all(
+            n in existing for n, _ in META_COLUMNS
+        )
+
+    @staticmethod
+    def _retype(conn: psycopg.Connection, table: TableSpec, col: Column, have: str) -> None:
+        if col.type == "number" and have in ("bigint", "integer", "smallint", "numeric", "real"):
+            conn.execute(
+                f"ALTER TABLE {qualified(table.schema, table.name)} "
+                f"ALTER COLUMN {quote_ident(col.name)} TYPE double precision"
+            )
+            return
+        raise WarehouseError(
+            f"column {table.full_name}.{col.name} is stored as {have} but the spec now says {col.type} "
+            f"({CATALOG_TYPES[col.type]}); migrate or drop the column by hand"
+        )
+
+    @staticmethod
+    def _ensure_state_table(conn: psycopg.Connection) -> None:
+        state = qualified(STATE_SCHEMA, STATE_TABLE)
+        if conn.execute("SELECT to_regclass(%s)", [state]).fetchone()[0] is not None:
+            return
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", [DDL_LOCK_KEY])
+        conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(STATE_SCHEMA)}")
+        conn.execute(
+            f"CREATE TABLE IF NOT EXISTS {state} "
+            "(state_key text PRIMARY KEY, state jsonb, updated_at timestamptz NOT NULL DEFAULT now())"
+        )
+
+    # ----------------------------------------------------------------------------------- API
+
+    @contextlib.contextmanager
+    def _errors(self, what: str) -> Iterator[None]:
+        try:
+            yield
+        except psycopg.Error as exc:
+            raise WarehouseError(f"PostgreSQL {what} failed at {self.url}: {str(exc).strip()}") from exc
+
+    def ensure_table(self, table: TableSpec) -> None:
+        with self._errors(f"ensure_table({table.full_name})"), self._connection() as conn, conn.transaction():
+            self._ensure(conn, table)
+
+    def open_load(self, table: TableSpec, state_key: str) -> PostgresLoad:
+        self._require_open()
+        return PostgresLoad(self, table, state_key)
+
+    def read_state(self, state_key: str) -> dict | None:
+        state = qualified(STATE_SCHEMA, STATE_TABLE)
+        with self._errors("read_state"), self._connection() as conn:
+            if conn.execute("SELECT to_regclass(%s)", [state]).fetchone()[0] is None:
+                return None
+            row = conn.execute(f"SELECT state FROM {state} WHERE state_key = %s", [state_key]).fetchone()
+        return None if row is None else row[0]
+
+    def read_records(self, table: TableSpec, where_connection: str | None = None) -> list[dict]:
+        where, params = _connection_filter(table, where_connection)
+        with self._errors(f"read_records({table.full_name})"), self._connection() as conn:
+            existing = self._existing_columns(conn, table.schema, table.name)
+            if not existing:
+                return []
+            names = select_names(table, existing)
+            select = [quote_ident(n) for n in names]
+            select.append(quote_ident(EXTRA_COLUMN) if EXTRA_COLUMN in existing else "NULL")
+            rows = conn.execute(
+                f"SELECT {', '.join(select)} FROM {qualified(table.schema, table.name)}{where} "
+                f"ORDER BY {order_by_pk(table, COLLATE_C)}",
+                params,
+            ).fetchall()
+        return rows_to_records(table, names, rows)
+
+    def read_frame(self, table: TableSpec) -> pandas.DataFrame:
+        import pandas
+
+        with self._errors(f"read_frame({table.full_name})"), self._connection() as conn:
+            existing = self._existing_columns(conn, table.schema, table.name)
+            if not existing:
+                return pandas.DataFrame(columns=[*table.column_names, EXTRA_COLUMN, SYNCED_AT_COLUMN])
+            names = select_names(table, existing)
+            meta = [n for n, _ in META_COLUMNS if n in existing]
+            cols = [*names, *meta]
+            select = ", ".join(
+                quote_ident(n) + ("::text" if existing[n] == "jsonb" else "") for n in cols
+            )
+            rows = conn.execute(
+                f"SELECT {select} FROM {qualified(table.schema, table.name)} "
+                f"ORDER BY {order_by_pk(table, COLLATE_C)}"
+            ).fetchall()
+        frame = pandas.DataFrame.from_records(rows, columns=cols)
+        for n in cols:
+            if existing[n] == "timestamp with time zone":
+                frame[n] = pandas.to_datetime(frame[n], utc=True)
+        return frame
+
+    def row_count(self, table: TableSpec) -> int:
+        with self._errors(f"row_count({table.full_name})"), self._connection() as conn:
+            target = qualified(table.schema, table.name)
+            if conn.execute("SELECT to_regclass(%s)", [target]).fetchone()[0] is None:
+                return 0
+            return int(conn.execute(f"SELECT count(*) FROM {target}").fetchone()[0])
+
+
+def _connection_filter(table: TableSpec, where_connection: str | None) -> tuple[str, list[Any]]:
+    if where_connection is None:
+        return "", []
+    if not table.per_connection:
+        raise ValueError(f"table {table.full_name} has no _connection_id column to filter on")
+    return ' WHERE "_connection_id" = %s', [where_connection]
+
+
+class PostgresLoad(Load):
+    """Streams pages with COPY into a TEMP table on its own connection; ``commit`` merges them."""
+
+    def __init__(self, warehouse: PostgresWarehouse, table: TableSpec, state_key: str):
+        super().__init__(table, state_key)
+        self._wh = warehouse
+        self._conn: psycopg.Connection | None = None
+
+    def _write(self, records: list[dict]) -> None:
+        for record in records:
+            if not isinstance(record, dict):
+                raise TypeError(f"a record must be a dict, got {type(record).__name__}")
+        lines = "\n".join(map(encode_json, records))
+        # COPY text format: only backslashes need escaping (JSON text has no raw tabs or newlines).
+        data = lines.replace("\\", "\\\\") + "\n"
+        with self._wh._errors(f"staging for {self.table.full_name}"):
+            if self._conn is None:
+                conn = self._wh._new_connection()
+                self._finalizer = weakref.finalize(self, _close_quietly, conn)
+                self._conn = conn
+                conn.execute(f"CREATE TEMP TABLE {STAGE} (seq bigint GENERATED ALWAYS AS IDENTITY, doc jsonb NOT NULL)")
+            with self._conn.cursor() as cur, cur.copy(f"COPY {STAGE} (doc) FROM STDIN") as copy:
+                copy.write(data)
+
+    def _release(self) -> None:
+        if self._conn is not None:
+            _close_quietly(self._conn)  # the TEMP staging tables go with the session
+            self._conn = None
+
+    def _commit(self, state_json: str | None) -> LoadResult:
+        wh = self._wh
+        with wh._errors(f"commit of {self.table.full_name}"):
+            if self._conn is not None and self.written:
+                conn = self._conn
+                source, count = self._stage_typed(conn)
+                return self._transaction(conn, state_json, source, count)
+            with wh._connection() as conn:
+                return self._transaction(conn, state_json, None, 0)
+
+    def _transaction(self, conn: psycopg.Connection, state_json: str | None, source: str | None, count: int) -> LoadResult:
+        wh, table = self._wh, self.table
+        with conn.transaction():
+            wh._ensure(conn, table)
+            wh._ensure_state_table(conn)
+            result = LoadResult(0, 0, 0, 0)
+            if source is not None:
+                updated, inserted = self._merge(conn, source)
+                result = LoadResult(count, inserted, updated, count - inserted - updated)
+            conn.execute(
+                f"INSERT INTO {qualified(STATE_SCHEMA, STATE_TABLE)} (state_key, state, updated_at) "
+                "VALUES (%s, %s::jsonb, now()) ON CONFLICT (state_key) DO UPDATE "
+                "SET state = EXCLUDED.state, updated_at = EXCLUDED.updated_at",
+                [self.state_key, state_json],
+            )
+        return result
+
+    def _stage_typed(self, conn: psycopg.Connection) -> tuple[str, int]:
+        """Typed, checked and deduped copy of the staged documents; returns its name and row count."""
+        table = self.table
+        conn.execute(f"DROP TABLE IF EXISTS {TYPED}, {DEDUP}")
+        conn.execute(f"CREATE TEMP TABLE {TYPED} AS {_typed_select(table)} FROM {STAGE}")
+        pk = [quote_ident(k) for k in table.primary_key]
+        total, distinct, null_keys = conn.execute(
+            f"SELECT count(*), count(DISTINCT ({', '.join(pk)})), "
+            f"count(*) FILTER (WHERE {' OR '.join(k + ' IS NULL' for k in pk)}) FROM {TYPED}"
+        ).fetchone()
+        if null_keys:
+            raise WarehouseError(
+                f"{null_keys} of {total} staged records for {table.full_name} have no value (or a value of "
+                f"the wrong type) for primary key {list(table.primary_key)}"
+            )
+        source = TYPED
+        if total != distinct:
+            order = f"{quote_ident(table.cursor_field)} DESC NULLS LAST, " if table.cursor_field else ""
+            conn.execute(
+                f"CREATE TEMP TABLE {DEDUP} AS SELECT DISTINCT ON ({', '.join(pk)}) * FROM {TYPED} "
+                f"ORDER BY {', '.join(pk)}, {order}seq DESC"
+            )
+            source = DEDUP
+        conn.execute(f"ANALYZE {source}")
+        return source, int(distinct)
+
+    def _merge(self, conn: psycopg.Connection, source: str) -> tuple[int, int]:
+        table = self.table
+        target = qualified(table.schema, table.name)
+        pk = [quote_ident(k) for k in table.primary_key]
+        on = " AND ".join(f"t.{k} = s.{k}" for k in pk)
+        values = [quote_ident(c.name) for c in table.columns if c.name not in table.primary_key]
+        values.append(quote_ident(EXTRA_COLUMN))
+        newer = "TRUE"
+        if table.cursor_field:
+            cur = quote_ident(table.cursor_field)
+            newer = f"(t.{cur} IS NULL OR (s.{cur} IS NOT NULL AND s.{cur} >= t.{cur}))"
+        differs = f"ROW({', '.join('t.' + v for v in values)}) IS DISTINCT FROM ROW({', '.join('s.' + v for v in values)})"
+        # Serialise merges into this table (other runs, other processes); readers are not blocked.
+        conn.execute(f"LOCK TABLE {target} IN SHARE ROW EXCLUSIVE MODE")
+        assignments = ", ".join(f"{v} = s.{v}" for v in values)
+        updated = conn.execute(
+            f"UPDATE {target} AS t SET {assignments}, {quote_ident(SYNCED_AT_COLUMN)} = now() "
+            f"FROM {source} AS s WHERE {on} AND {newer} AND {differs}"
+        ).rowcount
+        all_columns = [quote_ident(c.name) for c in table.columns] + [quote_ident(EXTRA_COLUMN)]
+        inserted = conn.execute(
+            f"INSERT INTO {target} ({', '.join(all_columns)}, {quote_ident(SYNCED_AT_COLUMN)}) "
+            f"SELECT {', '.join('s.' + c for c in all_columns)}, now() FROM {source} AS s "
+            f"WHERE NOT EXISTS (SELECT 1 FROM {target} AS t WHERE {on})"
+        ).rowcount
+        return int(updated), int(inserted)
+
+
+# ------------------------------------------------------------------------ JSONB → typed columns
+
+
+def _checks(col: Column) -> tuple[str, str]:
+    """(value fits the column, converted value) for one key of the staged ``doc``."""
+    key = _sql_string(col.name)
+    v = f"(doc -> {key})"
+    text = f"(doc ->> {key})"
+    kind = col.type
+    if kind == "string":
+        return f"jsonb_typeof({v}) = 'string'", text
+    if kind == "integer":
+        fits = (
+            f"(jsonb_typeof({v}) = 'number' AND ({text} ~ '^-?[0-9]{{1,18}}$' OR ({text} ~ '^-?[0-9]{{19}}$' "
+            f"AND {text}::numeric BETWEEN -9223372036854775808 AND 9223372036854775807)))"
+        )
+        return fits, f"{text}::bigint"
+    if kind == "number":
+        return f"jsonb_typeof({v}) = 'number'", f"{text}::double precision"
+    if kind == "boolean":
+        return f"jsonb_typeof({v}) = 'boolean'", f"{text}::boolean"
+    if kind == "timestamp":
+        return f"(jsonb_typeof({v}) = 'string' AND {text} ~ {_sql_string(ISO_TIMESTAMP)})", f"{text}::timestamptz"
+    return "TRUE", f"NULLIF({v}, 'null'::jsonb)"  # json
+
+
+def _typed_select(table: TableSpec) -> str:
+    exprs = []
+    mismatches = []
+    for col in table.columns:
+        ok, conv = _checks(col)
+        exprs.append(f"CASE WHEN {ok} THEN {conv} END AS {quote_ident(col.name)}")
+        if col.type != "json":
+            key = _sql_string(col.name)
+            mismatches.append(
+                f"COALESCE(CASE WHEN jsonb_typeof(doc -> {key}) <> 'null' AND NOT COALESCE({ok}, FALSE) "
+                f"THEN jsonb_build_object({key}, doc -> {key}) END, '{{}}'::jsonb)"
+            )
+    names = "ARRAY[" + ", ".join(_sql_string(c.name) for c in table.columns) + "]::text[]"
+    extra = " || ".join([f"(doc - {names})", *mismatches])
+    exprs.append(f"NULLIF({extra}, '{{}}'::jsonb) AS {quote_ident(EXTRA_COLUMN)}")
+    exprs.append("seq")
+    return "SELECT " + ", ".join(exprs)
+
+
+__all__ = ["PostgresLoad", "PostgresWarehouse"]

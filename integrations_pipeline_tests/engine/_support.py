@@ -1,0 +1,120 @@
+"""Shared helpers for the engine tests: real specs, known secrets, scripted fake vendors.
+
+Nothing here touches the network or sleeps: every client gets an ``httpx.MockTransport`` and a
+``FakeClock``.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Callable, Iterable
+from functools import cache
+from typing import Any
+
+import httpx
+
+from integrations_pipeline.connectors import SPEC_DIR
+from integrations_pipeline.engine.auth import Credentials
+from integrations_pipeline.engine.client import VendorClient
+from integrations_pipeline.engine.ratelimit import FakeClock
+from integrations_pipeline.engine.spec import ConnectorSpec, load_spec, parse_spec
+
+# Every secret value starts with "SECRET-" so a leak check can look for the prefix as well.
+SECRETS: dict[str, dict[str, str]] = {
+    "trackstar": {
+        "TRACKSTAR_API_KEY": "SECRET-abc123-orgkey",
+        "TRACKSTAR_ACCESS_TOKEN": "conn_a=SECRET-tok-aaaa,conn_b=SECRET-tok-bbbb",
+    },
+    "salestrekker": {"SALESTREKKER_API_KEY": "SECRET-st-apikey-1"},
+    "salesmanago": {
+        "SALESMANAGO_CLIENT_ID": "client-77",
+        "SALESMANAGO_API_KEY": "SECRET-sm-apikey",
+        "SALESMANAGO_API_SECRET": "SECRET-sm-apisecret",
+        "SALESMANAGO_OWNER": "owner@example.com",
+    },
+    "datatalks": {
+        "DATATALKS_AWS_ACCESS_KEY_ID": "AKIDEXAMPLE0001",
+        "DATATALKS_AWS_SECRET_ACCESS_KEY": "SECRET-aws-secret-key",
+    },
+    "trakor": {"TRAKOR_API_KEY": "SECRET-trakor-key"},
+}
+
+
+@cache
+def spec(name: str) -> ConnectorSpec:
+    """A built-in connector spec, loaded from its real YAML file."""
+    return load_spec(SPEC_DIR / f"{name}.yaml")
+
+
+def fake_spec(auth: dict[str, Any] | None = None, *, protocol: str = "rest", **extra: Any) -> ConnectorSpec:
+    """A minimal connector spec (no rate limits) built in Python for auth/pagination tests."""
+    data = {
+        "name": "fake",
+        "title": "Fake",
+        "description": "A test vendor.",
+        "protocol": protocol,
+        "base_url": {"env": "FAKE_BASE_URL", "default": "https://fake.test"},
+        "auth": auth or {"type": "none"},
+        **extra,
+    }
+    return parse_spec(data, "fake.yaml")
+
+
+class Recorder:
+    """A MockTransport handler that records every request and answers with ``respond``.
+
+    ``respond`` is a function of the request, or a list of responses/exceptions consumed in order
+    (the last one repeats).
+    """
+
+    def __init__(self, respond: Callable[[httpx.Request], httpx.Response] | Iterable[Any]):
+        self.requests: list[httpx.Request] = []
+        if callable(respond):
+            self._fn = respond
+        else:
+            script = list(respond)
+
+            def scripted(request: httpx.Request) -> httpx.Response:
+                item = script.pop(0) if len(script) > 1 else script[0]
+                if isinstance(item, BaseException):
+                    raise item
+                return item
+
+            self._fn = scripted
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        return self._fn(request)
+
+    @property
+    def calls(self) -> int:
+        return len(self.requests)
+
+    def bodies(self) -> list[Any]:
+        return [json.loads(r.content) if r.content else None for r in self.requests]
+
+
+def make_client(
+    connector: str | ConnectorSpec,
+    handler: Callable[[httpx.Request], httpx.Response],
+    *,
+    secrets: dict[str, str] | None = None,
+    environ: dict[str, str] | None = None,
+    clock: FakeClock | None = None,
+    seed: int = 0,
+) -> VendorClient:
+    spec_ = spec(connector) if isinstance(connector, str) else connector
+    values = SECRETS.get(spec_.name, {}) if secrets is None else secrets
+    return VendorClient(
+        spec_,
+        Credentials(spec_.name, values),
+        transport=httpx.MockTransport(handler),
+        clock=clock or FakeClock(),
+        environ=environ if environ is not None else {},
+        rng=random.Random(seed),
+    )
+
+
+def json_response(status: int, body: Any = None, headers: dict[str, str] | None = None) -> httpx.Response:
+    return httpx.Response(status, json=body, headers=headers)

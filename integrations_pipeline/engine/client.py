@@ -34,6 +34,7 @@ from pydantic import SecretStr
 from .auth import AUTH_TYPES, Auth, Credentials, OutgoingRequest, dig
 from .errors import (
     AuthError,
+    ConfigError,
     EndpointUnsupportedError,
     MissingCredentialError,
     RateLimitedError,
@@ -133,7 +134,11 @@ class VendorClient:
     @staticmethod
     def _effective(rl: RateLimitSpec, env) -> RateLimitSpec:
         if rl.requests_env and env.get(rl.requests_env):
-            return rl.model_copy(update={"requests": int(env[rl.requests_env])})
+            raw = env[rl.requests_env]
+            requests = int(raw) if raw.strip().isdigit() else 0
+            if requests <= 0:  # a plan limit, not a secret: safe to show
+                raise ConfigError(f"environment variable {rl.requests_env} must be a positive integer, got {raw!r}")
+            return rl.model_copy(update={"requests": requests})
         return rl
 
     # -- public -----------------------------------------------------------------------------

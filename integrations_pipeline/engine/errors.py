@@ -19,7 +19,8 @@ The tree (retries key off the type, never off scattered status checks)::
             └── RetriesExhaustedError    a retriable error persisted past the retry policy
 
 Messages never contain secret values: the client builds them from the status, the
-vendor's error text and the request path, never from headers or bodies it sent.
+vendor's error text (with any credential the vendor echoes back masked) and the request path,
+never from headers or bodies it sent.
 """
 
 from __future__ import annotations

@@ -239,7 +239,8 @@ def _yaml_problem(exc: yaml.YAMLError) -> str:
     if mark is None or not problem:
         return "invalid YAML: " + " ".join(str(exc).split())
     context = getattr(exc, "context", None)
-    return f"invalid YAML at line {mark.line + 1}, column {mark.column + 1}: {problem}" + (f" ({context})" if context else "")
+    where = f"line {mark.line + 1}, column {mark.column + 1}"
+    return f"invalid YAML at {where}: {problem}" + (f" ({context})" if context else "")
 
 
 def spec_json_schema() -> dict[str, Any]:

@@ -7,8 +7,9 @@ its rows and its cursor exactly as they were, and a re-run is always safe.
 Cursor state per ``<connector>.<stream>.<connection>``: ``{"cursor": <max cursor seen>, "ids_at_cursor":
 [...]}``. A windowed read (a Dagster partition or backfill range) fetches exactly its window and only
 moves the cursor forward. An open-ended incremental read starts at the stored cursor and drops the
-records it already delivered at exactly that cursor value, so consecutive reads repeat nothing and
-lose nothing that shares the boundary timestamp.
+records it already delivered at exactly that cursor value (and any earlier ones a whole-second request
+bound lets back in), so consecutive reads repeat nothing and lose nothing that shares the boundary
+timestamp. The cursor keeps sub-second digits when the vendor's timestamps have them.
 
 Trackstar 501 (the connection's WMS lacks the endpoint) skips that connection and is reported.
 """
@@ -75,6 +76,12 @@ def state_key(connector: str, stream: str, connection: Connection) -> str:
     return f"{connector}.{stream}.{connection.id}"
 
 
+def format_cursor(value: datetime) -> str:
+    """ISO 8601 UTC with a ``Z``, keeping sub-second digits when there are any: a cursor rounded down
+    to the second would no longer equal the records stored at it, and they would be read again."""
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
 def parse_ts(value: Any) -> datetime | None:
     if value in (None, ""):
         return None
@@ -120,11 +127,10 @@ def sync_stream(
                 records = page.records
                 if inc is not None:
                     if window is None and old_cursor is not None:
-                        # Open-ended read: drop what the previous read delivered at its last cursor.
+                        # Open-ended read: drop what the previous read delivered at its last cursor,
+                        # and anything before the cursor that a whole-second request bound let in.
                         records = [
-                            r
-                            for r in records
-                            if not (parse_ts(r.get(inc.cursor_field)) == old_cursor and _pk(r, pk) in seen_at_old)
+                            r for r in records if not _delivered(r, inc.cursor_field, old_cursor, seen_at_old, pk)
                         ]
                     for r in records:
                         ts = parse_ts(r.get(inc.cursor_field))
@@ -142,7 +148,7 @@ def sync_stream(
             new_state = None
             if inc is not None and max_cursor is not None:
                 new_state = {
-                    "cursor": max_cursor.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                    "cursor": format_cursor(max_cursor),
                     "ids_at_cursor": sorted(ids_at_max),
                 }
             elif inc is not None:
@@ -160,6 +166,13 @@ def sync_stream(
             setattr(outcome, attr, getattr(merged, attr, 0))
     result.seconds = time.perf_counter() - started
     return result
+
+
+def _delivered(record: dict, cursor_field: str, old_cursor: datetime, seen: set[str], pk: list[str]) -> bool:
+    ts = parse_ts(record.get(cursor_field))
+    if ts is None:
+        return False
+    return ts < old_cursor or (ts == old_cursor and _pk(record, pk) in seen)
 
 
 def _pk(record: dict, pk: list[str]) -> str:

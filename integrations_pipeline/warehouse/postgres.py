@@ -347,7 +347,7 @@ class PostgresLoad(Load):
         """Typed, checked and deduped copy of the staged documents; returns its name and row count."""
         table = self.table
         conn.execute(f"DROP TABLE IF EXISTS {TYPED}, {DEDUP}")
-        conn.execute(f"CREATE TEMP TABLE {TYPED} AS {_typed_select(table)} FROM {STAGE}")
+        conn.execute(f"CREATE TEMP TABLE {TYPED} AS {_typed_select(table)}")
         pk = [quote_ident(k) for k in table.primary_key]
         total, distinct, null_keys = conn.execute(
             f"SELECT count(*), count(DISTINCT ({', '.join(pk)})), "
@@ -366,7 +366,8 @@ class PostgresLoad(Load):
                 f"ORDER BY {', '.join(pk)}, {order}seq DESC"
             )
             source = DEDUP
-        conn.execute(f"ANALYZE {source}")
+        # Statistics on the key only: enough for a good join plan, and cheap (no JSONB columns sampled).
+        conn.execute(f"ANALYZE {source} ({', '.join(pk)})")
         return source, int(distinct)
 
     def _merge(self, conn: psycopg.Connection, source: str) -> tuple[int, int]:
@@ -401,10 +402,9 @@ class PostgresLoad(Load):
 
 
 def _checks(col: Column) -> tuple[str, str]:
-    """(value fits the column, converted value) for one key of the staged ``doc``."""
-    key = _sql_string(col.name)
-    v = f"(doc -> {key})"
-    text = f"(doc ->> {key})"
+    """(value fits the column, converted value) for ``x.<col>``, the record's value as JSONB."""
+    v = f"x.{quote_ident(col.name)}"
+    text = f"({v} #>> '{{}}')"
     kind = col.type
     if kind == "string":
         return f"jsonb_typeof({v}) = 'string'", text
@@ -415,31 +415,37 @@ def _checks(col: Column) -> tuple[str, str]:
         )
         return fits, f"{text}::bigint"
     if kind == "number":
-        return f"jsonb_typeof({v}) = 'number'", f"{text}::double precision"
+        return f"jsonb_typeof({v}) = 'number'", f"{v}::double precision"
     if kind == "boolean":
-        return f"jsonb_typeof({v}) = 'boolean'", f"{text}::boolean"
+        return f"jsonb_typeof({v}) = 'boolean'", f"{v}::boolean"
     if kind == "timestamp":
         return f"(jsonb_typeof({v}) = 'string' AND {text} ~ {_sql_string(ISO_TIMESTAMP)})", f"{text}::timestamptz"
-    return "TRUE", f"NULLIF({v}, 'null'::jsonb)"  # json
+    return "TRUE", v  # json: a JSON null arrives as SQL NULL
 
 
 def _typed_select(table: TableSpec) -> str:
+    """SELECT turning each staged ``doc`` into typed columns in one pass (``jsonb_to_record``).
+
+    A value whose JSON type does not fit its column is stored as NULL and kept in ``_extra`` with
+    the record's fields that are not columns.
+    """
     exprs = []
     mismatches = []
     for col in table.columns:
         ok, conv = _checks(col)
         exprs.append(f"CASE WHEN {ok} THEN {conv} END AS {quote_ident(col.name)}")
         if col.type != "json":
-            key = _sql_string(col.name)
+            v = f"x.{quote_ident(col.name)}"
             mismatches.append(
-                f"COALESCE(CASE WHEN jsonb_typeof(doc -> {key}) <> 'null' AND NOT COALESCE({ok}, FALSE) "
-                f"THEN jsonb_build_object({key}, doc -> {key}) END, '{{}}'::jsonb)"
+                f"CASE WHEN {v} IS NOT NULL AND NOT COALESCE({ok}, FALSE) "
+                f"THEN jsonb_build_object({_sql_string(col.name)}, {v}) ELSE '{{}}'::jsonb END"
             )
     names = "ARRAY[" + ", ".join(_sql_string(c.name) for c in table.columns) + "]::text[]"
     extra = " || ".join([f"(doc - {names})", *mismatches])
     exprs.append(f"NULLIF({extra}, '{{}}'::jsonb) AS {quote_ident(EXTRA_COLUMN)}")
     exprs.append("seq")
-    return "SELECT " + ", ".join(exprs)
+    record = ", ".join(f"{quote_ident(c.name)} jsonb" for c in table.columns)
+    return f"SELECT {', '.join(exprs)} FROM {STAGE}, jsonb_to_record(doc) AS x({record})"
 
 
 __all__ = ["PostgresLoad", "PostgresWarehouse"]

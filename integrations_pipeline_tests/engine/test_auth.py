@@ -133,6 +133,7 @@ def check_salesmanago_v3_body() -> None:
 
 def _sigv4_signature(request: httpx.Request, secret: str, region: str, service: str) -> str:
     """An independent Signature V4 computation over what was actually sent."""
+    SAFE = "-_.~"
     auth = request.headers["authorization"]
     signed = re.search(r"SignedHeaders=([^,]+)", auth).group(1).split(";")
     amz_date = request.headers["x-amz-date"]
@@ -140,7 +141,7 @@ def _sigv4_signature(request: httpx.Request, secret: str, region: str, service: 
         [
             request.method,
             quote(request.url.path, safe="/-_.~"),
-            "&".join(sorted(f"{quote(k, safe='-_.~')}={quote(v, safe='-_.~')}" for k, v in request.url.params.multi_items())),
+            "&".join(sorted(f"{quote(k, safe=SAFE)}={quote(v, safe=SAFE)}" for k, v in request.url.params.multi_items())),
             "".join(f"{h}:{request.headers[h].strip()}\n" for h in signed),
             ";".join(signed),
             hashlib.sha256(request.content).hexdigest(),

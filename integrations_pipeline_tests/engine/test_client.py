@@ -428,7 +428,8 @@ def test_secrets_never_in_graphql_errors_even_when_the_token_is_echoed():
 
 def test_missing_credential_error_names_only_the_variable():
     with pytest.raises(MissingCredentialError) as info:
-        _call(make_client("trackstar", _echo(200, "trackstar"), secrets={"TRACKSTAR_ACCESS_TOKEN": "SECRET-x-tok"}), "trackstar")
+        client = make_client("trackstar", _echo(200, "trackstar"), secrets={"TRACKSTAR_ACCESS_TOKEN": "SECRET-x-tok"})
+        _call(client, "trackstar")
     _assert_no_leak(["SECRET-x-tok"], str(info.value), repr(info.value))
     assert info.value.variable == "TRACKSTAR_API_KEY"
 

@@ -156,7 +156,7 @@ SCENARIOS: dict[str, Scenario] = {
     "page_number": Scenario(
         pagination={"type": "page_number", "page_size": 2},
         serve=_serve_page_number,
-        inputs_for_5=[{"page": "1", "page_size": "2"}, {"page": "2", "page_size": "2"}, {"page": "3", "page_size": "2"}],
+        inputs_for_5=[{"page": str(n), "page_size": "2"} for n in (1, 2, 3)],
         stops=[
             ("short page", {}, 3, _serve_page_number, 2),
             ("empty page after an exact multiple", {}, 4, _serve_page_number, 3),

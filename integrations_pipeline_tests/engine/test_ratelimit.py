@@ -7,6 +7,7 @@ import httpx
 import pytest
 
 from integrations_pipeline.engine.client import parse_connections
+from integrations_pipeline.engine.errors import ConfigError
 from integrations_pipeline.engine.ratelimit import FakeClock, RollingWindowLimiter, SystemClock
 
 from ._support import Recorder, fake_spec, json_response, make_client, spec
@@ -138,6 +139,13 @@ def test_requests_env_overrides_the_plan_limit():
         client.call("POST", "/api/contact/upsert", json_body={})
     assert clock.sleeps == [pytest.approx(3600 * 1.02)]
     assert [t - seen[0][0] for t, _, _ in seen] == [0, 0, 0, pytest.approx(3672)]
+
+
+@pytest.mark.parametrize("value", ["abc", "0", "-5", "1.5"])
+def test_a_bad_requests_env_is_a_config_error(value):
+    with pytest.raises(ConfigError) as info:
+        make_client("salesmanago", lambda r: None, environ={"SALESMANAGO_REQUESTS_PER_HOUR": value})
+    assert str(info.value) == f"environment variable SALESMANAGO_REQUESTS_PER_HOUR must be a positive integer, got {value!r}"
 
 
 def test_without_override_the_spec_limit_applies():

@@ -242,7 +242,8 @@ BROKEN: list[tuple[str, str, Callable[[dict], None], str]] = [
         "non-integer-status",
         "trackstar.yaml",
         setp("errors", "unsupported_statuses", ["501x"]),
-        "errors.unsupported_statuses.0: Input should be a valid integer, unable to parse string as an integer, got '501x'",
+        "errors.unsupported_statuses.0: Input should be a valid integer, unable to parse string as an integer, "
+        "got '501x'",
     ),
     (
         "bad-start-date",
@@ -331,7 +332,8 @@ def test_file_name_must_match_the_name(tmp_path: Path):
     [
         (
             "name: trakor\nauth: {type: none\n",
-            "invalid YAML at line 3, column 1: expected ',' or '}', but got '<stream end>' (while parsing a flow mapping)",
+            "invalid YAML at line 3, column 1: expected ',' or '}', but got '<stream end>' "
+            "(while parsing a flow mapping)",
         ),
         ("name: trakor\n  title: x: y\n", "invalid YAML at line 2, column 8: mapping values are not allowed here"),
         (
@@ -387,7 +389,8 @@ def test_builtin_facts():
     trackstar = load_spec(SPEC_DIR / "trackstar.yaml")
     assert trackstar.errors.unsupported_statuses == [501]
     assert 428 not in trackstar.retry.retry_statuses
-    assert [(r.requests, r.per_seconds, r.scope) for r in trackstar.rate_limits] == [(10, 1, "connection"), (50, 1, "connection")]
+    limits = [(r.requests, r.per_seconds, r.methods, r.scope) for r in trackstar.rate_limits]
+    assert limits == [(10, 1, ["GET"], "connection"), (50, 1, ["POST", "PUT", "PATCH", "DELETE"], "connection")]
     salesmanago = load_spec(SPEC_DIR / "salesmanago.yaml")
     assert 428 in salesmanago.retry.retry_statuses and salesmanago.errors.success_field == "success"
     assert salesmanago.rate_limits[0].requests_env == "SALESMANAGO_REQUESTS_PER_HOUR"

@@ -1,0 +1,71 @@
+"""The code location loads with no credentials and shows every stream as a well-described asset."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from integrations_pipeline.connectors import load_connectors
+from integrations_pipeline.definitions import build_definitions, defs
+
+SPECS = load_connectors()
+EXPECTED = {f"{c.name}/{s}" for c in SPECS.values() for s in c.streams}
+
+
+def _assets(d: dg.Definitions) -> dict[str, dg.AssetSpec]:
+    graph = d.get_repository_def().asset_graph
+    return {k.to_user_string(): graph.get(k) for k in graph.get_all_asset_keys() if graph.get(k).is_materializable}
+
+
+def test_module_definitions_load():
+    assert set(_assets(defs)) == EXPECTED
+
+
+def test_load_with_empty_environment_and_assets_are_described():
+    nodes = _assets(build_definitions(environ={}))
+    assert set(nodes) == EXPECTED
+    for key, node in nodes.items():
+        vendor, stream = key.split("/")
+        spec = SPECS[vendor]
+        assert node.group_name == vendor
+        assert node.code_version == spec.fingerprint()
+        assert spec.streams[stream].description in (node.description or "")
+        assert {spec.protocol, "duckdb"} <= set(node.kinds)
+        assert node.metadata["dagster/table_name"] == f"{vendor}.{stream}"
+        assert isinstance(node.metadata["dagster/column_schema"], dg.TableSchema)
+        if spec.streams[stream].incremental:
+            assert isinstance(node.partitions_def, dg.DailyPartitionsDefinition)
+            assert node.partitions_def.start.strftime("%Y-%m-%d") == spec.streams[stream].incremental.start_date
+        else:
+            assert node.partitions_def is None
+
+
+def test_incremental_assets_backfill_in_a_single_run():
+    for ad in build_definitions(environ={}).assets:
+        if ad.partitions_def is not None:
+            assert ad.backfill_policy == dg.BackfillPolicy.single_run()
+
+
+def test_editing_a_spec_changes_code_version():
+    spec = SPECS["trackstar"]
+    edited = spec.model_copy(update={"timeout_seconds": spec.timeout_seconds + 1})
+    assert edited.fingerprint() != spec.fingerprint()
+
+
+def test_credentials_resources_show_env_var_names_only():
+    d = build_definitions(environ={"SALESTREKKER_EMAIL": "x", "SALESTREKKER_PASSWORD": "y"})
+    resources = d.resources
+    trackstar = resources["trackstar_credentials"]
+    assert trackstar.trackstar_api_key == dg.EnvVar("TRACKSTAR_API_KEY")
+    assert trackstar.trackstar_access_token == dg.EnvVar("TRACKSTAR_ACCESS_TOKEN")
+    st = resources["salestrekker_credentials"]
+    # Only the chosen login alternative is required: here email/password, not the API key.
+    assert st.salestrekker_email == dg.EnvVar("SALESTREKKER_EMAIL")
+    assert st.salestrekker_api_key is None
+
+
+def test_schedules_and_jobs_exist_per_connector():
+    d = build_definitions(environ={})
+    repo = d.get_repository_def()
+    names = {s.name for s in repo.schedule_defs}
+    assert any(n.startswith("trackstar_incremental_sync") for n in names)
+    assert {j.name for j in repo.get_all_jobs()} >= {"trackstar_incremental_sync", "salestrekker_full_refresh"}

@@ -1,0 +1,145 @@
+"""Materializing the stream assets against the loopback sandbox, into DuckDB and PostgreSQL.
+
+Partitions are materialized as overlapping ranges in a shuffled order, with vendor-side changes in
+between; the warehouse must end holding exactly the sandbox's truth, one row per key.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+import dagster as dg
+import pytest
+
+from integrations_pipeline.connectors import load_connectors
+from integrations_pipeline.defs import constants as c
+from integrations_pipeline.defs.resources import WarehouseResource
+from integrations_pipeline.definitions import build_definitions
+from integrations_pipeline.warehouse import connect_warehouse, table_spec_for
+
+SPECS = load_connectors()
+# Overlapping ranges, deliberately out of order; together they cover every partition.
+RANGES = [
+    ("2026-11-07", "2026-11-07"),
+    ("2026-10-15", "2026-11-03"),
+    ("2026-11-01", "2026-11-10"),
+    ("2026-10-01", "2026-10-20"),
+    ("2026-11-08", "2026-11-21"),
+]
+TOUCH_AT = datetime(2026, 11, 20, 10, 0, tzinfo=UTC)
+
+
+def _range_tags(first: str, last: str) -> dict[str, str]:
+    return {"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last}
+
+
+def _materialize(defs: dg.Definitions, keys, url: str, tags=None, raise_on_error=True):
+    return dg.materialize(
+        list(defs.assets),
+        selection=keys,
+        resources={**defs.resources, c.WAREHOUSE_RESOURCE: WarehouseResource(url=url)},
+        tags=tags or {},
+        instance=dg.DagsterInstance.ephemeral(),
+        raise_on_error=raise_on_error,
+    )
+
+
+def _truth(boxes, vendor: str, stream: str) -> list[dict]:
+    spec = SPECS[vendor]
+    box = boxes[vendor]
+    if spec.connections is None:
+        return box.truth(stream)
+    out = []
+    for conn in box.connections:
+        out += [{**r, "_connection_id": conn} for r in box.truth(stream, conn)]
+    return out
+
+
+def _key(pk):
+    return lambda r: tuple(str(r.get(k)) for k in pk)
+
+
+def test_shuffled_overlapping_partitions_equal_sandbox_truth(sandboxes, sandbox_env, warehouse_url):
+    _, boxes = sandboxes
+    defs = build_definitions()
+    daily = [dg.AssetKey([v, s]) for v, spec in SPECS.items() for s, st in spec.streams.items() if st.incremental]
+    for n, (first, last) in enumerate(RANGES):
+        if n == 2:
+            # Vendor-side changes mid-backfill; a later range covers their new cursor date.
+            boxes["trackstar"].touch("inventory", 4, TOUCH_AT, "conn_a")
+            boxes["trackstar"].add("orders", 3, TOUCH_AT, "conn_b")
+            boxes["salestrekker"].touch("deals", 2, TOUCH_AT)
+        result = _materialize(defs, daily, warehouse_url, _range_tags(first, last))
+        assert result.success
+    full = [dg.AssetKey([v, s]) for v, spec in SPECS.items() for s, st in spec.streams.items() if not st.incremental]
+    assert _materialize(defs, full, warehouse_url).success
+
+    wh = connect_warehouse(warehouse_url)
+    try:
+        for vendor, spec in SPECS.items():
+            for stream in spec.streams:
+                table = table_spec_for(spec, stream)
+                got = sorted(wh.read_records(table), key=_key(table.primary_key))
+                want = sorted(_truth(boxes, vendor, stream), key=_key(table.primary_key))
+                assert len(got) == len(want), f"{vendor}/{stream}"
+                assert got == want, f"{vendor}/{stream} differs from the sandbox"
+    finally:
+        wh.close()
+
+
+def test_materialization_records_metadata(sandboxes, sandbox_env, tmp_path):
+    defs = build_definitions()
+    url = f"duckdb:///{tmp_path / 'w.duckdb'}"
+    result = _materialize(
+        defs, [dg.AssetKey(["trackstar", "inventory"]), dg.AssetKey(["trackstar", "returns"])], url,
+        _range_tags("2026-11-01", "2026-11-07"),
+    )
+    mats = {e.asset_key.to_user_string(): e.step_materialization_data.materialization.metadata
+            for e in result.get_asset_materialization_events()}
+    md = mats["trackstar/inventory"]
+    for key in (c.ROW_COUNT, c.RECORDS_FETCHED, c.PAGES, c.API_CALLS, c.RETRIES, c.RATE_LIMITED, c.SECONDS, c.COLUMN_SCHEMA):
+        assert key in md, key
+    assert md[c.ROW_COUNT].value == md[c.RECORDS_FETCHED].value > 0
+    assert md[c.API_CALLS].value >= md[c.PAGES].value >= 2  # two connections, at least a page each
+    assert md[c.WINDOW].value == "[2026-11-01T00:00:00+00:00, 2026-11-08T00:00:00+00:00)"
+    assert "conn_b" in mats["trackstar/returns"][c.SKIPPED].value
+
+
+def test_run_without_credentials_fails_naming_the_variable(sandboxes, sandbox_env, monkeypatch, tmp_path):
+    monkeypatch.delenv("TRACKSTAR_ACCESS_TOKEN")
+    defs = build_definitions()  # loads fine without it...
+    with pytest.raises(dg.DagsterInvalidConfigError, match="TRACKSTAR_ACCESS_TOKEN"):  # ...the run names it
+        _materialize(
+            defs,
+            [dg.AssetKey(["trackstar", "warehouses"])],
+            f"duckdb:///{tmp_path / 'w.duckdb'}",
+            _range_tags("2026-11-01", "2026-11-01"),
+        )
+
+
+def test_secrets_never_reach_logs_metadata_or_errors(sandboxes, sandbox_env, monkeypatch, tmp_path, caplog):
+    servers, boxes = sandboxes
+    secrets = [sandbox_env["TRACKSTAR_API_KEY"], "sandbox-token-a", "sandbox-token-b", sandbox_env["SALESTREKKER_API_KEY"]]
+    defs = build_definitions()
+    url = f"duckdb:///{tmp_path / 'w.duckdb'}"
+    boxes["trackstar"].faults.inject("503", times=2)
+    boxes["trackstar"].faults.inject("429", times=1)
+    ok = _materialize(defs, [dg.AssetKey(["trackstar", "orders"]), dg.AssetKey(["salestrekker", "deals"])], url,
+                      _range_tags("2026-11-01", "2026-11-03"))
+    # A failing run too: the vendor refuses the key, so the error path is exercised.
+    monkeypatch.setenv("TRACKSTAR_API_KEY", sandbox_env["TRACKSTAR_API_KEY"] + "-wrong")
+    secrets.append(sandbox_env["TRACKSTAR_API_KEY"] + "-wrong")
+    bad = _materialize(build_definitions(), [dg.AssetKey(["trackstar", "orders"])], url,
+                       _range_tags("2026-11-01", "2026-11-01"), raise_on_error=False)
+    assert ok.success and not bad.success
+    texts = [caplog.text]
+    for result in (ok, bad):
+        for event in result.all_events:
+            texts.append(str(event.message))
+            texts.append(repr(event.event_specific_data))
+    blob = "\n".join(texts)
+    assert "401" in blob  # the failure is explained...
+    for secret in secrets:
+        assert secret not in blob  # ...without ever showing a credential
+    assert json.dumps(sandbox_env).count("sandbox-token-a") == 1  # sanity: the secret is real

@@ -219,13 +219,15 @@ class VendorClient:
         connection: Connection | None,
         authenticate: bool = True,
     ) -> Any:
+        # Pace before authenticating: signed bodies carry a requestTime that must be fresh when sent,
+        # and a limiter wait can be long (SALESmanago's hourly budget).
+        self._pace(method, connection)
         out = OutgoingRequest(method=method, url=self.base_url + path, params=dict(params or {}), json=json_body)
         if authenticate:
             self.auth.apply(out, self._login)
         if connection is not None and connection.token is not None and self.spec.connections:
             out.headers[self.spec.connections.header] = connection.token.get_secret_value()
             self._connection_secrets.add(connection.token.get_secret_value())
-        self._pace(method, connection)
         self.stats.calls += 1
         content_bytes = None
         if out.json is not None:

@@ -123,4 +123,5 @@ class RetriesExhaustedError(FatalError):
     def __init__(self, last: RetriableError, attempts: int):
         self.last = last
         self.attempts = attempts
-        super().__init__(f"gave up after {attempts} attempts; last error: {last}", status=last.status)
+        super().__init__(f"gave up after {attempts} attempts; last error: {last}")
+        self.status = last.status  # kept for callers, but not repeated in the message

@@ -349,17 +349,21 @@ class PostgresLoad(Load):
         conn.execute(f"DROP TABLE IF EXISTS {TYPED}, {DEDUP}")
         conn.execute(f"CREATE TEMP TABLE {TYPED} AS {_typed_select(table)}")
         pk = [quote_ident(k) for k in table.primary_key]
-        total, distinct, null_keys = conn.execute(
-            f"SELECT count(*), count(DISTINCT ({', '.join(pk)})), "
-            f"count(*) FILTER (WHERE {' OR '.join(k + ' IS NULL' for k in pk)}) FROM {TYPED}"
+        total, null_keys = conn.execute(
+            f"SELECT count(*), count(*) FILTER (WHERE {' OR '.join(k + ' IS NULL' for k in pk)}) FROM {TYPED}"
         ).fetchone()
         if null_keys:
             raise WarehouseError(
                 f"{null_keys} of {total} staged records for {table.full_name} have no value (or a value of "
                 f"the wrong type) for primary key {list(table.primary_key)}"
             )
+        duplicated = conn.execute(
+            f"SELECT count(*), coalesce(sum(n), 0) FROM "
+            f"(SELECT count(*) AS n FROM {TYPED} GROUP BY {', '.join(pk)} HAVING count(*) > 1) AS d"
+        ).fetchone()
+        distinct = total - int(duplicated[1]) + int(duplicated[0])
         source = TYPED
-        if total != distinct:
+        if duplicated[0]:
             order = f"{quote_ident(table.cursor_field)} DESC NULLS LAST, " if table.cursor_field else ""
             conn.execute(
                 f"CREATE TEMP TABLE {DEDUP} AS SELECT DISTINCT ON ({', '.join(pk)}) * FROM {TYPED} "
@@ -401,8 +405,11 @@ class PostgresLoad(Load):
 # ------------------------------------------------------------------------ JSONB → typed columns
 
 
-def _checks(col: Column) -> tuple[str, str]:
-    """(value fits the column, converted value) for ``x.<col>``, the record's value as JSONB."""
+def _checks(col: Column) -> tuple[str | None, str]:
+    """(value fits the column, converted value) for ``x.<col>``, the record's value as JSONB.
+
+    The check is None for JSON columns: every value fits (a JSON null arrives as SQL NULL).
+    """
     v = f"x.{quote_ident(col.name)}"
     text = f"({v} #>> '{{}}')"
     kind = col.type
@@ -410,42 +417,59 @@ def _checks(col: Column) -> tuple[str, str]:
         return f"jsonb_typeof({v}) = 'string'", text
     if kind == "integer":
         fits = (
-            f"(jsonb_typeof({v}) = 'number' AND ({text} ~ '^-?[0-9]{{1,18}}$' OR ({text} ~ '^-?[0-9]{{19}}$' "
-            f"AND {text}::numeric BETWEEN -9223372036854775808 AND 9223372036854775807)))"
+            f"(jsonb_typeof({v}) = 'number' AND scale({v}::numeric) = 0 "
+            f"AND {v}::numeric BETWEEN -9223372036854775808 AND 9223372036854775807)"
         )
-        return fits, f"{text}::bigint"
+        return fits, f"{v}::bigint"
     if kind == "number":
         return f"jsonb_typeof({v}) = 'number'", f"{v}::double precision"
     if kind == "boolean":
         return f"jsonb_typeof({v}) = 'boolean'", f"{v}::boolean"
     if kind == "timestamp":
         return f"(jsonb_typeof({v}) = 'string' AND {text} ~ {_sql_string(ISO_TIMESTAMP)})", f"{text}::timestamptz"
-    return "TRUE", v  # json: a JSON null arrives as SQL NULL
+    return None, v
 
 
 def _typed_select(table: TableSpec) -> str:
     """SELECT turning each staged ``doc`` into typed columns in one pass (``jsonb_to_record``).
 
-    A value whose JSON type does not fit its column is stored as NULL and kept in ``_extra`` with
-    the record's fields that are not columns.
+    A value whose JSON type does not fit its column is stored as NULL and kept in ``_extra``, with
+    the record's fields that are not columns. Each check runs once (inner query); the outer query
+    only builds ``_extra`` the expensive way for the rare rows that have a misfit.
     """
-    exprs = []
-    mismatches = []
-    for col in table.columns:
+    inner: list[str] = []
+    outer: list[str] = []
+    flags: list[str] = []
+    misfits: list[str] = []
+    for i, col in enumerate(table.columns):
+        name = quote_ident(col.name)
         ok, conv = _checks(col)
-        exprs.append(f"CASE WHEN {ok} THEN {conv} END AS {quote_ident(col.name)}")
-        if col.type != "json":
-            v = f"x.{quote_ident(col.name)}"
-            mismatches.append(
-                f"CASE WHEN {v} IS NOT NULL AND NOT COALESCE({ok}, FALSE) "
-                f"THEN jsonb_build_object({_sql_string(col.name)}, {v}) ELSE '{{}}'::jsonb END"
-            )
+        outer.append(name)
+        if ok is None:
+            inner.append(f"{conv} AS {name}")
+            continue
+        v = f"x.{name}"
+        inner.append(f"CASE WHEN {ok} THEN {conv} END AS {name}")
+        inner.append(f"({v} IS NULL OR COALESCE({ok}, FALSE)) AS __ok{i}")
+        inner.append(f"{v} AS __raw{i}")
+        flags.append(f"__ok{i}")
+        misfits.append(
+            f"CASE WHEN __ok{i} THEN '{{}}'::jsonb ELSE jsonb_build_object({_sql_string(col.name)}, __raw{i}) END"
+        )
     names = "ARRAY[" + ", ".join(_sql_string(c.name) for c in table.columns) + "]::text[]"
-    extra = " || ".join([f"(doc - {names})", *mismatches])
-    exprs.append(f"NULLIF({extra}, '{{}}'::jsonb) AS {quote_ident(EXTRA_COLUMN)}")
-    exprs.append("seq")
+    inner.append(f"doc - {names} AS __rest")
+    if flags:
+        extra = (
+            f"CASE WHEN {' AND '.join(flags)} THEN NULLIF(__rest, '{{}}'::jsonb) "
+            f"ELSE NULLIF({' || '.join(['__rest', *misfits])}, '{{}}'::jsonb) END"
+        )
+    else:
+        extra = "NULLIF(__rest, '{}'::jsonb)"
     record = ", ".join(f"{quote_ident(c.name)} jsonb" for c in table.columns)
-    return f"SELECT {', '.join(exprs)} FROM {STAGE}, jsonb_to_record(doc) AS x({record})"
+    return (
+        f"SELECT {', '.join(outer)}, {extra} AS {quote_ident(EXTRA_COLUMN)}, seq FROM "
+        f"(SELECT {', '.join(inner)}, seq FROM {STAGE}, jsonb_to_record(doc) AS x({record})) AS typed"
+    )
 
 
 __all__ = ["PostgresLoad", "PostgresWarehouse"]

@@ -107,7 +107,7 @@ class SandboxServer:
 
     def counts(self) -> dict[str, int]:
         """The sandbox's own request counters (``requests``, ``429``, ``GET /wms/inventory`` ...)."""
-        response = httpx.get(self.base_url + "/__bench/counts", timeout=10)
+        response = httpx.get(self.base_url + "/__bench/counts", timeout=10, trust_env=False)  # loopback, no proxy
         response.raise_for_status()
         return response.json()
 
@@ -138,9 +138,10 @@ class SandboxServer:
 # ---------------------------------------------------------------------------- child processes
 
 
-def run_child(args: list[str], env: dict[str, str], timeout: float) -> dict[str, Any]:
-    """Run ``python benchmarks/<args>`` in a fresh process; its last stdout line is a JSON result."""
+def run_child(script: str, args: list[str], env: dict[str, str], timeout: float) -> dict[str, Any]:
+    """Run ``python benchmarks/<script> <args>`` in a fresh process; its last stdout line is a JSON result."""
     child_env = {**os.environ, **env}
+    args = [str(BENCH_DIR / script), *args]
     try:
         done = subprocess.run(
             [PYTHON, *args], env=child_env, capture_output=True, text=True, timeout=timeout, check=False
@@ -177,11 +178,38 @@ def median(values: list[float]) -> float:
 
 
 def peak_rss_mib() -> float:
-    """This process's peak resident set size so far, in MiB (Linux reports ru_maxrss in KiB)."""
+    """``getrusage(RUSAGE_SELF).ru_maxrss`` in MiB (Linux reports KiB).
+
+    Caveat (Linux): execve() folds the replaced memory map's high-water mark into ru_maxrss, and a
+    child starts as a copy of its parent, so a child spawned by a big process reports at least the
+    parent's RSS. ``run.py`` therefore spawns the memory children while it is still small, and
+    ``hwm_mib`` gives the uncontaminated figure to cross-check.
+    """
     import resource
 
     kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return kib / 1024 if sys.platform != "darwin" else kib / (1024 * 1024)
+
+
+def _proc_status_mib(field_name: str) -> float:
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith(field_name + ":"):
+                    return int(line.split()[1]) / 1024  # "VmHWM:   123456 kB"
+    except OSError:
+        pass
+    return float("nan")  # not Linux: the ru_maxrss figure stands alone
+
+
+def hwm_mib() -> float:
+    """Peak RSS of this process's own memory map (``VmHWM``), in MiB; NaN where /proc is missing."""
+    return _proc_status_mib("VmHWM")
+
+
+def rss_now_mib() -> float:
+    """Current RSS (``VmRSS``), in MiB; NaN where /proc is missing."""
+    return _proc_status_mib("VmRSS")
 
 
 # ------------------------------------------------------------------------------------- report

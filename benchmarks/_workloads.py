@@ -38,7 +38,7 @@ from integrations_pipeline.engine.sync import sync_stream
 from integrations_pipeline.warehouse import connect_warehouse, table_spec_for
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _support import peak_rss_mib  # noqa: E402  (benchmarks/ is not a package)
+from _support import hwm_mib, peak_rss_mib, rss_now_mib  # noqa: E402  (benchmarks/ is not a package)
 
 STREAM = "inventory"
 # The sandbox's data lies in [2026-10-01, 2026-11-21); a day more on the right keeps every record in.
@@ -87,16 +87,19 @@ def run_engine(
     connections = parse_connections(spec, credentials)
     table = table_spec_for(spec, STREAM)
     warehouse = connect_warehouse(f"duckdb://{db_path}")
-    rss_before = peak_rss_mib()
-    last_page_at = [0.0]
-    rss_at_last_page = [rss_before]
+    rss_before = rss_now_mib()
+    last_page = {"at": 0.0, "hwm": float("nan"), "rss": float("nan")}
 
     def progress(message: str) -> None:
         # Called after each page is staged: the last call marks the end of fetch+stage, and the
-        # peak RSS then excludes the DuckDB commit that follows.
-        last_page_at[0] = time.perf_counter()
-        rss_at_last_page[0] = peak_rss_mib()
+        # peak RSS then excludes the DuckDB commit that follows. Two /proc reads per page: ~20 us.
+        last_page["at"] = time.perf_counter()
+        last_page["hwm"] = hwm_mib()
+        last_page["rss"] = rss_now_mib()
 
+    # An explicit transport also keeps httpx from mounting HTTP(S)_PROXY from the environment:
+    # the traffic must stay on loopback.
+    transport = transport if transport is not None else httpx.HTTPTransport()
     try:
         with VendorClient(spec, credentials, environ=dict(env), transport=transport) as client:
             started = time.perf_counter()
@@ -111,8 +114,8 @@ def run_engine(
         warehouse.close()
     return {
         "seconds": finished - started,
-        "fetch_stage_seconds": last_page_at[0] - started if last_page_at[0] else 0.0,
-        "commit_seconds": finished - last_page_at[0] if last_page_at[0] else 0.0,
+        "fetch_stage_seconds": last_page["at"] - started if last_page["at"] else 0.0,
+        "commit_seconds": finished - last_page["at"] if last_page["at"] else 0.0,
         "records": result.records,
         "pages": result.pages,
         "rows": rows,
@@ -122,9 +125,11 @@ def run_engine(
         "rate_limited": int(stats["rate_limited"]),
         "retries": int(stats["retries"]),
         "waited_seconds": stats["waited_seconds"],
-        "rss_before_mib": rss_before,
-        "rss_fetch_peak_mib": rss_at_last_page[0],
-        "rss_peak_mib": peak_rss_mib(),
+        "rss_before_mib": rss_before,  # VmRSS after imports, before the sync
+        "rss_last_page_mib": last_page["rss"],  # VmRSS right after the last page was staged
+        "hwm_fetch_mib": last_page["hwm"],  # VmHWM then: the peak of fetch + stage
+        "hwm_peak_mib": hwm_mib(),  # VmHWM at the end: the peak including the commit
+        "maxrss_peak_mib": peak_rss_mib(),  # ru_maxrss at the end (see peak_rss_mib's caveat)
     }
 
 
@@ -144,7 +149,8 @@ def run_bare(env: Mapping[str, str], *, page_size: int = 1000) -> dict[str, Any]
     }
     records = pages = 0
     started = time.perf_counter()
-    with httpx.Client(base_url=env["TRACKSTAR_BASE_URL"], headers=headers, timeout=60) as http:
+    # trust_env=False: no proxies from the environment, like the engine's explicit transport.
+    with httpx.Client(base_url=env["TRACKSTAR_BASE_URL"], headers=headers, timeout=60, trust_env=False) as http:
         next_token = None
         while pages < MAX_PAGES:
             query = params if next_token is None else {**params, "page_token": next_token}

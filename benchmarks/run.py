@@ -1,0 +1,349 @@
+"""Engine benchmarks against the loopback Trackstar sandbox: throughput, memory, rate limiting.
+
+    .venv/bin/python benchmarks/run.py            # full run (several minutes: 1M records for memory)
+    .venv/bin/python benchmarks/run.py --quick    # smoke run with smaller sizes
+    .venv/bin/python benchmarks/run.py --profile  # also cProfile one engine extraction
+    .venv/bin/python benchmarks/run.py --only rate   # one benchmark (throughput | memory | rate)
+
+Prints one table: each figure with its target and PASS/FAIL, and exits 0 whatever the verdicts (the
+benchmark reports; it does not gate CI). Progress goes to stderr, the table to stdout. When the
+throughput target is missed (or with ``--profile``) a cProfile breakdown of the engine follows.
+
+1. Throughput: N inventory records (1000 per page, one connection) into a fresh DuckDB file through
+   the real engine (``sync_stream`` + ``WarehouseDestination``) versus a bare httpx loop fetching
+   the same pages and ``json.loads``-ing them. 3 runs per side, alternating, medians compared.
+   Target: engine <= 1.5 x bare. The engine uses the trackstar spec with ``rate_limits`` removed so
+   that pacing (10 GET/s) does not make the comparison about the limiter.
+2. Memory: peak RSS of a fresh engine process syncing 1M vs 100k records. Target: <= 1.25 x.
+   It runs first, while this process is still small (see below).
+3. Rate limit: a sandbox enforcing 10 req/s per access token, the engine with the REAL spec
+   (limiter on) and 100 records per page. Target: >= 9 req/s sustained and zero 429s.
+
+Every figure is a ratio against something measured in the same run, because the machine is shared
+(2 cores, other people's tests): absolute seconds are noisy, same-run ratios much less so.
+Everything talks to 127.0.0.1 only; every server subprocess is stopped in a ``finally``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/ is a directory of scripts
+
+from _support import BenchmarkError, Report, SandboxServer, measure, median, rss_now_mib, run_child  # noqa: E402
+
+# ``_workloads`` (the engine, hence dagster and duckdb) is imported inside the benchmarks that run
+# in this process, after the memory benchmark has spawned its children: on Linux a child's
+# ru_maxrss starts at its parent's RSS (see _support.peak_rss_mib), so the parent must be small then.
+
+THROUGHPUT_TARGET = 1.5
+MEMORY_TARGET = 1.25
+RATE_TARGET = 9.0
+RATE_LIMIT = 10.0  # Trackstar's documented GET limit per access token, enforced by the sandbox
+
+
+@dataclass(frozen=True)
+class Sizes:
+    throughput: int
+    repeats: int
+    memory_small: int
+    memory_large: int
+    rate_records: int
+    rate_page_size: int
+
+
+FULL = Sizes(throughput=100_000, repeats=3, memory_small=100_000, memory_large=1_000_000, rate_records=8_000, rate_page_size=100)
+QUICK = Sizes(throughput=20_000, repeats=3, memory_small=20_000, memory_large=200_000, rate_records=6_000, rate_page_size=100)
+
+
+def say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _k(n: int) -> str:
+    return f"{n // 1_000_000}M" if n >= 1_000_000 and n % 1_000_000 == 0 else f"{n // 1000}k"
+
+
+def _fresh_db() -> tuple[Path, Path]:
+    scratch = Path(tempfile.mkdtemp(prefix="ip-bench-"))
+    return scratch, scratch / "warehouse.duckdb"
+
+
+# ------------------------------------------------------------------------------ 1. throughput
+
+
+def bench_throughput(report: Report, sizes: Sizes) -> bool:
+    from _workloads import run_bare, run_engine, trackstar_spec
+
+    name = "1 throughput"
+    n = sizes.throughput
+    spec = trackstar_spec(rate_limits=False)  # pacing off: compare work, not the limiter
+    bare_runs: list[float] = []
+    engine_runs: list[dict] = []
+    say("[throughput] warm-up against a 2-page sandbox (first-use costs: DuckDB, httpx, code paths)")
+    with SandboxServer(2000) as tiny:
+        run_bare(tiny.env)
+        scratch, db = _fresh_db()
+        try:
+            run_engine(tiny.env, db, spec)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+    say(f"[throughput] starting sandbox with {n} inventory records")
+    with SandboxServer(n) as server:
+        for rep in range(sizes.repeats):
+            # Alternate bare/engine so drift in machine load hits both sides alike.
+            seconds, bare = measure(lambda: run_bare(server.env))
+            _expect(bare["records"] == n, f"bare loop read {bare['records']} records, expected {n}")
+            bare_runs.append(seconds)
+            say(f"[throughput] run {rep + 1}: bare   {seconds:6.2f} s ({bare['pages']} pages)")
+            scratch, db = _fresh_db()
+            try:
+                seconds, engine = measure(lambda: run_engine(server.env, db, spec))
+            finally:
+                shutil.rmtree(scratch, ignore_errors=True)
+            _expect(engine["rows"] == n and engine["records"] == n, f"engine stored {engine['rows']} rows, expected {n}")
+            engine["wall"] = seconds
+            engine_runs.append(engine)
+            say(
+                f"[throughput] run {rep + 1}: engine {seconds:6.2f} s "
+                f"(fetch+stage {engine['fetch_stage_seconds']:.2f} s, commit {engine['commit_seconds']:.2f} s)"
+            )
+    bare_med = median(bare_runs)
+    engine_med = median([e["wall"] for e in engine_runs])
+    fetch_med = median([e["fetch_stage_seconds"] for e in engine_runs])
+    commit_med = median([e["commit_seconds"] for e in engine_runs])
+    runs = lambda xs: ", ".join(f"{x:.2f}" for x in xs)  # noqa: E731
+    pages = n // 1000
+    report.info(name, f"bare httpx loop, {_k(n)} records / {pages} pages", f"median {bare_med:.2f} s  (runs {runs(bare_runs)})")
+    report.info(name, "engine sync_stream -> DuckDB", f"median {engine_med:.2f} s  (runs {runs([e['wall'] for e in engine_runs])})")
+    report.info(name, "  of which fetch + stage (to last page)", f"median {fetch_med:.2f} s = {fetch_med / bare_med:.2f} x bare")
+    report.info(name, "  of which commit (DuckDB merge)", f"median {commit_med:.2f} s = {commit_med / bare_med:.2f} x bare")
+    report.info(name, "throughput bare / engine", f"{n / bare_med:,.0f} / {n / engine_med:,.0f} records/s")
+    report.check(name, "engine / bare (medians)", f"{engine_med / bare_med:.2f} x", f"<= {THROUGHPUT_TARGET} x", engine_med / bare_med <= THROUGHPUT_TARGET)
+    report.notes.append(
+        "1 Throughput: the engine uses the trackstar spec with rate_limits removed "
+        "(spec.model_copy(update={'rate_limits': []})); the bare loop has no pacing either."
+    )
+    return engine_med / bare_med <= THROUGHPUT_TARGET
+
+
+# ---------------------------------------------------------------------------------- 2. memory
+
+
+def bench_memory(report: Report, sizes: Sizes) -> None:
+    name = "2 memory"
+    results: dict[int, dict] = {}
+    parent_rss = rss_now_mib()
+    for n in (sizes.memory_small, sizes.memory_large):
+        say(f"[memory] sandbox with {n} records; engine in a fresh process")
+        with SandboxServer(n) as server:
+            # ~1000 pages at 35-150 ms each plus the commit: allow generously, but stay bounded.
+            timeout = 120 + n / 1000 * 1.5
+            seconds, figures = measure(lambda: run_child("_workloads.py", ["engine"], server.env, timeout))
+        _expect(figures["rows"] == n, f"engine stored {figures['rows']} rows, expected {n}")
+        results[n] = figures
+        say(
+            f"[memory] {n}: ru_maxrss {figures['maxrss_peak_mib']:.0f} MiB, VmHWM {figures['hwm_peak_mib']:.0f} MiB "
+            f"(after imports {figures['rss_before_mib']:.0f}, peak to last page {figures['hwm_fetch_mib']:.0f}) "
+            f"in {seconds:.1f} s"
+        )
+    small, large = results[sizes.memory_small], results[sizes.memory_large]
+    ks, kl = _k(sizes.memory_small), _k(sizes.memory_large)
+
+    def pair(key: str) -> str:
+        return f"{small[key]:.0f} / {large[key]:.0f} MiB = {large[key] / small[key]:.2f} x"
+
+    report.info(name, f"RSS after imports ({ks} / {kl})", pair("rss_before_mib"))
+    report.info(name, "RSS after the last page is staged", pair("rss_last_page_mib"))
+    report.info(name, "peak RSS up to the last page (VmHWM)", pair("hwm_fetch_mib"))
+    report.info(name, "peak RSS whole sync, VmHWM cross-check", pair("hwm_peak_mib"))
+    ratio = large["maxrss_peak_mib"] / small["maxrss_peak_mib"]
+    report.check(
+        name,
+        f"peak RSS whole sync, ru_maxrss {kl} / {ks}",
+        f"{small['maxrss_peak_mib']:.0f} / {large['maxrss_peak_mib']:.0f} MiB = {ratio:.2f} x",
+        f"<= {MEMORY_TARGET} x",
+        ratio <= MEMORY_TARGET,
+    )
+    report.notes.append(
+        "2 Memory: each size in a fresh engine process (it imports dagster through WarehouseDestination, as "
+        "an asset run does). 'Up to the last page' is the peak before the DuckDB commit starts. "
+        f"Children were spawned by a {parent_rss:.0f} MiB parent, so ru_maxrss (which on Linux inherits "
+        "the parent's RSS across fork+exec) is not inflated; VmHWM is the per-process figure."
+    )
+
+
+# ------------------------------------------------------------------------------ 3. rate limit
+
+
+def bench_rate_limit(report: Report, sizes: Sizes) -> None:
+    from _workloads import TimingTransport, run_engine, trackstar_spec
+
+    name = "3 rate limit"
+    n, page = sizes.rate_records, sizes.rate_page_size
+    spec = trackstar_spec(rate_limits=True, page_size=page)  # the shipped limiter, smaller pages
+    say(f"[rate limit] sandbox enforcing {RATE_LIMIT:g} req/s; {n} records at {page} per page")
+    with SandboxServer(n, rate_limit=RATE_LIMIT) as server:
+        before = server.counts()
+        transport = TimingTransport()
+        scratch, db = _fresh_db()
+        try:
+            figures = run_engine(server.env, db, spec, transport=transport)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+        after = server.counts()
+    _expect(figures["rows"] == n, f"engine stored {figures['rows']} rows, expected {n}")
+    calls = figures["calls"]
+    burst = next(rl.requests for rl in spec.rate_limits if "GET" in rl.methods)  # starts allowed at once
+    starts, ends = transport.starts, transport.ends
+    elapsed = ends[-1] - starts[0]
+    rate = calls / elapsed
+    # The limiter lets `burst` requests start together, then one burst per window: the start-to-start
+    # time of the first (calls - burst) requests spans whole windows, so this is the long-run rate
+    # (calls / elapsed flatters it by the first, free burst).
+    steady = (len(starts) - burst) / (starts[-burst] - starts[0]) if len(starts) > burst else float("nan")
+    busiest = max(sum(1 for t in starts if s <= t < s + 1.0) for s in starts)
+    server_429 = after.get("429", 0) - before.get("429", 0)
+    server_calls = after.get("GET /wms/inventory", 0) - before.get("GET /wms/inventory", 0)
+    report.info(name, "requests (client / server)", f"{calls} / {server_calls} GET /wms/inventory, {figures['pages']} pages of {page}")
+    report.info(name, "time pacing (limiter waits)", f"{figures['waited_seconds']:.2f} s of {elapsed:.2f} s")
+    report.info(name, "steady-state rate (whole limiter windows)", f"{steady:.2f} req/s")
+    report.info(name, "most request starts in any 1 s", f"{busiest}")
+    report.check(name, "sustained rate = calls / elapsed", f"{rate:.2f} req/s", f">= {RATE_TARGET:g} req/s", rate >= RATE_TARGET)
+    report.check(
+        name,
+        "429 responses (client stats / server count)",
+        f"{figures['rate_limited']} / {server_429}",
+        "0 / 0",
+        figures["rate_limited"] == 0 and server_429 == 0,
+    )
+    report.notes.append(
+        f"3 Rate limit: the REAL trackstar spec (10 GET/s per connection limiter on) with page_size {page}; "
+        f"the sandbox enforces a {RATE_LIMIT:g}/s token bucket per access token."
+    )
+
+
+# --------------------------------------------------------------------------------- profiling
+
+
+# (label, filename suffix, function name): cumulative times pulled out of the profile.
+PROFILE_PARTS = [
+    ("sync_stream (whole engine path)", "engine/sync.py", "sync_stream"),
+    ("VendorClient.call (HTTP + decode + classify)", "engine/client.py", "call"),
+    ("  httpx Client.request (send, wait for server, read)", "httpx/_client.py", "request"),
+    ("  json.loads of page bodies (in _classify)", "json/__init__.py", "loads"),
+    ("read_pages: adding _connection_id per record", "engine/extract.py", "read_pages"),
+    ("sync per-record: parse_ts", "engine/sync.py", "parse_ts"),
+    ("sync per-record: _pk", "engine/sync.py", "_pk"),
+    ("DuckDBLoad._encode (staging JSON encode)", "warehouse/duckdb.py", "_encode"),
+    ("DuckDBLoad._write (encode + file write)", "warehouse/duckdb.py", "_write"),
+    ("DuckDBLoad._commit (read_json + merge)", "warehouse/duckdb.py", "_commit"),
+    ("  _stage (read_json into temp table, dedup check)", "warehouse/duckdb.py", "_stage"),
+    ("  _merge (UPDATE + INSERT)", "warehouse/duckdb.py", "_merge"),
+    ("ensure_table", "warehouse/duckdb.py", "ensure_table"),
+]
+
+
+def profile_engine(sizes: Sizes) -> None:
+    import pstats
+
+    n = sizes.throughput
+    say(f"[profile] cProfile of one engine extraction of {n} records (separate process)")
+    scratch = Path(tempfile.mkdtemp(prefix="ip-bench-prof-"))
+    try:
+        out = scratch / "engine.prof"
+        with SandboxServer(n) as server:
+            figures = run_child("_workloads.py", ["engine", "--profile", str(out)], server.env, 120 + n / 1000 * 2)
+        stats = pstats.Stats(str(out))
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    total = figures["seconds"]
+    raw = stats.stats  # {(file, line, func): (cc, nc, tottime, cumtime, callers)}
+    print(f"\nProfile of the engine side ({n} records, {total:.2f} s under cProfile; cProfile inflates Python-heavy parts):")
+    for label, suffix, func in PROFILE_PARTS:
+        found = [v for (f, _, fn), v in raw.items() if fn == func and f.replace("\\", "/").endswith(suffix)]
+        if func == "read_pages":
+            value = sum(v[2] for v in found)  # its own time: the per-record loop, not the fetches
+            kind = "self"
+        else:
+            value = sum(v[3] for v in found)
+            kind = "cum "
+        print(f"  {label:<56} {kind} {value:7.2f} s  {100 * value / total:5.1f} %")
+    print("\nTop 15 by own time:")
+    stats.sort_stats("tottime").print_stats(15)
+
+
+# ------------------------------------------------------------------------------------- main
+
+
+def _expect(ok: bool, message: str) -> None:
+    if not ok:
+        raise BenchmarkError(message)
+
+
+def _guard(report: Report, name: str, fn: Callable[[], object]) -> object:
+    """Run one benchmark; a failure becomes an ERROR row so the others still report."""
+    try:
+        return fn()
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except Exception as exc:  # report, don't crash: the table is the product
+        traceback.print_exc(file=sys.stderr)
+        report.error(name, f"{type(exc).__name__}: {str(exc)[:200]}")
+        return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="smaller sizes: a smoke run of a minute or two")
+    parser.add_argument("--profile", action="store_true", help="cProfile one engine extraction even if throughput passes")
+    parser.add_argument(
+        "--only", choices=["throughput", "memory", "rate"], action="append", help="run only these benchmarks (repeatable)"
+    )
+    args = parser.parse_args(argv)
+    sizes = QUICK if args.quick else FULL
+    only = set(args.only or ["throughput", "memory", "rate"])
+    report = Report()
+    throughput_ok = True
+    # Memory first, while this process is small (see the note on importing _workloads above).
+    if "memory" in only:
+        _guard(report, "2 memory", lambda: bench_memory(report, sizes))
+    if "throughput" in only:
+        throughput_ok = _guard(report, "1 throughput", lambda: bench_throughput(report, sizes)) is True
+    if "rate" in only:
+        _guard(report, "3 rate limit", lambda: bench_rate_limit(report, sizes))
+
+    import duckdb
+    import httpx
+
+    load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
+    print(
+        f"\nintegrations_pipeline benchmarks ({'quick' if args.quick else 'full'}): Python {platform.python_version()}, "
+        f"httpx {httpx.__version__}, duckdb {duckdb.__version__}, {os.cpu_count()} CPUs, "
+        f"load average at the end {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}\n"
+    )
+    # Benchmarks ran memory-first; show them in their numbered order (sorts are stable).
+    report.rows.sort(key=lambda row: row.benchmark)
+    report.notes.sort()
+    print(report.render())
+    sys.stdout.flush()
+    if args.profile or ("throughput" in only and not throughput_ok):
+        try:
+            profile_engine(sizes)
+        except Exception as exc:  # the table is already out; say why the profile is missing
+            traceback.print_exc(file=sys.stderr)
+            print(f"\nprofile failed: {type(exc).__name__}: {exc}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -269,7 +269,7 @@ class VendorClient:
         if status in (401, 403):
             raise AuthError(message, status=status, path=path)
         if status >= 400:
-            raise RequestRejectedError(message, status=status, path=path)
+            raise RequestRejectedError(message, status=status, path=path, body=body)
         if errors.graphql and isinstance(body, dict) and body.get("errors"):
             gql = body["errors"]
             codes = {str(dig(e, "extensions.code")) for e in gql if isinstance(e, dict)}

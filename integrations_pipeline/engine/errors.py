@@ -106,7 +106,15 @@ class AuthError(FatalError):
 
 
 class RequestRejectedError(FatalError):
-    """The vendor rejected the request (4xx, GraphQL errors, ``success: false``)."""
+    """The vendor rejected the request (4xx, GraphQL errors, ``success: false``).
+
+    ``body`` is the decoded error body, where an all-or-nothing batch endpoint lists the items it
+    refused. It is kept on the object, never put into the message (a body may echo what was sent).
+    """
+
+    def __init__(self, message: str, *, status: int | None = None, path: str | None = None, body=None):
+        super().__init__(message, status=status, path=path)
+        self.body = body
 
 
 class EndpointUnsupportedError(FatalError):

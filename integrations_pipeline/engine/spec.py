@@ -2,7 +2,9 @@
 
 A spec says everything the engine needs to read a vendor: base URL, auth, rate limits, retry
 policy, per-connection tokens, and streams (REST path or GraphQL query, where the records are,
-primary key, cursor field and how a time window becomes request filters, JSON schema).
+primary key, cursor field and how a time window becomes request filters, JSON schema); and to
+write to it: sinks (endpoint, batch size, record key, field rules, body template, where the
+per-record outcomes are in the response; run by ``engine.sinks``).
 
 Loading never half-succeeds: a broken spec raises ``SpecError`` whose lines read
 ``trackstar.yaml: streams.inventory.pagination.type: got 'tokn', expected one of [...]``.
@@ -17,7 +19,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import Discriminator, Field, ValidationError, model_validator
+from pydantic import Discriminator, Field, ValidationError, field_validator, model_validator
 
 from .auth import AUTH_TYPES
 from .errors import SpecError
@@ -130,6 +132,173 @@ class StreamSpec(Frozen):
         return self
 
 
+# -- sinks (reverse ETL) --------------------------------------------------------------------------
+
+# A record field, as a dotted path through the record the vendor receives (``contact.email``).
+FIELD_PATH = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$"
+RECORD, RECORDS = "$record", "$records"  # body-template placeholders (single / batch endpoints)
+FieldType = Literal["string", "integer", "number", "boolean", "object", "array"]
+
+
+class FieldRule(Frozen):
+    """What one record field must be before it is sent."""
+
+    type: FieldType
+    required: bool = False
+    max_length: int | None = Field(
+        default=None, gt=0, description="Most characters (string) or items (array) the vendor accepts."
+    )
+    enum: list[str | int | float | bool] | None = Field(default=None, min_length=1, description="Allowed values.")
+
+    @model_validator(mode="after")
+    def _check(self) -> FieldRule:
+        if self.max_length is not None and self.type not in ("string", "array"):
+            raise ValueError(f"max_length applies to string and array fields, not {self.type}")
+        return self
+
+
+class SinkResponseSpec(Frozen):
+    """Where a write response reports per-record outcomes, and what to keep from it."""
+
+    item_results_path: str | None = Field(
+        default=None,
+        description="Batch endpoints that answer per item (SALESmanago ``result``): dotted path of the list, "
+        "aligned by position with the records sent.",
+    )
+    item_success_field: str = Field(default="success", description="Item-result flag that is false on rejection.")
+    item_message_field: str = Field(default="message", description="Item-result field with the vendor's reason.")
+    keep: dict[str, str] = Field(
+        default_factory=dict,
+        description="Outcome response name → dotted path in the response body (single-record endpoints) or "
+        "in the item result (batch): Trakor ``id``/``sku``/``created``, SALESmanago ``contactId``.",
+    )
+    item_errors_path: str | None = Field(
+        default=None,
+        description="All-or-nothing batch endpoints: dotted path of the list of bad items in a 4xx body "
+        "(Datatalks ``errors``, SALESmanago v3 ``problems``); those records are rejected, the rest resent once.",
+    )
+    item_index_field: str | None = Field(default=None, description="Key of an item error holding the item's index.")
+    item_index_pattern: str | None = Field(
+        default=None,
+        description="Regex whose first group is the item's index, searched in the joined item-error fields "
+        r"(SALESmanago v3: ``^products\[(\d+)\]``).",
+    )
+    item_error_fields: list[str] = Field(
+        default_factory=lambda: ["message"],
+        min_length=1,
+        description="Item-error keys joined with ': ' to form the reason (Datatalks: field, reason).",
+    )
+    auth_messages: list[str] = Field(
+        default_factory=list,
+        description="Substrings of a rejection message that mean the credentials were refused (SALESmanago "
+        "answers 'Not authenticated' with HTTP 200 and success=false): fail fast instead of rejecting records.",
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> SinkResponseSpec:
+        if self.item_errors_path is None:
+            if self.item_index_field or self.item_index_pattern:
+                raise ValueError("item_index_field/item_index_pattern need item_errors_path")
+            return self
+        if (self.item_index_field is None) == (self.item_index_pattern is None):
+            raise ValueError("item_errors_path needs exactly one of item_index_field or item_index_pattern")
+        if self.item_index_pattern is not None:
+            try:
+                groups = re.compile(self.item_index_pattern).groups
+            except re.error as exc:
+                raise ValueError(f"item_index_pattern is not a valid regex: {exc}") from None
+            if groups < 1:
+                raise ValueError("item_index_pattern must capture the index in a group, e.g. '\\[(\\d+)\\]'")
+        return self
+
+
+class SinkSpec(Frozen):
+    """One write operation of a vendor: a reverse-ETL target.
+
+    Records are the items the vendor receives (nested where the vendor nests, e.g. SALESmanago's
+    ``{contact: {email}}``); ``fields`` and ``key`` name their fields by dotted path.
+    """
+
+    description: str
+    path: str = Field(pattern=r"^/", description="Endpoint path, appended to the (sink's or connector's) base URL.")
+    method: Literal["POST", "PUT", "DELETE"] = "POST"
+    batch_size: int = Field(ge=1, description="Most records per call; 1 = a single-record endpoint.")
+    key: str = Field(
+        pattern=FIELD_PATH,
+        description="Record field the target is keyed by (upserts by, de-duplicates on); must be a required field.",
+    )
+    mode: Literal["upsert", "insert_once", "append", "delete"] = Field(
+        default="upsert",
+        description="What re-sending a key does: upsert = replaces it; insert_once = nothing, the first version "
+        "stays (Trakor); append = adds another (events: at-least-once on a crash mid-batch); delete = removes it.",
+    )
+    fields: dict[str, FieldRule] = Field(min_length=1, description="Dotted field path → rule.")
+    allow_extra_fields: bool = Field(default=False, description="Send undeclared fields as they are (Datatalks products).")
+    body: Any = Field(
+        description=f"JSON template of the request body: '{RECORD}' (batch_size 1) or '{RECORDS}' is replaced by the "
+        "record(s) and {env: NAME} by that environment variable's value."
+    )
+    response: SinkResponseSpec = Field(default_factory=SinkResponseSpec)
+    auth: AuthSpec | None = Field(  # type: ignore[valid-type]
+        default=None, description="Overrides the connector's auth (SALESmanago v3 catalog: API-KEY header)."
+    )
+    base_url: Setting | None = Field(default=None, description="Overrides the connector's base URL.")
+
+    @field_validator("body")
+    @classmethod
+    def _env_refs(cls, value: Any) -> Any:
+        # {env: NAME} becomes a Secret, so secret_env_vars() finds it (credentials, redaction).
+        return _body_secrets(value)
+
+
+def _body_secrets(node: Any) -> Any:
+    if isinstance(node, dict):
+        if set(node) == {"env"}:
+            return Secret.model_validate(node)
+        return {k: _body_secrets(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_body_secrets(v) for v in node]
+    return node
+
+
+def _count_placeholders(node: Any, placeholder: str) -> int:
+    if isinstance(node, dict):
+        return sum(_count_placeholders(v, placeholder) for v in node.values())
+    if isinstance(node, list):
+        return sum(_count_placeholders(v, placeholder) for v in node)
+    return int(node == placeholder)
+
+
+def _sink_problem(name: str, sink: SinkSpec) -> str | None:
+    """The first cross-field problem of one sink, as ``sinks.<name>.<field>: ...``."""
+    at = f"sinks.{name}"
+    if not re.match(SNAKE, name):
+        return f"{at}: sink name must be snake_case (lowercase letters, digits, '_')"
+    want, other = (RECORD, RECORDS) if sink.batch_size == 1 else (RECORDS, RECORD)
+    if _count_placeholders(sink.body, other):
+        return (
+            f"{at}.body: '{other}' does not fit batch_size {sink.batch_size}; use '{want}' "
+            f"({RECORD} for single-record endpoints, {RECORDS} for batches)"
+        )
+    if _count_placeholders(sink.body, want) != 1:
+        return f"{at}.body: must contain '{want}' exactly once (batch_size {sink.batch_size})"
+    for path in sink.fields:
+        if not re.match(FIELD_PATH, path):
+            return f"{at}.fields.{path}: not a dotted field path (letters, digits, '_' separated by '.')"
+        child = next((p for p in sink.fields if p.startswith(path + ".")), None)
+        if child:
+            return f"{at}.fields.{path}: has sub-fields ({child}); declare only the sub-fields"
+    rule = sink.fields.get(sink.key)
+    if rule is None:
+        return f"{at}.key: '{sink.key}' is not in fields"
+    if not rule.required:
+        return f"{at}.key: '{sink.key}' must be a required field (fields.{sink.key}.required: true)"
+    r = sink.response
+    if sink.batch_size == 1 and (r.item_results_path or r.item_errors_path):
+        return f"{at}.response: item_results_path/item_errors_path need a batch endpoint (batch_size > 1)"
+    return None
+
+
 class ConnectorSpec(Frozen):
     """A whole vendor: how to reach it and what it offers."""
 
@@ -146,6 +315,7 @@ class ConnectorSpec(Frozen):
     timeout_seconds: float = Field(default=30.0, gt=0)
     errors: ResponseErrorsSpec = Field(default_factory=ResponseErrorsSpec)
     streams: dict[str, StreamSpec] = Field(default_factory=dict)
+    sinks: dict[str, SinkSpec] = Field(default_factory=dict, description="Write operations (reverse ETL).")
 
     @model_validator(mode="after")
     def _check_streams(self) -> ConnectorSpec:
@@ -157,6 +327,10 @@ class ConnectorSpec(Frozen):
                 raise ValueError(f"streams.{name}.path: required for a REST stream (protocol: rest)")
             if self.protocol == "graphql" and not stream.query:
                 raise ValueError(f"streams.{name}.query: required for a GraphQL stream (protocol: graphql)")
+        for name, sink in self.sinks.items():
+            problem = _sink_problem(name, sink)
+            if problem:
+                raise ValueError(problem)
         return self
 
     def fingerprint(self) -> str:

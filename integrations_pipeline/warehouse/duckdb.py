@@ -1,22 +1,30 @@
 """DuckDB warehouse: one embedded database file, shared by concurrent runs.
 
-DuckDB lets one process at a time open a file for writing, and Dagster may run several runs at
-once. So no connection is held: each operation opens the file, works, and closes it, retrying the
-open with back-off (``lock_timeout``, 60 s by default) while another process holds the lock. Within
-one process, writes to one file are serialised by a lock so that two threads never merge into the
-same table at once.
+DuckDB lets one process at a time open a file, and Dagster may run several runs at once. So no
+connection is held: each operation opens the file, works, and closes it, retrying the open with
+jittered back-off (``lock_timeout``, 60 s by default) while another process holds the lock. Within
+one process, writes to one file are serialised by a lock, so two threads never merge at once.
 
-Staging needs no database at all: ``write_batch`` appends each page as NDJSON to a temporary file
-beside the database (``<db>.staging/``), so memory stays flat however many pages a load has. Only
-``commit`` takes the lock: it reads the file with ``read_json`` into a temporary table (typed
-columns), dedups it, and merges with two set-based statements plus the state upsert in one
-transaction. If a value does not fit its column's type (e.g. ``"n/a"`` in an integer column), the
-load is re-read through a slower path that checks each value's JSON type: mismatches are stored as
-NULL and kept verbatim in ``_extra``, so ``read_records`` still returns them.
+Staging needs no database at all: ``write_batch`` appends each page as NDJSON to part files beside
+the database (``<db>.staging/``), so Python's memory stays flat however many pages a load has. Only
+``commit`` takes the lock. In ONE transaction it merges the parts one after the other: ``read_json``
+into a temporary table with typed columns, dedup (greatest cursor, ties: the later record), then
+an ``UPDATE ... FROM`` of changed rows that are not newer in the table and an ``INSERT`` of new keys,
+and finally the state upsert. Each step holds one part (≤ 100k records / 128 MB), and DuckDB's
+buffer memory is capped (``memory_limit``, 256MB by default; written data is evicted to the file),
+so a commit's memory does not grow with the load either.
 
-The fast path relies on DuckDB's JSON casts, which accept a few lossy coercions silently: ``"12"`` or
-``12.7`` into an integer column (→ 12, 13), a number or boolean into a string column (→ its text).
-Records that follow their JSON Schema are stored exactly.
+Tables have no PRIMARY KEY constraint: DuckDB pins such an index in memory, growing with the table,
+and checks it on every insert. One row per key is guaranteed by the merge and the serialised writers.
+
+If a value does not fit its column's type (e.g. ``"n/a"`` in an integer column), that part is re-read
+through a slower path that checks each value's JSON type: misfits are stored as NULL and kept
+verbatim in ``_extra``, so ``read_records`` still returns them. The fast path relies on DuckDB's JSON
+casts, which accept a few lossy coercions silently: ``"12"`` or ``12.7`` into an integer column
+(→ 12, 13), a number or boolean into a string column (→ its text). Records that follow their JSON
+Schema are stored exactly.
+
+URL options: ``duckdb:///path.duckdb?lock_timeout=60&memory_limit=256MB``.
 """
 
 from __future__ import annotations
@@ -25,9 +33,12 @@ import contextlib
 import json
 import os
 import random
+import re
 import tempfile
 import threading
 import time
+import uuid
+import warnings
 import weakref
 from collections.abc import Iterator
 from pathlib import Path
@@ -42,14 +53,17 @@ from .base import (
     LoadResult,
     Warehouse,
     WarehouseError,
+    check_records,
     encode_json,
     order_by_pk,
-    parse_duckdb_path,
+    parse_duckdb_url,
     qualified,
     quote_ident,
     rows_to_records,
     select_names,
 )
+from integrations_pipeline.engine.errors import ConfigError
+
 from .tables import EXTRA_COLUMN, SYNCED_AT_COLUMN, Column, TableSpec
 
 if TYPE_CHECKING:
@@ -76,8 +90,15 @@ META_COLUMNS = ((EXTRA_COLUMN, "JSON"), (SYNCED_AT_COLUMN, "TIMESTAMPTZ"))
 ISO_TIMESTAMP = r"\d{4}-\d{2}-\d{2}([Tt ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?)?([Zz]|[+-]\d{2}(:?\d{2})?)?"
 STAGE = "__ip_stage"
 STAGE_DEDUP = "__ip_stage_dedup"
+KEYS = "__ip_keys"
+#: A staging part ends after this many records or bytes (pages are never split): one merge step
+#: holds one part in DuckDB's memory.
+PART_RECORDS = 100_000
+PART_BYTES = 128 * 1024 * 1024
+#: DuckDB's buffer memory for the warehouse file. Written data is evicted to the file beyond it, so
+#: the memory of a commit does not grow with the size of the load (DuckDB's own default is 80% of RAM).
+DEFAULT_MEMORY_LIMIT = "256MB"
 STALE_STAGING_SECONDS = 24 * 3600
-MAX_OBJECT_BYTES = 256 * 1024 * 1024
 
 _process_locks: dict[str, threading.Lock] = {}
 _process_locks_guard = threading.Lock()
@@ -111,11 +132,24 @@ class DuckDBWarehouse(Warehouse):
 
     backend = "duckdb"
 
-    def __init__(self, url: str, *, lock_timeout: float = 60.0):
+    def __init__(
+        self, url: str, *, lock_timeout: float | None = None, memory_limit: str | None = DEFAULT_MEMORY_LIMIT
+    ):
         super().__init__(url)
-        self.path = parse_duckdb_path(url)
-        self.lock_timeout = float(lock_timeout)
+        self.path, options = parse_duckdb_url(url)
+        try:
+            self.lock_timeout = float(options.get("lock_timeout", lock_timeout if lock_timeout is not None else 60.0))
+        except ValueError:
+            raise ConfigError(f"warehouse URL '{url}': lock_timeout must be a number of seconds") from None
+        limit = options.get("memory_limit", memory_limit)
+        if self.path == ":memory:":
+            # An in-memory database cannot evict its data to a file: keep DuckDB's own limit unless asked.
+            limit = options.get("memory_limit")
+        if limit and not re.fullmatch(r"\d+(\.\d+)?\s*([KMGT]i?)?B", limit, flags=re.IGNORECASE):
+            raise ConfigError(f"warehouse URL '{url}': memory_limit must look like 256MB or 2GB, got '{limit}'")
+        self.memory_limit = limit or None
         self._memory: duckdb.DuckDBPyConnection | None = None
+        self._memory_guard = threading.Lock()
         if self.path == ":memory:":
             # An in-memory database lives as long as this connection: keep it, hand out cursors.
             self._memory = duckdb.connect(":memory:")
@@ -123,15 +157,18 @@ class DuckDBWarehouse(Warehouse):
             self.staging_dir = Path(tempfile.gettempdir()) / "integrations_pipeline_staging"
         else:
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-            self._lock_key = self.path
+            self._lock_key = os.path.realpath(self.path)  # one lock per file, however it is named
             self.staging_dir = Path(self.path + ".staging")
 
     # ---------------------------------------------------------------------------- connections
 
     def _open(self) -> duckdb.DuckDBPyConnection:
         """Open the file, retrying with jittered back-off while another process holds its lock."""
-        if self._memory is not None:
-            conn = self._memory.cursor()
+        if self.path == ":memory:":
+            with self._memory_guard:  # the parent connection is not thread-safe; its cursors are
+                if self._memory is None:
+                    raise WarehouseError(f"warehouse {self.url} is closed")
+                conn = self._memory.cursor()
         else:
             deadline = time.monotonic() + self.lock_timeout
             delay = 0.01
@@ -152,6 +189,8 @@ class DuckDBWarehouse(Warehouse):
                     delay = min(delay * 2, 1.0)
         try:
             conn.execute("SET TimeZone = 'UTC'")
+            if self.memory_limit:
+                conn.execute(f"SET memory_limit = {_sql_string(self.memory_limit)}")
         except Exception:
             conn.close()
             raise
@@ -175,10 +214,11 @@ class DuckDBWarehouse(Warehouse):
                 lock.release()
 
     def close(self) -> None:
-        if self._memory is not None:
-            with contextlib.suppress(Exception):
-                self._memory.close()
-            self._memory = None
+        with self._memory_guard:
+            if self._memory is not None:
+                with contextlib.suppress(Exception):
+                    self._memory.close()
+                self._memory = None
         super().close()
 
     # ------------------------------------------------------------------------------- catalogue
@@ -200,8 +240,10 @@ class DuckDBWarehouse(Warehouse):
             conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(table.schema)}")
             defs = [f"{quote_ident(c.name)} {SQL_TYPES[c.type]}" for c in table.columns]
             defs += [f"{quote_ident(n)} {t}" for n, t in META_COLUMNS]
-            pk = ", ".join(quote_ident(k) for k in table.primary_key)
-            conn.execute(f"CREATE TABLE IF NOT EXISTS {target} ({', '.join(defs)}, PRIMARY KEY ({pk}))")
+            # No PRIMARY KEY constraint: DuckDB keeps its index pinned in memory, growing with the
+            # table, and checks it on every insert. One row per key is the merge's job (dedup, then
+            # update-or-insert), and writers of a file are serialised (file lock + process lock).
+            conn.execute(f"CREATE TABLE IF NOT EXISTS {target} ({', '.join(defs)})")
             return
         for col in table.columns:
             have = existing.get(col.name)
@@ -280,7 +322,7 @@ class DuckDBWarehouse(Warehouse):
                 f"ORDER BY {order_by_pk(table)}",
                 params,
             ).fetchall()
-        return rows_to_records(table, names, rows)
+        return rows_to_records(table, names, rows, json_as_text=True)
 
     def read_frame(self, table: TableSpec) -> pandas.DataFrame:
         with self._errors(f"read_frame({table.full_name})"), self._connection() as conn:
@@ -295,9 +337,12 @@ class DuckDBWarehouse(Warehouse):
                 quote_ident(n) + ("::VARCHAR AS " + quote_ident(n) if existing[n] == "JSON" else "")
                 for n in [*names, *meta]
             )
-            return conn.execute(
+            result = conn.execute(
                 f"SELECT {cols} FROM {qualified(table.schema, table.name)} ORDER BY {order_by_pk(table)}"
-            ).df()
+            )
+            with warnings.catch_warnings():  # DuckDB's own pandas conversion uses deprecated pandas API
+                warnings.filterwarnings("ignore", message=".*inplace keyword.*")
+                return result.df()
 
     def row_count(self, table: TableSpec) -> int:
         with self._errors(f"row_count({table.full_name})"), self._connection() as conn:
@@ -328,68 +373,97 @@ def _connection_filter(table: TableSpec, where_connection: str | None) -> tuple[
     return ' WHERE "_connection_id" = ?', [where_connection]
 
 
-def _remove_staging(path: str, directory: str) -> None:
-    with contextlib.suppress(OSError):
-        os.unlink(path)
+def _remove_staging(paths: list[str], directory: str) -> None:
+    for path in paths:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
     with contextlib.suppress(OSError):
         os.rmdir(directory)  # only succeeds when no other load is staging there
 
 
+class _TypedReadFailed(Exception):
+    """A part has a value its column type cannot hold: redo the commit reading that part checked."""
+
+    def __init__(self, part: int):
+        super().__init__(part)
+        self.part = part
+
+
 class DuckDBLoad(Load):
-    """Stages pages as NDJSON in ``<db>.staging/``; ``commit`` merges them under the file lock."""
+    """Stages pages as NDJSON parts in ``<db>.staging/``; ``commit`` merges them under the file lock.
+
+    A part holds about ``part_records`` records (pages are never split). ``commit`` merges the parts
+    one after the other inside ONE transaction, so DuckDB's memory follows the part size, not the
+    size of the load. Merging part by part gives the same rows as merging everything at once: the
+    newer cursor wins wherever it sits, and on a tie the later part is the later write.
+    """
+
+    part_records = PART_RECORDS
 
     def __init__(self, warehouse: DuckDBWarehouse, table: TableSpec, state_key: str):
         super().__init__(table, state_key)
         self._wh = warehouse
         self._columns = frozenset(table.column_names)
-        self._path: str | None = None
+        self._token = uuid.uuid4().hex[:12]
+        self._parts: list[str] = []  # staging files, in write order (shared with the finalizer)
+        self._part_size = self._part_bytes = 0  # records and characters in the last part
         self._fh: Any = None
 
     # ------------------------------------------------------------------------------- staging
 
     def _encode(self, records: list[dict]) -> str:
+        """One NDJSON line per record; fields outside the schema move into ``_extra``."""
+        check_records(records)
         columns = self._columns
-        encode = encode_json
+        if all(map(columns.issuperset, records)):  # the usual page: every loop runs in C
+            return "\n".join(map(encode_json, records)) + "\n"
         lines: list[str] = []
-        append = lines.append
         for record in records:
-            if type(record) is not dict and not isinstance(record, dict):
-                raise TypeError(f"a record must be a dict, got {type(record).__name__}")
             if columns.issuperset(record):
-                append(encode(record))
-            else:  # fields outside the schema travel in _extra
+                lines.append(encode_json(record))
+            else:
                 known: dict[str, Any] = {}
                 extra: dict[str, Any] = {}
                 for key, value in record.items():
                     (known if key in columns else extra)[key] = value
                 known[EXTRA_COLUMN] = extra
-                append(encode(known))
-        append("")
+                lines.append(encode_json(known))
+        lines.append("")
         return "\n".join(lines)
 
-    def _open_file(self) -> None:
-        if self._path is not None:  # a failed commit closed it; more pages may follow
-            self._fh = open(self._path, "a", encoding="utf-8", newline="\n")
+    def _open_part(self, new: bool) -> None:
+        if not new:  # a failed commit closed the last part; more pages may follow
+            self._fh = open(self._parts[-1], "a", encoding="utf-8", newline="\n")
             return
         directory = self._wh.staging_dir
-        prefix = f"{self.table.schema}.{self.table.name}."
+        path = directory / f"{self.table.schema}.{self.table.name}.{self._token}.{len(self._parts):05d}.ndjson"
         for attempt in range(5):
             directory.mkdir(parents=True, exist_ok=True)
             try:
-                fd, path = tempfile.mkstemp(prefix=prefix, suffix=".ndjson", dir=directory)
+                self._fh = open(path, "x", encoding="utf-8", newline="\n")
                 break
             except FileNotFoundError:  # another load removed the empty directory meanwhile
                 if attempt == 4:
                     raise
-        self._path = path
-        self._fh = os.fdopen(fd, "w", encoding="utf-8", newline="\n")
-        self._finalizer = weakref.finalize(self, _remove_staging, path, str(directory))
+        self._parts.append(str(path))
+        self._part_size = self._part_bytes = 0
+        if self._finalizer is None:
+            self._finalizer = weakref.finalize(self, _remove_staging, self._parts, str(directory))
 
     def _write(self, records: list[dict]) -> None:
-        data = self._encode(records)
-        if self._fh is None:
-            self._open_file()
-        self._fh.write(data)
+        data = self._encode(records)  # a bad record fails here, before anything is staged
+        with self._staging_step():
+            full = self._part_size > 0 and (
+                self._part_size + len(records) > self.part_records or self._part_bytes + len(data) > PART_BYTES
+            )
+            if full or not self._parts:
+                self._release()
+                self._open_part(new=True)
+            elif self._fh is None:
+                self._open_part(new=False)
+            self._fh.write(data)
+            self._part_size += len(records)
+            self._part_bytes += len(data)
 
     def _release(self) -> None:
         if self._fh is not None:
@@ -399,51 +473,80 @@ class DuckDBLoad(Load):
     # -------------------------------------------------------------------------------- commit
 
     def _commit(self, state_json: str | None) -> LoadResult:
-        self._release()  # flush the staging file; reopened in append mode if commit fails and pages follow
+        self._release()  # flush the staging; reopened in append mode if commit fails and pages follow
         wh, table = self._wh, self.table
+        parts = list(self._parts) if self.written else []
+        checked: set[int] = set()  # parts to read value by value (a typed read failed on them)
         with wh._errors(f"commit of {table.full_name}"), wh._connection(write=True) as conn:
-            staged = self._stage(conn) if self._path is not None and self.written else None
-            conn.execute("BEGIN")
-            try:
-                wh._ensure(conn, table)
-                wh._ensure_state_table(conn)
-                if staged is not None:
-                    source, count = staged
-                    updated, inserted = self._merge(conn, source)
-                    result = LoadResult(count, inserted, updated, count - inserted - updated)
-                else:
-                    result = LoadResult(0, 0, 0, 0)
-                conn.execute(
-                    f"INSERT INTO {qualified(STATE_SCHEMA, STATE_TABLE)} (state_key, state, updated_at) "
-                    "VALUES (?, ?, now()) ON CONFLICT (state_key) DO UPDATE "
-                    "SET state = excluded.state, updated_at = excluded.updated_at",
-                    [self.state_key, state_json],
-                )
-                conn.execute("COMMIT")
-            except BaseException:
-                _rollback(conn)
-                raise
-        return result
+            while True:
+                conn.execute("BEGIN")
+                try:
+                    wh._ensure(conn, table)
+                    wh._ensure_state_table(conn)
+                    result = self._merge_parts(conn, parts, checked)
+                    conn.execute(
+                        f"INSERT INTO {qualified(STATE_SCHEMA, STATE_TABLE)} (state_key, state, updated_at) "
+                        "VALUES (?, ?, now()) ON CONFLICT (state_key) DO UPDATE "
+                        "SET state = excluded.state, updated_at = excluded.updated_at",
+                        [self.state_key, state_json],
+                    )
+                    conn.execute("COMMIT")
+                    return result
+                except _TypedReadFailed as failed:
+                    # DuckDB aborts a transaction on any error: start again, reading that part checked.
+                    _rollback(conn)
+                    checked.add(failed.part)
+                except BaseException:
+                    _rollback(conn)
+                    raise
 
-    def _stage(self, conn: duckdb.DuckDBPyConnection) -> tuple[str, int]:
-        """Read the staging file into a temp table (deduped); return its name and row count."""
+    def _merge_parts(self, conn: duckdb.DuckDBPyConnection, parts: list[str], checked: set[int]) -> LoadResult:
+        """Merge every part in order; count each key once (by what the table held before the load)."""
         table = self.table
-        path = _sql_string(self._path or "")
-        options = f"format = 'newline_delimited', maximum_object_size = {MAX_OBJECT_BYTES}"
-        typed = {c.name: SQL_TYPES[c.type] for c in table.columns}
-        typed[EXTRA_COLUMN] = "JSON"
-        try:
-            conn.execute(
-                f"CREATE OR REPLACE TEMP TABLE {STAGE} AS "
-                f"SELECT * FROM read_json({path}, {options}, columns = {_struct_literal(typed)})"
-            )
-        except (duckdb.InvalidInputException, duckdb.ConversionException):
+        pk = ", ".join(quote_ident(k) for k in table.primary_key)
+        inserted = updated = staged = 0
+        for i, path in enumerate(parts):
+            source, count = self._stage_part(conn, i, path, checked=i in checked)
+            if i == 0:
+                first_updates = None  # nothing in the table was written by this load yet
+            else:
+                # Rows this load already wrote carry _synced_at = now() (the transaction's start):
+                # updating them again is not another update of what the table held before.
+                first_updates = self._count_updates(conn, source, only_untouched=True)
+            part_updated, part_inserted = self._merge(conn, source)
+            updated += part_updated if first_updates is None else first_updates
+            inserted += part_inserted
+            staged = count
+            if len(parts) > 1:
+                if i == 0:
+                    conn.execute(f"CREATE OR REPLACE TEMP TABLE {KEYS} AS SELECT {pk} FROM {source}")
+                else:
+                    conn.execute(f"INSERT INTO {KEYS} SELECT {pk} FROM {source}")
+        if len(parts) > 1:
+            staged = conn.execute(f"SELECT count(DISTINCT ({pk})) FROM {KEYS}").fetchone()[0]
+            conn.execute(f"DROP TABLE IF EXISTS {KEYS}")
+        return LoadResult(int(staged), inserted, updated, int(staged) - inserted - updated)
+
+    def _stage_part(self, conn: duckdb.DuckDBPyConnection, index: int, path: str, *, checked: bool) -> tuple[str, int]:
+        """Read one part into a temp table (deduped); return its name and row count."""
+        table = self.table
+        source = f"read_json({_sql_string(path)}, format = 'newline_delimited'"  # records up to 16 MB
+        if not checked:
+            typed = {c.name: SQL_TYPES[c.type] for c in table.columns}
+            typed[EXTRA_COLUMN] = "JSON"
+            try:
+                conn.execute(
+                    f"CREATE OR REPLACE TEMP TABLE {STAGE} AS SELECT * FROM {source}, columns = {_struct_literal(typed)})"
+                )
+            except (duckdb.InvalidInputException, duckdb.ConversionException):
+                raise _TypedReadFailed(index) from None
+        else:
             raw = {c.name: "JSON" for c in table.columns}
             raw[EXTRA_COLUMN] = "JSON"
             conn.execute(
                 f"CREATE OR REPLACE TEMP TABLE {STAGE} AS {_checked_select(table)} "
                 f"FROM (SELECT *, {_mismatch_list(table)} AS __ip_mismatch "
-                f"FROM read_json({path}, {options}, columns = {_struct_literal(raw)}))"
+                f"FROM {source}, columns = {_struct_literal(raw)}))"
             )
         pk = [quote_ident(k) for k in table.primary_key]
         total, distinct, null_keys = conn.execute(
@@ -452,7 +555,7 @@ class DuckDBLoad(Load):
         ).fetchone()
         if null_keys:
             raise WarehouseError(
-                f"{null_keys} of {total} staged records for {table.full_name} have no value (or a value of "
+                f"{null_keys} staged records for {table.full_name} have no value (or a value of "
                 f"the wrong type) for primary key {list(table.primary_key)}"
             )
         if total == distinct:
@@ -464,11 +567,10 @@ class DuckDBLoad(Load):
         )
         return STAGE_DEDUP, int(distinct)
 
-    def _merge(self, conn: duckdb.DuckDBPyConnection, source: str) -> tuple[int, int]:
+    def _conditions(self) -> tuple[str, str, str, list[str]]:
+        """SQL for (key match, incoming is newer-or-equal, content identical) and the value columns."""
         table = self.table
-        target = qualified(table.schema, table.name)
-        pk = [quote_ident(k) for k in table.primary_key]
-        on = " AND ".join(f"t.{k} = s.{k}" for k in pk)
+        on = " AND ".join(f"t.{k} = s.{k}" for k in (quote_ident(k) for k in table.primary_key))
         values = [quote_ident(c.name) for c in table.columns if c.name not in table.primary_key]
         values.append(quote_ident(EXTRA_COLUMN))
         newer = "TRUE"
@@ -476,6 +578,23 @@ class DuckDBLoad(Load):
             cur = quote_ident(table.cursor_field)
             newer = f"(t.{cur} IS NULL OR (s.{cur} IS NOT NULL AND s.{cur} >= t.{cur}))"
         same = " AND ".join(f"t.{v} IS NOT DISTINCT FROM s.{v}" for v in values)
+        return on, newer, same, values
+
+    def _count_updates(self, conn: duckdb.DuckDBPyConnection, source: str, *, only_untouched: bool) -> int:
+        on, newer, same, _ = self._conditions()
+        untouched = f" AND t.{quote_ident(SYNCED_AT_COLUMN)} IS DISTINCT FROM now()" if only_untouched else ""
+        target = qualified(self.table.schema, self.table.name)
+        return int(
+            conn.execute(
+                f"SELECT count(*) FROM {source} AS s JOIN {target} AS t ON {on} WHERE {newer} AND NOT ({same}){untouched}"
+            ).fetchone()[0]
+        )
+
+    def _merge(self, conn: duckdb.DuckDBPyConnection, source: str) -> tuple[int, int]:
+        """Update changed rows that are not newer in the table, insert new keys: (updated, inserted)."""
+        table = self.table
+        target = qualified(table.schema, table.name)
+        on, newer, same, values = self._conditions()
         assignments = ", ".join(f"{v} = s.{v}" for v in values)
         updated = conn.execute(
             f"UPDATE {target} AS t SET {assignments}, {quote_ident(SYNCED_AT_COLUMN)} = now() "

@@ -14,6 +14,7 @@ Other operations share one lazily opened connection per warehouse (autocommit; g
 from __future__ import annotations
 
 import contextlib
+import queue
 import threading
 import weakref
 from collections.abc import Iterator
@@ -21,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
+from psycopg.copy import QueuedLibpqWriter
 
 from integrations_pipeline.engine.errors import ConfigError
 
@@ -32,6 +34,7 @@ from .base import (
     LoadResult,
     Warehouse,
     WarehouseError,
+    check_records,
     encode_json,
     order_by_pk,
     qualified,
@@ -80,6 +83,14 @@ def _close_quietly(conn: psycopg.Connection) -> None:
         conn.close()
 
 
+def _discard_session(conn: psycopg.Connection, writers: list[Any]) -> None:
+    """Finalizer of an abandoned load: stop COPY writer threads, close the session (drops TEMP tables)."""
+    for writer in writers:
+        with contextlib.suppress(Exception):
+            writer._queue.put_nowait(b"")
+    _close_quietly(conn)
+
+
 class PostgresWarehouse(Warehouse):
     """``postgresql://user[:password]@host[:port]/database`` (or ``postgres://``)."""
 
@@ -87,6 +98,8 @@ class PostgresWarehouse(Warehouse):
 
     def __init__(self, url: str, *, connect_timeout: float = 10.0, application_name: str = "integrations_pipeline"):
         super().__init__(url)
+        scheme, sep, rest = url.partition("://")
+        url = scheme.lower() + sep + rest  # libpq only knows the lower-case schemes
         try:
             params = conninfo_to_dict(url)
         except psycopg.Error:
@@ -246,7 +259,7 @@ class PostgresWarehouse(Warehouse):
                 f"ORDER BY {order_by_pk(table, COLLATE_C)}",
                 params,
             ).fetchall()
-        return rows_to_records(table, names, rows)
+        return rows_to_records(table, names, rows, json_as_text=False)
 
     def read_frame(self, table: TableSpec) -> pandas.DataFrame:
         import pandas
@@ -287,33 +300,67 @@ def _connection_filter(table: TableSpec, where_connection: str | None) -> tuple[
     return ' WHERE "_connection_id" = %s', [where_connection]
 
 
+class _BoundedQueuedWriter(QueuedLibpqWriter):
+    """psycopg's threaded COPY writer with a short queue (≤ ~8 MB in flight, not psycopg's 128 MB)."""
+
+    def __init__(self, cursor: psycopg.Cursor[Any]):
+        super().__init__(cursor)
+        self._queue = queue.Queue(maxsize=64)
+
+
 class PostgresLoad(Load):
-    """Streams pages with COPY into a TEMP table on its own connection; ``commit`` merges them."""
+    """Streams pages with COPY into a TEMP table on its own connection; ``commit`` merges them.
+
+    One ``COPY`` stays open across ``write_batch`` calls, fed by a writer thread, so PostgreSQL
+    parses page N while Python encodes page N+1; ``commit`` ends it.
+    """
 
     def __init__(self, warehouse: PostgresWarehouse, table: TableSpec, state_key: str):
         super().__init__(table, state_key)
         self._wh = warehouse
         self._conn: psycopg.Connection | None = None
+        self._copy: psycopg.Copy | None = None
+        self._copy_scope: contextlib.ExitStack | None = None
+        self._writers: list[_BoundedQueuedWriter] = []  # for the finalizer: stop their threads
 
     def _write(self, records: list[dict]) -> None:
-        for record in records:
-            if not isinstance(record, dict):
-                raise TypeError(f"a record must be a dict, got {type(record).__name__}")
+        check_records(records)
         lines = "\n".join(map(encode_json, records))
         # COPY text format: only backslashes need escaping (JSON text has no raw tabs or newlines).
         data = lines.replace("\\", "\\\\") + "\n"
-        with self._wh._errors(f"staging for {self.table.full_name}"):
+        with self._wh._errors(f"staging for {self.table.full_name}"), self._staging_step():
             if self._conn is None:
                 conn = self._wh._new_connection()
-                self._finalizer = weakref.finalize(self, _close_quietly, conn)
+                self._finalizer = weakref.finalize(self, _discard_session, conn, self._writers)
                 self._conn = conn
+                conn.execute("SET statement_timeout = 0")  # the COPY stays open for the whole window
                 conn.execute(f"CREATE TEMP TABLE {STAGE} (seq bigint GENERATED ALWAYS AS IDENTITY, doc jsonb NOT NULL)")
-            with self._conn.cursor() as cur, cur.copy(f"COPY {STAGE} (doc) FROM STDIN") as copy:
-                copy.write(data)
+            if self._copy is None:
+                scope = contextlib.ExitStack()
+                cursor = scope.enter_context(self._conn.cursor())
+                writer = _BoundedQueuedWriter(cursor)
+                self._writers.append(writer)
+                self._copy = scope.enter_context(cursor.copy(f"COPY {STAGE} (doc) FROM STDIN", writer=writer))
+                self._copy_scope = scope
+            self._copy.write(data)
+
+    def _end_copy(self) -> None:
+        """Finish the open COPY (waits until PostgreSQL has stored every row)."""
+        scope, self._copy, self._copy_scope = self._copy_scope, None, None
+        if scope is not None:
+            scope.close()
 
     def _release(self) -> None:
+        scope, self._copy, self._copy_scope = self._copy_scope, None, None
+        if scope is not None:  # cancel the open COPY (stops its writer thread), discarding its rows
+            with contextlib.suppress(Exception):
+                cancelled = WarehouseError("load aborted")
+                scope.__exit__(WarehouseError, cancelled, None)
         if self._conn is not None:
-            _close_quietly(self._conn)  # the TEMP staging tables go with the session
+            with contextlib.suppress(Exception):  # now, rather than when the server notices the disconnect
+                if not (self._conn.closed or self._conn.broken):
+                    self._conn.execute(f"DROP TABLE IF EXISTS {STAGE}, {TYPED}, {DEDUP}")
+            _close_quietly(self._conn)  # the TEMP staging tables go with the session anyway
             self._conn = None
 
     def _commit(self, state_json: str | None) -> LoadResult:
@@ -321,6 +368,8 @@ class PostgresLoad(Load):
         with wh._errors(f"commit of {self.table.full_name}"):
             if self._conn is not None and self.written:
                 conn = self._conn
+                with self._staging_step():  # a COPY that failed lost its rows: never merge the rest
+                    self._end_copy()
                 source, count = self._stage_typed(conn)
                 return self._transaction(conn, state_json, source, count)
             with wh._connection() as conn:
@@ -405,12 +454,11 @@ class PostgresLoad(Load):
 # ------------------------------------------------------------------------ JSONB → typed columns
 
 
-def _checks(col: Column) -> tuple[str | None, str]:
-    """(value fits the column, converted value) for ``x.<col>``, the record's value as JSONB.
+def _checks(col: Column, v: str) -> tuple[str | None, str]:
+    """(the JSONB value ``v`` fits the column, ``v`` converted) for one column.
 
     The check is None for JSON columns: every value fits (a JSON null arrives as SQL NULL).
     """
-    v = f"x.{quote_ident(col.name)}"
     text = f"({v} #>> '{{}}')"
     kind = col.type
     if kind == "string":
@@ -434,8 +482,9 @@ def _typed_select(table: TableSpec) -> str:
     """SELECT turning each staged ``doc`` into typed columns in one pass (``jsonb_to_record``).
 
     A value whose JSON type does not fit its column is stored as NULL and kept in ``_extra``, with
-    the record's fields that are not columns. Each check runs once (inner query); the outer query
-    only builds ``_extra`` the expensive way for the rare rows that have a misfit.
+    the record's fields that are not columns. The inner query (fenced by ``OFFSET 0`` so that it is
+    not inlined) evaluates each check once; the outer one converts, and builds ``_extra`` the
+    expensive way only for the rare rows that have a misfit.
     """
     inner: list[str] = []
     outer: list[str] = []
@@ -443,19 +492,18 @@ def _typed_select(table: TableSpec) -> str:
     misfits: list[str] = []
     for i, col in enumerate(table.columns):
         name = quote_ident(col.name)
-        ok, conv = _checks(col)
-        outer.append(name)
+        raw = f"__raw{i}"
+        ok = _checks(col, f"x.{name}")[0]
+        conv = _checks(col, raw)[1]
+        inner.append(f"x.{name} AS {raw}")
         if ok is None:
-            inner.append(f"{conv} AS {name}")
+            outer.append(f"{raw} AS {name}")
             continue
-        v = f"x.{name}"
-        inner.append(f"CASE WHEN {ok} THEN {conv} END AS {name}")
-        inner.append(f"({v} IS NULL OR COALESCE({ok}, FALSE)) AS __ok{i}")
-        inner.append(f"{v} AS __raw{i}")
-        flags.append(f"__ok{i}")
-        misfits.append(
-            f"CASE WHEN __ok{i} THEN '{{}}'::jsonb ELSE jsonb_build_object({_sql_string(col.name)}, __raw{i}) END"
-        )
+        inner.append(f"({ok}) AS __ok{i}")
+        outer.append(f"CASE WHEN __ok{i} THEN {conv} END AS {name}")
+        flag = f"COALESCE(__ok{i}, {raw} IS NULL)"  # NULL check result ⇔ the value is absent/null
+        flags.append(flag)
+        misfits.append(f"CASE WHEN {flag} THEN '{{}}'::jsonb ELSE jsonb_build_object({_sql_string(col.name)}, {raw}) END")
     names = "ARRAY[" + ", ".join(_sql_string(c.name) for c in table.columns) + "]::text[]"
     inner.append(f"doc - {names} AS __rest")
     if flags:
@@ -468,7 +516,7 @@ def _typed_select(table: TableSpec) -> str:
     record = ", ".join(f"{quote_ident(c.name)} jsonb" for c in table.columns)
     return (
         f"SELECT {', '.join(outer)}, {extra} AS {quote_ident(EXTRA_COLUMN)}, seq FROM "
-        f"(SELECT {', '.join(inner)}, seq FROM {STAGE}, jsonb_to_record(doc) AS x({record})) AS typed"
+        f"(SELECT {', '.join(inner)}, seq FROM {STAGE}, jsonb_to_record(doc) AS x({record}) OFFSET 0) AS typed"
     )
 
 

@@ -14,7 +14,7 @@ from integrations_pipeline.defs.resources import WarehouseResource
 from integrations_pipeline.warehouse import connect_warehouse, table_spec_for
 
 
-def test_runs_on_postgres_storage_into_postgres_warehouse(sandboxes, sandbox_env, postgres_database_url, tmp_path):
+def test_runs_on_postgres_storage_into_postgres_warehouse(sandboxes, sandbox_env, postgres_url, tmp_path):
     _, boxes = sandboxes
     (tmp_path / "dagster.yaml").write_text(
         "telemetry:\n  enabled: false\n"
@@ -22,14 +22,14 @@ def test_runs_on_postgres_storage_into_postgres_warehouse(sandboxes, sandbox_env
     )
     # SQLAlchemy 2.1 defaults postgresql:// to psycopg 3, whose server-side binding breaks
     # dagster-postgres's DDL; name the psycopg2 driver that dagster-postgres is written for.
-    os.environ["IP_TEST_DAGSTER_PG_URL"] = postgres_database_url.replace("postgresql://", "postgresql+psycopg2://", 1)
+    os.environ["IP_TEST_DAGSTER_PG_URL"] = postgres_url.replace("postgresql://", "postgresql+psycopg2://", 1)
     try:
         with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
             defs = build_definitions()
             result = dg.materialize(
                 list(defs.assets),
                 selection=[dg.AssetKey(["salestrekker", "workflows"])],
-                resources={**defs.resources, c.WAREHOUSE_RESOURCE: WarehouseResource(url=postgres_database_url)},
+                resources={**defs.resources, c.WAREHOUSE_RESOURCE: WarehouseResource(url=postgres_url)},
                 instance=instance,
             )
             assert result.success
@@ -40,7 +40,7 @@ def test_runs_on_postgres_storage_into_postgres_warehouse(sandboxes, sandbox_env
             assert type(instance.run_storage).__name__ == "PostgresRunStorage"
     finally:
         del os.environ["IP_TEST_DAGSTER_PG_URL"]
-    wh = connect_warehouse(postgres_database_url)
+    wh = connect_warehouse(postgres_url)
     try:
         rows = wh.read_records(table_spec_for(load_connectors()["salestrekker"], "workflows"))
     finally:

@@ -404,9 +404,45 @@ class Warehouse(ABC):
     def read_state(self, state_key: str) -> dict | None:
         """The cursor state committed with the last load for ``state_key`` (None if never)."""
 
+    # Backend plumbing the shared reader below relies on.
     @abstractmethod
+    def _errors(self, what: str) -> contextlib.AbstractContextManager[None]:
+        """Turn the driver's errors into ``WarehouseError`` naming ``what``."""
+
+    @abstractmethod
+    def _connection(self) -> contextlib.AbstractContextManager[Any]:
+        """A short-lived connection for one operation."""
+
+    @staticmethod
+    @abstractmethod
+    def _existing_columns(conn: Any, schema: str, name: str) -> dict[str, str]:
+        """Column name → SQL type of an existing table; empty if the table does not exist."""
+
+    # Dialect hooks for the shared reader below.
+    _placeholder = "?"  # query parameter marker
+    _order_collation = ""  # appended to text keys in ORDER BY
+    _json_as_text = True  # JSON columns come back as text to decode
+
     def read_records(self, table: TableSpec, where_connection: str | None = None) -> list[dict]:
-        """Every row back in API shape (``_extra`` merged, meta columns dropped), sorted by primary key."""
+        """Rows back in API shape (timestamps as ISO strings, JSON decoded, ``_extra`` merged), by PK."""
+        where, params = "", []
+        if where_connection is not None:
+            if not table.per_connection:
+                raise ValueError(f"table {table.full_name} has no _connection_id column to filter on")
+            where, params = f' WHERE "_connection_id" = {self._placeholder}', [where_connection]
+        with self._errors(f"read_records({table.full_name})"), self._connection() as conn:
+            existing = self._existing_columns(conn, table.schema, table.name)
+            if not existing:
+                return []
+            names = select_names(table, existing)
+            select = [quote_ident(n) for n in names]
+            select.append(quote_ident(EXTRA_COLUMN) if EXTRA_COLUMN in existing else "NULL")
+            rows = conn.execute(
+                f"SELECT {', '.join(select)} FROM {qualified(table.schema, table.name)}{where} "
+                f"ORDER BY {order_by_pk(table, self._order_collation)}",
+                params,
+            ).fetchall()
+        return rows_to_records(table, names, rows, json_as_text=self._json_as_text)
 
     @abstractmethod
     def read_frame(self, table: TableSpec) -> pandas.DataFrame:

@@ -59,7 +59,6 @@ from .base import (
     parse_duckdb_url,
     qualified,
     quote_ident,
-    rows_to_records,
     select_names,
 )
 from integrations_pipeline.engine.errors import ConfigError
@@ -308,22 +307,6 @@ class DuckDBWarehouse(Warehouse):
             ).fetchone()
         return None if row is None or row[0] is None else json.loads(row[0])
 
-    def read_records(self, table: TableSpec, where_connection: str | None = None) -> list[dict]:
-        where, params = _connection_filter(table, where_connection)
-        with self._errors(f"read_records({table.full_name})"), self._connection() as conn:
-            existing = self._existing_columns(conn, table.schema, table.name)
-            if not existing:
-                return []
-            names = select_names(table, existing)
-            select = [quote_ident(n) for n in names]
-            select.append(quote_ident(EXTRA_COLUMN) if EXTRA_COLUMN in existing else "NULL")
-            rows = conn.execute(
-                f"SELECT {', '.join(select)} FROM {qualified(table.schema, table.name)}{where} "
-                f"ORDER BY {order_by_pk(table)}",
-                params,
-            ).fetchall()
-        return rows_to_records(table, names, rows, json_as_text=True)
-
     def read_frame(self, table: TableSpec) -> pandas.DataFrame:
         with self._errors(f"read_frame({table.full_name})"), self._connection() as conn:
             existing = self._existing_columns(conn, table.schema, table.name)
@@ -364,13 +347,6 @@ class DuckDBWarehouse(Warehouse):
                 if entry.name.endswith(".ndjson") and entry.stat().st_mtime < cutoff:
                     os.unlink(entry.path)
 
-
-def _connection_filter(table: TableSpec, where_connection: str | None) -> tuple[str, list[Any]]:
-    if where_connection is None:
-        return "", []
-    if not table.per_connection:
-        raise ValueError(f"table {table.full_name} has no _connection_id column to filter on")
-    return ' WHERE "_connection_id" = ?', [where_connection]
 
 
 def _remove_staging(paths: list[str], directory: str) -> None:

@@ -40,7 +40,6 @@ from .base import (
     qualified,
     quote_ident,
     redact_url,
-    rows_to_records,
     select_names,
 )
 from .tables import EXTRA_COLUMN, SYNCED_AT_COLUMN, Column, TableSpec
@@ -93,6 +92,10 @@ def _discard_session(conn: psycopg.Connection, writers: list[Any]) -> None:
 
 class PostgresWarehouse(Warehouse):
     """``postgresql://user[:password]@host[:port]/database`` (or ``postgres://``)."""
+
+    _placeholder = "%s"
+    _order_collation = COLLATE_C
+    _json_as_text = False  # psycopg decodes jsonb itself
 
     backend = "postgres"
 
@@ -245,22 +248,6 @@ class PostgresWarehouse(Warehouse):
             row = conn.execute(f"SELECT state FROM {state} WHERE state_key = %s", [state_key]).fetchone()
         return None if row is None else row[0]
 
-    def read_records(self, table: TableSpec, where_connection: str | None = None) -> list[dict]:
-        where, params = _connection_filter(table, where_connection)
-        with self._errors(f"read_records({table.full_name})"), self._connection() as conn:
-            existing = self._existing_columns(conn, table.schema, table.name)
-            if not existing:
-                return []
-            names = select_names(table, existing)
-            select = [quote_ident(n) for n in names]
-            select.append(quote_ident(EXTRA_COLUMN) if EXTRA_COLUMN in existing else "NULL")
-            rows = conn.execute(
-                f"SELECT {', '.join(select)} FROM {qualified(table.schema, table.name)}{where} "
-                f"ORDER BY {order_by_pk(table, COLLATE_C)}",
-                params,
-            ).fetchall()
-        return rows_to_records(table, names, rows, json_as_text=False)
-
     def read_frame(self, table: TableSpec) -> pandas.DataFrame:
         import pandas
 
@@ -291,13 +278,6 @@ class PostgresWarehouse(Warehouse):
                 return 0
             return int(conn.execute(f"SELECT count(*) FROM {target}").fetchone()[0])
 
-
-def _connection_filter(table: TableSpec, where_connection: str | None) -> tuple[str, list[Any]]:
-    if where_connection is None:
-        return "", []
-    if not table.per_connection:
-        raise ValueError(f"table {table.full_name} has no _connection_id column to filter on")
-    return ' WHERE "_connection_id" = %s', [where_connection]
 
 
 class _BoundedQueuedWriter(QueuedLibpqWriter):

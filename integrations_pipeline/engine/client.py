@@ -256,7 +256,7 @@ class VendorClient:
             if 200 <= status < 300:
                 self.stats.transport_errors += 1
                 raise TransportError("response body is not valid JSON (truncated?)", status=status, path=path) from None
-        message = self._redact(self._message(body) or response.reason_phrase or "no message")
+        message = self.redact(self._message(body) or response.reason_phrase or "no message")
         if status in errors.unsupported_statuses:
             raise EndpointUnsupportedError(message, status=status, path=path)
         if status == 429:
@@ -273,7 +273,7 @@ class VendorClient:
         if errors.graphql and isinstance(body, dict) and body.get("errors"):
             gql = body["errors"]
             codes = {str(dig(e, "extensions.code")) for e in gql if isinstance(e, dict)}
-            text = self._redact("; ".join(str(e.get("message", e)) if isinstance(e, dict) else str(e) for e in gql))
+            text = self.redact("; ".join(str(e.get("message", e)) if isinstance(e, dict) else str(e) for e in gql))
             if codes & set(errors.graphql_auth_codes):
                 raise AuthError(f"GraphQL: {text}", status=status, path=path)
             raise RequestRejectedError(f"GraphQL: {text}", status=status, path=path)
@@ -301,7 +301,7 @@ class VendorClient:
                 found.append(text)
         return "; ".join(found) or None
 
-    def _redact(self, text: str) -> str:
+    def redact(self, text: str) -> str:
         """Mask any credential a vendor echoes back (``invalid key 'abc...'``); values under 6
         characters are left alone, as masking them would garble ordinary words and numbers."""
         secrets = {*self.auth.secret_values(), *self._connection_secrets}

@@ -397,7 +397,8 @@ class SinkWriter:
             return
 
     def _rejected(self, index: int, record: Record, reason: str) -> Outcome:
-        return Outcome(index, record_key(self.sink, record), "rejected", self._redact(reason), stage="vendor")
+        # Item messages come from bodies the client did not raise on: mask credentials here too.
+        return Outcome(index, record_key(self.sink, record), "rejected", self.client.redact(reason), stage="vendor")
 
     def _accept(self, pending: list[tuple[int, Record]], body: Any, outcomes: dict[int, Outcome]) -> None:
         r = self.sink.response
@@ -456,10 +457,3 @@ class SinkWriter:
                 return {}
             bad.setdefault(position, []).append(text or "rejected by the vendor (no message)")
         return {position: "; ".join(reasons) for position, reasons in bad.items()}
-
-    def _redact(self, text: str) -> str:
-        # Item messages come from 2xx/4xx bodies the client did not redact (it redacts only what it
-        # raises); mask every credential, including body values such as the Datatalks group key.
-        for value in sorted((v for v in self.client.auth.secret_values() if len(v) >= 6), key=len, reverse=True):
-            text = text.replace(value, "***")
-        return text

@@ -5,8 +5,9 @@ next one or ``None`` to stop. Inputs are query parameters for REST streams and G
 GraphQL streams; the extractor decides where they go, so one paginator type serves both.
 
 Every type stops on an empty token (or an empty/short page) and raises ``PaginationLoopError`` when a
-token repeats, as meltano's SDK does: a vendor that hands back the same token would otherwise loop
-forever while appearing healthy.
+token repeats, as meltano's SDK does, or (offset and page-number types, which have no token) when a
+full page repeats an earlier one: a vendor that hands back the same token, or ignores the offset,
+would otherwise loop forever while appearing healthy.
 
 Types: ``next_token`` (Trackstar ``next_token`` → ``page_token``), ``offset`` (offset/limit),
 ``page_number``, ``graphql_cursor`` (a cursor variable fed from a response path), ``single`` (one page).
@@ -44,6 +45,20 @@ class Paginator:
         key = repr(token)
         if key in self._seen:
             raise PaginationLoopError(f"loop detected: token {token!r} was already followed", path=path)
+        self._seen.add(key)
+
+
+    def _check_page(self, records: list[dict], what: str) -> None:
+        """Offset and page-number vendors have no token to repeat; a vendor that ignores the offset
+        serves the same full page forever. A page whose first and last records equal an earlier
+        page's is that loop (two records keep the check cheap on 1,000-record pages)."""
+        if not records:
+            return
+        key = repr((records[0], records[-1]))
+        if key in self._seen:
+            raise PaginationLoopError(
+                f"loop detected: a page repeats an earlier page; the vendor may be ignoring '{what}'", path=what
+            )
         self._seen.add(key)
 
 
@@ -107,6 +122,7 @@ class OffsetPagination(Paginator):
         c = self.config
         if len(records) < c.limit:  # short or empty page: the collection is exhausted
             return None
+        self._check_page(records, c.offset_param)
         self.offset += len(records)
         if c.total_path is not None:
             total = dig(body, c.total_path)
@@ -146,6 +162,7 @@ class PageNumberPagination(Paginator):
         c = self.config
         if len(records) < c.page_size:
             return None
+        self._check_page(records, c.page_param)
         if c.total_pages_path is not None:
             total = dig(body, c.total_pages_path)
             if isinstance(total, int) and self.page >= total + c.start_page - 1:

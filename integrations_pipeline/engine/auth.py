@@ -158,9 +158,13 @@ class GraphqlLogin(Auth):
         for method in self.config.methods:
             if all(self.credentials.has(s.env) for s in method.variables.values()):
                 return method
-        # None is complete: name the first method's first missing variable.
-        first = self.config.methods[0]
-        missing = next(s.env for s in first.variables.values() if not self.credentials.has(s.env))
+        # None is complete. The user most likely meant the method they half-configured (email set,
+        # password not): name its first missing variable; with nothing set, the first method's.
+        def set_count(m: LoginMethod) -> int:
+            return sum(self.credentials.has(s.env) for s in m.variables.values())
+
+        meant = max(self.config.methods, key=set_count)  # max keeps the first on ties
+        missing = next(s.env for s in meant.variables.values() if not self.credentials.has(s.env))
         raise MissingCredentialError(missing, self.credentials.connector)
 
     def apply(self, request: OutgoingRequest, login: LoginSender) -> None:

@@ -289,17 +289,22 @@ def test_graphql_login_prefers_the_first_complete_method():
 
 
 @pytest.mark.parametrize(
-    "creds",
-    [{}, {"SALESTREKKER_API_KEY": ""}, {"SALESTREKKER_EMAIL": "user@example.com"}],
+    ("creds", "missing"),
+    [
+        ({}, "SALESTREKKER_API_KEY"),
+        ({"SALESTREKKER_API_KEY": ""}, "SALESTREKKER_API_KEY"),
+        # Half of the email/password method is set: the password is what the user forgot.
+        ({"SALESTREKKER_EMAIL": "user@example.com"}, "SALESTREKKER_PASSWORD"),
+    ],
     ids=["nothing", "empty-string", "incomplete-email-method"],
 )
-def test_graphql_login_without_credentials_names_the_variable(creds):
+def test_graphql_login_without_credentials_names_the_variable(creds, missing):
     vendor = FakeSalestrekker()
     client = make_client("salestrekker", vendor.recorder, secrets=creds)
     with pytest.raises(MissingCredentialError) as info:
         client.graphql("query { x }", {})
-    assert info.value.variable == "SALESTREKKER_API_KEY"
-    assert "SALESTREKKER_API_KEY" in str(info.value) and "salestrekker" in str(info.value)
+    assert info.value.variable == missing
+    assert missing in str(info.value) and "salestrekker" in str(info.value)
     assert vendor.recorder.calls == 0
 
 

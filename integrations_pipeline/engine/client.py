@@ -164,6 +164,7 @@ class VendorClient:
                 # A cached token may have expired server-side: one fresh login, then give up.
                 if not relogged and self.auth.invalidate():
                     relogged = True
+                    attempt -= 1  # a fresh login is not a retry: the policy's attempts stay whole
                     self.log(f"{self.spec.name}: auth refused on {path}; logging in again")
                     continue
                 raise

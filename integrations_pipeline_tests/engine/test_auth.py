@@ -379,3 +379,22 @@ def test_connections_parse_pairs_and_bare_token():
     bare = Credentials("trackstar", {"TRACKSTAR_ACCESS_TOKEN": " SECRET-only-one "})
     (only,) = parse_connections(spec("trackstar"), bare)
     assert only.id == "default" and only.token.get_secret_value() == "SECRET-only-one"
+
+
+def test_a_relogin_does_not_use_up_a_retry_attempt():
+    """An expired token, then the vendor fails max_attempts - 1 times: the call still succeeds."""
+    vendor = FakeSalestrekker(reject_tokens={"tok-1"})
+    failures = {"left": 0}
+    inner = vendor._handle
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        if "tok-2" in request.headers.get("authorization", "") and failures["left"] > 0:
+            failures["left"] -= 1
+            return json_response(503, {"error": "busy"})
+        return inner(request)
+
+    vendor.recorder = Recorder(handle)
+    client = make_client("salestrekker", vendor.recorder)
+    failures["left"] = client.spec.retry.max_attempts - 1
+    assert client.graphql("query { x }", {}) == {"data": {"token_seen": "tok-2"}}
+    assert client.stats.logins == 2 and client.stats.retries == client.spec.retry.max_attempts - 1

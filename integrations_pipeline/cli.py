@@ -33,11 +33,22 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     from integrations_pipeline.connectors import discover_spec_paths
     from integrations_pipeline.engine.spec import load_spec
 
+    from integrations_pipeline.engine.mapping import load_sync
+    from integrations_pipeline.syncs import SYNC_DIR
+
     failed = 0
+    specs = {}
     for path in discover_spec_paths():
         try:
-            spec = load_spec(path)
-            print(f"ok  {path.name}: {len(spec.streams)} streams")
+            spec = specs[path.stem] = load_spec(path)
+            print(f"ok  {path.name}: {len(spec.streams)} streams, {len(spec.sinks)} sinks")
+        except ConfigError as exc:
+            failed += 1
+            print(exc, file=sys.stderr)
+    for path in sorted(SYNC_DIR.glob("*.yaml")):
+        try:
+            sync = load_sync(path, specs)
+            print(f"ok  syncs/{path.name}: {sync.source} → {sync.target}")
         except ConfigError as exc:
             failed += 1
             print(exc, file=sys.stderr)

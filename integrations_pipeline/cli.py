@@ -70,6 +70,9 @@ def _cmd_sandbox(args: argparse.Namespace) -> int:
             return 0
 
 
+DEMO_SIZES = {"products": 150}
+
+
 def _partition_range(start_date: str, today: date) -> tuple[str, str]:
     last = today - timedelta(days=1)  # today's partition is not complete yet
     return start_date, last.isoformat()
@@ -98,7 +101,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
             from integrations_pipeline.sandbox import default_sandboxes, sandbox_environment
             from integrations_pipeline.sandbox.server import serve
 
-            servers = stack.enter_context(serve(default_sandboxes(seed=args.seed)))
+            # Trakor takes one product per call; a demo-sized catalogue keeps the main job quick.
+            servers = stack.enter_context(serve(default_sandboxes(seed=args.seed, sizes=DEMO_SIZES)))
             os.environ.update(sandbox_environment(servers.base_urls))
             console.print(f"[bold]sandbox vendors[/] on loopback: {', '.join(servers.base_urls)}")
 
@@ -118,8 +122,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
         failures = 0
         today = datetime.now(UTC).date()
         quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+        # Sources before syncs: sync assets depend on the stream tables; stream assets depend on nothing.
+        dependent = {key for ad in assets for key, deps in ad.asset_deps.items() if deps}
+
+        def order(item):
+            (op_name, _), keys = item
+            return (any(k in dependent for k in keys), op_name)
+
         with console.status("") as status:
-            for n, ((op_name, start), keys) in enumerate(sorted(groups.items(), key=lambda kv: kv[0][0]), 1):
+            for n, ((op_name, start), keys) in enumerate(sorted(groups.items(), key=order), 1):
                 tags = {}
                 label = op_name
                 if start is not None:
@@ -153,8 +164,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
                     rows.append(
                         (
                             mat.asset_key.to_user_string(),
-                            _meta(md, c.ROW_COUNT),
-                            _meta(md, c.API_CALLS),
+                            # Sync assets report records considered and write calls instead.
+                            _meta(md, c.ROW_COUNT) or _meta(md, "records_considered"),
+                            _meta(md, c.API_CALLS) or _meta(md, "write_calls"),
                             _meta(md, c.RETRIES),
                             float(_meta(md, c.SECONDS)),
                             _short_skips(_meta(md, c.SKIPPED) or ""),

@@ -1,4 +1,5 @@
-"""The Dagster code location: every connector's stream assets, checks, jobs, schedules and resources.
+"""The Dagster code location: every connector's stream assets, checks, jobs, schedules and resources,
+and one reverse-ETL asset per sync spec, pushed by its target's sink IO manager.
 
 ``workspace.yaml`` and ``dagster dev -m integrations_pipeline.definitions`` load ``defs``. Loading reads
 only the YAML specs: no credential needs to be set until a run starts.
@@ -16,6 +17,8 @@ from integrations_pipeline.defs.assets import build_connector_assets
 from integrations_pipeline.defs.checks import build_connector_checks
 from integrations_pipeline.defs.resources import WarehouseResource, credentials_resource
 from integrations_pipeline.defs.schedules import build_connector_jobs_and_schedules
+from integrations_pipeline.defs.syncs import SinkIOManager, build_sync_asset, io_manager_key
+from integrations_pipeline.syncs import load_syncs
 
 
 def build_definitions(environ: dict[str, str] | None = None) -> dg.Definitions:
@@ -23,15 +26,22 @@ def build_definitions(environ: dict[str, str] | None = None) -> dg.Definitions:
     warehouse = WarehouseResource(url=dg.EnvVar("WAREHOUSE_URL")) if env.get("WAREHOUSE_URL") else WarehouseResource()
     assets, checks, jobs, schedules = [], [], [], []
     resources: dict[str, object] = {c.WAREHOUSE_RESOURCE: warehouse}
-    for spec in load_connectors().values():
+    connectors = load_connectors()
+    for spec in connectors.values():
+        credentials = credentials_resource(spec, env)
+        resources[c.credentials_resource_key(spec.name)] = credentials
+        if spec.sinks:
+            resources[io_manager_key(spec.name)] = SinkIOManager(
+                connector=spec.name, credentials=credentials, warehouse=warehouse
+            )
         if not spec.streams:
-            continue  # write-only connectors get assets with their sinks
+            continue
         assets += build_connector_assets(spec, warehouse_kind=warehouse.kind())
         checks += build_connector_checks(spec)
         j, s = build_connector_jobs_and_schedules(spec)
         jobs += j
         schedules += s
-        resources[c.credentials_resource_key(spec.name)] = credentials_resource(spec, env)
+    assets += [build_sync_asset(sync, connectors) for sync in load_syncs(connectors).values()]
     return dg.Definitions(assets=assets, asset_checks=checks, jobs=jobs, schedules=schedules, resources=resources)
 
 

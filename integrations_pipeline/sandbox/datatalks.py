@@ -168,6 +168,7 @@ class DatatalksSandbox(VendorSandbox):
             "DATATALKS_BASE_URL": base_url.rstrip("/") + "/v1",
             "DATATALKS_AWS_ACCESS_KEY_ID": self.access_key_id,
             "DATATALKS_AWS_SECRET_ACCESS_KEY": self.secret_access_key,
+            "DATATALKS_GROUP_KEY": sorted(self.group_keys)[0],
         }
 
     # -- state, read back through the store (the forward target or the private one) --------------

@@ -115,6 +115,10 @@ def _v3_problems(problems: list[tuple[int, str]]) -> httpx.Response:
     return json_response(400, {"problems": [{"reasonCode": code, "message": msg} for code, msg in problems]})
 
 
+# The catalog the sandbox environment points the product sink at (created on first upsert).
+SANDBOX_CATALOG_ID = "sandbox-catalog"
+
+
 class SalesmanagoSandbox(VendorSandbox):
     """SALESmanago classic + v3 catalog, as a reverse-ETL target with readable state."""
 
@@ -188,6 +192,10 @@ class SalesmanagoSandbox(VendorSandbox):
             "SALESMANAGO_API_KEY": self.api_key,
             "SALESMANAGO_API_SECRET": self.api_secret,
             "SALESMANAGO_OWNER": self.owner,
+            # The v3 product catalog: same sandbox, API-KEY header auth, a catalog of its own.
+            "SALESMANAGO_V3_BASE_URL": base_url.rstrip("/"),
+            "SALESMANAGO_V3_API_KEY": self.v3_api_key,
+            "SALESMANAGO_CATALOG_ID": next(iter(self.catalogs), SANDBOX_CATALOG_ID),
         }
         if self.requests_per_hour is not None:
             # The connector paces itself to the plan; tell it the sandbox's plan.

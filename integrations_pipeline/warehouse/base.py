@@ -452,6 +452,24 @@ class Warehouse(ABC):
     def row_count(self, table: TableSpec) -> int:
         """Rows in the table (0 when it does not exist yet)."""
 
+    # Reverse-ETL bookkeeping (``delivery.py``): not abstract, so other Warehouse classes stay valid.
+    def read_delivered(self, sink: str) -> dict[str, str]:
+        """Key → hash of every record delivered to ``sink`` (e.g. ``salesmanago.contacts``); {} if none."""
+        raise NotImplementedError(f"{type(self).__name__} does not track deliveries")
+
+    def record_delivery(self, sink: str, rows: Sequence[tuple[str, str, dict | None]]) -> int:
+        """Upsert ``(key, hash, response)`` rows for ``sink`` in one transaction (last row per key wins);
+        returns the number of keys written."""
+        raise NotImplementedError(f"{type(self).__name__} does not track deliveries")
+
+    def record_rejects(self, sink: str, rows: Sequence[tuple[str | None, str, Any]]) -> int:
+        """Append ``(key, reason, record)`` rows for ``sink``; returns how many."""
+        raise NotImplementedError(f"{type(self).__name__} does not track rejects")
+
+    def read_rejects(self, sink: str) -> list[dict]:
+        """Rejects of ``sink`` in the order recorded: ``sink, record_key, reason, record, rejected_at`` (ISO)."""
+        raise NotImplementedError(f"{type(self).__name__} does not track rejects")
+
     def close(self) -> None:
         """Release connections. Idempotent."""
         self._closed = True

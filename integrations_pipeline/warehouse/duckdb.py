@@ -333,6 +333,44 @@ class DuckDBWarehouse(Warehouse):
                 return 0
             return int(conn.execute(f"SELECT count(*) FROM {qualified(table.schema, table.name)}").fetchone()[0])
 
+    # ------------------------------------------------------------------ deliveries (delivery.py)
+
+    def read_delivered(self, sink: str) -> dict[str, str]:
+        from . import delivery
+
+        with self._errors("read_delivered"), self._connection() as conn:
+            return delivery.duckdb_read_delivered(conn, delivery.check_sink(sink))
+
+    def record_delivery(self, sink: str, rows) -> int:
+        from . import delivery
+
+        return self._delivery_write("record_delivery", delivery.duckdb_record_delivery, sink, rows)
+
+    def record_rejects(self, sink: str, rows) -> int:
+        from . import delivery
+
+        return self._delivery_write("record_rejects", delivery.duckdb_record_rejects, sink, rows)
+
+    def read_rejects(self, sink: str) -> list[dict]:
+        from . import delivery
+
+        with self._errors("read_rejects"), self._connection() as conn:
+            return delivery.duckdb_read_rejects(conn, delivery.check_sink(sink))
+
+    def _delivery_write(self, what: str, write, sink: str, rows) -> int:
+        from . import delivery
+
+        delivery.check_sink(sink)
+        with self._errors(what), self._connection(write=True) as conn:
+            conn.execute("BEGIN")
+            try:
+                count = write(conn, sink, rows)
+                conn.execute("COMMIT")
+            except BaseException:
+                _rollback(conn)
+                raise
+        return count
+
     # ------------------------------------------------------------------------------- staging
 
     def _purge_stale_staging(self) -> None:

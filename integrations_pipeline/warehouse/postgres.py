@@ -278,6 +278,32 @@ class PostgresWarehouse(Warehouse):
                 return 0
             return int(conn.execute(f"SELECT count(*) FROM {target}").fetchone()[0])
 
+    # ------------------------------------------------------------------ deliveries (delivery.py)
+
+    def read_delivered(self, sink: str) -> dict[str, str]:
+        from . import delivery
+
+        with self._errors("read_delivered"), self._connection() as conn:
+            return delivery.postgres_read_delivered(conn, delivery.check_sink(sink))
+
+    def record_delivery(self, sink: str, rows) -> int:
+        from . import delivery
+
+        with self._errors("record_delivery"), self._connection() as conn, conn.transaction():
+            return delivery.postgres_record_delivery(conn, delivery.check_sink(sink), rows, DDL_LOCK_KEY)
+
+    def record_rejects(self, sink: str, rows) -> int:
+        from . import delivery
+
+        with self._errors("record_rejects"), self._connection() as conn, conn.transaction():
+            return delivery.postgres_record_rejects(conn, delivery.check_sink(sink), rows, DDL_LOCK_KEY)
+
+    def read_rejects(self, sink: str) -> list[dict]:
+        from . import delivery
+
+        with self._errors("read_rejects"), self._connection() as conn:
+            return delivery.postgres_read_rejects(conn, delivery.check_sink(sink))
+
 
 
 class _BoundedQueuedWriter(QueuedLibpqWriter):

@@ -6,9 +6,12 @@ import dagster as dg
 
 from integrations_pipeline.connectors import load_connectors
 from integrations_pipeline.definitions import build_definitions, defs
+from integrations_pipeline.syncs import load_syncs
 
 SPECS = load_connectors()
-EXPECTED = {f"{c.name}/{s}" for c in SPECS.values() for s in c.streams}
+STREAM_ASSETS = {f"{c.name}/{s}" for c in SPECS.values() for s in c.streams}
+SYNC_ASSETS = {f"{s.target_connector}/{s.name}" for s in load_syncs(SPECS).values()}
+EXPECTED = STREAM_ASSETS | SYNC_ASSETS
 
 
 def _assets(d: dg.Definitions) -> dict[str, dg.AssetSpec]:
@@ -24,6 +27,8 @@ def test_load_with_empty_environment_and_assets_are_described():
     nodes = _assets(build_definitions(environ={}))
     assert set(nodes) == EXPECTED
     for key, node in nodes.items():
+        if key in SYNC_ASSETS:
+            continue
         vendor, stream = key.split("/")
         spec = SPECS[vendor]
         assert node.group_name == vendor
@@ -69,3 +74,13 @@ def test_schedules_and_jobs_exist_per_connector():
     names = {s.name for s in repo.schedule_defs}
     assert any(n.startswith("trackstar_incremental_sync") for n in names)
     assert {j.name for j in repo.get_all_jobs()} >= {"trackstar_incremental_sync", "salestrekker_full_refresh"}
+
+
+def test_sync_assets_show_lineage_to_their_source():
+    graph = build_definitions(environ={}).resolve_asset_graph()
+    node = graph.get(dg.AssetKey(["salesmanago", "trackstar_orders_to_salesmanago_events"]))
+    assert node.group_name == "syncs"
+    assert {k.to_user_string() for k in node.parent_keys} == {"trackstar/orders"}
+    lineage = node.metadata["dagster/column_lineage"]
+    deps = lineage.deps_by_column["email"]
+    assert [(d.asset_key.to_user_string(), d.column_name) for d in deps] == [("trackstar/orders", "ship_to_address")]

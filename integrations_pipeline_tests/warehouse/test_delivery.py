@@ -1,0 +1,156 @@
+"""Delivered-state and rejects tables on both backends, and the diff → write → record → re-diff loop.
+
+The end-to-end test runs without Dagster: ``SinkWriter`` against the SALESmanago sandbox in-process,
+wired as in ``connectors/test_sink_conformance.py``.
+"""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from integrations_pipeline.connectors import load_connectors
+from integrations_pipeline.engine.auth import Credentials, secret_env_vars
+from integrations_pipeline.engine.client import VendorClient
+from integrations_pipeline.engine.diff import diff, outcome_rows
+from integrations_pipeline.engine.ratelimit import FakeClock
+from integrations_pipeline.engine.sinks import SinkWriter
+from integrations_pipeline.sandbox.salesmanago import SalesmanagoSandbox
+from integrations_pipeline.warehouse import connect_warehouse
+
+SINK = "salesmanago.contacts_batch"
+ISO_UTC = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z$"
+
+
+def test_nothing_recorded_reads_empty(warehouse):
+    assert warehouse.read_delivered(SINK) == {}
+    assert warehouse.read_rejects(SINK) == []
+
+
+def test_delivery_round_trip_is_per_sink_and_last_row_wins(warehouse):
+    assert warehouse.record_delivery(SINK, [("a@x.test", "h1", None), ("b@x.test", "h2", {"contact_id": "7"}), ("a@x.test", "h3", None)]) == 2
+    warehouse.record_delivery("salesmanago.events", [("a@x.test", "other", None)])
+    assert warehouse.read_delivered(SINK) == {"a@x.test": "h3", "b@x.test": "h2"}
+    assert warehouse.read_delivered("salesmanago.events") == {"a@x.test": "other"}
+    assert warehouse.read_delivered("nope") == {}
+
+
+def test_re_recording_is_idempotent_and_updates_hashes(warehouse):
+    rows = [(f"k{i}", f"h{i}", {"i": i}) for i in range(50)]
+    warehouse.record_delivery(SINK, rows)
+    warehouse.record_delivery(SINK, rows)
+    warehouse.record_delivery(SINK, [("k3", "changed", None), ("k99", "new", None)])
+    got = warehouse.read_delivered(SINK)
+    assert len(got) == 51
+    assert got["k3"] == "changed" and got["k4"] == "h4" and got["k99"] == "new"
+    assert warehouse.record_delivery(SINK, []) == 0
+
+
+def test_delivery_rows_are_checked_before_anything_is_written(warehouse):
+    with pytest.raises(TypeError):
+        warehouse.record_delivery(SINK, [("a", "h", None), (1, "h", None)])
+    with pytest.raises(ValueError):
+        warehouse.record_delivery("", [("a", "h", None)])
+    assert warehouse.read_delivered(SINK) == {}
+
+
+def test_response_is_stored_as_json(warehouse, warehouse_url):
+    warehouse.record_delivery(SINK, [("a", "h", {"contact_id": "c-1", "created": True})])
+    if warehouse.backend == "duckdb":
+        import duckdb
+
+        warehouse.close()
+        with duckdb.connect(warehouse_url.partition("://")[2]) as conn:
+            row = conn.execute('SELECT response::VARCHAR, delivered_at FROM "_integrations"."delivered"').fetchone()
+        assert row[0] == '{"contact_id":"c-1","created":true}' and row[1] is not None
+    else:
+        with warehouse._connection() as conn:
+            row = conn.execute('SELECT response, delivered_at FROM "_integrations"."delivered"').fetchone()
+        assert row[0] == {"contact_id": "c-1", "created": True} and row[1] is not None
+
+
+def test_rejects_append_in_order(warehouse):
+    warehouse.record_rejects(SINK, [("a@x.test", "contact.name: longer than 255 characters (300)", {"contact": {"email": "a@x.test"}})])
+    warehouse.record_rejects(SINK, [(None, "contact.email: required field is missing", {"contact": {}}), ("a@x.test", "again", [1, "x"])])
+    warehouse.record_rejects("other.sink", [("z", "elsewhere", {})])
+    got = warehouse.read_rejects(SINK)
+    assert [(r["record_key"], r["reason"], r["record"]) for r in got] == [
+        ("a@x.test", "contact.name: longer than 255 characters (300)", {"contact": {"email": "a@x.test"}}),
+        (None, "contact.email: required field is missing", {"contact": {}}),
+        ("a@x.test", "again", [1, "x"]),
+    ]
+    import re
+
+    assert all(r["sink"] == SINK and re.match(ISO_UTC, r["rejected_at"]) for r in got)
+    assert len(warehouse.read_rejects("other.sink")) == 1
+
+
+def test_a_reject_that_is_not_json_is_kept_readable(warehouse):
+    warehouse.record_rejects(SINK, [("a", "price: expected a finite number, got nan", {"price": float("nan")})])
+    (row,) = warehouse.read_rejects(SINK)
+    assert "nan" in row["record"]["unencodable_record"]
+
+
+def test_state_survives_reopening(warehouse_url):
+    with connect_warehouse(warehouse_url) as wh:
+        wh.record_delivery(SINK, [("a", "h", None)])
+    with connect_warehouse(warehouse_url) as wh:
+        assert wh.read_delivered(SINK) == {"a": "h"}
+
+
+# -- end to end: diff → SinkWriter (sandbox) → record → re-diff ------------------------------------
+
+
+def _writer(sandbox: SalesmanagoSandbox, sink_name: str) -> SinkWriter:
+    spec = load_connectors()["salesmanago"]
+    env = sandbox.environment("http://salesmanago.sandbox.test")
+    transport = sandbox.transport()
+    credentials = Credentials.from_environ(spec.name, secret_env_vars(spec), env)
+    client = VendorClient(spec, credentials, transport=transport, environ=env, clock=FakeClock(), rng=random.Random(0))
+    return SinkWriter(client, spec, sink_name, transport=transport, environ=env)
+
+
+def _run(warehouse, sandbox, records):
+    """One reverse-ETL run: diff, write what changed, record deliveries and rejects. Returns (diff, report)."""
+    with _writer(sandbox, "contacts_batch") as writer:
+        d = diff(writer.sink, records, warehouse.read_delivered(SINK))
+        report = writer.write(d.to_send)
+    delivered, rejected = outcome_rows(d, report)
+    warehouse.record_delivery(SINK, delivered)
+    warehouse.record_rejects(SINK, rejected)
+    return d, report
+
+
+def contacts(n: int, changed: frozenset[int] = frozenset()) -> list[dict]:
+    return [
+        {"contact": {"email": f"c{i}@shop.test", "name": f"Name {i}" + (" v2" if i in changed else "")}}
+        for i in range(n)
+    ]
+
+
+def test_a_rerun_sends_nothing_and_a_change_sends_exactly_it(warehouse):
+    sandbox = SalesmanagoSandbox()
+    records = contacts(1500)
+    records.append({"contact": {"email": "bad@shop.test", "name": 12345}})  # name must be a string
+
+    d, report = _run(warehouse, sandbox, records)
+    assert len(d.created) == 1501 and report.calls == 2  # 1,000 per call
+    assert len(report.sent) == 1500 and len(report.rejected) == 1
+    assert len(warehouse.read_delivered(SINK)) == 1500
+    assert [r["record_key"] for r in warehouse.read_rejects(SINK)] == ["bad@shop.test"]
+    assert len(sandbox.contacts) == 1500
+
+    # Same records again: only the rejected one is offered again (it was never delivered).
+    d, report = _run(warehouse, sandbox, contacts(1500))
+    assert d.to_send == [] and report.calls == 0 and len(d.unchanged) == 1500
+    assert d.deleted == []
+
+    # Three changed: exactly those three go, in one call, and the target holds the new names.
+    d, report = _run(warehouse, sandbox, contacts(1500, changed=frozenset({3, 700, 1499})))
+    assert [r["contact"]["email"] for r in d.to_send] == ["c3@shop.test", "c700@shop.test", "c1499@shop.test"]
+    assert len(d.updated) == 3 and report.calls == 1 and len(report.sent) == 3
+    assert sandbox.contacts["c700@shop.test"]["name"] == "Name 700 v2"
+
+    d, report = _run(warehouse, sandbox, contacts(1500, changed=frozenset({3, 700, 1499})))
+    assert d.to_send == [] and report.calls == 0

@@ -109,7 +109,6 @@ class SinkIOManager(dg.ConfigurableIOManager):
                 "write_calls": dg.MetadataValue.int(report.calls),
                 c.RETRIES: dg.MetadataValue.int(report.retries),
                 c.SECONDS: dg.MetadataValue.float(round(time.perf_counter() - started, 3)),
-                "dry_run": dg.MetadataValue.bool(False),
             }
         )
         for outcome in report.rejected[:20]:

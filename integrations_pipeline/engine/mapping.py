@@ -24,7 +24,7 @@ import re
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
@@ -115,9 +115,6 @@ class SyncSpec(Frozen):
     target: str = Field(pattern=r"^[a-z][a-z0-9_]*/[a-z][a-z0-9_]*$", description="Target: '<connector>/<sink>'.")
     fields: dict[str, FieldMap] = Field(min_length=1, description="Target field (dotted path) → how to fill it.")
     where: dict[str, Any] = Field(default_factory=dict, description="Only source records whose paths equal these.")
-    delivery: Literal["direct", "datatalks"] = Field(
-        default="direct", description="Send to the target directly or through the Datatalks proxy."
-    )
 
     @property
     def source_connector(self) -> str:

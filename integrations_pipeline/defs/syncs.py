@@ -22,7 +22,7 @@ import pandas as pd
 
 from integrations_pipeline.engine.client import VendorClient
 from integrations_pipeline.engine.diff import diff, key_text, outcome_rows
-from integrations_pipeline.engine.mapping import SyncSpec, column_lineage, map_record
+from integrations_pipeline.engine.mapping import SyncSpec, column_lineage, map_record, put_path
 from integrations_pipeline.engine.sinks import SinkWriter, WriteReport
 from integrations_pipeline.engine.spec import ConnectorSpec
 from integrations_pipeline.warehouse import Warehouse, table_spec_for
@@ -43,11 +43,7 @@ def _unflatten(row: dict[str, Any]) -> dict[str, Any]:
     for path, value in row.items():
         if value is None or (isinstance(value, float) and value != value):  # None or NaN: not filled
             continue
-        *parents, leaf = path.split(".")
-        node = out
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = value
+        put_path(out, path, value)
     return out
 
 

@@ -183,7 +183,8 @@ def _evaluate(fm: FieldMap, record: Any) -> Any:
     return value
 
 
-def _put(target: dict[str, Any], path: str, value: Any) -> None:
+def put_path(target: dict[str, Any], path: str, value: Any) -> None:
+    """Set ``a.b.c`` in nested dicts, creating the parents."""
     *parents, leaf = path.split(".")
     node = target
     for part in parents:
@@ -206,7 +207,7 @@ def map_record(sync: SyncSpec, record: Mapping[str, Any]) -> dict[str, Any] | No
         except (ValueError, TypeError):
             continue
         if value is not _MISSING:
-            _put(out, path, value)
+            put_path(out, path, value)
     return out
 
 

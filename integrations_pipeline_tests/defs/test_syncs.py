@@ -37,16 +37,20 @@ def _run(defs, keys, tags=None):
     }
 
 
-@pytest.fixture
-def small_sandboxes(monkeypatch, tmp_path):
-    """Sandboxes sized so one-record-per-call targets (Trakor, paced at 10/s) stay quick."""
-    boxes = default_sandboxes(seed=3, sizes={"products": 40, "orders": 700, "inventory": 10})
+def _serve(monkeypatch, tmp_path, seed: int, sizes: dict[str, int]):
+    boxes = default_sandboxes(seed=seed, sizes=sizes)
     with serve(boxes) as servers:
         for name, value in sandbox_environment(servers.base_urls, boxes).items():
             monkeypatch.setenv(name, value)
         # Every resource (warehouse, sink IO managers) binds to this warehouse via the variable.
         monkeypatch.setenv("WAREHOUSE_URL", f"duckdb:///{tmp_path / 'w.duckdb'}")
         yield boxes
+
+
+@pytest.fixture
+def small_sandboxes(monkeypatch, tmp_path):
+    """Sandboxes sized so one-record-per-call targets (Trakor, paced at 10/s) stay quick."""
+    yield from _serve(monkeypatch, tmp_path, 3, {"products": 40, "orders": 700, "inventory": 10})
 
 
 def _truth(box, stream):
@@ -98,12 +102,7 @@ def test_syncs_deliver_exactly_the_mapped_records_and_only_changes(small_sandbox
 @pytest.fixture
 def catalog_sandboxes(monkeypatch, tmp_path):
     """Enough products for three catalog calls (batch limit 100)."""
-    boxes = default_sandboxes(seed=4, sizes={"products": 125, "orders": 10, "inventory": 10})
-    with serve(boxes) as servers:
-        for name, value in sandbox_environment(servers.base_urls, boxes).items():
-            monkeypatch.setenv(name, value)
-        monkeypatch.setenv("WAREHOUSE_URL", f"duckdb:///{tmp_path / 'w.duckdb'}")
-        yield boxes
+    yield from _serve(monkeypatch, tmp_path, 4, {"products": 125, "orders": 10, "inventory": 10})
 
 
 def test_a_crash_mid_sync_then_a_rerun_sends_only_the_rest(catalog_sandboxes):

@@ -79,10 +79,9 @@ class SinkIOManager(dg.ConfigurableIOManager):
             delivered = warehouse.read_delivered(sink_id)
             plan = diff(sink, records, delivered)
             context.log.info(f"{sink_id}: {len(records)} records, to send {len(plan.to_send)} ({plan.counts()})")
-            report = WriteReport(sink_id, [], 0, 0, 0) if not plan.to_send else None
-            if report is None:
-                credentials = self.credentials.credentials()
-                with VendorClient(spec, credentials, log=context.log.warning) as client:
+            report = WriteReport(sink_id, [], 0, 0, 0)  # nothing to send: no client, no call
+            if plan.to_send:
+                with VendorClient(spec, self.credentials.credentials(), log=context.log.warning) as client:
                     try:
                         report = SinkWriter(client, spec, sink_name).write(plan.to_send)
                     except Exception as exc:

@@ -123,6 +123,16 @@ def sigv4_signature(
     return hmac.new(key, string_to_sign.encode("utf-8"), hashlib.sha256).hexdigest()
 
 
+
+def _email_problem(email: object) -> str | None:
+    """Why ``data.email`` is unusable for a contact call, or None."""
+    if email in (None, ""):
+        return "data.email is required"
+    if not is_email(email):
+        return f"data.email is not a valid email address: {email!r}"
+    return None
+
+
 class DatatalksSandbox(VendorSandbox):
     """Datatalks v1 + deprecated stage; SigV4-verified; forwards to a SalesmanagoSandbox if given."""
 
@@ -309,12 +319,9 @@ class DatatalksSandbox(VendorSandbox):
         if error is not None:
             return error
         email = data.get("email")
-        if email in (None, ""):
-            return _bad_request("data.email is required")
-        if not is_email(email):
-            return _bad_request(f"data.email is not a valid email address: {email!r}")
-        problem = self._string_problems(data, CONTACT_FIELDS)
-        if problem:
+        if (problem := _email_problem(email)) is not None:
+            return _bad_request(problem)
+        if problem := self._string_problems(data, CONTACT_FIELDS):
             return _bad_request(problem)
         # Seed 002's contact is flat; SALESmanago nests the address. Fields beyond the seed's list
         # ("some additional fields are available") travel as SALESmanago contact properties.
@@ -332,10 +339,8 @@ class DatatalksSandbox(VendorSandbox):
         if error is not None:
             return error
         email = data.get("email")
-        if email in (None, ""):
-            return _bad_request("data.email is required")
-        if not is_email(email):
-            return _bad_request(f"data.email is not a valid email address: {email!r}")
+        if (problem := _email_problem(email)) is not None:
+            return _bad_request(problem)
         existed = self._store.delete_contact(email)
         self._count_forwarded_write()
         return json_response(200, {"success": True, "message": [], "existed": existed})

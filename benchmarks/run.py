@@ -1,9 +1,9 @@
-"""Engine benchmarks against the loopback Trackstar sandbox: throughput, memory, rate limiting.
+"""Engine benchmarks: throughput, memory, rate limiting (loopback Trackstar sandbox); reverse-ETL push.
 
     .venv/bin/python benchmarks/run.py            # full run (several minutes: 1M records for memory)
     .venv/bin/python benchmarks/run.py --quick    # smoke run with smaller sizes
     .venv/bin/python benchmarks/run.py --profile  # also cProfile one engine extraction
-    .venv/bin/python benchmarks/run.py --only rate   # one benchmark (throughput | memory | rate)
+    .venv/bin/python benchmarks/run.py --only rate   # one benchmark (throughput | memory | rate | push | diff)
 
 Prints one table: each figure with its target and PASS/FAIL, and exits 0 whatever the verdicts (the
 benchmark reports; it does not gate CI). Progress goes to stderr, the table to stdout. When the
@@ -18,6 +18,12 @@ throughput target is missed (or with ``--profile``) a cProfile breakdown of the 
    It runs first, while this process is still small (see below).
 3. Rate limit: a sandbox enforcing 10 req/s per access token, the engine with the REAL spec
    (limiter on) and 100 records per page. Target: >= 9 req/s sustained and zero 429s.
+4. Push write calls (``_reverse_etl.py``): 10k SALESmanago contacts through ``engine.push.push``
+   into ``contacts_batch`` (sandbox in-process, DuckDB DeliveryLog): exact counts, not timings.
+   New -> ceil(n / batch_size) calls and n contacts held; the same again -> 0 calls; 1% changed ->
+   ceil(n/100 / batch_size) calls, updated = n/100.
+5. Diff time: ``read_delivered`` + ``diff`` of 1M records (quick: 100k) already delivered, 1%
+   changed, versus ``read_records`` of the same 1M rows from a warehouse table. Target: <= 10 x.
 
 Every figure is a ratio against something measured in the same run, because the machine is shared
 (2 cores, other people's tests): absolute seconds are noisy, same-run ratios much less so.
@@ -49,6 +55,7 @@ THROUGHPUT_TARGET = 1.5
 MEMORY_TARGET = 1.25
 RATE_TARGET = 9.0
 RATE_LIMIT = 10.0  # Trackstar's documented GET limit per access token, enforced by the sandbox
+BENCHMARKS = ["throughput", "memory", "rate", "push", "diff"]
 
 
 @dataclass(frozen=True)
@@ -59,10 +66,18 @@ class Sizes:
     memory_large: int
     rate_records: int
     rate_page_size: int
+    push_contacts: int
+    diff_records: int
 
 
-FULL = Sizes(throughput=100_000, repeats=3, memory_small=100_000, memory_large=1_000_000, rate_records=8_000, rate_page_size=100)
-QUICK = Sizes(throughput=20_000, repeats=3, memory_small=20_000, memory_large=200_000, rate_records=6_000, rate_page_size=100)
+FULL = Sizes(
+    throughput=100_000, repeats=3, memory_small=100_000, memory_large=1_000_000, rate_records=8_000, rate_page_size=100,
+    push_contacts=10_000, diff_records=1_000_000,
+)
+QUICK = Sizes(
+    throughput=20_000, repeats=3, memory_small=20_000, memory_large=200_000, rate_records=6_000, rate_page_size=100,
+    push_contacts=10_000, diff_records=100_000,
+)
 
 
 def say(message: str) -> None:
@@ -232,6 +247,21 @@ def bench_rate_limit(report: Report, sizes: Sizes) -> None:
     )
 
 
+# ----------------------------------------------------------------- 4, 5. reverse ETL (push, diff)
+
+
+def bench_push(report: Report, sizes: Sizes) -> None:
+    from _reverse_etl import bench_push_calls
+
+    bench_push_calls(report, sizes.push_contacts)
+
+
+def bench_diff(report: Report, sizes: Sizes) -> None:
+    from _reverse_etl import bench_diff_time
+
+    bench_diff_time(report, sizes.diff_records, sizes.repeats)
+
+
 # --------------------------------------------------------------------------------- profiling
 
 
@@ -307,11 +337,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="smaller sizes: a smoke run of a minute or two")
     parser.add_argument("--profile", action="store_true", help="cProfile one engine extraction even if throughput passes")
     parser.add_argument(
-        "--only", choices=["throughput", "memory", "rate"], action="append", help="run only these benchmarks (repeatable)"
+        "--only", choices=BENCHMARKS, action="append", help="run only these benchmarks (repeatable)"
     )
     args = parser.parse_args(argv)
     sizes = QUICK if args.quick else FULL
-    only = set(args.only or ["throughput", "memory", "rate"])
+    only = set(args.only or BENCHMARKS)
     report = Report()
     throughput_ok = True
     # Memory first, while this process is small (see the note on importing _workloads above).
@@ -321,6 +351,10 @@ def main(argv: list[str] | None = None) -> int:
         throughput_ok = _guard(report, "1 throughput", lambda: bench_throughput(report, sizes)) is True
     if "rate" in only:
         _guard(report, "3 rate limit", lambda: bench_rate_limit(report, sizes))
+    if "push" in only:
+        _guard(report, "4 push write calls", lambda: bench_push(report, sizes))
+    if "diff" in only:
+        _guard(report, "5 diff time", lambda: bench_diff(report, sizes))
 
     import duckdb
     import httpx

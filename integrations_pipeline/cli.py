@@ -3,7 +3,8 @@
 - ``run``: the main job. Starts the sandbox vendors on loopback (unless ``--no-sandbox``), then
   materializes every asset into the warehouse (embedded DuckDB by default) through a persistent
   Dagster instance under ``.dagster_home/``, showing progress, and prints a summary table and how to
-  open the UI on the result.
+  open the UI on the result. ``--dry-run`` makes the sync assets plan (``_integrations.sync_plans``)
+  instead of calling the targets.
 - ``spec-schema``: the JSON Schema of the connector spec format, for editor autocompletion.
 - ``validate``: load every spec (built-in and entry-point) and report errors with file and field.
 - ``sandbox``: run the sandbox vendors in the foreground and print the variables that point at them.
@@ -70,7 +71,7 @@ def _cmd_sandbox(args: argparse.Namespace) -> int:
             return 0
 
 
-DEMO_SIZES = {"products": 150}
+DEMO_SIZES = {"products": 150, "contacts": 200, "deals": 160}
 
 
 def _partition_range(start_date: str, today: date) -> tuple[str, str]:
@@ -101,7 +102,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
             from integrations_pipeline.sandbox import default_sandboxes, sandbox_environment
             from integrations_pipeline.sandbox.server import serve
 
-            # Trakor takes one product per call; a demo-sized catalogue keeps the main job quick.
+            # Trakor and Datatalks take one record per call (10/s): demo-sized catalogue and CRM keep the job quick.
             servers = stack.enter_context(serve(default_sandboxes(seed=args.seed, sizes=DEMO_SIZES)))
             os.environ.update(sandbox_environment(servers.base_urls))
             console.print(f"[bold]sandbox vendors[/] on loopback: {', '.join(servers.base_urls)}")
@@ -124,6 +125,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
         # Sources before syncs: sync assets depend on the stream tables; stream assets depend on nothing.
         dependent = {key for ad in assets for key, deps in ad.asset_deps.items() if deps}
+        sync_keys = {key for ad in assets for key, group in ad.group_names_by_key.items() if group == "syncs"}
 
         def order(item):
             (op_name, _), keys = item
@@ -138,6 +140,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
                     tags = {"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last}
                     label += f" [{first} … {last}]"
                 status.update(f"[{n}/{len(groups)}] materializing {label}")
+                run_config = dict(quiet)
+                if args.dry_run and keys[0] in sync_keys:
+                    run_config["ops"] = {op_name: {"config": {"dry_run": True}}}
                 began = time.perf_counter()
                 result = dg.materialize(
                     assets,
@@ -145,7 +150,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
                     instance=instance,
                     resources=defs.resources,
                     tags=tags,
-                    run_config=quiet,
+                    run_config=run_config,
                     raise_on_error=False,
                 )
                 took = time.perf_counter() - began
@@ -217,6 +222,10 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--no-sandbox", action="store_true", help="use the vendors named by the environment")
     run.add_argument("--seed", type=int, default=0, help="sandbox data seed")
     run.add_argument("--dagster-home", default=".dagster_home", help="Dagster instance directory")
+    run.add_argument(
+        "--dry-run", action="store_true",
+        help="sync assets plan instead of sending: the diff goes to _integrations.sync_plans, no vendor write call",
+    )
     run.set_defaults(func=_cmd_run)
     sub.add_parser("spec-schema", help="print the JSON Schema of connector specs").set_defaults(func=_cmd_spec_schema)
     sub.add_parser("validate", help="validate every connector spec").set_defaults(func=_cmd_validate)

@@ -17,8 +17,7 @@ from integrations_pipeline.defs.assets import build_connector_assets
 from integrations_pipeline.defs.checks import build_connector_checks
 from integrations_pipeline.defs.resources import WarehouseResource, credentials_resource
 from integrations_pipeline.defs.schedules import build_connector_jobs_and_schedules
-from integrations_pipeline.defs.syncs import SinkIOManager, build_sync_asset, io_manager_key
-from integrations_pipeline.syncs import load_syncs
+from integrations_pipeline.defs.syncs import SinkIOManager, build_sync_assets, io_manager_key
 
 
 def build_definitions(environ: dict[str, str] | None = None) -> dg.Definitions:
@@ -41,7 +40,7 @@ def build_definitions(environ: dict[str, str] | None = None) -> dg.Definitions:
         j, s = build_connector_jobs_and_schedules(spec)
         jobs += j
         schedules += s
-    assets += [build_sync_asset(sync, connectors) for sync in load_syncs(connectors).values()]
+    assets += build_sync_assets(connectors, env)
     return dg.Definitions(assets=assets, asset_checks=checks, jobs=jobs, schedules=schedules, resources=resources)
 
 

@@ -8,29 +8,33 @@ calls, records each delivery and each rejected record with its reason, and repor
 metadata. A re-run with nothing changed makes no write call.
 
 Column lineage (``dagster/column_lineage``) on each sync asset shows which source column feeds which
-target field.
+target field. A sync may be routed through a proxy (``engine.mapping.route``: SALESmanago via
+Datatalks); it keeps its asset key and delivered state either way. A downstream asset that takes a
+sync asset as input gets the target's current records back (``SinkIOManager.load_input``).
 """
 
 
 import hashlib
 import json
-import time
 from typing import Any
 
 import dagster as dg
 import pandas as pd
 
+from integrations_pipeline.connectors import load_connectors
 from integrations_pipeline.engine.client import VendorClient
-from integrations_pipeline.engine.diff import diff, key_text, outcome_rows
-from integrations_pipeline.engine.mapping import SyncSpec, column_lineage, map_record, put_path
-from integrations_pipeline.engine.sinks import SinkWriter, WriteReport
+from integrations_pipeline.engine.mapping import SyncSpec, build_lookups, column_lineage, forwards, map_records, put_path, route
+from integrations_pipeline.engine.push import push
+from integrations_pipeline.engine.reads import SinkReader
 from integrations_pipeline.engine.spec import ConnectorSpec
-from integrations_pipeline.warehouse import Warehouse, table_spec_for
+from integrations_pipeline.syncs import load_syncs
+from integrations_pipeline.warehouse import table_spec_for
 
 from . import constants as c
 from .resources import ConnectorCredentials, WarehouseResource
 
 SINK_METADATA = "integrations_pipeline/sink"
+STATE_METADATA = "integrations_pipeline/delivery_state"  # the key of this sync's delivered state
 
 
 def io_manager_key(connector: str) -> str:
@@ -58,109 +62,175 @@ def _flatten(record: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+class SyncRunConfig(dg.Config):
+    """Run config of a sync asset (the launchpad shows it): ``dry_run`` plans without calling the vendor."""
+
+    dry_run: bool = False
+
+
 class SinkIOManager(dg.ConfigurableIOManager):
-    """Stores a DataFrame of target records by pushing the changed ones to a connector's sink."""
+    """Stores a DataFrame of target records by pushing the changed ones to a connector's sink.
+
+    A dry run, asked for in the sync asset's run config (``ops: {<asset op>: {config: {dry_run: true}}}``)
+    or for every run with ``dry_run=True`` here, writes what would be created, updated, deleted or
+    rejected to ``_integrations.sync_plans`` and calls nothing.
+    """
 
     connector: str
     credentials: ConnectorCredentials
     warehouse: WarehouseResource
+    dry_run: bool = False
+    read_limit: int = 1000
 
     def handle_output(self, context: dg.OutputContext, obj: pd.DataFrame) -> None:
-        from integrations_pipeline.connectors import load_connectors
-
         spec = load_connectors()[self.connector]
         sink_name = str(context.definition_metadata[SINK_METADATA])
-        sink = spec.sinks[sink_name]
-        sink_id = f"{self.connector}.{sink_name}"
-        started = time.perf_counter()
+        state_key = str(context.definition_metadata[STATE_METADATA])
         records = [_unflatten(row) for row in obj.to_dict("records")]
+        dry_run = self.dry_run or bool((context.step_context.op_config or {}).get("dry_run"))
         warehouse = self.warehouse.open()
         try:
-            delivered = warehouse.read_delivered(sink_id)
-            plan = diff(sink, records, delivered)
-            context.log.info(f"{sink_id}: {len(records)} records, to send {len(plan.to_send)} ({plan.counts()})")
-            report = WriteReport(sink_id, [], 0, 0, 0)  # nothing to send: no client, no call
-            if plan.to_send:
-                with VendorClient(spec, self.credentials.credentials(), log=context.log.warning) as client:
-                    try:
-                        report = SinkWriter(client, spec, sink_name).write(plan.to_send)
-                    except Exception as exc:
-                        # Keep what did arrive before the failure, so a re-run does not send it again.
-                        partial = getattr(exc, "partial_report", None)
-                        if partial is not None:
-                            _record(warehouse, sink_id, plan, partial)
-                        raise
-            _record(warehouse, sink_id, plan, report)
+            report = push(
+                records,
+                spec=spec,
+                sink_name=sink_name,
+                log=warehouse,
+                state_key=state_key,
+                client=lambda: VendorClient(spec, self.credentials.credentials(), log=context.log.warning),
+                dry_run=dry_run,
+                run_id=context.run_id,
+                on_plan=lambda plan: context.log.info(
+                    f"{state_key} → {spec.name}/{sink_name}: {len(records)} records, "
+                    f"to send {len(plan.to_send)} ({plan.counts()})"
+                ),
+            )
         finally:
             warehouse.close()
-        counts = plan.counts()
         context.add_output_metadata(
             {
-                "records_considered": dg.MetadataValue.int(len(records)),
-                "unchanged": dg.MetadataValue.int(counts["unchanged"]),
-                "created": dg.MetadataValue.int(sum(1 for o in report.sent if key_text(o.key) not in delivered)),
-                "updated": dg.MetadataValue.int(sum(1 for o in report.sent if key_text(o.key) in delivered)),
-                "rejected": dg.MetadataValue.int(len(report.rejected)),
-                "write_calls": dg.MetadataValue.int(report.calls),
+                "records_considered": dg.MetadataValue.int(report.considered),
+                "unchanged": dg.MetadataValue.int(report.unchanged),
+                "created": dg.MetadataValue.int(report.created),
+                "updated": dg.MetadataValue.int(report.updated),
+                "deleted_at_source": dg.MetadataValue.int(report.deleted),
+                "rejected": dg.MetadataValue.int(report.rejected),
+                "superseded": dg.MetadataValue.int(report.superseded),
+                "write_calls": dg.MetadataValue.int(report.write_calls),
+                "dry_run": dg.MetadataValue.bool(report.dry_run),
+                "target": dg.MetadataValue.text(report.sink),
                 c.RETRIES: dg.MetadataValue.int(report.retries),
-                c.SECONDS: dg.MetadataValue.float(round(time.perf_counter() - started, 3)),
+                c.SECONDS: dg.MetadataValue.float(report.seconds),
             }
         )
-        for outcome in report.rejected[:20]:
-            context.log.warning(f"{sink_id}: rejected {outcome.key!r}: {outcome.reason}")
+        verb = "would reject" if report.dry_run else "rejected"
+        for key, reason in report.rejects:
+            context.log.warning(f"{state_key}: {verb} {key!r}: {reason}")
+        if report.dry_run:
+            context.log.info(f"{state_key}: dry run, plan in _integrations.sync_plans (run_id {context.run_id})")
 
     def load_input(self, context: dg.InputContext) -> pd.DataFrame:
-        """What this sink was sent, as (key, hash) rows: the target has no general read API."""
-        sink_id = f"{self.connector}.{context.upstream_output.definition_metadata[SINK_METADATA]}"
+        """The target's side of a sync, for a downstream asset to compare with what was sent.
+
+        One row per key this sync delivered (the first ``read_limit`` by key): ``key``, ``hash`` (of the
+        record as sent), and, where the sink declares a ``read`` operation (SALESmanago and Datatalks
+        contacts by email), ``in_target`` and the target's current record, flattened to dotted columns
+        (the vendor's read shape, e.g. SALESmanago's flat contact). Reading costs vendor calls
+        (SALESmanago: one per 50 contacts, from the hourly budget), hence the limit.
+        """
+        upstream = context.upstream_output.definition_metadata
+        state_key = str(upstream[STATE_METADATA])
+        sink_name = str(upstream[SINK_METADATA])
         warehouse = self.warehouse.open()
         try:
-            delivered = warehouse.read_delivered(sink_id)
+            delivered = warehouse.read_delivered(state_key)
         finally:
             warehouse.close()
-        return pd.DataFrame({"key": list(delivered), "hash": list(delivered.values())})
+        keys = sorted(delivered)[: self.read_limit]
+        spec = load_connectors()[self.connector]
+        if spec.sinks[sink_name].read is None or not keys:
+            return pd.DataFrame({"key": keys, "hash": [delivered[k] for k in keys]})
+        with (
+            VendorClient(spec, self.credentials.credentials(), log=context.log.warning) as client,
+            SinkReader(client, spec, sink_name) as reader,
+        ):
+            found = reader.read(keys)
+        context.log.info(
+            f"{state_key}: read {len(found.found)} of {len(keys)} delivered keys back from "
+            f"{spec.name}/{sink_name} in {found.calls} calls; {len(found.not_found)} not in the target"
+        )
+        rows = [
+            {"key": k, "hash": delivered[k], "in_target": k in found.found, **_flatten(found.found.get(k) or {})}
+            for k in keys
+        ]
+        return pd.DataFrame(rows, dtype=object)
 
 
-def _record(warehouse: Warehouse, sink_id: str, plan, report: WriteReport) -> None:
-    sent, rejected = outcome_rows(plan, report)
-    if sent:
-        warehouse.record_delivery(sink_id, sent)
-    if rejected:
-        warehouse.record_rejects(sink_id, rejected)
+def sync_asset_key(sync: SyncSpec) -> dg.AssetKey:
+    return dg.AssetKey(sync.asset_ref.split("/"))
 
 
 def build_sync_asset(sync: SyncSpec, connectors: dict[str, ConnectorSpec]) -> dg.AssetsDefinition:
-    source_spec = connectors[sync.source_connector]
-    source_key = dg.AssetKey([sync.source_connector, sync.source_stream])
+    """The asset of one (possibly routed: see ``engine.mapping.route``) sync."""
+    source_key = dg.AssetKey(sync.source.split("/"))
+    lookup_keys = [dg.AssetKey(lk.stream.split("/")) for lk in sync.lookups.values()]
     lineage = dg.TableColumnLineage(
         deps_by_column={
-            target: [dg.TableColumnDep(asset_key=source_key, column_name=col) for col in cols]
-            for target, cols in column_lineage(sync).items()
+            target: [dg.TableColumnDep(asset_key=dg.AssetKey(stream.split("/")), column_name=col) for stream, col in deps]
+            for target, deps in column_lineage(sync).items()
         }
     )
     fingerprint = hashlib.sha256(json.dumps(sync.model_dump(mode="json", by_alias=True), sort_keys=True).encode()).hexdigest()[:16]
+    via = f" (routed from `{sync.routed_from}`)" if sync.routed_from else ""
+    columns = list(dict.fromkeys(sync.all_fields()))
 
     @dg.asset(
-        key=[sync.target_connector, sync.name],
-        deps=[source_key],
+        key=sync_asset_key(sync),
+        deps=list(dict.fromkeys([source_key, *lookup_keys])),
         group_name="syncs",
-        description=f"{sync.description}\n\n`{sync.source}` → sink `{sync.target}`.",
+        description=f"{sync.description}\n\n`{sync.source}` → sink `{sync.target}`{via}.",
         kinds={"python", sync.target_connector},
         code_version=fingerprint,
         io_manager_key=io_manager_key(sync.target_connector),
-        metadata={SINK_METADATA: sync.target_sink, "dagster/column_lineage": lineage},
+        metadata={SINK_METADATA: sync.target_sink, STATE_METADATA: sync.asset_ref, "dagster/column_lineage": lineage},
         required_resource_keys={c.WAREHOUSE_RESOURCE},
         pool=f"{sync.target_connector}_api",
     )
-    def _sync(context: dg.AssetExecutionContext) -> pd.DataFrame:
+    def _sync(context: dg.AssetExecutionContext, config: SyncRunConfig) -> pd.DataFrame:
+        # config.dry_run is read by the sink IO manager (from the op config): the records are the same.
         resource: WarehouseResource = getattr(context.resources, c.WAREHOUSE_RESOURCE)
         warehouse = resource.open()
+
+        def read(stream: str) -> list[dict[str, Any]]:
+            connector, name = stream.split("/")
+            return warehouse.read_records(table_spec_for(connectors[connector], name))
+
         try:
-            records = warehouse.read_records(table_spec_for(source_spec, sync.source_stream))
+            records = read(sync.source)
+            lookups = build_lookups(sync, read)
         finally:
             warehouse.close()
-        rows = [_flatten(m) for m in (map_record(sync, r) for r in records) if m is not None]
+        rows = [_flatten(m) for r in records for m in map_records(sync, r, lookups)]
         context.log.info(f"{sync.name}: {len(records)} source records → {len(rows)} target records")
         # object dtype: keep Python ints/strings as they are (no float coercion of sparse columns).
-        return pd.DataFrame(rows, columns=list(sync.fields), dtype=object)
+        frame = pd.DataFrame(rows, dtype=object)
+        # Declared fields first, then keys under object fields ('properties.x'), for a stable layout.
+        return frame.reindex(columns=[*columns, *(k for k in frame.columns if k not in columns)])
 
     return _sync
+
+
+def build_sync_assets(connectors: dict[str, ConnectorSpec], environ: dict[str, str]) -> list[dg.AssetsDefinition]:
+    """One asset per sync spec, each routed as configured: the spec's ``via``, overridden for every sync
+    into a connector by ``<CONNECTOR>_VIA`` (``SALESMANAGO_VIA=datatalks``; ``direct`` = no proxy)."""
+    assets = []
+    for sync in load_syncs(connectors).values():
+        via = sync.via
+        override = environ.get(f"{sync.target_connector.upper()}_VIA")
+        # The variable routes every sync the proxy can carry; one it cannot (the v3 catalog: Datatalks
+        # products need brand, url, ...) stays direct. A spec's own `via` is checked strictly at load.
+        if override == "direct":
+            via = None
+        elif override and forwards(connectors.get(override), sync.target):
+            via = override
+        assets.append(build_sync_asset(route(sync, via, connectors), connectors))
+    return assets

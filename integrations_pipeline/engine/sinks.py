@@ -33,7 +33,7 @@ import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 import httpx
 
@@ -202,25 +202,32 @@ def pack(sink: SinkSpec, records: Iterable[Record]) -> list[list[Record]]:
 # -- bodies ------------------------------------------------------------------------------------
 
 
-def render_body(sink: SinkSpec, records: Sequence[Record], credentials: Credentials) -> Any:
-    """The request body for ``records``: ``$record``/``$records`` replaced, ``{env: NAME}`` resolved."""
-    if sink.batch_size == 1 and len(records) != 1:
-        raise ValueError(f"a single-record sink takes exactly one record per call, got {len(records)}")
+def fill_template(template: Any, credentials: Credentials, values: Mapping[str, Any]) -> Any:
+    """``template`` with every ``{env: NAME}`` (a ``Secret``) resolved and every string that is a key of
+    ``values`` (a placeholder: ``$record``, ``$keys``, ...) replaced by its value. Values are inserted
+    as they are, never searched for placeholders themselves (a record may hold the text "$record")."""
 
     def fill(node: Any) -> Any:
         if isinstance(node, Secret):
             return credentials.get(node.env)
-        if node == RECORD:
-            return records[0]
-        if node == RECORDS:
-            return list(records)
+        if isinstance(node, str) and node in values:
+            return values[node]
         if isinstance(node, dict):
             return {k: fill(v) for k, v in node.items()}
         if isinstance(node, list):
             return [fill(v) for v in node]
         return node
 
-    return fill(sink.body)
+    return fill(template)
+
+
+def render_body(sink: SinkSpec, records: Sequence[Record], credentials: Credentials) -> Any:
+    """The request body for ``records``: ``$record``/``$records`` replaced, ``{env: NAME}`` resolved."""
+    if sink.batch_size == 1:
+        if len(records) != 1:
+            raise ValueError(f"a single-record sink takes exactly one record per call, got {len(records)}")
+        return fill_template(sink.body, credentials, {RECORD: records[0]})
+    return fill_template(sink.body, credentials, {RECORDS: list(records)})
 
 
 # -- reports -----------------------------------------------------------------------------------
@@ -282,12 +289,15 @@ def sink_spec_for_client(spec: ConnectorSpec, sink: SinkSpec) -> ConnectorSpec:
 # -- the writer --------------------------------------------------------------------------------
 
 
-class SinkWriter:
-    """Sends records to one sink of one connector.
+class SinkEndpoint:
+    """One sink of one connector and the client its calls go through; shared by ``SinkWriter`` and
+    ``engine.reads.SinkReader``, so the write and the read side of a sink reach the same host with the
+    same credentials.
 
     ``client`` is the connector's client. A sink with its own ``auth``/``base_url`` (SALESmanago's v3
     catalog) gets a ``VendorClient`` of its own, built from the derived spec with ``client``'s
-    credentials, clock, rng and log plus ``transport``/``environ`` (both default to the real ones).
+    credentials, clock, rng and log plus ``transport``/``environ`` (both default to the real ones);
+    ``close()`` closes only a client made here.
     """
 
     def __init__(
@@ -326,11 +336,21 @@ class SinkWriter:
         if self._owns_client:
             self.client.close()
 
-    def __enter__(self) -> SinkWriter:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+    def _auth_refused(self, exc: SyncError, what: str = "sink") -> AuthError:
+        """An ``AuthError`` naming this sink, from the client's (already redacted) error."""
+        refused = AuthError(f"{self.spec.name} {what} '{self.name}': credentials refused: {self.client.redact(str(exc))}")
+        refused.status, refused.path = exc.status, exc.path  # kept for callers, not repeated
+        return refused
+
+
+class SinkWriter(SinkEndpoint):
+    """Sends records to one sink of one connector (client handling: ``SinkEndpoint``)."""
 
     # -- public ------------------------------------------------------------------------------
 
@@ -376,9 +396,7 @@ class SinkWriter:
             except RequestRejectedError as exc:
                 message = str(exc)
                 if any(m in message for m in self.sink.response.auth_messages):
-                    refused = AuthError(f"{self.spec.name} sink '{self.name}': credentials refused: {message}")
-                    refused.status, refused.path = exc.status, exc.path  # kept for callers, not repeated
-                    raise refused from None
+                    raise self._auth_refused(exc) from None
                 if self.sink.batch_size == 1 and exc.status in RECORD_REJECTION_STATUSES:
                     index, record = pending[0]
                     outcomes[index] = self._rejected(index, record, message)

@@ -4,7 +4,8 @@ A spec says everything the engine needs to read a vendor: base URL, auth, rate l
 policy, per-connection tokens, and streams (REST path or GraphQL query, where the records are,
 primary key, cursor field and how a time window becomes request filters, JSON schema); and to
 write to it: sinks (endpoint, batch size, record key, field rules, body template, where the
-per-record outcomes are in the response; run by ``engine.sinks``).
+per-record outcomes are in the response; run by ``engine.sinks``), and, where a sink has a ``read``
+block, how to fetch the target's current records by key (run by ``engine.reads``).
 
 Loading never half-succeeds: a broken spec raises ``SpecError`` whose lines read
 ``trackstar.yaml: streams.inventory.pagination.type: got 'tokn', expected one of [...]``.
@@ -137,6 +138,7 @@ class StreamSpec(Frozen):
 # A record field, as a dotted path through the record the vendor receives (``contact.email``).
 FIELD_PATH = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$"
 RECORD, RECORDS = "$record", "$records"  # body-template placeholders (single / batch endpoints)
+KEY, KEYS = "$key", "$keys"  # read-template placeholders (one key / a list of keys per call)
 FieldType = Literal["string", "integer", "number", "boolean", "object", "array"]
 
 
@@ -212,6 +214,61 @@ class SinkResponseSpec(Frozen):
         return self
 
 
+class ProxySpec(Frozen):
+    """The sinks of another connector that this sink forwards to, and how their fields map onto this one's."""
+
+    sinks: list[str] = Field(
+        min_length=1, description="Forwarded sinks, each '<connector>/<sink>' (salesmanago/contacts_batch)."
+    )
+    fields: dict[str, str] = Field(
+        min_length=1, description="Field of the forwarded sinks (contact.email) → field of this sink (email)."
+    )
+
+
+class SinkReadSpec(Frozen):
+    """The read side of a sink: how to fetch the target's current records for a list of keys.
+
+    Records come back in the shape the vendor stores and answers with, which need not be the sink's
+    write shape (SALESmanago answers flat contact fields where the upsert nests them under
+    ``contact``); ``key`` names the key inside a *returned* record.
+    """
+
+    description: str
+    path: str = Field(pattern=r"^/", description="Endpoint path, appended to the (sink's or connector's) base URL.")
+    method: Literal["GET", "POST"] = "GET"
+    batch_size: int = Field(ge=1, description=f"Most keys per call; 1 = one key per call ('{KEY}').")
+    params: dict[str, Any] = Field(
+        default_factory=dict,
+        description=f"Query-parameter template: a GET read puts '{KEY}' (batch_size 1) or '{KEYS}' (a list, sent "
+        "as repeated parameters) here; {env: NAME} is replaced by that environment variable's value.",
+    )
+    body: Any = Field(
+        default=None,
+        description=f"JSON body template of a POST read: '{KEY}' (batch_size 1) or '{KEYS}' (the list of keys) is "
+        "replaced by the key(s) and {env: NAME} by that environment variable's value.",
+    )
+    records_path: str = Field(
+        description="Dotted path of the returned record (or list of records) in the answer; '' = the whole body."
+    )
+    key: str = Field(pattern=FIELD_PATH, description="Dotted path of the key inside each returned record.")
+    not_found_statuses: list[int] = Field(
+        default_factory=list,
+        description="HTTP statuses that mean 'no such record' for the keys of that call (Datatalks 404), not an "
+        "error. 4xx only, and not 401/403 (credentials) or 429 (retried).",
+    )
+    case_insensitive_keys: bool = Field(
+        default=False,
+        description="The target compares keys ignoring case and surrounding spaces (emails at SALESmanago): a "
+        "returned 'ann@x.se' answers a requested 'Ann@X.se', and the two are one look-up.",
+    )
+
+    @field_validator("params", "body")
+    @classmethod
+    def _env_refs(cls, value: Any) -> Any:
+        # {env: NAME} becomes a Secret, as in SinkSpec.body: secret_env_vars() finds it.
+        return _body_secrets(value)
+
+
 class SinkSpec(Frozen):
     """One write operation of a vendor: a reverse-ETL target.
 
@@ -243,6 +300,16 @@ class SinkSpec(Frozen):
         default=None, description="Overrides the connector's auth (SALESmanago v3 catalog: API-KEY header)."
     )
     base_url: Setting | None = Field(default=None, description="Overrides the connector's base URL.")
+    proxy_for: ProxySpec | None = Field(
+        default=None,
+        description="This sink forwards to another vendor's sinks (Datatalks → SALESmanago): a sync written for "
+        "one of those can be routed here (``via``), its fields renamed by this map.",
+    )
+
+    read: SinkReadSpec | None = Field(
+        default=None,
+        description="How to fetch the target's current records by key (uses the sink's auth/base_url too).",
+    )
 
     @field_validator("body")
     @classmethod
@@ -293,9 +360,51 @@ def _sink_problem(name: str, sink: SinkSpec) -> str | None:
         return f"{at}.key: '{sink.key}' is not in fields"
     if not rule.required:
         return f"{at}.key: '{sink.key}' must be a required field (fields.{sink.key}.required: true)"
+    if sink.proxy_for is not None:
+        for source, target in sink.proxy_for.fields.items():
+            if source.endswith(".*") != target.endswith("*"):
+                return f"{at}.proxy_for.fields.{source}: a prefix ('a.*') maps to a prefix ('b.*' or '*'), got '{target}'"
+            if target.endswith("*") and not sink.allow_extra_fields:
+                return f"{at}.proxy_for.fields.{source}: a prefix needs allow_extra_fields (its keys are not declared)"
+            if not target.endswith("*") and target not in sink.fields and not sink.allow_extra_fields:
+                return f"{at}.proxy_for.fields.{source}: '{target}' is not in fields, expected one of {list(sink.fields)}"
     r = sink.response
     if sink.batch_size == 1 and (r.item_results_path or r.item_errors_path):
         return f"{at}.response: item_results_path/item_errors_path need a batch endpoint (batch_size > 1)"
+    if sink.read is not None:
+        return _read_problem(f"{at}.read", sink.read)
+    return None
+
+
+# Statuses the client never hands back as a plain rejection: credentials (401/403) and 429 (retried).
+_NOT_NOT_FOUND = frozenset({401, 403, 429})
+
+
+def _read_problem(at: str, read: SinkReadSpec) -> str | None:
+    """The first cross-field problem of a sink's read block, as ``sinks.<name>.read.<field>: ...``."""
+    want, other = (KEY, KEYS) if read.batch_size == 1 else (KEYS, KEY)
+    template = "params" if read.method == "GET" else "body"
+    if read.method == "GET" and read.body is not None:
+        return f"{at}.body: a GET read sends no body; put '{want}' in params"
+    for name, node in (("params", read.params), ("body", read.body)):
+        if _count_placeholders(node, other):
+            return (
+                f"{at}.{name}: '{other}' does not fit batch_size {read.batch_size}; use '{want}' "
+                f"({KEY} for one key per call, {KEYS} for a list)"
+            )
+    if template == "body" and _count_placeholders(read.params, want):
+        return f"{at}.params: a POST read sends its keys in the body; put '{want}' in body"
+    if _count_placeholders(getattr(read, template), want) != 1:
+        return f"{at}.{template}: must contain '{want}' exactly once (batch_size {read.batch_size})"
+    for name, value in read.params.items():
+        if not isinstance(value, str | int | float | bool | Secret):
+            return f"{at}.params.{name}: expected a string, number, boolean or {{env: NAME}}, got {type(value).__name__}"
+    for status in read.not_found_statuses:
+        if not 400 <= status < 500 or status in _NOT_NOT_FOUND:
+            return (
+                f"{at}.not_found_statuses: {status} cannot mean 'not found' (4xx only; 401/403 are refused "
+                "credentials, 429 is retried)"
+            )
     return None
 
 

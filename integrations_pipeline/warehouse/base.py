@@ -470,6 +470,15 @@ class Warehouse(ABC):
         """Rejects of ``sink`` in the order recorded: ``sink, record_key, reason, record, rejected_at`` (ISO)."""
         raise NotImplementedError(f"{type(self).__name__} does not track rejects")
 
+    def record_plan(self, sink: str, run_id: str, rows: Sequence[tuple[str, str | None, str | None, Any]]) -> int:
+        """Append a dry run's ``(action, key, reason, record)`` rows for ``sink`` under ``run_id``; returns how many."""
+        raise NotImplementedError(f"{type(self).__name__} does not record sync plans")
+
+    def read_plan(self, sink: str, run_id: str | None = None) -> list[dict]:
+        """Dry-run rows of ``sink`` (of one run, or all) in the order recorded: ``sink, run_id, action,
+        record_key, reason, record, planned_at`` (ISO)."""
+        raise NotImplementedError(f"{type(self).__name__} does not record sync plans")
+
     def close(self) -> None:
         """Release connections. Idempotent."""
         self._closed = True

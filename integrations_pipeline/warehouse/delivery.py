@@ -8,6 +8,9 @@ Two internal tables beside ``_integrations.cursor_state``, in both backends:
   upserts, in one transaction, so a re-run of the same records sends nothing.
 - ``_integrations.rejects(sink, record_key, reason, record, rejected_at)``: append-only, one row per
   refused record, for a person to look at (the key is NULL for a record that had none).
+- ``_integrations.sync_plans(sink, run_id, action, record_key, reason, record, planned_at)``: append-only,
+  what a dry run would have done (``create``/``update``/``delete``/``reject``), one row per record, so a
+  person can review a sync before it calls the vendor.
 
 PostgreSQL declares ``PRIMARY KEY (sink, record_key)`` and upserts with ``ON CONFLICT`` from a
 ``COPY``-filled temp table. DuckDB declares no key, like the stream tables (``duckdb.py``): its index
@@ -32,9 +35,13 @@ DELIVERED_TABLE = "delivered"
 REJECTS_TABLE = "rejects"
 DELIVERED = qualified(STATE_SCHEMA, DELIVERED_TABLE)
 REJECTS = qualified(STATE_SCHEMA, REJECTS_TABLE)
+PLANS_TABLE = "sync_plans"
+PLANS = qualified(STATE_SCHEMA, PLANS_TABLE)
+PLAN_ACTIONS = ("create", "update", "delete", "reject")
 
 DeliveryRow = tuple[str, str, "dict[str, Any] | None"]
 RejectRow = tuple["str | None", str, Any]
+PlanRow = tuple[str, "str | None", "str | None", Any]  # (action, key, reason, record)
 
 
 # ------------------------------------------------------------------------------- shared checks
@@ -81,6 +88,38 @@ def reject_columns(rows: Iterable[RejectRow]) -> tuple[list[str | None], list[st
     return keys, reasons, records
 
 
+def plan_columns(rows: Iterable[PlanRow]) -> tuple[list[str], list[str | None], list[str | None], list[str | None]]:
+    actions: list[str] = []
+    keys: list[str | None] = []
+    reasons: list[str | None] = []
+    records: list[str | None] = []
+    for action, key, reason, record in rows:
+        if action not in PLAN_ACTIONS:
+            raise ValueError(f"a plan row's action must be one of {list(PLAN_ACTIONS)}, got {action!r}")
+        if key is not None and type(key) is not str:
+            raise TypeError(f"a plan row's key must be a string or None, got {key!r}")
+        actions.append(action)
+        keys.append(key)
+        reasons.append(None if reason is None else str(reason))
+        records.append(None if record is None else _record_json(record))
+    return actions, keys, reasons, records
+
+
+def _plan_dicts(sink: str, rows: Sequence[Sequence[Any]], *, json_as_text: bool) -> list[dict]:
+    return [
+        {
+            "sink": sink,
+            "run_id": run_id,
+            "action": action,
+            "record_key": key,
+            "reason": reason,
+            "record": json.loads(record) if json_as_text and record is not None else record,
+            "planned_at": format_timestamp(at),
+        }
+        for run_id, action, key, reason, record, at in rows
+    ]
+
+
 def _reject_dicts(sink: str, rows: Sequence[Sequence[Any]], *, json_as_text: bool) -> list[dict]:
     return [
         {
@@ -106,6 +145,10 @@ def duckdb_ensure(conn: Any) -> None:
     conn.execute(
         f"CREATE TABLE IF NOT EXISTS {REJECTS} (sink VARCHAR NOT NULL, record_key VARCHAR, "
         "reason VARCHAR NOT NULL, record JSON, rejected_at TIMESTAMPTZ NOT NULL)"
+    )
+    conn.execute(
+        f"CREATE TABLE IF NOT EXISTS {PLANS} (sink VARCHAR NOT NULL, run_id VARCHAR NOT NULL, action VARCHAR NOT NULL, "
+        "record_key VARCHAR, reason VARCHAR, record JSON, planned_at TIMESTAMPTZ NOT NULL)"
     )
 
 
@@ -186,12 +229,43 @@ def duckdb_read_rejects(conn: Any, sink: str) -> list[dict]:
     return _reject_dicts(sink, rows, json_as_text=True)
 
 
+def duckdb_record_plan(conn: Any, sink: str, run_id: str, rows: Iterable[PlanRow]) -> int:
+    actions, keys, reasons, records = plan_columns(rows)
+    if not actions:
+        return 0
+    duckdb_ensure(conn)
+    frame = _frame({"action": actions, "record_key": keys, "reason": reasons, "record": records})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        conn.register("__ip_plan", frame)
+        try:
+            conn.execute(
+                f"INSERT INTO {PLANS} SELECT ?, ?, action, record_key, reason, record::JSON, now() FROM __ip_plan",
+                [sink, run_id],
+            )
+        finally:
+            conn.unregister("__ip_plan")
+    return len(actions)
+
+
+def duckdb_read_plan(conn: Any, sink: str, run_id: str | None) -> list[dict]:
+    if not _duckdb_has(conn, PLANS_TABLE):
+        return []
+    where, params = ("sink = ?", [sink]) if run_id is None else ("sink = ? AND run_id = ?", [sink, run_id])
+    rows = conn.execute(
+        f"SELECT run_id, action, record_key, reason, record::VARCHAR, planned_at FROM {PLANS} WHERE {where} "
+        "ORDER BY planned_at, rowid",
+        params,
+    ).fetchall()
+    return _plan_dicts(sink, rows, json_as_text=True)
+
+
 # --------------------------------------------------------------------------------- PostgreSQL
 
 
 def postgres_ensure(conn: Any, ddl_lock_key: int) -> None:
     """Create the tables if missing; call inside a transaction (DDL under the warehouse's advisory lock)."""
-    have = conn.execute("SELECT to_regclass(%s), to_regclass(%s)", [DELIVERED, REJECTS]).fetchone()
+    have = conn.execute("SELECT to_regclass(%s), to_regclass(%s), to_regclass(%s)", [DELIVERED, REJECTS, PLANS]).fetchone()
     if all(v is not None for v in have):
         return
     conn.execute("SELECT pg_advisory_xact_lock(%s)", [ddl_lock_key])
@@ -207,6 +281,11 @@ def postgres_ensure(conn: Any, ddl_lock_key: int) -> None:
         "reason text NOT NULL, record jsonb, rejected_at timestamptz NOT NULL DEFAULT now())"
     )
     conn.execute(f"CREATE INDEX IF NOT EXISTS rejects_sink ON {REJECTS} (sink, id)")
+    conn.execute(
+        f"CREATE TABLE IF NOT EXISTS {PLANS} (id bigserial PRIMARY KEY, sink text NOT NULL, run_id text NOT NULL, "
+        "action text NOT NULL, record_key text, reason text, record jsonb, planned_at timestamptz NOT NULL DEFAULT now())"
+    )
+    conn.execute(f"CREATE INDEX IF NOT EXISTS sync_plans_sink ON {PLANS} (sink, run_id, id)")
 
 
 def postgres_read_delivered(conn: Any, sink: str) -> dict[str, str]:
@@ -255,3 +334,26 @@ def postgres_read_rejects(conn: Any, sink: str) -> list[dict]:
         f"SELECT record_key, reason, record, rejected_at FROM {REJECTS} WHERE sink = %s ORDER BY id", [sink]
     ).fetchall()
     return _reject_dicts(sink, rows, json_as_text=False)
+
+
+def postgres_record_plan(conn: Any, sink: str, run_id: str, rows: Iterable[PlanRow], ddl_lock_key: int) -> int:
+    actions, keys, reasons, records = plan_columns(rows)
+    if not actions:
+        return 0
+    postgres_ensure(conn, ddl_lock_key)
+    with conn.cursor() as cur, cur.copy(
+        f"COPY {PLANS} (sink, run_id, action, record_key, reason, record) FROM STDIN"
+    ) as copy:
+        for row in zip(actions, keys, reasons, records, strict=True):
+            copy.write_row((sink, run_id, *row))
+    return len(actions)
+
+
+def postgres_read_plan(conn: Any, sink: str, run_id: str | None) -> list[dict]:
+    if conn.execute("SELECT to_regclass(%s)", [PLANS]).fetchone()[0] is None:
+        return []
+    where, params = ("sink = %s", [sink]) if run_id is None else ("sink = %s AND run_id = %s", [sink, run_id])
+    rows = conn.execute(
+        f"SELECT run_id, action, record_key, reason, record, planned_at FROM {PLANS} WHERE {where} ORDER BY id", params
+    ).fetchall()
+    return _plan_dicts(sink, rows, json_as_text=False)

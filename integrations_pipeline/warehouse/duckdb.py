@@ -357,6 +357,17 @@ class DuckDBWarehouse(Warehouse):
         with self._errors("read_rejects"), self._connection() as conn:
             return delivery.duckdb_read_rejects(conn, delivery.check_sink(sink))
 
+    def record_plan(self, sink: str, run_id: str, rows) -> int:
+        from . import delivery
+
+        return self._delivery_write("record_plan", lambda conn, s, r: delivery.duckdb_record_plan(conn, s, run_id, r), sink, rows)
+
+    def read_plan(self, sink: str, run_id: str | None = None) -> list[dict]:
+        from . import delivery
+
+        with self._errors("read_plan"), self._connection() as conn:
+            return delivery.duckdb_read_plan(conn, delivery.check_sink(sink), run_id)
+
     def _delivery_write(self, what: str, write, sink: str, rows) -> int:
         from . import delivery
 

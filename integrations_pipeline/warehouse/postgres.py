@@ -304,6 +304,18 @@ class PostgresWarehouse(Warehouse):
         with self._errors("read_rejects"), self._connection() as conn:
             return delivery.postgres_read_rejects(conn, delivery.check_sink(sink))
 
+    def record_plan(self, sink: str, run_id: str, rows) -> int:
+        from . import delivery
+
+        with self._errors("record_plan"), self._connection() as conn, conn.transaction():
+            return delivery.postgres_record_plan(conn, delivery.check_sink(sink), run_id, rows, DDL_LOCK_KEY)
+
+    def read_plan(self, sink: str, run_id: str | None = None) -> list[dict]:
+        from . import delivery
+
+        with self._errors("read_plan"), self._connection() as conn:
+            return delivery.postgres_read_plan(conn, delivery.check_sink(sink), run_id)
+
 
 
 class _BoundedQueuedWriter(QueuedLibpqWriter):

@@ -3,6 +3,7 @@ exactly the mapped records; a re-run makes zero write calls; 3 changed sources â
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from datetime import UTC, datetime
 
 import dagster as dg
@@ -114,28 +115,37 @@ def test_a_crash_mid_sync_then_a_rerun_sends_only_the_rest(catalog_sandboxes):
     assert total == 250
 
     # The first catalog call lands; then the vendor fails past the retry policy: the run fails.
-    sent_first = {"n": 0}
-    original = sm.handle
-
-    def flaky(request):
-        if request.url.path == "/v3/product/upsert":
-            sent_first["n"] += 1
-            if sent_first["n"] > 1:
-                return _server_error()
-        return original(request)
-
-    sm.handle = flaky
-    result = dg.materialize(list(defs.assets), selection=[PRODUCTS_TO_SM], resources=defs.resources,
-                            instance=dg.DagsterInstance.ephemeral(), raise_on_error=False)
+    with outage_after_first_call(sm, "/v3/product/upsert", _server_error):
+        result = dg.materialize(list(defs.assets), selection=[PRODUCTS_TO_SM], resources=defs.resources,
+                                instance=dg.DagsterInstance.ephemeral(), raise_on_error=False)
     assert not result.success
     assert len(sm.products) == 100  # the first batch arrived before the failure
 
-    sm.handle = original
     md = _run(defs, [PRODUCTS_TO_SM])[PRODUCTS_TO_SM]
     # The delivered batch was recorded despite the failure: only the other 150 go, in 2 calls.
     assert md["created"].value == 150 and md["write_calls"].value == 2 and md["unchanged"].value == 100
     sync = SYNCS["trackstar_products_to_salesmanago_products"]
     assert {pid for (_, pid) in sm.products} == {map_record(sync, r)["productId"] for r in _truth(trackstar, "products")}
+
+
+@contextmanager
+def outage_after_first_call(box, path: str, response):
+    """The sandbox answers its first call to ``path`` as usual, then ``response()`` to every later one."""
+    calls = {"n": 0}
+    original = box.handle
+
+    def failing(request):
+        if request.url.path == path:
+            calls["n"] += 1
+            if calls["n"] > 1:
+                return response()
+        return original(request)
+
+    box.handle = failing
+    try:
+        yield
+    finally:
+        box.handle = original
 
 
 def _server_error():

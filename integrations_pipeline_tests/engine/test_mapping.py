@@ -11,11 +11,16 @@ from integrations_pipeline.engine.errors import SpecError
 from integrations_pipeline.engine.mapping import (
     TRANSFORMS,
     SyncSpec,
+    build_lookups,
     column_lineage,
+    forwards,
     map_record,
+    map_records,
     parse_sync,
+    route,
 )
 from integrations_pipeline.engine.sinks import validate_record
+from integrations_pipeline.sandbox.salestrekker import SalestrekkerSandbox
 from integrations_pipeline.sandbox.trackstar import TrackstarSandbox
 from integrations_pipeline.syncs import load_syncs
 
@@ -85,10 +90,19 @@ def test_where_filters_source_records():
 
 def test_column_lineage_names_top_level_source_columns():
     lineage = column_lineage(SYNCS["trackstar_orders_to_salesmanago_events"])
-    assert lineage["email"] == ["ship_to_address"]
-    assert lineage["contactEvent.products"] == ["line_items"]
+    assert lineage["email"] == [("trackstar/orders", "ship_to_address")]
+    assert lineage["contactEvent.products"] == [("trackstar/orders", "line_items")]
     assert lineage["contactEvent.contactExtEventType"] == []
-    assert lineage["contactEvent.description"] == ["order_number"]
+    assert lineage["contactEvent.description"] == [("trackstar/orders", "order_number")]
+
+
+def test_column_lineage_follows_lookups_to_their_stream():
+    lineage = column_lineage(SYNCS["salestrekker_deals_to_salesmanago_events"])
+    assert lineage["email"] == [("salestrekker/contacts", "person")]
+    assert lineage["contactEvent.detail3"] == [("salestrekker/workflows", "name")]
+    # A nested lookup (a workflow's stage) is fed by the list column that holds it.
+    assert lineage["contactEvent.detail4"] == [("salestrekker/workflows", "stages")]
+    assert lineage["contactEvent.externalId"] == [("salestrekker/deals", "id"), ("salestrekker/deals", "idStage")]
 
 
 BROKEN = [
@@ -99,6 +113,15 @@ BROKEN = [
     ({"fields": {"name": {"from": "name", "value": "x"}}}, "s.yaml: fields.name: give exactly one of from, value, template, cases (got ['from', 'value'])"),
     ({"fields": {"name": {"from": "name", "transform": ["shout"]}}}, "s.yaml: fields.name.transform: got 'shout', expected one of ['strip', 'lower'"),
     ({"name": "Bad Name"}, "s.yaml: name: String should match pattern"),
+    ({"fields": {"name": {"from": "name", "reduce": "median"}}}, "s.yaml: fields.name.reduce: got 'median', expected one of ['count', 'sum'"),
+    ({"where": {"name": {"like": "x"}}}, "s.yaml: where: name: got operator ['like'], expected one of ['not', 'in', 'exists', 'same_as', 'differs_from']"),
+    ({"fields": {}}, "s.yaml: give fields (one target record per source record) or emit (several)"),
+    ({"lookups": {"inv": {"stream": "trackstar/nope", "key": "sku", "match": "sku"}}}, "s.yaml: lookups.inv.stream: got 'trackstar/nope', expected one of ["),
+    ({"lookups": {"sku": {"stream": "trackstar/inventory", "key": "sku", "match": "sku"}}}, "s.yaml: lookups.sku: 'sku' is a column of trackstar/products; name the lookup otherwise"),
+    ({"emit": [{"name": "a", "fields": {"price": {"value": 1}}}], "fields": {"description": {"value": "x"}}},
+     "s.yaml: emit.a: sink 'trakor/products' requires ['name'], which this mapping does not fill"),
+    ({"via": "datatalks"}, "s.yaml: via: datatalks does not forward to 'trakor/products'; it forwards to ['salesmanago/contacts'"),
+    ({"routed_from": "x/y"}, "s.yaml: routed_from: set by the route, not in a sync spec; use via"),
 ]
 
 
@@ -111,14 +134,116 @@ def test_broken_sync_specs_name_the_file_and_field(change, message):
     assert message in str(info.value)
 
 
+def _source_records(s):
+    """Sandbox truth for a sync's source and lookup streams: ``read('<connector>/<stream>')``."""
+    boxes = {"trackstar": TrackstarSandbox(seed=5), "salestrekker": SalestrekkerSandbox(seed=5, sizes={"deals": 120, "contacts": 150})}
+
+    def read(stream):
+        connector, name = stream.split("/")
+        box = boxes[connector]
+        if connector == "trackstar":
+            return [{**r, "_connection_id": "conn_a"} for r in box.truth(name, "conn_a")]
+        return box.truth(name)
+
+    return read
+
+
 @pytest.mark.parametrize("name", sorted(SYNCS))
 def test_every_builtin_sync_maps_sandbox_records_to_valid_sink_records(name):
     s = SYNCS[name]
     sink = CONNECTORS[s.target_connector].sinks[s.target_sink]
-    box = TrackstarSandbox(seed=5) if s.source_connector == "trackstar" else None
-    assert box is not None, f"add a sandbox source for {s.source}"
-    records = [{**r, "_connection_id": "conn_a"} for r in box.truth(s.source_stream, "conn_a")]
-    mapped = [m for m in (map_record(s, r) for r in records) if m is not None]
+    read = _source_records(s)
+    lookups = build_lookups(s, read)
+    mapped = [m for r in read(s.source) for m in map_records(s, r, lookups)]
     assert mapped
     problems = {i: validate_record(sink, m) for i, m in enumerate(mapped)}
     assert not {i: p for i, p in problems.items() if p}
+
+
+@pytest.mark.parametrize("name", sorted(n for n, s in SYNCS.items() if forwards(CONNECTORS["datatalks"], s.target)))
+def test_every_syncs_routed_through_datatalks_still_maps_to_valid_records(name):
+    s = route(SYNCS[name], "datatalks", CONNECTORS)
+    assert s.target_connector == "datatalks" and s.asset_ref == SYNCS[name].asset_ref
+    sink = CONNECTORS["datatalks"].sinks[s.target_sink]
+    read = _source_records(s)
+    lookups = build_lookups(s, read)
+    mapped = [m for r in read(s.source) for m in map_records(s, r, lookups)]
+    assert mapped
+    assert not [p for m in mapped if (p := validate_record(sink, m))]
+
+
+# -- lookups, emit, conditions, reduce ------------------------------------------------------------
+
+DEAL = {"id": "d1", "idClients": ["c2"], "idContacts": ["c2", "c1"], "idWorkflow": "w1", "idStage": "s2",
+        "isWon": True, "values": {"onceOff": 100.5}}
+CONTACTS = [{"id": "c1", "email": "one@x.io"}, {"id": "c2", "email": "two@x.io"}]
+WORKFLOWS = [{"id": "w1", "name": "Home loans", "stages": [{"id": "s1", "name": "Lead"}, {"id": "s2", "name": "Offer"}]}]
+
+
+def _lookup_sync(**extra):
+    return SyncSpec.model_validate({"name": "t", "description": "t", "source": "salestrekker/deals",
+                                    "target": "salesmanago/events", **extra})
+
+
+def _index(s):
+    data = {"salestrekker/contacts": CONTACTS, "salestrekker/workflows": WORKFLOWS,
+            "salestrekker/deals": [DEAL, {**DEAL, "id": "d2", "idContacts": ["c1"], "isWon": False}]}
+    return build_lookups(s, data.__getitem__)
+
+
+def test_lookups_join_first_match_every_match_and_nested_items():
+    s = _lookup_sync(
+        lookups={"client": {"stream": "salestrekker/contacts", "key": "id", "match": "idClients[]"},
+                 "people": {"stream": "salestrekker/contacts", "key": "id", "match": "idContacts[]", "many": True},
+                 "stage": {"stream": "salestrekker/workflows", "items": "stages[]", "key": "id", "match": "idStage"},
+                 "nobody": {"stream": "salestrekker/contacts", "key": "id", "match": "idOwner"}},
+        fields={"a": {"from": "client.email"}, "b": {"from": "people[].email", "join": ","},
+                "c": {"from": "stage.name"}, "d": {"from": "nobody.email", "default": "none"}},
+    )
+    assert map_records(s, DEAL, _index(s)) == [{"a": "two@x.io", "b": "two@x.io,one@x.io", "c": "Offer", "d": "none"}]
+
+
+def test_many_lookup_by_list_key_and_reduce():
+    s = SyncSpec.model_validate({
+        "name": "t", "description": "t", "source": "salestrekker/contacts", "target": "salesmanago/contacts",
+        "lookups": {"deals": {"stream": "salestrekker/deals", "key": "idContacts[]", "match": "id", "many": True}},
+        "fields": {"n": {"from": "deals[].id", "reduce": "count"}, "won": {"from": "deals[].isWon", "reduce": "sum"},
+                   "value": {"from": "deals[].values.onceOff", "reduce": "sum", "default": 0},
+                   "first": {"from": "deals[].id", "reduce": "first"}},
+    })
+    index = _index(s)
+    assert map_records(s, {"id": "c1"}, index) == [{"n": 2, "won": 1, "value": 201.0, "first": "d1"}]
+    assert map_records(s, {"id": "c9"}, index) == [{"n": 0, "won": 0, "value": 0}]  # 'first' of nothing: left out
+
+
+def test_emit_makes_one_record_per_matching_variant():
+    s = _lookup_sync(
+        lookups={"workflow": {"stream": "salestrekker/workflows", "key": "id", "match": "idWorkflow"}},
+        fields={"email": {"value": "a@b.c"}},
+        emit=[{"name": "created", "fields": {"id": {"template": "{id}-created"}}},
+              {"name": "stage", "where": {"idStage": {"differs_from": "workflow.stages[0].id"}},
+               "fields": {"id": {"template": "{id}-stage-{idStage}"}}},
+              {"name": "won", "where": {"isWon": True}, "fields": {"id": {"template": "{id}-won"}}}],
+    )
+    index = _index(s)
+    ids = lambda r: [m["id"] for m in map_records(s, r, index)]  # noqa: E731
+    assert ids(DEAL) == ["d1-created", "d1-stage-s2", "d1-won"]
+    assert ids({**DEAL, "idStage": "s1", "isWon": False}) == ["d1-created"]  # still in the first stage
+
+
+@pytest.mark.parametrize(
+    ("condition", "holds"),
+    [({"status": "shipped"}, True), ({"status": {"not": "shipped"}}, False), ({"status": {"in": ["a", "shipped"]}}, True),
+     ({"nope": {"exists": False}}, True), ({"status": {"exists": True}}, True), ({"order_number": {"same_as": "status"}}, False),
+     ({"order_number": {"differs_from": "status"}}, True), ({"line_items[0].sku": "A-1"}, True)],
+)
+def test_conditions(condition, holds):
+    s = sync({"x": {"value": 1}}, where=condition)
+    assert (map_record(s, ORDER) is not None) is holds
+
+
+def test_route_renames_fields_and_prefixes_for_the_proxy():
+    routed = route(SYNCS["salestrekker_contacts_to_salesmanago_contacts"], "datatalks", CONNECTORS)
+    assert routed.target == "datatalks/contacts" and routed.routed_from == "salesmanago/contacts_batch"
+    assert {"email", "name", "phone", "externalId", "salestrekker_deals"} <= set(routed.fields)
+    assert route(SYNCS["trackstar_products_to_trakor_products"], None, CONNECTORS) is SYNCS["trackstar_products_to_trakor_products"]

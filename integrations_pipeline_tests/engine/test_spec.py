@@ -25,7 +25,7 @@ def _raw(name: str) -> dict[str, Any]:
     return yaml.safe_load((SPEC_DIR / name).read_text())
 
 
-RAW = {name: _raw(name) for name in ("trackstar.yaml", "salestrekker.yaml")}
+RAW = {name: _raw(name) for name in ("trackstar.yaml", "salestrekker.yaml", "salesmanago.yaml", "datatalks.yaml")}
 
 
 def setp(*path_and_value: Any) -> Callable[[dict], None]:
@@ -262,6 +262,108 @@ BROKEN: list[tuple[str, str, Callable[[dict], None], str]] = [
         "trackstar.yaml",
         setp("auth", "static_headers"),
         "auth: Input should be a valid dictionary or object to extract fields from, got 'static_headers'",
+    ),
+    # Sink reads (``read:``): placeholders mirror $record/$records; salesmanago's contacts and
+    # contacts_batch share one read block (a YAML anchor): cross-field problems name contacts, the
+    # first; field-level ones would name both, so those cases use datatalks.
+    (
+        "read-batch-without-keys-placeholder",
+        "salesmanago.yaml",
+        setp("sinks", "contacts", "read", "body", {"email": "ann@shop.test"}),
+        "sinks.contacts.read.body: must contain '$keys' exactly once (batch_size 50)",
+    ),
+    (
+        "read-keys-placeholder-twice",
+        "salesmanago.yaml",
+        setp("sinks", "contacts", "read", "body", {"email": "$keys", "also": ["$keys"]}),
+        "sinks.contacts.read.body: must contain '$keys' exactly once (batch_size 50)",
+    ),
+    (
+        "read-single-key-placeholder-in-a-batch",
+        "salesmanago.yaml",
+        setp("sinks", "contacts", "read", "body", {"email": "$key"}),
+        "sinks.contacts.read.body: '$key' does not fit batch_size 50; use '$keys' ($key for one key per call, "
+        "$keys for a list)",
+    ),
+    (
+        "read-post-with-keys-in-params",
+        "salesmanago.yaml",
+        setp("sinks", "contacts", "read", "params", {"email": "$keys"}),
+        "sinks.contacts.read.params: a POST read sends its keys in the body; put '$keys' in body",
+    ),
+    (
+        "read-post-without-body",
+        "salesmanago.yaml",
+        setp("sinks", "contacts", "read", "body", DELETE),
+        "sinks.contacts.read.body: must contain '$keys' exactly once (batch_size 50)",
+    ),
+    (
+        "read-zero-batch-size",
+        "datatalks.yaml",
+        setp("sinks", "contacts", "read", "batch_size", 0),
+        "sinks.contacts.read.batch_size: Input should be greater than or equal to 1, got 0",
+    ),
+    (
+        "read-keys-placeholder-with-batch-size-1",
+        "datatalks.yaml",
+        setp("sinks", "contacts", "read", "params", {"email": "$keys"}),
+        "sinks.contacts.read.params: '$keys' does not fit batch_size 1; use '$key' ($key for one key per call, "
+        "$keys for a list)",
+    ),
+    (
+        "read-get-without-key-placeholder",
+        "datatalks.yaml",
+        setp("sinks", "contacts", "read", "params", {"email": "x"}),
+        "sinks.contacts.read.params: must contain '$key' exactly once (batch_size 1)",
+    ),
+    (
+        "read-get-with-a-body",
+        "datatalks.yaml",
+        setp("sinks", "contacts", "read", "body", {"email": "$key"}),
+        "sinks.contacts.read.body: a GET read sends no body; put '$key' in params",
+    ),
+    (
+        "read-nested-query-param",
+        "datatalks.yaml",
+        setp("sinks", "contacts", "read", "params", {"email": "$key", "filter": {"a": 1}}),
+        "sinks.contacts.read.params.filter: expected a string, number, boolean or {env: NAME}, got dict",
+    ),
+    (
+        "read-auth-status-as-not-found",
+        "datatalks.yaml",
+        setp("sinks", "contacts", "read", "not_found_statuses", [404, 403]),
+        "sinks.contacts.read.not_found_statuses: 403 cannot mean 'not found' (4xx only; 401/403 are refused "
+        "credentials, 429 is retried)",
+    ),
+    (
+        "read-lowercase-env-var-in-params",
+        "datatalks.yaml",
+        setp("sinks", "contacts", "read", "params", {"email": "$key", "group_key": {"env": "group_key"}}),
+        f"sinks.contacts.read.params.env: {ENV}, got 'group_key'",
+    ),
+    (
+        "read-path-without-slash",
+        "datatalks.yaml",
+        setp("sinks", "contacts", "read", "path", "contact_by_email"),
+        "sinks.contacts.read.path: String should match pattern '^/', got 'contact_by_email'",
+    ),
+    (
+        "read-method-put",
+        "datatalks.yaml",
+        setp("sinks", "contacts", "read", "method", "PUT"),
+        "sinks.contacts.read.method: Input should be 'GET' or 'POST', got 'PUT'",
+    ),
+    (
+        "read-missing-records-path",
+        "datatalks.yaml",
+        setp("sinks", "contacts", "read", "records_path", DELETE),
+        "sinks.contacts.read.records_path: required field is missing",
+    ),
+    (
+        "read-unknown-field",
+        "datatalks.yaml",
+        setp("sinks", "contacts", "read", "records_pth", "data"),
+        "sinks.contacts.read.records_pth: unknown field (not allowed here)",
     ),
 ]
 

@@ -154,3 +154,71 @@ def test_a_rerun_sends_nothing_and_a_change_sends_exactly_it(warehouse):
 
     d, report = _run(warehouse, sandbox, contacts(1500, changed=frozenset({3, 700, 1499})))
     assert d.to_send == [] and report.calls == 0
+
+
+# -- dry-run plans ---------------------------------------------------------------------------------
+
+
+def test_plans_append_per_run_and_read_back_in_order(warehouse):
+    assert warehouse.read_plan(SINK) == []
+    warehouse.record_plan(SINK, "run-1", [("create", "a@x.test", None, {"contact": {"email": "a@x.test"}}),
+                                          ("reject", None, "contact.email: required field is missing", {"contact": {}})])
+    warehouse.record_plan(SINK, "run-2", [("update", "a@x.test", None, {"contact": {"email": "a@x.test", "name": "A"}}),
+                                          ("delete", "gone@x.test", None, None)])
+    warehouse.record_plan("other.sink", "run-2", [("create", "z", None, {})])
+    got = warehouse.read_plan(SINK, "run-2")
+    assert [(r["run_id"], r["action"], r["record_key"], r["reason"], r["record"]) for r in got] == [
+        ("run-2", "update", "a@x.test", None, {"contact": {"email": "a@x.test", "name": "A"}}),
+        ("run-2", "delete", "gone@x.test", None, None),
+    ]
+    assert [r["action"] for r in warehouse.read_plan(SINK)] == ["create", "reject", "update", "delete"]
+    import re
+
+    assert all(re.match(ISO_UTC, r["planned_at"]) for r in got)
+    with pytest.raises(ValueError, match="action must be one of"):
+        warehouse.record_plan(SINK, "run-3", [("send", "a", None, None)])
+    assert warehouse.read_plan(SINK, "run-3") == []
+
+
+# -- push(): the IO manager's core, without Dagster ------------------------------------------------
+
+
+def _push(warehouse, sandbox, records, *, dry_run=False, run_id="r"):
+    from integrations_pipeline.engine.push import push
+
+    spec = load_connectors()["salesmanago"]
+    env = sandbox.environment("http://salesmanago.sandbox.test")
+    credentials = Credentials.from_environ(spec.name, secret_env_vars(spec), env)
+    built = []
+
+    def client():
+        built.append(1)
+        return VendorClient(spec, credentials, transport=sandbox.transport(), environ=env, clock=FakeClock(), rng=random.Random(0))
+
+    report = push(records, spec=spec, sink_name="contacts_batch", log=warehouse, state_key="sync/contacts",
+                  client=client, dry_run=dry_run, run_id=run_id, transport=sandbox.transport(), environ=env)
+    return report, len(built)
+
+
+def test_push_dry_run_plans_everything_and_builds_no_client(warehouse):
+    sandbox = SalesmanagoSandbox()
+    records = [*contacts(5), {"contact": {"email": "bad@shop.test", "name": 7}}]
+    report, clients = _push(warehouse, sandbox, records, dry_run=True, run_id="dry-1")
+    assert clients == 0 and sandbox.write_calls == 0 and not sandbox.contacts
+    assert (report.created, report.rejected, report.write_calls, report.dry_run) == (5, 1, 0, True)
+    plan = warehouse.read_plan("sync/contacts", "dry-1")
+    assert sorted(r["action"] for r in plan) == ["create"] * 5 + ["reject"]
+    assert next(r for r in plan if r["action"] == "reject")["reason"] == "contact.name: expected string, got integer"
+    assert warehouse.read_delivered("sync/contacts") == {}  # a plan delivers nothing
+
+    report, clients = _push(warehouse, sandbox, records)
+    assert clients == 1 and (report.created, report.rejected, report.write_calls) == (5, 1, 1)
+    assert len(warehouse.read_rejects("sync/contacts")) == 1
+    # Nothing changed: no client at all, no call. One contact changes, one disappears.
+    report, clients = _push(warehouse, sandbox, contacts(5))
+    assert clients == 0 and report.write_calls == 0 and report.unchanged == 5
+    changed = contacts(4, changed=frozenset({2}))
+    report, _ = _push(warehouse, sandbox, changed, dry_run=True, run_id="dry-2")
+    assert [(r["action"], r["record_key"]) for r in warehouse.read_plan("sync/contacts", "dry-2")] == [
+        ("update", "c2@shop.test"), ("delete", "c4@shop.test")]
+    assert (report.updated, report.deleted, report.unchanged) == (1, 1, 3)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dagster as dg
+import pytest
 
 from integrations_pipeline.connectors import load_connectors
 from integrations_pipeline.definitions import build_definitions, defs
@@ -84,3 +85,27 @@ def test_sync_assets_show_lineage_to_their_source():
     lineage = node.metadata["dagster/column_lineage"]
     deps = lineage.deps_by_column["email"]
     assert [(d.asset_key.to_user_string(), d.column_name) for d in deps] == [("trackstar/orders", "ship_to_address")]
+
+
+def test_a_sync_with_lookups_depends_on_and_traces_columns_to_every_stream_it_reads():
+    graph = build_definitions(environ={}).resolve_asset_graph()
+    node = graph.get(dg.AssetKey(["salesmanago", "salestrekker_deals_to_salesmanago_events"]))
+    assert {k.to_user_string() for k in node.parent_keys} == {
+        "salestrekker/deals", "salestrekker/contacts", "salestrekker/workflows"}
+    lineage = node.metadata["dagster/column_lineage"].deps_by_column
+    pairs = lambda col: [(d.asset_key.to_user_string(), d.column_name) for d in lineage[col]]  # noqa: E731
+    assert pairs("email") == [("salestrekker/contacts", "person")]
+    assert pairs("contactEvent.value") == [("salestrekker/deals", "values")]
+    assert pairs("contactEvent.detail4") == [("salestrekker/workflows", "stages")]
+
+
+@pytest.mark.parametrize(("via", "kind"), [("datatalks", "datatalks"), ("direct", "salesmanago"), (None, "salesmanago")])
+def test_salesmanago_via_routes_contact_and_event_syncs_but_keeps_their_asset_keys(via, kind):
+    env = {} if via is None else {"SALESMANAGO_VIA": via}
+    graph = build_definitions(environ=env).resolve_asset_graph()
+    for name in ("salestrekker_deals_to_salesmanago_events", "salestrekker_contacts_to_salesmanago_contacts",
+                 "trackstar_orders_to_salesmanago_events"):
+        node = graph.get(dg.AssetKey(["salesmanago", name]))
+        assert kind in node.kinds
+    # The catalog has no Datatalks route: it stays direct whatever the variable says.
+    assert "salesmanago" in graph.get(dg.AssetKey(["salesmanago", "trackstar_products_to_salesmanago_products"])).kinds

@@ -1,5 +1,6 @@
 """The Dagster code location: every connector's stream assets, checks, jobs, schedules and resources,
-and one reverse-ETL asset per sync spec, pushed by its target's sink IO manager.
+one reverse-ETL asset per sync spec, pushed by its target's sink IO manager, and the sensor that runs
+a sync after the streams it reads are materialized.
 
 ``workspace.yaml`` and ``dagster dev -m integrations_pipeline.definitions`` load ``defs``. Loading reads
 only the YAML specs: no credential needs to be set until a run starts.
@@ -17,6 +18,7 @@ from integrations_pipeline.defs.assets import build_connector_assets
 from integrations_pipeline.defs.checks import build_connector_checks
 from integrations_pipeline.defs.resources import WarehouseResource, credentials_resource
 from integrations_pipeline.defs.schedules import build_connector_jobs_and_schedules
+from integrations_pipeline.defs.sensors import build_sync_sensor
 from integrations_pipeline.defs.syncs import SinkIOManager, build_sync_assets, io_manager_key
 
 
@@ -40,8 +42,15 @@ def build_definitions(environ: dict[str, str] | None = None) -> dg.Definitions:
         j, s = build_connector_jobs_and_schedules(spec)
         jobs += j
         schedules += s
-    assets += build_sync_assets(connectors, env)
-    return dg.Definitions(assets=assets, asset_checks=checks, jobs=jobs, schedules=schedules, resources=resources)
+    sync_assets = build_sync_assets(connectors, env)
+    return dg.Definitions(
+        assets=[*assets, *sync_assets],
+        asset_checks=checks,
+        jobs=jobs,
+        schedules=schedules,
+        sensors=[build_sync_sensor(sync_assets)],
+        resources=resources,
+    )
 
 
 defs = build_definitions()

@@ -247,3 +247,15 @@ def test_route_renames_fields_and_prefixes_for_the_proxy():
     assert routed.target == "datatalks/contacts" and routed.routed_from == "salesmanago/contacts_batch"
     assert {"email", "name", "phone", "externalId", "salestrekker_deals"} <= set(routed.fields)
     assert route(SYNCS["trackstar_products_to_trakor_products"], None, CONNECTORS) is SYNCS["trackstar_products_to_trakor_products"]
+
+
+def test_a_route_the_proxy_cannot_carry_names_the_field():
+    doc = {"name": "s", "description": "d", "source": "salestrekker/contacts", "target": "salesmanago/contacts_batch",
+           "via": "datatalks", "fields": {"contact.email": {"from": "person.contact.email"}, "tags": {"value": ["X"]}}}
+    with pytest.raises(SpecError) as info:
+        parse_sync(doc, "s.yaml", CONNECTORS)
+    assert str(info.value) == "s.yaml: fields.tags: datatalks/contacts has no field for it"
+    doc["via"] = "trakor"
+    with pytest.raises(SpecError) as info:
+        parse_sync(doc, "s.yaml", CONNECTORS)
+    assert str(info.value) == "s.yaml: via: trakor does not forward to 'salesmanago/contacts_batch'; it forwards to []"

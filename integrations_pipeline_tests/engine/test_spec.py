@@ -365,6 +365,26 @@ BROKEN: list[tuple[str, str, Callable[[dict], None], str]] = [
         setp("sinks", "contacts", "read", "records_pth", "data"),
         "sinks.contacts.read.records_pth: unknown field (not allowed here)",
     ),
+    (
+        "proxy-field-not-in-sink",
+        "datatalks.yaml",
+        setp("sinks", "events", "proxy_for", "fields", "contactEvent.value", "amount"),
+        "sinks.events.proxy_for.fields.contactEvent.value: 'amount' is not in fields, expected one of ['email', "
+        "'contactExtEventType', 'externalId', 'description', 'products', 'location', 'value', 'shopDomain', 'date', "
+        + ", ".join(f"'detail{i}'" for i in range(1, 21)) + "]",
+    ),
+    (
+        "proxy-prefix-to-a-field",
+        "datatalks.yaml",
+        setp("sinks", "contacts", "proxy_for", "fields", "properties.*", "name"),
+        "sinks.contacts.proxy_for.fields.properties.*: a prefix ('a.*') maps to a prefix ('b.*' or '*'), got 'name'",
+    ),
+    (
+        "proxy-without-sinks",
+        "datatalks.yaml",
+        setp("sinks", "contacts", "proxy_for", "sinks", []),
+        "sinks.contacts.proxy_for.sinks: List should have at least 1 item after validation, not 0",
+    ),
 ]
 
 

@@ -115,6 +115,8 @@ class SinkIOManager(dg.ConfigurableIOManager):
                 "deleted_at_source": dg.MetadataValue.int(report.deleted),
                 "rejected": dg.MetadataValue.int(report.rejected),
                 "superseded": dg.MetadataValue.int(report.superseded),
+                # insert_once targets (Trakor) keep the first version: changes that cannot be sent.
+                "skipped_insert_once": dg.MetadataValue.int(report.skipped_insert_once),
                 "write_calls": dg.MetadataValue.int(report.write_calls),
                 "dry_run": dg.MetadataValue.bool(report.dry_run),
                 "target": dg.MetadataValue.text(report.sink),

@@ -93,7 +93,11 @@ def test_syncs_deliver_exactly_the_mapped_records_and_only_changes(small_sandbox
     changed = trackstar.touch("products", 3, datetime(2026, 11, 20, 12, tzinfo=UTC), "conn_a")
     _run(defs, [dg.AssetKey(["trackstar", "products"])],
          {"dagster/asset_partition_range_start": "2026-11-20", "dagster/asset_partition_range_end": "2026-11-20"})
-    third = _run(defs, [PRODUCTS_TO_SM])
+    third = _run(defs, [PRODUCTS_TO_SM, PRODUCTS_TO_TRAKOR])
+    # Trakor is keyed by name: a renamed product is a new product there, one call each.
+    trakor_md = third[PRODUCTS_TO_TRAKOR]
+    assert trakor_md["created"].value == trakor_md["write_calls"].value == 3
+    assert trakor_md["skipped_insert_once"].value == 0 and trakor_md["updated"].value == 0
     md = third[PRODUCTS_TO_SM]
     assert md["updated"].value == 3 and md["created"].value == 0 and md["write_calls"].value == 1
     assert md["unchanged"].value == len(want) - 3

@@ -183,7 +183,7 @@ def build_sync_asset(sync: SyncSpec, connectors: dict[str, ConnectorSpec]) -> dg
     )
     fingerprint = hashlib.sha256(json.dumps(sync.model_dump(mode="json", by_alias=True), sort_keys=True).encode()).hexdigest()[:16]
     via = f" (routed from `{sync.routed_from}`)" if sync.routed_from else ""
-    columns = list(dict.fromkeys(sync.all_fields()))
+    columns = list(sync.all_fields())
 
     @dg.asset(
         key=sync_asset_key(sync),

@@ -23,6 +23,7 @@ via Datatalks) keeps its history, so events already sent are not sent again by t
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -65,27 +66,20 @@ class PushReport:
     seconds: float = 0.0
     rejects: list[tuple[Any, str]] = field(default_factory=list)
 
-    def counts(self) -> dict[str, int]:
-        names = ("considered", "created", "updated", "unchanged", "deleted", "rejected", "skipped_insert_once",
-                 "superseded", "write_calls", "retries")
-        return {n: getattr(self, n) for n in names}
 
-
-def plan_rows(sink_spec: Any, plan: Diff) -> tuple[list[tuple[str, Any, Any, Any]], int]:
-    """A dry run's plan rows ``(action, key, reason, record)`` and how many would be rejected."""
+def plan_rows(sink_spec: Any, plan: Diff) -> list[tuple[str, Any, Any, Any]]:
+    """A dry run's plan rows ``(action, key, reason, record)``."""
     rows: list[tuple[str, Any, Any, Any]] = []
-    rejected = 0
     created_ids = {id(r) for r in plan.created}
     for record in plan.to_send:
         reasons = validate_record(sink_spec, record)
         key = key_text(record_key(sink_spec, record))
         if reasons:
-            rejected += 1
             rows.append(("reject", key, "; ".join(reasons), record))
         else:
             rows.append(("create" if id(record) in created_ids or key is None else "update", key, None, record))
     rows.extend(("delete", key, None, None) for key in _deleted(sink_spec, plan))
-    return rows, rejected
+    return rows
 
 
 def _deleted(sink_spec: Any, plan: Diff) -> list[str]:
@@ -123,9 +117,9 @@ def push(
                         considered=len(records), unchanged=len(plan.unchanged), deleted=len(_deleted(sink, plan)),
                         skipped_insert_once=len(plan.skipped_insert_once), superseded=plan.superseded)
     if dry_run:
-        rows, report.rejected = plan_rows(sink, plan)
-        report.created = sum(1 for r in rows if r[0] == "create")
-        report.updated = sum(1 for r in rows if r[0] == "update")
+        rows = plan_rows(sink, plan)
+        actions = Counter(r[0] for r in rows)
+        report.created, report.updated, report.rejected = actions["create"], actions["update"], actions["reject"]
         report.rejects = [(r[1], r[2]) for r in rows if r[0] == "reject"][:REJECTS_SHOWN]
         if rows:
             log.record_plan(state_key, run_id, rows)

@@ -1,6 +1,6 @@
 """Reverse-ETL benchmarks: push write calls (exact counts) and diff time (a same-run ratio).
 
-4. Push write calls: SALESmanago contacts through ``engine.push.push`` into the ``salesmanago`` sink
+4. Push write calls: SALESmanago contacts through ``engine.write.push.push`` into the ``salesmanago`` sink
    ``contacts_batch``, against the SALESmanago sandbox in-process (``httpx.MockTransport``), with a
    DuckDB warehouse in a temp dir as the DeliveryLog. Counts, not timings:
    N new contacts -> ⌈N / batch_size⌉ calls and the sandbox holds exactly N contacts; the same N
@@ -28,8 +28,8 @@ from typing import Any
 from integrations_pipeline.connectors import load_connectors
 from integrations_pipeline.engine.auth import Credentials, secret_env_vars
 from integrations_pipeline.engine.client import VendorClient
-from integrations_pipeline.engine.diff import diff, record_hash
-from integrations_pipeline.engine.push import push
+from integrations_pipeline.engine.write.diff import diff, record_hash
+from integrations_pipeline.engine.write.push import push
 from integrations_pipeline.sandbox.salesmanago import SalesmanagoSandbox, normalise_email
 from integrations_pipeline.warehouse import Column, TableSpec, connect_warehouse
 

@@ -18,7 +18,7 @@ throughput target is missed (or with ``--profile``) a cProfile breakdown of the 
    It runs first, while this process is still small (see below).
 3. Rate limit: a sandbox enforcing 10 req/s per access token, the engine with the REAL spec
    (limiter on) and 100 records per page. Target: >= 9 req/s sustained and zero 429s.
-4. Push write calls (``_reverse_etl.py``): 10k SALESmanago contacts through ``engine.push.push``
+4. Push write calls (``_reverse_etl.py``): 10k SALESmanago contacts through ``engine.write.push.push``
    into ``contacts_batch`` (sandbox in-process, DuckDB DeliveryLog): exact counts, not timings.
    New -> ceil(n / batch_size) calls and n contacts held; the same again -> 0 calls; 1% changed ->
    ceil(n/100 / batch_size) calls, updated = n/100.

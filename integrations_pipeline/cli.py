@@ -34,7 +34,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     from integrations_pipeline.connectors import discover_spec_paths
     from integrations_pipeline.engine.spec import load_spec
 
-    from integrations_pipeline.engine.mapping import load_sync
+    from integrations_pipeline.engine.write.mapping import load_sync
     from integrations_pipeline.syncs import SYNC_DIR
 
     failed = 0

@@ -3,7 +3,7 @@
 One sensor, ``syncs_on_source_update``, watches every stream the sync assets read (sources and
 lookups). Its cursor keeps, per stream, the storage id of the newest materialization already acted
 on; a tick requests one run of exactly the syncs that read a stream with a newer one. A sync reads
-whole tables and sends only what changed (``engine.push``), so a tick that fires twice, or a first
+whole tables and sends only what changed (``engine.write.push``), so a tick that fires twice, or a first
 tick that runs every sync once, sends nothing twice.
 
 Like the schedules, it starts stopped: turn it on in the UI (Automation) once the targets' credentials

@@ -8,7 +8,7 @@ calls, records each delivery and each rejected record with its reason, and repor
 metadata. A re-run with nothing changed makes no write call.
 
 Column lineage (``dagster/column_lineage``) on each sync asset shows which source column feeds which
-target field. A sync may be routed through a proxy (``engine.mapping.route``: SALESmanago via
+target field. A sync may be routed through a proxy (``engine.write.mapping.route``: SALESmanago via
 Datatalks); it keeps its asset key and delivered state either way. A downstream asset that takes a
 sync asset as input gets the target's current records back (``SinkIOManager.load_input``).
 """
@@ -23,9 +23,9 @@ import pandas as pd
 
 from integrations_pipeline.connectors import load_connectors
 from integrations_pipeline.engine.client import VendorClient
-from integrations_pipeline.engine.mapping import SyncSpec, build_lookups, column_lineage, forwards, map_records, put_path, route
-from integrations_pipeline.engine.push import push
-from integrations_pipeline.engine.reads import SinkReader
+from integrations_pipeline.engine.write.mapping import SyncSpec, build_lookups, column_lineage, forwards, map_records, put_path, route
+from integrations_pipeline.engine.write.push import push
+from integrations_pipeline.engine.write.reads import SinkReader
 from integrations_pipeline.engine.spec import ConnectorSpec
 from integrations_pipeline.syncs import load_syncs
 from integrations_pipeline.warehouse import table_spec_for
@@ -172,7 +172,7 @@ def sync_asset_key(sync: SyncSpec) -> dg.AssetKey:
 
 
 def build_sync_asset(sync: SyncSpec, connectors: dict[str, ConnectorSpec]) -> dg.AssetsDefinition:
-    """The asset of one (possibly routed: see ``engine.mapping.route``) sync."""
+    """The asset of one (possibly routed: see ``engine.write.mapping.route``) sync."""
     source_key = dg.AssetKey(sync.source.split("/"))
     lookup_keys = [dg.AssetKey(lk.stream.split("/")) for lk in sync.lookups.values()]
     lineage = dg.TableColumnLineage(

@@ -4,8 +4,8 @@ A spec says everything the engine needs to read a vendor: base URL, auth, rate l
 policy, per-connection tokens, and streams (REST path or GraphQL query, where the records are,
 primary key, cursor field and how a time window becomes request filters, JSON schema); and to
 write to it: sinks (endpoint, batch size, record key, field rules, body template, where the
-per-record outcomes are in the response; run by ``engine.sinks``), and, where a sink has a ``read``
-block, how to fetch the target's current records by key (run by ``engine.reads``).
+per-record outcomes are in the response; run by ``engine.write.sinks``), and, where a sink has a ``read``
+block, how to fetch the target's current records by key (run by ``engine.write.reads``).
 
 Loading never half-succeeds: a broken spec raises ``SpecError`` whose lines read
 ``trackstar.yaml: streams.inventory.pagination.type: got 'tokn', expected one of [...]``.

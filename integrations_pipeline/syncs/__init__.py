@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
-from integrations_pipeline.engine.mapping import SyncSpec, load_sync
+from integrations_pipeline.engine.write.mapping import SyncSpec, load_sync
 from integrations_pipeline.engine.spec import ConnectorSpec
 
 SYNC_DIR = Path(__file__).parent

@@ -3,8 +3,8 @@
 Two internal tables beside ``_integrations.cursor_state``, in both backends:
 
 - ``_integrations.delivered(sink, record_key, hash, delivered_at, response)``: one row per sink and key,
-  the hash of the record as last sent (``engine.diff.record_hash``) and the fields the vendor answered
-  with (``Outcome.response``). ``read_delivered`` feeds ``engine.diff.diff``; ``record_delivery``
+  the hash of the record as last sent (``engine.write.diff.record_hash``) and the fields the vendor answered
+  with (``Outcome.response``). ``read_delivered`` feeds ``engine.write.diff.diff``; ``record_delivery``
   upserts, in one transaction, so a re-run of the same records sends nothing.
 - ``_integrations.rejects(sink, record_key, reason, record, rejected_at)``: append-only, one row per
   refused record, for a person to look at (the key is NULL for a record that had none).

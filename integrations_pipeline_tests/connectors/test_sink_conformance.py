@@ -24,7 +24,7 @@ from integrations_pipeline.engine.auth import Credentials, secret_env_vars
 from integrations_pipeline.engine.errors import AuthError, RetriesExhaustedError
 from integrations_pipeline.engine.client import VendorClient
 from integrations_pipeline.engine.ratelimit import FakeClock
-from integrations_pipeline.engine.sinks import SinkWriter, WriteReport
+from integrations_pipeline.engine.write.sinks import SinkWriter, WriteReport
 from integrations_pipeline.engine.spec import ConnectorSpec, SinkSpec
 from integrations_pipeline.sandbox.base import VendorSandbox, json_response
 from integrations_pipeline.sandbox.datatalks import DatatalksSandbox

@@ -11,7 +11,7 @@ import pytest
 
 from integrations_pipeline.connectors import load_connectors
 from integrations_pipeline.definitions import build_definitions
-from integrations_pipeline.engine.mapping import map_record
+from integrations_pipeline.engine.write.mapping import map_record
 from integrations_pipeline.sandbox import default_sandboxes, sandbox_environment
 from integrations_pipeline.sandbox.server import serve
 from integrations_pipeline.syncs import load_syncs

@@ -13,9 +13,9 @@ import pytest
 from integrations_pipeline.connectors import load_connectors
 from integrations_pipeline.engine.auth import Credentials, secret_env_vars
 from integrations_pipeline.engine.client import VendorClient
-from integrations_pipeline.engine.diff import diff, outcome_rows
+from integrations_pipeline.engine.write.diff import diff, outcome_rows
 from integrations_pipeline.engine.ratelimit import FakeClock
-from integrations_pipeline.engine.sinks import SinkWriter
+from integrations_pipeline.engine.write.sinks import SinkWriter
 from integrations_pipeline.sandbox.salesmanago import SalesmanagoSandbox
 from integrations_pipeline.warehouse import connect_warehouse
 
@@ -184,7 +184,7 @@ def test_plans_append_per_run_and_read_back_in_order(warehouse):
 
 
 def _push(warehouse, sandbox, records, *, dry_run=False, run_id="r"):
-    from integrations_pipeline.engine.push import push
+    from integrations_pipeline.engine.write.push import push
 
     spec = load_connectors()["salesmanago"]
     env = sandbox.environment("http://salesmanago.sandbox.test")

@@ -1,4 +1,4 @@
-"""Unit tests of the sink runtime (``engine.sinks``) and the sink part of the spec, on MockTransport.
+"""Unit tests of the sink runtime (``engine.write.sinks``) and the sink part of the spec, on MockTransport.
 
 Covered: the record-validation table, spec load errors for sinks, packing (de-duplication, call
 count), body templates, per-item results (SALESmanago batch), all-or-nothing 400s that list bad items
@@ -28,7 +28,7 @@ from integrations_pipeline.engine.errors import (
 )
 from integrations_pipeline.engine.client import VendorClient
 from integrations_pipeline.engine.ratelimit import FakeClock
-from integrations_pipeline.engine.sinks import (
+from integrations_pipeline.engine.write.sinks import (
     SinkWriter,
     pack,
     record_key,
@@ -37,7 +37,7 @@ from integrations_pipeline.engine.sinks import (
 )
 from integrations_pipeline.engine.spec import ConnectorSpec, parse_spec
 
-from ._support import SECRETS, Recorder, json_response, spec
+from .._support import SECRETS, Recorder, json_response, spec
 
 EXTRA_SECRETS = {
     "salesmanago": {

@@ -40,11 +40,11 @@ from typing import Any
 
 import httpx
 
-from .auth import dig
-from .client import VendorClient
-from .errors import AuthError, ConfigError, FatalError, RequestRejectedError, SyncError
+from ..auth import dig
+from ..client import VendorClient
+from ..errors import AuthError, ConfigError, FatalError, RequestRejectedError, SyncError
 from .sinks import _MISSING, Record, SinkEndpoint, _chunks, _get, fill_template
-from .spec import KEY, KEYS, ConnectorSpec, SinkReadSpec
+from ..spec import KEY, KEYS, ConnectorSpec, SinkReadSpec
 
 
 @dataclass

@@ -28,10 +28,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from .client import VendorClient
+from ..client import VendorClient
 from .diff import Diff, diff, key_text, outcome_rows
 from .sinks import Record, SinkWriter, WriteReport, record_key, validate_record
-from .spec import ConnectorSpec
+from ..spec import ConnectorSpec
 
 #: How many rejects a report keeps for logs (all of them go to the rejects table).
 REJECTS_SHOWN = 20

@@ -1,4 +1,4 @@
-"""The read side of sinks (``engine.reads``): contacts written with ``SinkWriter`` to the real sandboxes
+"""The read side of sinks (``engine.write.reads``): contacts written with ``SinkWriter`` to the real sandboxes
 in-process are read back with ``SinkReader`` by key.
 
 Covered: found and not-found keys, de-duplication (as text, and ignoring case where the spec says the
@@ -26,14 +26,14 @@ from integrations_pipeline.engine.auth import Credentials, secret_env_vars
 from integrations_pipeline.engine.client import VendorClient
 from integrations_pipeline.engine.errors import AuthError, ConfigError, FatalError, RequestRejectedError
 from integrations_pipeline.engine.ratelimit import FakeClock
-from integrations_pipeline.engine.reads import ReadReport, SinkReader
-from integrations_pipeline.engine.sinks import SinkWriter
+from integrations_pipeline.engine.write.reads import ReadReport, SinkReader
+from integrations_pipeline.engine.write.sinks import SinkWriter
 from integrations_pipeline.engine.spec import ConnectorSpec, parse_spec
 from integrations_pipeline.sandbox.base import VendorSandbox
 from integrations_pipeline.sandbox.datatalks import DatatalksSandbox
 from integrations_pipeline.sandbox.salesmanago import MAX_BASIC_EMAILS, SalesmanagoSandbox
 
-from ._support import Recorder, json_response, spec
+from .._support import Recorder, json_response, spec
 
 BASE = "http://sandbox.test"
 GROUP = "sandbox-group"

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from integrations_pipeline.connectors import load_connectors
-from integrations_pipeline.engine.diff import Diff, diff, key_text, outcome_rows, record_hash
-from integrations_pipeline.engine.sinks import Outcome, WriteReport
+from integrations_pipeline.engine.write.diff import Diff, diff, key_text, outcome_rows, record_hash
+from integrations_pipeline.engine.write.sinks import Outcome, WriteReport
 
 # A nested key (contact.email) exercises the dotted-path reader; the mode is swapped per case.
 BASE_SINK = load_connectors()["salesmanago"].sinks["contacts_batch"]

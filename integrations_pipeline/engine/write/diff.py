@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .sinks import Record, WriteReport
-from .spec import SinkSpec
+from ..spec import SinkSpec
 
 # Canonical JSON: sorted keys, no whitespace. ASCII escapes keep the text encodable whatever the
 # strings hold (lone surrogates included); no circular check (records come from JSON, never cyclic).

@@ -37,11 +37,11 @@ from typing import Any, Literal, Self
 
 import httpx
 
-from .auth import Credentials, dig
-from .client import VendorClient
-from .errors import AuthError, FatalError, RequestRejectedError, SyncError
-from .models import Secret
-from .spec import RECORD, RECORDS, ConnectorSpec, FieldRule, SinkSpec
+from ..auth import Credentials, dig
+from ..client import VendorClient
+from ..errors import AuthError, FatalError, RequestRejectedError, SyncError
+from ..models import Secret
+from ..spec import RECORD, RECORDS, ConnectorSpec, FieldRule, SinkSpec
 
 Record = dict[str, Any]
 

@@ -47,9 +47,9 @@ from typing import Any
 import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from .errors import SpecError
-from .models import Frozen
-from .spec import SNAKE, ConnectorSpec, _format_error
+from ..errors import SpecError
+from ..models import Frozen
+from ..spec import SNAKE, ConnectorSpec, _format_error
 
 _MISSING = object()
 _PLACEHOLDER = re.compile(r"\{([^{}]+)\}")

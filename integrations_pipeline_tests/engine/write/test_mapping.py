@@ -8,7 +8,7 @@ import pytest
 
 from integrations_pipeline.connectors import load_connectors
 from integrations_pipeline.engine.errors import SpecError
-from integrations_pipeline.engine.mapping import (
+from integrations_pipeline.engine.write.mapping import (
     TRANSFORMS,
     SyncSpec,
     build_lookups,
@@ -19,7 +19,7 @@ from integrations_pipeline.engine.mapping import (
     parse_sync,
     route,
 )
-from integrations_pipeline.engine.sinks import validate_record
+from integrations_pipeline.engine.write.sinks import validate_record
 from integrations_pipeline.sandbox.salestrekker import SalestrekkerSandbox
 from integrations_pipeline.sandbox.trackstar import TrackstarSandbox
 from integrations_pipeline.syncs import load_syncs

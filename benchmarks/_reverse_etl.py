@@ -7,7 +7,7 @@
    again -> 0 calls; 1% changed -> ⌈N/100 / batch_size⌉ calls, updated = N/100. ``batch_size`` comes
    from the spec.
 5. Diff time: N records already delivered (``record_delivery`` of key + ``record_hash``), 1% changed;
-   ``read_delivered(state_key)`` + ``diff(sink, records, delivered)`` versus reading the same N
+   ``read_delivered(state_key)`` + ``plan(sink, records, delivered)`` versus reading the same N
    records from a warehouse table with ``read_records`` (loaded first through the Warehouse API's
    staged load). 3 runs per side, alternating, medians compared. Target: <= 10 x.
 
@@ -28,7 +28,7 @@ from typing import Any
 from integrations_pipeline.connectors import load_connectors
 from integrations_pipeline.engine.auth import Credentials, secret_env_vars
 from integrations_pipeline.engine.client import VendorClient
-from integrations_pipeline.engine.write.diff import diff, record_hash
+from integrations_pipeline.engine.write.plan import plan, record_hash
 from integrations_pipeline.engine.write.push import push
 from integrations_pipeline.sandbox.salesmanago import SalesmanagoSandbox, normalise_email
 from integrations_pipeline.warehouse import Column, TableSpec, connect_warehouse
@@ -101,7 +101,7 @@ def bench_push_calls(report: Report, n: int) -> None:
                 records,
                 spec=spec,
                 sink_name=SINK,
-                log=warehouse,
+                ledger=warehouse,
                 state_key=STATE_KEY,
                 client=lambda: VendorClient(spec, credentials, transport=transport, environ=env),
                 transport=transport,
@@ -206,14 +206,14 @@ def bench_diff_time(report: Report, n: int, repeats: int) -> None:
 
             gc.collect()
             read_s, delivered = measure(lambda: warehouse.read_delivered(STATE_KEY))
-            diff_s, plan = measure(lambda: diff(sink, records, delivered))  # noqa: B023
+            diff_s, planned = measure(lambda: plan(sink, records, delivered))  # noqa: B023
             _expect(len(delivered) == n, f"read_delivered returned {len(delivered)} keys, expected {n}")
-            counts = plan.counts()
+            counts = planned.counts()
             _expect(
                 counts["updated"] == changed_n and counts["unchanged"] == n - changed_n and counts["created"] == 0,
                 f"diff counted {counts}, expected {changed_n} updated and {n - changed_n} unchanged",
             )
-            del delivered, plan
+            del delivered, planned
             read_runs.append(read_s)
             diff_runs.append(diff_s)
             total_runs.append(read_s + diff_s)

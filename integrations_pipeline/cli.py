@@ -8,6 +8,8 @@
 - ``spec-schema``: the JSON Schema of the connector spec format, for editor autocompletion.
 - ``validate``: load every spec (built-in and entry-point) and report errors with file and field.
 - ``sandbox``: run the sandbox vendors in the foreground and print the variables that point at them.
+- ``in-doubt list|resend|mark-delivered``: records a vendor call may or may not have applied (see
+  ``engine.write.push``): list them, send them again, or record them as delivered.
 """
 
 from __future__ import annotations
@@ -54,6 +56,57 @@ def _cmd_validate(args: argparse.Namespace) -> int:
             failed += 1
             print(exc, file=sys.stderr)
     return 1 if failed else 0
+
+
+def _cmd_in_doubt(args: argparse.Namespace) -> int:
+    """``in-doubt list|resend|mark-delivered``: the records a vendor call may or may not have applied."""
+    from integrations_pipeline.connectors import load_connectors
+    from integrations_pipeline.defs.syncs import routed_syncs, settle_in_doubt
+    from integrations_pipeline.engine.auth import Credentials, secret_env_vars
+    from integrations_pipeline.engine.client import VendorClient
+    from integrations_pipeline.warehouse import connect_warehouse
+
+    connectors = load_connectors()
+    syncs = {s.asset_ref: s for s in routed_syncs(connectors, os.environ)}
+    by_name = {s.name: ref for ref, s in syncs.items()}
+    if args.sync is not None:
+        ref = args.sync if args.sync in syncs else by_name.get(args.sync)
+        if ref is None:
+            raise ConfigError(f"in-doubt: no sync '{args.sync}'; expected one of {sorted(syncs)} (or a sync name)")
+        chosen = [ref]
+    else:
+        chosen = sorted(syncs)
+    warehouse = connect_warehouse(os.environ.get("WAREHOUSE_URL"))
+    try:
+        if args.action == "list":
+            total = 0
+            for ref in chosen:
+                for row in warehouse.read_in_doubt(ref):
+                    total += 1
+                    since = datetime.fromtimestamp(row.since, UTC).isoformat(timespec="seconds") if row.since else "?"
+                    print(f"{ref}\t{row.key}\tsince {since}\trun {row.run_id}\tcall {row.call_id}\t{row.reason}")
+            print(f"{total} records in doubt", file=sys.stderr)
+            return 0
+        if args.sync is None or not (args.all or args.key):
+            raise ConfigError(f"in-doubt {args.action}: name the sync (--sync) and the keys (--key K ...) or --all")
+        sync = syncs[chosen[0]]
+        spec = connectors[sync.target_connector]
+        keys = None if args.all else list(args.key)
+        credentials = Credentials.from_environ(spec.name, secret_env_vars(spec), os.environ)
+        settle_in_doubt(
+            args.action.replace("-", "_"),
+            keys,
+            spec=spec,
+            sink_name=sync.target_sink,
+            warehouse=warehouse,
+            state_key=chosen[0],
+            client=lambda: VendorClient(spec, credentials, log=lambda m: print(m, file=sys.stderr)),
+            run_id=f"cli-{os.getpid()}",
+            log=print,
+        )
+        return 0
+    finally:
+        warehouse.close()
 
 
 def _cmd_sandbox(args: argparse.Namespace) -> int:
@@ -229,6 +282,20 @@ def main(argv: list[str] | None = None) -> int:
     run.set_defaults(func=_cmd_run)
     sub.add_parser("spec-schema", help="print the JSON Schema of connector specs").set_defaults(func=_cmd_spec_schema)
     sub.add_parser("validate", help="validate every connector spec").set_defaults(func=_cmd_validate)
+    doubt = sub.add_parser(
+        "in-doubt",
+        help="records a vendor call may or may not have applied: list them, resend them, or mark them delivered",
+        description=(
+            "A write whose outcome is unknown (the process was killed mid-call, the vendor answered 5xx after "
+            "applying, the answer was unreadable) is never re-sent on its own when sending twice would double it "
+            "(events). Check the target, then resend what it lacks or mark delivered what it has."
+        ),
+    )
+    doubt.add_argument("action", choices=["list", "resend", "mark-delivered"])
+    doubt.add_argument("--sync", help="the sync: its asset key (salesmanago/<name>) or its name")
+    doubt.add_argument("--key", action="append", default=[], help="a record key (repeatable)")
+    doubt.add_argument("--all", action="store_true", help="every record in doubt of the sync")
+    doubt.set_defaults(func=_cmd_in_doubt)
     sb = sub.add_parser("sandbox", help="serve the sandbox vendors on loopback")
     sb.add_argument("--seed", type=int, default=0)
     sb.set_defaults(func=_cmd_sandbox)

@@ -19,7 +19,7 @@ from integrations_pipeline.defs.checks import build_connector_checks
 from integrations_pipeline.defs.resources import WarehouseResource, credentials_resource
 from integrations_pipeline.defs.schedules import build_connector_jobs_and_schedules
 from integrations_pipeline.defs.sensors import build_sync_sensor
-from integrations_pipeline.defs.syncs import SinkIOManager, build_sync_assets, io_manager_key
+from integrations_pipeline.defs.syncs import SinkIOManager, build_sync_assets, build_sync_checks, io_manager_key
 
 
 def build_definitions(environ: dict[str, str] | None = None) -> dg.Definitions:
@@ -45,7 +45,7 @@ def build_definitions(environ: dict[str, str] | None = None) -> dg.Definitions:
     sync_assets = build_sync_assets(connectors, env)
     return dg.Definitions(
         assets=[*assets, *sync_assets],
-        asset_checks=checks,
+        asset_checks=[*checks, *build_sync_checks(sync_assets)],
         jobs=jobs,
         schedules=schedules,
         sensors=[build_sync_sensor(sync_assets)],

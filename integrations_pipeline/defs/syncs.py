@@ -16,21 +16,24 @@ sync asset as input gets the target's current records back (``SinkIOManager.load
 
 import hashlib
 import json
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, Literal
 
 import dagster as dg
 import pandas as pd
 
 from integrations_pipeline.connectors import load_connectors
 from integrations_pipeline.engine.client import VendorClient
-from integrations_pipeline.engine.write.mapping import SyncSpec, build_lookups, column_lineage, forwards, map_records, put_path, route
-from integrations_pipeline.engine.write.push import push
+from integrations_pipeline.engine.write.keys import put_path
+from integrations_pipeline.engine.write.mapping import SyncSpec, build_lookups, column_lineage, forwards, map_records, route
+from integrations_pipeline.engine.write.push import PushReport, push, resend_in_doubt
 from integrations_pipeline.engine.write.reads import SinkReader
 from integrations_pipeline.engine.spec import ConnectorSpec
 from integrations_pipeline.syncs import load_syncs
 from integrations_pipeline.warehouse import table_spec_for
 
 from . import constants as c
+from .checks import build_in_doubt_check
 from .resources import ConnectorCredentials, WarehouseResource
 
 SINK_METADATA = "integrations_pipeline/sink"
@@ -63,9 +66,49 @@ def _flatten(record: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 class SyncRunConfig(dg.Config):
-    """Run config of a sync asset (the launchpad shows it): ``dry_run`` plans without calling the vendor."""
+    """Run config of a sync asset (the launchpad shows it).
+
+    ``dry_run`` plans without calling the vendor. ``in_doubt`` settles records an earlier call left in
+    doubt (see ``integrations-pipeline in-doubt``) before the push: ``resend`` sends them again (after a
+    person checked the target lacks them), ``mark_delivered`` records them as delivered (the target has
+    them); ``in_doubt_keys`` limits it to those keys (empty: all of this sync's).
+    """
 
     dry_run: bool = False
+    in_doubt: Literal["keep", "resend", "mark_delivered"] = "keep"
+    in_doubt_keys: list[str] = []
+
+
+def settle_in_doubt(
+    action: str,
+    keys: list[str] | None,
+    *,
+    spec: ConnectorSpec,
+    sink_name: str,
+    warehouse: Any,
+    state_key: str,
+    client: Callable[[], VendorClient],
+    run_id: str,
+    log: Callable[[str], None],
+) -> PushReport | int:
+    """``resend`` the records in doubt of ``state_key`` (``keys``, None: all) or ``mark_delivered`` them;
+    shared by the sync asset's run config and ``integrations-pipeline in-doubt``."""
+    if action == "mark_delivered":
+        rows = warehouse.resolve_in_doubt(state_key, keys, mark_delivered=True)
+        log(f"{state_key}: {len(rows)} records in doubt marked delivered")
+        return len(rows)
+    if action != "resend":
+        raise ValueError(f"in_doubt: got {action!r}, expected one of ['keep', 'resend', 'mark_delivered']")
+    report = resend_in_doubt(
+        keys, spec=spec, sink_name=sink_name, ledger=warehouse, state_key=state_key, client=client, run_id=run_id, log=log
+    )
+    log(
+        f"{state_key}: resent {report.considered} records in doubt in {report.write_calls} calls: "
+        f"{report.created} delivered, {report.rejected} rejected, {report.in_doubt} in doubt again"
+    )
+    if report.stopped:
+        raise dg.Failure(description=f"{state_key}: resending the records in doubt stopped: {report.stopped}")
+    return report
 
 
 class SinkIOManager(dg.ConfigurableIOManager):
@@ -87,18 +130,28 @@ class SinkIOManager(dg.ConfigurableIOManager):
         sink_name = str(context.definition_metadata[SINK_METADATA])
         state_key = str(context.definition_metadata[STATE_METADATA])
         records = [_unflatten(row) for row in obj.to_dict("records")]
-        dry_run = self.dry_run or bool((context.step_context.op_config or {}).get("dry_run"))
+        op_config = context.step_context.op_config or {}
+        dry_run = self.dry_run or bool(op_config.get("dry_run"))
+        settle = op_config.get("in_doubt", "keep")
+        keys = list(op_config.get("in_doubt_keys") or []) or None
         warehouse = self.warehouse.open()
+        new_client = lambda: VendorClient(spec, self.credentials.credentials(), log=context.log.warning)  # noqa: E731
         try:
+            if settle != "keep" and not dry_run:
+                settle_in_doubt(
+                    settle, keys, spec=spec, sink_name=sink_name, warehouse=warehouse, state_key=state_key,
+                    client=new_client, run_id=context.run_id, log=context.log.info,
+                )
             report = push(
                 records,
                 spec=spec,
                 sink_name=sink_name,
-                log=warehouse,
+                ledger=warehouse,
                 state_key=state_key,
-                client=lambda: VendorClient(spec, self.credentials.credentials(), log=context.log.warning),
+                client=new_client,
                 dry_run=dry_run,
                 run_id=context.run_id,
+                log=context.log.warning,
                 on_plan=lambda plan: context.log.info(
                     f"{state_key} → {spec.name}/{sink_name}: {len(records)} records, "
                     f"to send {len(plan.to_send)} ({plan.counts()})"
@@ -106,29 +159,45 @@ class SinkIOManager(dg.ConfigurableIOManager):
             )
         finally:
             warehouse.close()
-        context.add_output_metadata(
-            {
-                "records_considered": dg.MetadataValue.int(report.considered),
-                "unchanged": dg.MetadataValue.int(report.unchanged),
-                "created": dg.MetadataValue.int(report.created),
-                "updated": dg.MetadataValue.int(report.updated),
-                "deleted_at_source": dg.MetadataValue.int(report.deleted),
-                "rejected": dg.MetadataValue.int(report.rejected),
-                "superseded": dg.MetadataValue.int(report.superseded),
-                # insert_once targets (Trakor) keep the first version: changes that cannot be sent.
-                "skipped_insert_once": dg.MetadataValue.int(report.skipped_insert_once),
-                "write_calls": dg.MetadataValue.int(report.write_calls),
-                "dry_run": dg.MetadataValue.bool(report.dry_run),
-                "target": dg.MetadataValue.text(report.sink),
-                c.RETRIES: dg.MetadataValue.int(report.retries),
-                c.SECONDS: dg.MetadataValue.float(report.seconds),
-            }
-        )
+        metadata = {
+            "records_considered": dg.MetadataValue.int(report.considered),
+            "unchanged": dg.MetadataValue.int(report.unchanged),
+            "created": dg.MetadataValue.int(report.created),
+            "updated": dg.MetadataValue.int(report.updated),
+            "deleted_at_source": dg.MetadataValue.int(report.deleted),
+            "rejected": dg.MetadataValue.int(report.rejected),
+            "superseded": dg.MetadataValue.int(report.superseded),
+            # insert_once targets (Trakor) keep the first version: changes that cannot be sent.
+            "skipped_insert_once": dg.MetadataValue.int(report.skipped_insert_once),
+            # Records a call may or may not have applied: never re-sent on their own (see the check).
+            "in_doubt": dg.MetadataValue.int(report.in_doubt),
+            "held_in_doubt": dg.MetadataValue.int(report.held_in_doubt),
+            "recovered_intents": dg.MetadataValue.int(report.recovered_intents),
+            "write_calls": dg.MetadataValue.int(report.write_calls),
+            "dry_run": dg.MetadataValue.bool(report.dry_run),
+            "target": dg.MetadataValue.text(report.sink),
+            c.RETRIES: dg.MetadataValue.int(report.retries),
+            c.SECONDS: dg.MetadataValue.float(report.seconds),
+        }
         verb = "would reject" if report.dry_run else "rejected"
         for key, reason in report.rejects:
             context.log.warning(f"{state_key}: {verb} {key!r}: {reason}")
         if report.dry_run:
             context.log.info(f"{state_key}: dry run, plan in _integrations.sync_plans (run_id {context.run_id})")
+        if report.held_in_doubt:
+            context.log.warning(
+                f"{state_key}: {report.held_in_doubt} records are in doubt from an earlier call and were not sent; "
+                f"settle them: integrations-pipeline in-doubt list --sync {state_key}"
+            )
+        if report.stopped:
+            # The run fails: what was delivered is recorded, what is left goes with the next run, and
+            # records in doubt wait for a person (the asset check no_deliveries_in_doubt fails until then).
+            raise dg.Failure(
+                description=f"{state_key}: push stopped: {report.stopped}. "
+                f"Records in doubt: integrations-pipeline in-doubt list --sync {state_key}",
+                metadata=metadata,
+            )
+        context.add_output_metadata(metadata)
 
     def load_input(self, context: dg.InputContext) -> pd.DataFrame:
         """The target's side of a sync, for a downstream asset to compare with what was sent.
@@ -221,10 +290,19 @@ def build_sync_asset(sync: SyncSpec, connectors: dict[str, ConnectorSpec]) -> dg
     return _sync
 
 
-def build_sync_assets(connectors: dict[str, ConnectorSpec], environ: dict[str, str]) -> list[dg.AssetsDefinition]:
-    """One asset per sync spec, each routed as configured: the spec's ``via``, overridden for every sync
-    into a connector by ``<CONNECTOR>_VIA`` (``SALESMANAGO_VIA=datatalks``; ``direct`` = no proxy)."""
-    assets = []
+def build_sync_checks(sync_assets: list[dg.AssetsDefinition]) -> list[dg.AssetChecksDefinition]:
+    """``no_deliveries_in_doubt`` on every sync asset (``checks.build_in_doubt_check``)."""
+    checks = []
+    for asset in sync_assets:
+        key = asset.key
+        checks.append(build_in_doubt_check(key, str(asset.specs_by_key[key].metadata[STATE_METADATA])))
+    return checks
+
+
+def routed_syncs(connectors: dict[str, ConnectorSpec], environ: Mapping[str, str]) -> list[SyncSpec]:
+    """Every sync spec, routed as configured: the spec's ``via``, overridden for every sync into a
+    connector by ``<CONNECTOR>_VIA`` (``SALESMANAGO_VIA=datatalks``; ``direct`` = no proxy)."""
+    syncs = []
     for sync in load_syncs(connectors).values():
         via = sync.via
         override = environ.get(f"{sync.target_connector.upper()}_VIA")
@@ -234,5 +312,10 @@ def build_sync_assets(connectors: dict[str, ConnectorSpec], environ: dict[str, s
             via = None
         elif override and forwards(connectors.get(override), sync.target):
             via = override
-        assets.append(build_sync_asset(route(sync, via, connectors), connectors))
-    return assets
+        syncs.append(route(sync, via, connectors))
+    return syncs
+
+
+def build_sync_assets(connectors: dict[str, ConnectorSpec], environ: dict[str, str]) -> list[dg.AssetsDefinition]:
+    """One asset per sync spec, each routed as configured (``routed_syncs``)."""
+    return [build_sync_asset(sync, connectors) for sync in routed_syncs(connectors, environ)]

@@ -11,7 +11,10 @@ decoded JSON body, or raises an error from ``engine.errors``:
 - 401/403 → ``AuthError`` (after one fresh login when the auth type caches a token);
 - other 4xx (and a 501 the spec does not list as unsupported) → ``RequestRejectedError`` with the
   vendor's message;
-- HTTP-200 bodies are checked too: GraphQL ``errors`` and SALESmanago ``success: false``.
+- HTTP-200 bodies are checked too: GraphQL ``errors`` and SALESmanago ``success: false``;
+- a write that must not be applied twice (``call(idempotent=False)``: events) is retried only after a
+  failure that proves the vendor did not act on it (429, 428, no connection); any other retriable
+  failure raises ``OutcomeUnknownError`` at once, for the write side to put the records in doubt.
 
 Counters in ``ClientStats`` (calls, retries, 429s, waits) feed the Dagster metadata.
 Error messages are built from the status, the URL path and the vendor's message only: never from
@@ -37,6 +40,7 @@ from .errors import (
     ConfigError,
     EndpointUnsupportedError,
     MissingCredentialError,
+    OutcomeUnknownError,
     RateLimitedError,
     RequestRejectedError,
     RetriableError,
@@ -48,6 +52,20 @@ from .ratelimit import Clock, RollingWindowLimiter, SystemClock
 from .spec import ConnectorSpec, RateLimitSpec
 
 USER_AGENT = "integrations-pipeline/0.1 (+https://github.com/integrations-pipeline)"
+
+
+def _may_have_applied(exc: RetriableError) -> bool:
+    """Whether the vendor may have acted on a request that failed this way.
+
+    A 429 is the vendor refusing before acting, and so is a 4xx the policy retries (SALESmanago's
+    428); a request that found no connection never left. Anything else (a 5xx, a timeout or reset
+    after sending, an unreadable 2xx) may come after the vendor applied it.
+    """
+    if isinstance(exc, RateLimitedError):
+        return False
+    if isinstance(exc, TransportError):
+        return exc.request_sent
+    return exc.status is None or exc.status >= 500
 
 
 @dataclass(frozen=True)
@@ -151,15 +169,23 @@ class VendorClient:
         params: dict[str, Any] | None = None,
         json_body: Any = None,
         connection: Connection | None = None,
+        idempotent: bool = True,
+        paced: bool = False,
     ) -> Any:
-        """One logical request with pacing and retries; returns the decoded JSON body."""
+        """One logical request with pacing and retries; returns the decoded JSON body.
+
+        ``idempotent=False`` (a write that must not be applied twice: an event) retries only failures
+        that prove the vendor did not act on it (a 429, a 428, no connection made); any other
+        retriable failure may have reached the vendor and raises ``OutcomeUnknownError`` at once.
+        ``paced=True``: the caller already took this request's rate-limit slot (``pace``).
+        """
         policy = self.spec.retry
         relogged = False
         attempt = 0
         while True:
             attempt += 1
             try:
-                return self._attempt(method, path, params, json_body, connection)
+                return self._attempt(method, path, params, json_body, connection, pace=not (paced and attempt == 1))
             except AuthError:
                 # A cached token may have expired server-side: one fresh login, then give up.
                 if not relogged and self.auth.invalidate():
@@ -169,6 +195,8 @@ class VendorClient:
                     continue
                 raise
             except RetriableError as exc:
+                if not idempotent and _may_have_applied(exc):
+                    raise OutcomeUnknownError(exc) from None
                 if attempt >= policy.max_attempts:
                     raise RetriesExhaustedError(exc, attempt) from exc
                 delay = self._backoff(attempt, exc)
@@ -195,6 +223,11 @@ class VendorClient:
 
     # -- internals --------------------------------------------------------------------------
 
+    def pace(self, method: str, connection: Connection | None = None) -> None:
+        """Wait for a rate-limit slot for one request now (then ``call(..., paced=True)``): a caller that
+        must do something between the wait and the send (write an intent) waits first."""
+        self._pace(method, connection)
+
     def _pace(self, method: str, connection: Connection | None) -> None:
         for limit in self._limits:
             if method not in limit.spec.methods:
@@ -219,10 +252,12 @@ class VendorClient:
         json_body: Any,
         connection: Connection | None,
         authenticate: bool = True,
+        pace: bool = True,
     ) -> Any:
         # Pace before authenticating: signed bodies carry a requestTime that must be fresh when sent,
         # and a limiter wait can be long (SALESmanago's hourly budget).
-        self._pace(method, connection)
+        if pace:
+            self._pace(method, connection)
         out = OutgoingRequest(method=method, url=self.base_url + path, params=dict(params or {}), json=json_body)
         if authenticate:
             self.auth.apply(out, self._login)
@@ -241,10 +276,13 @@ class VendorClient:
             content = response.content
         except httpx.TimeoutException as exc:
             self.stats.transport_errors += 1
-            raise TransportError(f"timed out: {type(exc).__name__}", path=path) from None
+            # Only a connect or pool timeout proves the request never left this machine.
+            sent = not isinstance(exc, httpx.ConnectTimeout | httpx.PoolTimeout)
+            raise TransportError(f"timed out: {type(exc).__name__}", path=path, request_sent=sent) from None
         except httpx.TransportError as exc:
             self.stats.transport_errors += 1
-            raise TransportError(f"connection failed: {type(exc).__name__}", path=path) from None
+            sent = not isinstance(exc, httpx.ConnectError)
+            raise TransportError(f"connection failed: {type(exc).__name__}", path=path, request_sent=sent) from None
         return self._classify(response, content, path)
 
     def _classify(self, response: httpx.Response, content: bytes, path: str) -> Any:

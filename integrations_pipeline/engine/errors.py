@@ -6,17 +6,21 @@ The tree (retries key off the type, never off scattered status checks)::
     ├── ConfigError                      the spec or the environment is wrong; nothing was sent
     │   ├── SpecError                    a YAML spec fails validation (names file and field path)
     │   └── MissingCredentialError       an environment variable the spec needs is not set
-    └── SyncError                        something went wrong talking to a vendor
-        ├── RetriableError               worth another attempt after a back-off
-        │   ├── RateLimitedError         HTTP 429 (carries the server's retry-after, if any)
-        │   ├── ServerError              HTTP 5xx (but not 501), SALESmanago 503, PHP-SDK 428
-        │   └── TransportError           timeouts, connection resets, truncated or undecodable bodies
-        └── FatalError                   retrying cannot help; the run fails with the vendor's message
-            ├── AuthError                401/403, GraphQL auth errors after one re-login
-            ├── RequestRejectedError     other 4xx, GraphQL ``errors``, SALESmanago ``success: false``
-            ├── EndpointUnsupportedError Trackstar 501: this connection's WMS lacks the endpoint
-            ├── PaginationLoopError      a paginator saw the same token twice
-            └── RetriesExhaustedError    a retriable error persisted past the retry policy
+    ├── SyncError                        something went wrong talking to a vendor
+    │   ├── RetriableError               worth another attempt after a back-off
+    │   │   ├── RateLimitedError         HTTP 429 (carries the server's retry-after, if any)
+    │   │   ├── ServerError              HTTP 5xx (but not 501), SALESmanago 503, PHP-SDK 428
+    │   │   └── TransportError           timeouts, connection resets, truncated or undecodable bodies
+    │   ├── OutcomeUnknownError          a write that may have reached the vendor got no readable answer;
+    │   │                                never retried when re-sending is not harmless (events)
+    │   └── FatalError                   retrying cannot help; the run fails with the vendor's message
+    │       ├── AuthError                401/403, GraphQL auth errors after one re-login
+    │       ├── RequestRejectedError     other 4xx, GraphQL ``errors``, SALESmanago ``success: false``
+    │       ├── EndpointUnsupportedError Trackstar 501: this connection's WMS lacks the endpoint
+    │       ├── PaginationLoopError      a paginator saw the same token twice
+    │       └── RetriesExhaustedError    a retriable error persisted past the retry policy
+    └── PushBusyError                    another run holds the sync's lease: one writer per sync
+        └── LeaseLostError               this run's lease expired and another run took it over
 
 Messages never contain secret values: the client builds them from the status, the
 vendor's error text (with any credential the vendor echoes back masked) and the request path,
@@ -94,7 +98,15 @@ class ServerError(RetriableError):
 
 
 class TransportError(RetriableError):
-    """The exchange itself failed: timeout, reset connection, truncated or invalid body."""
+    """The exchange itself failed: timeout, reset connection, truncated or invalid body.
+
+    ``request_sent`` is False only when the request provably never left (no connection could be made):
+    then even a write that must not be repeated may be retried.
+    """
+
+    def __init__(self, message: str, *, status: int | None = None, path: str | None = None, request_sent: bool = True):
+        super().__init__(message, status=status, path=path)
+        self.request_sent = request_sent
 
 
 class FatalError(SyncError):
@@ -133,3 +145,26 @@ class RetriesExhaustedError(FatalError):
         self.attempts = attempts
         super().__init__(f"gave up after {attempts} attempts; last error: {last}")
         self.status = last.status  # kept for callers, but not repeated in the message
+
+
+class OutcomeUnknownError(SyncError):
+    """A write may have reached the vendor, and its answer was lost, a 5xx or unreadable.
+
+    Whether the vendor applied it is unknown. For an idempotent write (an upsert by key) the client
+    retries it like any retriable error; for one that is not (an event: SALESmanago does not
+    de-duplicate), it is never retried: the records go to the in-doubt table for a person to settle.
+    ``cause`` is the retriable error it replaces.
+    """
+
+    def __init__(self, cause: SyncError):
+        self.cause = cause
+        super().__init__(f"outcome unknown: {cause}")
+        self.status, self.path = cause.status, cause.path
+
+
+class PushBusyError(IntegrationsError):
+    """Another run holds the lease on this sync's delivered state (one writer per sync at a time)."""
+
+
+class LeaseLostError(PushBusyError):
+    """This run's lease on a sync expired (a long wait) and another run took it; nothing more is sent."""

@@ -159,6 +159,20 @@ class FieldRule(Frozen):
         return self
 
 
+class ItemListSpec(Frozen):
+    """A list (or map) in a batch answer that names items by one of their record fields."""
+
+    path: str = Field(description="Dotted path of the list, or of a map whose keys are the values, in the answer.")
+    match: str = Field(pattern=FIELD_PATH, description="Record field whose value the list holds (email).")
+    case: Literal["exact", "insensitive"] = Field(
+        default="exact", description="insensitive: the vendor answers the value in another case (emails lower-cased)."
+    )
+    keep_value_as: str | None = Field(
+        default=None,
+        description="For a map: the outcome response name its value is kept under (contactIds → contact_id).",
+    )
+
+
 class SinkResponseSpec(Frozen):
     """Where a write response reports per-record outcomes, and what to keep from it."""
 
@@ -189,6 +203,22 @@ class SinkResponseSpec(Frozen):
         default_factory=lambda: ["message"],
         min_length=1,
         description="Item-error keys joined with ': ' to form the reason (Datatalks: field, reason).",
+    )
+    failed: ItemListSpec | None = Field(
+        default=None,
+        description="Batch endpoints whose 2xx answer lists the items it did NOT apply, by a record field "
+        "(SALESmanago batchAddContactExtEvent ``failedContacts``: emails): every record matching is rejected "
+        "with the answer's message, the rest delivered (``counts`` settle a mixed email).",
+    )
+    applied: ItemListSpec | None = Field(
+        default=None,
+        description="Batch endpoints whose 2xx answer lists the items it applied, by a record field "
+        "(SALESmanago batchupsert ``contactIds``: a map email → contact id): a record missing from it was not applied.",
+    )
+    counts: dict[Literal["delivered", "rejected"], str] = Field(
+        default_factory=dict,
+        description="Paths of counts in a 2xx answer that must agree with the outcomes read from it "
+        "(SALESmanago ``createdAmount``/``failedAmount``); an answer that disagrees is in doubt.",
     )
     auth_messages: list[str] = Field(
         default_factory=list,
@@ -256,12 +286,6 @@ class SinkReadSpec(Frozen):
         description="HTTP statuses that mean 'no such record' for the keys of that call (Datatalks 404), not an "
         "error. 4xx only, and not 401/403 (credentials) or 429 (retried).",
     )
-    case_insensitive_keys: bool = Field(
-        default=False,
-        description="The target compares keys ignoring case and surrounding spaces (emails at SALESmanago): a "
-        "returned 'ann@x.se' answers a requested 'Ann@X.se', and the two are one look-up.",
-    )
-
     @field_validator("params", "body")
     @classmethod
     def _env_refs(cls, value: Any) -> Any:
@@ -287,7 +311,13 @@ class SinkSpec(Frozen):
     mode: Literal["upsert", "insert_once", "append", "delete"] = Field(
         default="upsert",
         description="What re-sending a key does: upsert = replaces it; insert_once = nothing, the first version "
-        "stays (Trakor); append = adds another (events: at-least-once on a crash mid-batch); delete = removes it.",
+        "stays (Trakor); append = adds another (events: never re-sent without proof it was not applied; a call "
+        "whose outcome is unknown goes to the in-doubt table); delete = removes it.",
+    )
+    key_case: Literal["exact", "insensitive"] = Field(
+        default="exact",
+        description="insensitive: the target compares keys ignoring case and surrounding spaces (emails), so "
+        "'Ann@X.se' and 'ann@x.se' are one key, sent and tracked once.",
     )
     fields: dict[str, FieldRule] = Field(min_length=1, description="Dotted field path → rule.")
     allow_extra_fields: bool = Field(default=False, description="Send undeclared fields as they are (Datatalks products).")
@@ -316,6 +346,11 @@ class SinkSpec(Frozen):
     def _env_refs(cls, value: Any) -> Any:
         # {env: NAME} becomes a Secret, so secret_env_vars() finds it (credentials, redaction).
         return _body_secrets(value)
+
+    @property
+    def idempotent(self) -> bool:
+        """Whether sending a record twice leaves the target as sending it once (every mode but append)."""
+        return self.mode != "append"
 
 
 def _body_secrets(node: Any) -> Any:
@@ -369,8 +404,17 @@ def _sink_problem(name: str, sink: SinkSpec) -> str | None:
             if not target.endswith("*") and target not in sink.fields and not sink.allow_extra_fields:
                 return f"{at}.proxy_for.fields.{source}: '{target}' is not in fields, expected one of {list(sink.fields)}"
     r = sink.response
-    if sink.batch_size == 1 and (r.item_results_path or r.item_errors_path):
-        return f"{at}.response: item_results_path/item_errors_path need a batch endpoint (batch_size > 1)"
+    if sink.batch_size == 1 and (r.item_results_path or r.item_errors_path or r.failed or r.applied):
+        return f"{at}.response: item_results_path/item_errors_path/failed/applied need a batch endpoint (batch_size > 1)"
+    if r.item_results_path and (r.failed or r.applied):
+        return f"{at}.response: item_results_path answers per item already; drop failed/applied"
+    if r.failed and r.applied:
+        return f"{at}.response: declare the items an answer applied (applied) or those it did not (failed), not both"
+    for name, listed in (("failed", r.failed), ("applied", r.applied)):
+        if listed is not None and listed.match not in sink.fields:
+            return f"{at}.response.{name}.match: '{listed.match}' is not in fields, expected one of {list(sink.fields)}"
+    if r.failed is not None and r.failed.keep_value_as:
+        return f"{at}.response.failed.keep_value_as: a list of failed items has no value to keep"
     if sink.read is not None:
         return _read_problem(f"{at}.read", sink.read)
     return None

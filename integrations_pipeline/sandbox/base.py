@@ -85,6 +85,24 @@ def json_response(status: int, body: Any, headers: dict[str, str] | None = None)
 Route = Callable[[httpx.Request], httpx.Response]
 
 
+@dataclass
+class WritePause:
+    """A knob for crash tests: write call number ``call`` (1-based, as ``write_calls`` counts it) stops
+    ``before`` the vendor applies it or ``after`` (the answer held back), until ``release()``.
+    ``reached`` is set when the call arrives there, so a test can kill the client at that point.
+    ``discard`` (with ``before``): the call is then dropped without an answer, as if it never arrived."""
+
+    call: int
+    stage: str
+    discard: bool = False
+    timeout: float = 120.0
+    reached: threading.Event = field(default_factory=threading.Event)
+    released: threading.Event = field(default_factory=threading.Event)
+
+    def release(self) -> None:
+        self.released.set()
+
+
 class VendorSandbox:
     """Base of the five vendor sandboxes.
 
@@ -99,6 +117,32 @@ class VendorSandbox:
         self.counts: Counter[str] = Counter()  # "requests", "429", "5xx", per-path "GET /wms/inventory", ...
         self.routes: dict[tuple[str, str], Route] = {}
         self._lock = threading.Lock()
+        self._pauses: dict[int, WritePause] = {}
+
+    def pause_write(self, call: int, *, stage: str = "after", discard: bool = False, timeout: float = 120.0) -> WritePause:
+        """Hold write call ``call`` before or after it is applied (``WritePause``); vendors with writes
+        route each counted write through ``run_write``."""
+        if stage not in ("before", "after") or (discard and stage != "before"):
+            raise ValueError("stage is 'before' or 'after'; discard needs stage='before'")
+        pause = WritePause(call, stage, discard, timeout)
+        with self._lock:
+            self._pauses[call] = pause
+        return pause
+
+    def run_write(self, number: int, handler: Route, request: httpx.Request) -> httpx.Response:
+        """Apply write call ``number`` through ``handler``, honouring a ``pause_write`` for it."""
+        with self._lock:
+            pause = self._pauses.pop(number, None)
+        if pause is not None and pause.stage == "before":
+            pause.reached.set()
+            pause.released.wait(pause.timeout)
+            if pause.discard:
+                raise SandboxReset(request.url.path)
+        response = handler(request)
+        if pause is not None and pause.stage == "after":
+            pause.reached.set()
+            pause.released.wait(pause.timeout)
+        return response
 
     def count(self, key: str, n: int = 1) -> None:
         with self._lock:

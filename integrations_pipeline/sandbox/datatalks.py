@@ -88,6 +88,8 @@ SIGNATURE_MISMATCH = (
 )
 
 
+# API Gateway's error body {"message"} (AWS API Gateway docs, "Gateway responses"); the 400 bodies below
+# reuse it [unconfirmed]: Datatalks documents no error body.
 def _forbidden(message: str) -> httpx.Response:
     return json_response(403, {"message": message})
 
@@ -228,6 +230,8 @@ class DatatalksSandbox(VendorSandbox):
                 # sees them, so those never "attempted to change state".
                 with self._write_lock:
                     self.write_calls += 1
+                    number = self.write_calls
+                return self.run_write(number, handler, request)
             return handler(request)
 
         return wrapped
@@ -332,6 +336,7 @@ class DatatalksSandbox(VendorSandbox):
         extra = {k: v for k, v in data.items() if k not in CONTACT_FIELDS}
         contact_id, created = self._store.upsert_contact(contact, properties=extra)
         self._count_forwarded_write()
+        # [unconfirmed] the answer: seed 002 documents requests only; SALESmanago's fields, as forwarded.
         return json_response(200, {"success": True, "message": [], "contactId": contact_id, "created": created})
 
     def _delete_contact(self, request: httpx.Request) -> httpx.Response:
@@ -343,6 +348,7 @@ class DatatalksSandbox(VendorSandbox):
             return _bad_request(problem)
         existed = self._store.delete_contact(email)
         self._count_forwarded_write()
+        # [unconfirmed] the answer (seed 002 documents the request only).
         return json_response(200, {"success": True, "message": [], "existed": existed})
 
     def _create_event(self, request: httpx.Request) -> httpx.Response:
@@ -362,6 +368,7 @@ class DatatalksSandbox(VendorSandbox):
             return _bad_request(problem if problem.startswith("data.") else f"data.{problem}")
         stored = self._store.add_event(data["email"], event)
         self._count_forwarded_write()
+        # [unconfirmed] the answer (seed 002 documents the request only).
         answer = {"success": True, "message": [], "eventId": stored["eventId"], "contactId": stored["contactId"]}
         return json_response(200, answer)
 
@@ -417,6 +424,7 @@ class DatatalksSandbox(VendorSandbox):
         if crash_after is not None:
             self.count("5xx")
             return json_response(500, {"message": f"Internal server error after {len(applied)} product(s)"})
+        # [unconfirmed] the answers of this endpoint, 2xx, 400 and 500 alike (seed 002 documents the request).
         return json_response(200, {"success": True, "message": [], "productIds": applied})
 
     def _contact_by_email(self, request: httpx.Request) -> httpx.Response:
@@ -430,6 +438,7 @@ class DatatalksSandbox(VendorSandbox):
         return self._contact_answer(self._store.contact_by_id(sm_id))
 
     def _contact_answer(self, contact: dict[str, Any] | None) -> httpx.Response:
+        # [unconfirmed] 404 for an unknown contact and the {data: ...} wrapper: seed 002 shows neither.
         if contact is None:
             return json_response(404, {"message": "Contact not found"})
         return json_response(200, {"data": contact})

@@ -102,15 +102,18 @@ def detail_index(key: str) -> int | None:
     return int(m.group(1)) if m else None
 
 
+# Classic answers share BaseResponse {success, message[]} (tomaszcekalo/SalesManago, SalesManago/BaseResponse.cs).
 def _ok(**extra: Any) -> httpx.Response:
     return json_response(200, {"success": True, "message": [], **extra})
 
 
 def _fail(*messages: str, **extra: Any) -> httpx.Response:
-    # SALESmanago answers classic-API failures with HTTP 200 and success=false.
+    # SALESmanago answers classic-API failures with success=false (BaseResponse above; the official PHP SDK,
+    # sanis/salesmanago-api-sso-util, checks that flag). [unconfirmed] that the HTTP status is then 200.
     return json_response(200, {"success": False, "message": list(messages), **extra})
 
 
+# v3 errors {"problems": [{"reasonCode", "message"}]}: SALESmanago's v3 API reference (shared/vendors/README.md).
 def _v3_problems(problems: list[tuple[int, str]]) -> httpx.Response:
     return json_response(400, {"problems": [{"reasonCode": code, "message": msg} for code, msg in problems]})
 
@@ -293,15 +296,15 @@ class SalesmanagoSandbox(VendorSandbox):
         # rejected by validation or auth, or crashed mid-batch): "attempted to change state". Calls
         # refused by the hourly budget or by an injected transport/status fault are not counted.
         def wrapped(request: httpx.Request) -> httpx.Response:
-            self.record_write_call()
-            return handler(request)
+            return self.run_write(self.record_write_call(), handler, request)
 
         return wrapped
 
-    def record_write_call(self) -> None:
-        """Count one write call (also used by DatatalksSandbox for each operation it forwards)."""
+    def record_write_call(self) -> int:
+        """Count one write call (also used by DatatalksSandbox for each operation it forwards); its number."""
         with self._state_lock:
             self.write_calls += 1
+            return self.write_calls
 
     # -- state primitives (also used by DatatalksSandbox when it forwards) -------------------------
 
@@ -549,6 +552,7 @@ class SalesmanagoSandbox(VendorSandbox):
         if problem is not None:
             return _fail(problem)
         contact_id, _created = self._apply_upsert_item(body)
+        # {success, message[], contactId}: tomaszcekalo/SalesManago, SalesManago/Responses/ContactIdResponse.cs.
         return _ok(contactId=contact_id)
 
     def _contact_batchupsert(self, request: httpx.Request) -> httpx.Response:
@@ -580,14 +584,10 @@ class SalesmanagoSandbox(VendorSandbox):
             )
         if crash_after is not None and crash_after >= len(items):
             return self._crash_response(len(items))
-        # The call itself succeeded: item failures are reported per item (result[i].success=false, and
-        # listed in message) while valid items are applied, so a sink must read ``result`` rather
-        # than rely on the top-level success flag alone.
-        return _ok(
-            message=failures,
-            result=results,
-            contactIds={r["email"]: r["contactId"] for r in results if r["success"]},
-        )
+        # The answer as SALESmanago's public clients model it (tomaszcekalo/SalesManago,
+        # SalesManago/Responses/ContactIdsResponse.cs: success, message[], contactIds{email: id}): no
+        # per-item array; a refused item is simply missing from contactIds, its problem in message.
+        return _ok(message=failures, contactIds={r["email"]: r["contactId"] for r in results if r["success"]})
 
     def _contact_delete(self, request: httpx.Request) -> httpx.Response:
         body, error = self._classic_body(request)
@@ -600,8 +600,9 @@ class SalesmanagoSandbox(VendorSandbox):
             return _fail("email is required")
         if not is_email(email):
             return _fail(f"email is not a valid email address: {email!r}")
-        existed = self.delete_contact(email)
-        return _ok(existed=existed)
+        self.delete_contact(email)
+        # [unconfirmed] the answer: no public client models more than BaseResponse {success, message[]}.
+        return _ok()
 
     def _contact_basic(self, request: httpx.Request) -> httpx.Response:
         body, error = self._classic_body(request)
@@ -615,6 +616,7 @@ class SalesmanagoSandbox(VendorSandbox):
         if len(emails) > MAX_BASIC_EMAILS:
             return _fail(f"too many emails: {len(emails)} > {MAX_BASIC_EMAILS} per call")
         contacts = [c for c in (self.find_contact(e) for e in emails) if c is not None]
+        # {success, message[], contacts[...]}: tomaszcekalo/SalesManago, SalesManago/Responses/ContactBasicExportResponse.cs.
         return _ok(contacts=contacts)
 
     def _add_event(self, request: httpx.Request) -> httpx.Response:
@@ -626,7 +628,8 @@ class SalesmanagoSandbox(VendorSandbox):
         if problem is not None:
             return _fail(problem)
         stored = self.add_event(email, event)
-        return _ok(eventId=stored["eventId"], contactId=stored["contactId"])
+        # {success, message[], eventId}: tomaszcekalo/SalesManago, SalesManago/Responses/EventIdResponse.cs.
+        return _ok(eventId=stored["eventId"])
 
     def _batch_add_events(self, request: httpx.Request) -> httpx.Response:
         body, error = self._classic_body(request)
@@ -657,7 +660,23 @@ class SalesmanagoSandbox(VendorSandbox):
             results.append({"email": stored["email"], "success": True, "eventId": stored["eventId"]})
         if crash_after is not None and crash_after >= len(events):
             return self._crash_response(len(events))
-        return _ok(message=failures, result=results)
+        # The answer as SALESmanago's public clients model it (tomaszcekalo/SalesManago,
+        # SalesManago/Responses/BatchAddContactExtEventResponse.cs): counts of created and failed events
+        # and the emails whose events failed, no per-item array and no event ids. Each event is judged
+        # on its own, so an email can be in failedContacts while another of its events was created.
+        failed_contacts: list[str] = []
+        for r in results:
+            if not r["success"]:
+                shown = normalise_email(r["email"]) if isinstance(r["email"], str) else r["email"]
+                if shown not in failed_contacts:
+                    failed_contacts.append(shown)
+        created = sum(1 for r in results if r["success"])
+        return _ok(
+            message=failures,
+            createdAmount=created,
+            failedAmount=len(results) - created,
+            failedContacts=failed_contacts,
+        )
 
     # -- v3 catalog -------------------------------------------------------------------------------------
 
@@ -722,6 +741,8 @@ class SalesmanagoSandbox(VendorSandbox):
             applied.append(str(product["productId"]))
         if crash_after is not None:
             return self._crash_response(len(products), v3=True)
+        # [unconfirmed] the 2xx shape: the C# client's ProductIdsResponse.cs ({productIds}) is the nearest
+        # public model; the engine reads nothing from it but the status.
         return json_response(200, {"catalogId": catalog_id, "productIds": applied})
 
     def _catalog_list(self, request: httpx.Request) -> httpx.Response:

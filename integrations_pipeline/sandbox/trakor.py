@@ -39,6 +39,7 @@ MAX_NAME = 255
 _NS = uuid.UUID("0f6b3c58-7a43-4d1e-9f1e-7a4b0c0ffee0")
 
 
+# [unconfirmed] the error body: seed 004 lists the statuses (400/401/403/500), not a body.
 def _error(status: int, message: str) -> httpx.Response:
     return json_response(status, {"error": message})
 
@@ -70,21 +71,26 @@ class TrakorSandbox(VendorSandbox):
             # refused for auth, a frozen organisation or a bad body.
             with self._state_lock:
                 self.write_calls += 1
-            key = request.headers.get("x-api-key")
-            if not key or not hmac.compare_digest(key, self.api_key):
-                self.count("auth_failed")
-                return _error(401, "Missing, invalid or revoked X-API-KEY")
-            if self.frozen:
-                return _error(403, "Organisation is frozen")
-            try:
-                body = json.loads(request.content or b"")
-            except ValueError:
-                return _error(400, "Invalid JSON body")
-            if not isinstance(body, dict):
-                return _error(400, "Schema validation failed: body must be a JSON object")
-            return handler(body)
+                number = self.write_calls
+            return self.run_write(number, lambda req: self._checked(req, handler), request)
 
         return wrapped
+
+    def _checked(self, request: httpx.Request, handler) -> httpx.Response:
+        """Authentication, the frozen flag and the JSON body, then ``handler``; seed 004 gives the statuses."""
+        key = request.headers.get("x-api-key")
+        if not key or not hmac.compare_digest(key, self.api_key):
+            self.count("auth_failed")
+            return _error(401, "Missing, invalid or revoked X-API-KEY")
+        if self.frozen:
+            return _error(403, "Organisation is frozen")
+        try:
+            body = json.loads(request.content or b"")
+        except ValueError:
+            return _error(400, "Invalid JSON body")
+        if not isinstance(body, dict):
+            return _error(400, "Schema validation failed: body must be a JSON object")
+        return handler(body)
 
     @staticmethod
     def _name_problem(body: dict[str, Any]) -> str | None:

@@ -479,6 +479,29 @@ class Warehouse(ABC):
         record_key, reason, record, planned_at`` (ISO)."""
         raise NotImplementedError(f"{type(self).__name__} does not record sync plans")
 
+    # The delivery ledger (``engine.write.ledger.DeliveryLedger``: intents, records in doubt, leases),
+    # implemented by both backends in ``delivery.py``; documented on the protocol.
+    def take_lease(self, lease: Any, may_take: Callable[[Any], bool]) -> Any:
+        raise NotImplementedError(f"{type(self).__name__} keeps no delivery ledger")
+
+    def release_lease(self, name: str, token: str) -> None:
+        raise NotImplementedError(f"{type(self).__name__} keeps no delivery ledger")
+
+    def open_intent(self, sink: str, intent: Any, lease: Any) -> None:
+        raise NotImplementedError(f"{type(self).__name__} keeps no delivery ledger")
+
+    def close_intent(self, sink: str, call_id: str, *, delivered: Sequence[Any] = (), rejects: Sequence[Any] = (), in_doubt: Sequence[Any] = ()) -> None:
+        raise NotImplementedError(f"{type(self).__name__} keeps no delivery ledger")
+
+    def read_intents(self, sink: str) -> list[Any]:
+        raise NotImplementedError(f"{type(self).__name__} keeps no delivery ledger")
+
+    def read_in_doubt(self, sink: str) -> list[Any]:
+        raise NotImplementedError(f"{type(self).__name__} keeps no delivery ledger")
+
+    def resolve_in_doubt(self, sink: str, keys: Sequence[str] | None, *, mark_delivered: bool) -> list[Any]:
+        raise NotImplementedError(f"{type(self).__name__} keeps no delivery ledger")
+
     def close(self) -> None:
         """Release connections. Idempotent."""
         self._closed = True

@@ -9,8 +9,15 @@ Two internal tables beside ``_integrations.cursor_state``, in both backends:
 - ``_integrations.rejects(sink, record_key, reason, record, rejected_at)``: append-only, one row per
   refused record, for a person to look at (the key is NULL for a record that had none).
 - ``_integrations.sync_plans(sink, run_id, action, record_key, reason, record, planned_at)``: append-only,
-  what a dry run would have done (``create``/``update``/``delete``/``reject``), one row per record, so a
-  person can review a sync before it calls the vendor.
+  what a dry run would have done (``create``/``update``/``delete``/``reject``/``in_doubt``), one row per
+  record, so a person can review a sync before it calls the vendor;
+- the delivery ledger of ``engine.write.ledger``: ``_integrations.intents(sink, call_id, run_id,
+  created_at, items)`` (one row per vendor call between its send and its record: the keys, hashes and
+  records it carries), ``_integrations.in_doubt(sink, record_key, hash, record, call_id, run_id,
+  reason, since)`` (records a call may or may not have applied, until a person settles them) and
+  ``_integrations.leases(name, token, run_id, host, pid, process_started, acquired_at, expires_at)``
+  (one writer per sync). A call's outcome (delivered rows, rejects, records in doubt, the intent
+  closed) is written in ONE transaction (``ledger_close_intent``).
 
 PostgreSQL declares ``PRIMARY KEY (sink, record_key)`` and upserts with ``ON CONFLICT`` from a
 ``COPY``-filled temp table. DuckDB declares no key, like the stream tables (``duckdb.py``): its index
@@ -26,8 +33,11 @@ from __future__ import annotations
 
 import json
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
+
+from integrations_pipeline.engine.errors import LeaseLostError
+from integrations_pipeline.engine.write.ledger import InDoubt, Intent, Lease
 
 from .base import STATE_SCHEMA, encode_json, format_timestamp, qualified, quote_ident
 
@@ -37,7 +47,11 @@ DELIVERED = qualified(STATE_SCHEMA, DELIVERED_TABLE)
 REJECTS = qualified(STATE_SCHEMA, REJECTS_TABLE)
 PLANS_TABLE = "sync_plans"
 PLANS = qualified(STATE_SCHEMA, PLANS_TABLE)
-PLAN_ACTIONS = ("create", "update", "delete", "reject")
+PLAN_ACTIONS = ("create", "update", "delete", "reject", "in_doubt")
+INTENTS = qualified(STATE_SCHEMA, "intents")
+IN_DOUBT = qualified(STATE_SCHEMA, "in_doubt")
+LEASES = qualified(STATE_SCHEMA, "leases")
+LEASE_COLUMNS = "name, token, run_id, host, pid, process_started, acquired_at, expires_at"
 
 DeliveryRow = tuple[str, str, "dict[str, Any] | None"]
 RejectRow = tuple["str | None", str, Any]
@@ -149,6 +163,20 @@ def duckdb_ensure(conn: Any) -> None:
     conn.execute(
         f"CREATE TABLE IF NOT EXISTS {PLANS} (sink VARCHAR NOT NULL, run_id VARCHAR NOT NULL, action VARCHAR NOT NULL, "
         "record_key VARCHAR, reason VARCHAR, record JSON, planned_at TIMESTAMPTZ NOT NULL)"
+    )
+    conn.execute(
+        f"CREATE TABLE IF NOT EXISTS {INTENTS} (sink VARCHAR NOT NULL, call_id VARCHAR NOT NULL, run_id VARCHAR NOT NULL, "
+        "created_at DOUBLE NOT NULL, items JSON NOT NULL)"
+    )
+    conn.execute(
+        f"CREATE TABLE IF NOT EXISTS {IN_DOUBT} (sink VARCHAR NOT NULL, record_key VARCHAR NOT NULL, hash VARCHAR NOT NULL, "
+        "record JSON, call_id VARCHAR NOT NULL, run_id VARCHAR NOT NULL, reason VARCHAR NOT NULL, since TIMESTAMPTZ NOT NULL)"
+    )
+    # Tiny (one row per sync): a primary key costs nothing here and makes the upsert one statement.
+    conn.execute(
+        f"CREATE TABLE IF NOT EXISTS {LEASES} (name VARCHAR PRIMARY KEY, token VARCHAR NOT NULL, run_id VARCHAR NOT NULL, "
+        "host VARCHAR NOT NULL, pid BIGINT NOT NULL, process_started DOUBLE, acquired_at DOUBLE NOT NULL, "
+        "expires_at DOUBLE NOT NULL)"
     )
 
 
@@ -265,7 +293,8 @@ def duckdb_read_plan(conn: Any, sink: str, run_id: str | None) -> list[dict]:
 
 def postgres_ensure(conn: Any, ddl_lock_key: int) -> None:
     """Create the tables if missing; call inside a transaction (DDL under the warehouse's advisory lock)."""
-    have = conn.execute("SELECT to_regclass(%s), to_regclass(%s), to_regclass(%s)", [DELIVERED, REJECTS, PLANS]).fetchone()
+    tables = [DELIVERED, REJECTS, PLANS, INTENTS, IN_DOUBT, LEASES]
+    have = conn.execute("SELECT " + ", ".join(["to_regclass(%s)"] * len(tables)), tables).fetchone()
     if all(v is not None for v in have):
         return
     conn.execute("SELECT pg_advisory_xact_lock(%s)", [ddl_lock_key])
@@ -286,6 +315,20 @@ def postgres_ensure(conn: Any, ddl_lock_key: int) -> None:
         "action text NOT NULL, record_key text, reason text, record jsonb, planned_at timestamptz NOT NULL DEFAULT now())"
     )
     conn.execute(f"CREATE INDEX IF NOT EXISTS sync_plans_sink ON {PLANS} (sink, run_id, id)")
+    conn.execute(
+        f"CREATE TABLE IF NOT EXISTS {INTENTS} (sink text NOT NULL, call_id text NOT NULL, run_id text NOT NULL, "
+        "created_at double precision NOT NULL, items jsonb NOT NULL, PRIMARY KEY (sink, call_id))"
+    )
+    conn.execute(
+        f"CREATE TABLE IF NOT EXISTS {IN_DOUBT} (sink text NOT NULL, record_key text NOT NULL, hash text NOT NULL, "
+        "record jsonb, call_id text NOT NULL, run_id text NOT NULL, reason text NOT NULL, "
+        "since timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (sink, record_key))"
+    )
+    conn.execute(
+        f"CREATE TABLE IF NOT EXISTS {LEASES} (name text PRIMARY KEY, token text NOT NULL, run_id text NOT NULL, "
+        "host text NOT NULL, pid bigint NOT NULL, process_started double precision, acquired_at double precision NOT NULL, "
+        "expires_at double precision NOT NULL)"
+    )
 
 
 def postgres_read_delivered(conn: Any, sink: str) -> dict[str, str]:
@@ -357,3 +400,150 @@ def postgres_read_plan(conn: Any, sink: str, run_id: str | None) -> list[dict]:
         f"SELECT run_id, action, record_key, reason, record, planned_at FROM {PLANS} WHERE {where} ORDER BY id", params
     ).fetchall()
     return _plan_dicts(sink, rows, json_as_text=False)
+
+
+# ------------------------------------------------------------------ the delivery ledger (both backends)
+# Intents, records in doubt and leases (``engine.write.ledger``). The SQL differs between the backends
+# only in placeholders, JSON types and the upsert, so each statement is written once with ``{p}`` for
+# the placeholder and ``{json}`` for the JSON type, and the callers pass their dialect.
+
+
+def _dialect(postgres: bool) -> dict[str, str]:
+    return {"p": "%s", "json": "jsonb"} if postgres else {"p": "?", "json": "JSON"}
+
+
+def _lease_values(lease: Lease) -> list[Any]:
+    return [lease.name, lease.token, lease.run_id, lease.host, lease.pid, lease.process_started, lease.acquired_at, lease.expires_at]
+
+
+def _lease_from(row: Sequence[Any]) -> Lease:
+    name, token, run_id, host, pid, started, acquired, expires = row
+    return Lease(name, token, run_id, host, int(pid), None if started is None else float(started), float(acquired), float(expires))
+
+
+def ledger_read_lease(conn: Any, name: str, *, postgres: bool) -> Lease | None:
+    d = _dialect(postgres)
+    row = conn.execute(f"SELECT {LEASE_COLUMNS} FROM {LEASES} WHERE name = {d['p']}", [name]).fetchone()
+    return None if row is None else _lease_from(row)
+
+
+def ledger_take_lease(conn: Any, lease: Lease, may_take: Callable[[Lease], bool], *, postgres: bool) -> Lease | None:
+    """Inside a transaction with the tables in place: take ``lease`` unless another stands (returned)."""
+    held = ledger_read_lease(conn, lease.name, postgres=postgres)
+    if held is not None and held.token != lease.token and not may_take(held):
+        return held
+    d = _dialect(postgres)
+    values = ", ".join([d["p"]] * 8)
+    if postgres:
+        conn.execute(
+            f"INSERT INTO {LEASES} ({LEASE_COLUMNS}) VALUES ({values}) ON CONFLICT (name) DO UPDATE SET "
+            "token = EXCLUDED.token, run_id = EXCLUDED.run_id, host = EXCLUDED.host, pid = EXCLUDED.pid, "
+            "process_started = EXCLUDED.process_started, acquired_at = EXCLUDED.acquired_at, expires_at = EXCLUDED.expires_at",
+            _lease_values(lease),
+        )
+    else:
+        conn.execute(f"INSERT OR REPLACE INTO {LEASES} ({LEASE_COLUMNS}) VALUES ({values})", _lease_values(lease))
+    return None
+
+
+def ledger_release_lease(conn: Any, name: str, token: str, *, postgres: bool) -> None:
+    d = _dialect(postgres)
+    conn.execute(f"DELETE FROM {LEASES} WHERE name = {d['p']} AND token = {d['p']}", [name, token])
+
+
+def ledger_open_intent(conn: Any, sink: str, intent: Intent, lease: Lease, *, postgres: bool) -> None:
+    """Inside a transaction: renew ``lease`` and write ``intent``; ``LeaseLostError`` if the lease is gone."""
+    d = _dialect(postgres)
+    cur = conn.execute(
+        f"UPDATE {LEASES} SET expires_at = {d['p']} WHERE name = {d['p']} AND token = {d['p']}",
+        [lease.expires_at, lease.name, lease.token],
+    )
+    renewed = cur.rowcount if postgres else cur.fetchone()[0]
+    if not renewed:
+        now_held = ledger_read_lease(conn, lease.name, postgres=postgres)
+        by = now_held.describe() if now_held is not None else "nobody"
+        raise LeaseLostError(
+            f"sync {lease.name}: this run's lease is gone (held now by {by}); nothing more is sent by run {lease.run_id}"
+        )
+    items = encode_json([[key, digest, record] for key, digest, record in intent.items])
+    conn.execute(
+        f"INSERT INTO {INTENTS} (sink, call_id, run_id, created_at, items) "
+        f"VALUES ({d['p']}, {d['p']}, {d['p']}, {d['p']}, {d['p']}::{d['json']})",
+        [sink, intent.call_id, intent.run_id, intent.created_at, items],
+    )
+
+
+def ledger_read_intents(conn: Any, sink: str, *, postgres: bool) -> list[Intent]:
+    d = _dialect(postgres)
+    rows = conn.execute(
+        f"SELECT call_id, run_id, created_at, items::{'text' if postgres else 'VARCHAR'} FROM {INTENTS} "
+        f"WHERE sink = {d['p']} ORDER BY created_at, call_id",
+        [sink],
+    ).fetchall()
+    return [Intent(c, r, float(t), tuple(tuple(item) for item in json.loads(items))) for c, r, t, items in rows]
+
+
+def ledger_read_in_doubt(conn: Any, sink: str, *, postgres: bool) -> list[InDoubt]:
+    d = _dialect(postgres)
+    rows = conn.execute(
+        f"SELECT record_key, hash, record::{'text' if postgres else 'VARCHAR'}, call_id, run_id, reason, "
+        f"extract(epoch FROM since) FROM {IN_DOUBT} WHERE sink = {d['p']} ORDER BY since, record_key",
+        [sink],
+    ).fetchall()
+    return [
+        InDoubt(k, h, None if rec is None else json.loads(rec), c, r, why, None if since is None else float(since))
+        for k, h, rec, c, r, why, since in rows
+    ]
+
+
+def ledger_close_intent(
+    conn: Any,
+    sink: str,
+    call_id: str,
+    delivered: Sequence[DeliveryRow],
+    rejects: Sequence[RejectRow],
+    in_doubt: Sequence[InDoubt],
+    *,
+    record_delivery: Callable[[Any, str, Sequence[DeliveryRow]], int],
+    record_rejects: Callable[[Any, str, Sequence[RejectRow]], int],
+    postgres: bool,
+) -> None:
+    """Inside a transaction with the tables in place: record one call's outcome (``DeliveryLedger.close_intent``)."""
+    d = _dialect(postgres)
+    if delivered:
+        record_delivery(conn, sink, delivered)
+    # Settled keys leave the in-doubt table: delivered, refused, or about to be put back with a new reason.
+    settled = [row[0] for row in delivered] + [row[0] for row in rejects if row[0] is not None] + [x.key for x in in_doubt]
+    if settled:
+        conn.execute(f"DELETE FROM {IN_DOUBT} WHERE sink = {d['p']} AND record_key = ANY({d['p']})", [sink, settled])
+    if rejects:
+        record_rejects(conn, sink, rejects)
+    for doubt in in_doubt:
+        # A key delivered meanwhile (a lease race, or a resend that went through) is not in doubt.
+        conn.execute(
+            f"INSERT INTO {IN_DOUBT} (sink, record_key, hash, record, call_id, run_id, reason, since) "
+            f"SELECT {d['p']}, {d['p']}, {d['p']}, {d['p']}::{d['json']}, {d['p']}, {d['p']}, {d['p']}, now() "
+            f"WHERE NOT EXISTS (SELECT 1 FROM {DELIVERED} WHERE sink = {d['p']} AND record_key = {d['p']})",
+            [sink, doubt.key, doubt.hash, _record_json(doubt.record), doubt.call_id, doubt.run_id, doubt.reason, sink, doubt.key],
+        )
+    conn.execute(f"DELETE FROM {INTENTS} WHERE sink = {d['p']} AND call_id = {d['p']}", [sink, call_id])
+
+
+def ledger_resolve_in_doubt(
+    conn: Any,
+    sink: str,
+    keys: Sequence[str] | None,
+    mark_delivered: bool,
+    *,
+    record_delivery: Callable[[Any, str, Sequence[DeliveryRow]], int],
+    postgres: bool,
+) -> list[InDoubt]:
+    d = _dialect(postgres)
+    wanted = None if keys is None else set(keys)
+    rows = [x for x in ledger_read_in_doubt(conn, sink, postgres=postgres) if wanted is None or x.key in wanted]
+    if not rows:
+        return []
+    if mark_delivered:
+        record_delivery(conn, sink, [(x.key, x.hash, {"marked_delivered": True, "call_id": x.call_id}) for x in rows])
+    conn.execute(f"DELETE FROM {IN_DOUBT} WHERE sink = {d['p']} AND record_key = ANY({d['p']})", [sink, [x.key for x in rows]])
+    return rows

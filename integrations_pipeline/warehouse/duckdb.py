@@ -368,6 +368,77 @@ class DuckDBWarehouse(Warehouse):
         with self._errors("read_plan"), self._connection() as conn:
             return delivery.duckdb_read_plan(conn, delivery.check_sink(sink), run_id)
 
+    # -------------------------------------------------- the delivery ledger (engine.write.ledger)
+
+    def _ledger(self, what: str, work: Any) -> Any:
+        """Run ``work(conn)`` in one write transaction with the ledger tables in place."""
+        from . import delivery
+
+        with self._errors(what), self._connection(write=True) as conn:
+            conn.execute("BEGIN")
+            try:
+                delivery.duckdb_ensure(conn)
+                result = work(conn)
+                conn.execute("COMMIT")
+            except BaseException:
+                _rollback(conn)
+                raise
+        return result
+
+    def take_lease(self, lease, may_take):
+        from . import delivery
+
+        return self._ledger("take_lease", lambda conn: delivery.ledger_take_lease(conn, lease, may_take, postgres=False))
+
+    def release_lease(self, name: str, token: str) -> None:
+        from . import delivery
+
+        self._ledger("release_lease", lambda conn: delivery.ledger_release_lease(conn, name, token, postgres=False))
+
+    def open_intent(self, sink: str, intent, lease) -> None:
+        from . import delivery
+
+        self._ledger("open_intent", lambda conn: delivery.ledger_open_intent(conn, delivery.check_sink(sink), intent, lease, postgres=False))
+
+    def close_intent(self, sink: str, call_id: str, *, delivered=(), rejects=(), in_doubt=()) -> None:
+        from . import delivery
+
+        self._ledger(
+            "close_intent",
+            lambda conn: delivery.ledger_close_intent(
+                conn, delivery.check_sink(sink), call_id, delivered, rejects, in_doubt,
+                record_delivery=delivery.duckdb_record_delivery, record_rejects=delivery.duckdb_record_rejects,
+                postgres=False,
+            ),
+        )
+
+    def read_intents(self, sink: str) -> list:
+        from . import delivery
+
+        with self._errors("read_intents"), self._connection() as conn:
+            if not delivery._duckdb_has(conn, "intents"):
+                return []
+            return delivery.ledger_read_intents(conn, delivery.check_sink(sink), postgres=False)
+
+    def read_in_doubt(self, sink: str) -> list:
+        from . import delivery
+
+        with self._errors("read_in_doubt"), self._connection() as conn:
+            if not delivery._duckdb_has(conn, "in_doubt"):
+                return []
+            return delivery.ledger_read_in_doubt(conn, delivery.check_sink(sink), postgres=False)
+
+    def resolve_in_doubt(self, sink: str, keys, *, mark_delivered: bool) -> list:
+        from . import delivery
+
+        return self._ledger(
+            "resolve_in_doubt",
+            lambda conn: delivery.ledger_resolve_in_doubt(
+                conn, delivery.check_sink(sink), keys, mark_delivered,
+                record_delivery=delivery.duckdb_record_delivery, postgres=False,
+            ),
+        )
+
     def _delivery_write(self, what: str, write, sink: str, rows) -> int:
         from . import delivery
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import queue
+from dataclasses import replace
 import threading
 import weakref
 from collections.abc import Iterator
@@ -24,7 +25,7 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.copy import QueuedLibpqWriter
 
-from integrations_pipeline.engine.errors import ConfigError
+from integrations_pipeline.engine.errors import ConfigError, LeaseLostError
 
 from .base import (
     ACCEPTED_URLS,
@@ -67,6 +68,7 @@ CATALOG_TYPES = {
 META_COLUMNS = ((EXTRA_COLUMN, "jsonb"), (SYNCED_AT_COLUMN, "timestamptz"))
 ISO_TIMESTAMP = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}([Tt ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]+)?)?)?([Zz]|[+-][0-9]{2}(:?[0-9]{2})?)?$"
 DDL_LOCK_KEY = 0x1A7E_57A6_0001  # pg_advisory_xact_lock key serialising our CREATE/ALTER statements
+LEASE_LOCK_PREFIX = "integrations_pipeline.lease:"  # session advisory lock per sync: hashtextextended(prefix || name)
 COLLATE_C = ' COLLATE "C"'  # sort text keys by code point, as Python does
 STAGE = "ip_stage"
 TYPED = "ip_typed"
@@ -119,6 +121,7 @@ class PostgresWarehouse(Warehouse):
             self._kwargs["application_name"] = application_name
         self._conn: psycopg.Connection | None = None
         self._lock = threading.RLock()
+        self._lease_locks: dict[str, tuple[str, psycopg.Connection]] = {}  # lease name → (token, session)
 
     # ---------------------------------------------------------------------------- connections
 
@@ -315,6 +318,111 @@ class PostgresWarehouse(Warehouse):
 
         with self._errors("read_plan"), self._connection() as conn:
             return delivery.postgres_read_plan(conn, delivery.check_sink(sink), run_id)
+
+    # -------------------------------------------------- the delivery ledger (engine.write.ledger)
+    # A lease is a row (who holds it, for the error a second push shows) AND a session advisory lock
+    # on this warehouse's connection: the server releases it when the holder's connection dies, so a
+    # killed run frees its syncs at once, on any host.
+
+    def _ledger(self, what: str, work: Any) -> Any:
+        from . import delivery
+
+        with self._errors(what), self._connection() as conn, conn.transaction():
+            delivery.postgres_ensure(conn, DDL_LOCK_KEY)
+            return work(conn)
+
+    def take_lease(self, lease, may_take):
+        from . import delivery
+
+        key = LEASE_LOCK_PREFIX + lease.name
+        with self._errors("take_lease"), self._connection() as conn:
+            mine = self._lease_locks.get(lease.name)
+            if mine is not None and mine[0] != lease.token:
+                # This connection holds it for another push already (advisory locks are re-entrant).
+                with conn.transaction():
+                    delivery.postgres_ensure(conn, DDL_LOCK_KEY)
+                    return delivery.ledger_read_lease(conn, lease.name, postgres=True) or lease
+            if mine is None and not conn.execute("SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", [key]).fetchone()[0]:
+                with conn.transaction():
+                    delivery.postgres_ensure(conn, DDL_LOCK_KEY)
+                    held = delivery.ledger_read_lease(conn, lease.name, postgres=True)
+                # A holder between its lock and its row: describe it as it stands (rare, and brief).
+                return held or replace(lease, run_id="unknown (starting)", host="another session")
+            try:
+                with conn.transaction():
+                    delivery.postgres_ensure(conn, DDL_LOCK_KEY)
+                    # The lock is ours, so whoever wrote the row before has no session left: take it.
+                    delivery.ledger_take_lease(conn, lease, lambda held: True, postgres=True)
+            except BaseException:
+                if mine is None:
+                    conn.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", [key])
+                raise
+            self._lease_locks[lease.name] = (lease.token, conn)
+        return None
+
+    def release_lease(self, name: str, token: str) -> None:
+        from . import delivery
+
+        with self._errors("release_lease"), self._connection() as conn:
+            with conn.transaction():
+                delivery.postgres_ensure(conn, DDL_LOCK_KEY)
+                delivery.ledger_release_lease(conn, name, token, postgres=True)
+            mine = self._lease_locks.get(name)
+            if mine is not None and mine[0] == token:
+                del self._lease_locks[name]
+                if mine[1] is conn:
+                    conn.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", [LEASE_LOCK_PREFIX + name])
+
+    def open_intent(self, sink: str, intent, lease) -> None:
+        from . import delivery
+
+        mine = self._lease_locks.get(lease.name)
+        if mine is None or mine[0] != lease.token or mine[1] is not self._conn or mine[1].closed or mine[1].broken:
+            # The session that held the advisory lock is gone (a lost connection): so is the lease.
+            self._lease_locks.pop(lease.name, None)
+            raise LeaseLostError(f"sync {lease.name}: the PostgreSQL session holding this run's lease was lost; nothing more is sent")
+        self._ledger("open_intent", lambda conn: delivery.ledger_open_intent(conn, delivery.check_sink(sink), intent, lease, postgres=True))
+
+    def close_intent(self, sink: str, call_id: str, *, delivered=(), rejects=(), in_doubt=()) -> None:
+        from . import delivery
+
+        self._ledger(
+            "close_intent",
+            lambda conn: delivery.ledger_close_intent(
+                conn, delivery.check_sink(sink), call_id, delivered, rejects, in_doubt,
+                record_delivery=lambda c, s, rows: delivery.postgres_record_delivery(c, s, rows, DDL_LOCK_KEY),
+                record_rejects=lambda c, s, rows: delivery.postgres_record_rejects(c, s, rows, DDL_LOCK_KEY),
+                postgres=True,
+            ),
+        )
+
+    def read_intents(self, sink: str) -> list:
+        from . import delivery
+
+        with self._errors("read_intents"), self._connection() as conn:
+            if conn.execute("SELECT to_regclass(%s)", [delivery.INTENTS]).fetchone()[0] is None:
+                return []
+            return delivery.ledger_read_intents(conn, delivery.check_sink(sink), postgres=True)
+
+    def read_in_doubt(self, sink: str) -> list:
+        from . import delivery
+
+        with self._errors("read_in_doubt"), self._connection() as conn:
+            if conn.execute("SELECT to_regclass(%s)", [delivery.IN_DOUBT]).fetchone()[0] is None:
+                return []
+            return delivery.ledger_read_in_doubt(conn, delivery.check_sink(sink), postgres=True)
+
+    def resolve_in_doubt(self, sink: str, keys, *, mark_delivered: bool) -> list:
+        from . import delivery
+
+        return self._ledger(
+            "resolve_in_doubt",
+            lambda conn: delivery.ledger_resolve_in_doubt(
+                conn, delivery.check_sink(sink), keys, mark_delivered,
+                record_delivery=lambda c, s, rows: delivery.postgres_record_delivery(c, s, rows, DDL_LOCK_KEY),
+                postgres=True,
+            ),
+        )
 
 
 

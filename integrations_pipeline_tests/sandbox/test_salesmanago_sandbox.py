@@ -194,7 +194,9 @@ def test_upsert_merges_fields_and_tags(sb, client):
     assert contact["name"] == "A2" and contact["phone"] == "1" and contact["tags"] == ["x", "y"]
 
 
-def test_batchupsert_answers_per_item(sb, client):
+def test_batchupsert_answers_with_the_contact_ids_it_applied(sb, client):
+    """As the public C# client models it (ContactIdsResponse.cs): no per-item array; a refused item is
+    missing from contactIds and named in message."""
     body = post(
         client,
         "/api/contact/batchupsert",
@@ -206,10 +208,9 @@ def test_batchupsert_answers_per_item(sb, client):
             ]
         },
     )
-    assert body["success"] is True
-    assert [r["success"] for r in body["result"]] == [True, False, True]
-    assert "upsertDetails[1]" in body["message"][0]
-    assert set(body["contactIds"]) == {"a@b.co", "c@d.co"}
+    assert set(body) == {"success", "message", "contactIds"} and body["success"] is True
+    assert "upsertDetails[1]" in body["message"][0] and len(body["message"]) == 1
+    assert body["contactIds"] == {"a@b.co": sb.contacts["a@b.co"]["contactId"], "c@d.co": sb.contacts["c@d.co"]["contactId"]}
     assert set(sb.contacts) == {"a@b.co", "c@d.co"} and sb.write_calls == 1
 
 
@@ -218,10 +219,10 @@ def test_delete_and_basic_lookup(sb, client):
     post(client, "/api/contact/upsert", {"contact": {"email": "c@d.co"}})
     found = post(client, "/api/contact/basic", {"email": ["a@b.co", "missing@x.io"]})
     assert [c["email"] for c in found["contacts"]] == ["a@b.co"]
-    assert post(client, "/api/contact/delete", {"email": "a@b.co"}) == {"success": True, "message": [], "existed": True}
+    assert post(client, "/api/contact/delete", {"email": "a@b.co"}) == {"success": True, "message": []}
     assert "a@b.co" not in sb.contacts and sb.deleted == {"a@b.co"}
     # Deleting again (a re-run) is not an error.
-    assert post(client, "/api/contact/delete", {"email": "a@b.co"})["existed"] is False
+    assert post(client, "/api/contact/delete", {"email": "a@b.co"})["success"] is True
     # Re-creating the contact takes it off the deleted set.
     post(client, "/api/contact/upsert", {"contact": {"email": "a@b.co"}})
     assert sb.deleted == set()
@@ -261,7 +262,7 @@ def test_every_listed_event_type_accepted(sb, client):
         "/api/contact/batchAddContactExtEvent",
         {"events": [{"email": "a@b.co", "contactEvent": event(t, externalId=t)} for t in sorted(EVENT_TYPES)]},
     )
-    assert all(r["success"] for r in body["result"])
+    assert (body["createdAmount"], body["failedAmount"], body["failedContacts"]) == (len(EVENT_TYPES), 0, [])
     assert len(sb.events) == len(EVENT_TYPES)
 
 
@@ -323,14 +324,25 @@ def test_batch_events_limited_to_1000(sb, client):
     assert sb.write_calls == 2
 
 
-def test_batch_events_report_bad_items(sb, client):
+def test_batch_events_answer_counts_and_failed_emails(sb, client):
+    """As the public C# client models it (BatchAddContactExtEventResponse.cs): createdAmount, failedAmount
+    and failedContacts (emails), no per-item array; each event is judged on its own."""
     body = post(
         client,
         "/api/contact/batchAddContactExtEvent",
-        {"events": [{"email": "a@b.co", "contactEvent": event()}, {"email": "a@b.co", "contactEvent": event("NOPE")}]},
+        {
+            "events": [
+                {"email": "a@b.co", "contactEvent": event(externalId="e1")},
+                {"email": "A@b.co", "contactEvent": event("NOPE", externalId="e2")},
+                {"email": "bad", "contactEvent": event(externalId="e3")},
+                {"email": "c@d.co", "contactEvent": event(externalId="e4")},
+            ]
+        },
     )
-    assert [r["success"] for r in body["result"]] == [True, False]
-    assert len(sb.events) == 1
+    assert set(body) == {"success", "message", "createdAmount", "failedAmount", "failedContacts"}
+    assert (body["createdAmount"], body["failedAmount"]) == (2, 2)
+    assert body["failedContacts"] == ["a@b.co", "bad"]  # a@b.co also had an event created
+    assert [e["externalId"] for e in sb.events] == ["e1", "e4"]
 
 
 # -- hourly budget ---------------------------------------------------------------------------------

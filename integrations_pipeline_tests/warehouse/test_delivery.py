@@ -1,7 +1,7 @@
-"""Delivered-state and rejects tables on both backends, and the diff → write → record → re-diff loop.
+"""Delivered-state and rejects tables on both backends, and the plan → send → record → re-plan loop.
 
-The end-to-end test runs without Dagster: ``SinkWriter`` against the SALESmanago sandbox in-process,
-wired as in ``connectors/test_sink_conformance.py``.
+The end-to-end tests run without Dagster: ``push`` against the SALESmanago sandbox in-process, wired as
+in ``connectors/test_sink_conformance.py``.
 """
 
 from __future__ import annotations
@@ -13,9 +13,8 @@ import pytest
 from integrations_pipeline.connectors import load_connectors
 from integrations_pipeline.engine.auth import Credentials, secret_env_vars
 from integrations_pipeline.engine.client import VendorClient
-from integrations_pipeline.engine.write.diff import diff, outcome_rows
 from integrations_pipeline.engine.ratelimit import FakeClock
-from integrations_pipeline.engine.write.sinks import SinkWriter
+from integrations_pipeline.engine.write.push import push
 from integrations_pipeline.sandbox.salesmanago import SalesmanagoSandbox
 from integrations_pipeline.warehouse import connect_warehouse
 
@@ -99,27 +98,20 @@ def test_state_survives_reopening(warehouse_url):
         assert wh.read_delivered(SINK) == {"a": "h"}
 
 
-# -- end to end: diff → SinkWriter (sandbox) → record → re-diff ------------------------------------
+# -- end to end: plan → send (sandbox) → record → re-plan --------------------------------------------
 
 
-def _writer(sandbox: SalesmanagoSandbox, sink_name: str) -> SinkWriter:
+def _run(warehouse, sandbox, records):
+    """One reverse-ETL run through ``push``, with the state kept under ``SINK``."""
     spec = load_connectors()["salesmanago"]
     env = sandbox.environment("http://salesmanago.sandbox.test")
     transport = sandbox.transport()
     credentials = Credentials.from_environ(spec.name, secret_env_vars(spec), env)
-    client = VendorClient(spec, credentials, transport=transport, environ=env, clock=FakeClock(), rng=random.Random(0))
-    return SinkWriter(client, spec, sink_name, transport=transport, environ=env)
-
-
-def _run(warehouse, sandbox, records):
-    """One reverse-ETL run: diff, write what changed, record deliveries and rejects. Returns (diff, report)."""
-    with _writer(sandbox, "contacts_batch") as writer:
-        d = diff(writer.sink, records, warehouse.read_delivered(SINK))
-        report = writer.write(d.to_send)
-    delivered, rejected = outcome_rows(d, report)
-    warehouse.record_delivery(SINK, delivered)
-    warehouse.record_rejects(SINK, rejected)
-    return d, report
+    return push(
+        records, spec=spec, sink_name="contacts_batch", ledger=warehouse, state_key=SINK,
+        client=lambda: VendorClient(spec, credentials, transport=transport, environ=env, clock=FakeClock(), rng=random.Random(0)),
+        transport=transport, environ=env,
+    )
 
 
 def contacts(n: int, changed: frozenset[int] = frozenset()) -> list[dict]:
@@ -133,27 +125,29 @@ def test_a_rerun_sends_nothing_and_a_change_sends_exactly_it(warehouse):
     sandbox = SalesmanagoSandbox()
     records = contacts(1500)
     records.append({"contact": {"email": "bad@shop.test", "name": 12345}})  # name must be a string
+    records.append({"contact": {"email": "not-an-email", "name": "N"}})  # only SALESmanago refuses this
 
-    d, report = _run(warehouse, sandbox, records)
-    assert len(d.created) == 1501 and report.calls == 2  # 1,000 per call
-    assert len(report.sent) == 1500 and len(report.rejected) == 1
+    report = _run(warehouse, sandbox, records)
+    assert report.created == 1500 and report.write_calls == 2  # 1,000 per call
+    assert report.rejected == 2 and report.in_doubt == 0
     assert len(warehouse.read_delivered(SINK)) == 1500
-    assert [r["record_key"] for r in warehouse.read_rejects(SINK)] == ["bad@shop.test"]
+    rejects = warehouse.read_rejects(SINK)
+    assert [r["record_key"] for r in rejects] == ["bad@shop.test", "not-an-email"]
+    assert rejects[1]["reason"] == "upsertDetails[500]: contact.email is not a valid email address: 'not-an-email'"
     assert len(sandbox.contacts) == 1500
+    assert warehouse.read_intents(SINK) == []  # every call's intent was closed with its outcome
 
-    # Same records again: only the rejected one is offered again (it was never delivered).
-    d, report = _run(warehouse, sandbox, contacts(1500))
-    assert d.to_send == [] and report.calls == 0 and len(d.unchanged) == 1500
-    assert d.deleted == []
+    # Same records again: only the rejected ones are offered again (they were never delivered).
+    report = _run(warehouse, sandbox, contacts(1500))
+    assert report.write_calls == 0 and report.unchanged == 1500 and report.deleted == 0
 
     # Three changed: exactly those three go, in one call, and the target holds the new names.
-    d, report = _run(warehouse, sandbox, contacts(1500, changed=frozenset({3, 700, 1499})))
-    assert [r["contact"]["email"] for r in d.to_send] == ["c3@shop.test", "c700@shop.test", "c1499@shop.test"]
-    assert len(d.updated) == 3 and report.calls == 1 and len(report.sent) == 3
+    report = _run(warehouse, sandbox, contacts(1500, changed=frozenset({3, 700, 1499})))
+    assert report.updated == 3 and report.write_calls == 1
     assert sandbox.contacts["c700@shop.test"]["name"] == "Name 700 v2"
 
-    d, report = _run(warehouse, sandbox, contacts(1500, changed=frozenset({3, 700, 1499})))
-    assert d.to_send == [] and report.calls == 0
+    report = _run(warehouse, sandbox, contacts(1500, changed=frozenset({3, 700, 1499})))
+    assert report.write_calls == 0
 
 
 # -- dry-run plans ---------------------------------------------------------------------------------
@@ -184,8 +178,6 @@ def test_plans_append_per_run_and_read_back_in_order(warehouse):
 
 
 def _push(warehouse, sandbox, records, *, dry_run=False, run_id="r"):
-    from integrations_pipeline.engine.write.push import push
-
     spec = load_connectors()["salesmanago"]
     env = sandbox.environment("http://salesmanago.sandbox.test")
     credentials = Credentials.from_environ(spec.name, secret_env_vars(spec), env)
@@ -195,7 +187,7 @@ def _push(warehouse, sandbox, records, *, dry_run=False, run_id="r"):
         built.append(1)
         return VendorClient(spec, credentials, transport=sandbox.transport(), environ=env, clock=FakeClock(), rng=random.Random(0))
 
-    report = push(records, spec=spec, sink_name="contacts_batch", log=warehouse, state_key="sync/contacts",
+    report = push(records, spec=spec, sink_name="contacts_batch", ledger=warehouse, state_key="sync/contacts",
                   client=client, dry_run=dry_run, run_id=run_id, transport=sandbox.transport(), environ=env)
     return report, len(built)
 

@@ -50,6 +50,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from ..errors import SpecError
 from ..models import Frozen
 from ..spec import SNAKE, ConnectorSpec, _format_error
+from .keys import put_path
 
 _MISSING = object()
 _PLACEHOLDER = re.compile(r"\{([^{}]+)\}")
@@ -345,15 +346,6 @@ def _evaluate(fm: FieldMap, record: Any) -> Any:
     if fm.truncate is not None and isinstance(value, str):
         value = value[: fm.truncate]
     return value
-
-
-def put_path(target: dict[str, Any], path: str, value: Any) -> None:
-    """Set ``a.b.c`` in nested dicts, creating the parents."""
-    *parents, leaf = path.split(".")
-    node = target
-    for part in parents:
-        node = node.setdefault(part, {})
-    node[leaf] = value
 
 
 def _fill(fields: Mapping[str, FieldMap], record: Any) -> dict[str, Any]:

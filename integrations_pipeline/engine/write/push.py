@@ -1,54 +1,65 @@
-"""One reverse-ETL push: diff the records against what was delivered, send only the changes, record it all.
+"""One reverse-ETL push: plan → (per call) intent → send → record, under a lease, with nothing lost or sent twice.
 
-``push`` is the whole write side of a sync, with no Dagster in it (the sink IO manager and the
-benchmarks both call it):
+``push(records, ...)`` is the whole write side of a sync, with no Dagster in it (the sink IO manager,
+the CLI and the benchmarks call it). Each step happens once, in one place:
 
-1. read what this sync delivered before (``DeliveryLog.read_delivered(state_key)``: key → hash);
-2. ``engine.diff.diff`` splits the records into created / updated / unchanged / deleted (keys delivered
-   before that the source no longer has: reported and planned, never acted on — deleting in the target
-   is a sync of its own into a delete sink; events, being history, are never "deleted");
-3. **dry run**: validate what would be sent against the sink's rules and write the plan (``create``,
-   ``update``, ``delete``, ``reject`` with its reason) to ``DeliveryLog.record_plan``; no client is
-   built, so no call can reach the vendor;
-4. otherwise ``SinkWriter`` sends the changes in ⌈n / batch⌉ calls, and every outcome is recorded:
-   deliveries (key, hash, the vendor's kept answer fields) and rejects (key, reason, record). When the
-   write fails part-way (exhausted retries, 401/403), what the completed calls delivered is recorded
-   before the error propagates, so a re-run sends only the rest and doubles nothing.
+1. **lease** (``ledger.Lease``): one writer per sync. A second push of the same sync waits for it
+   (``lease_wait`` seconds) and then fails with ``PushBusyError`` naming the holder; a holder that
+   died (kill -9) or let its lease expire loses it, with no clean-up by hand;
+2. **recover**: intents left by a push that never recorded its call (killed, disk full) are settled:
+   for an idempotent sink (upsert, insert_once, delete) their records are simply not delivered, so the
+   plan sends them again; for an append sink (events) they go to the in-doubt table, never re-sent
+   on their own;
+3. **plan** (``plan.plan``): de-duplicate, validate, diff against the delivered state, hold keys in
+   doubt; validation rejects are recorded;
+4. per call of ``plan.batches()``: wait for the rate-limit slot, then **intent** (a write-ahead row with
+   the call's keys, hashes and records, renewing the lease), **send** (one call,
+   ``sinks.SinkWriter.send``), **record** (one transaction: what the answer proves delivered, rejects
+   with their reasons, records in doubt, the intent closed).
+
+A call in doubt stops the push (the vendor is failing; what is left is sent by the next run): the
+report says why in ``stopped``. A call that failed as a whole without applying anything (credentials
+refused, retries exhausted on an idempotent call) is recorded, then its error raised.
+
+**Dry run**: the plan (``create``, ``update``, ``delete``, ``reject``, ``in_doubt`` rows) goes to
+``ledger.record_plan`` and no client is built, so nothing can reach the vendor.
 
 The delivered state is keyed by ``state_key``, the sync (its asset), not by the endpoint: two syncs
 into one sink do not see each other's keys as deleted, and routing a sync through a proxy (SALESmanago
 via Datatalks) keeps its history, so events already sent are not sent again by the new route.
+
+``resend_in_doubt`` and ``resolve_in_doubt`` settle records in doubt, the one through the same intent →
+send → record steps, the other by a person's word that the target has them.
 """
 
 from __future__ import annotations
 
 import time
-from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from ..client import VendorClient
-from .diff import Diff, diff, key_text, outcome_rows
-from .sinks import Record, SinkWriter, WriteReport, record_key, validate_record
-from ..spec import ConnectorSpec
+from ..errors import LeaseLostError, PushBusyError
+from ..spec import ConnectorSpec, SinkSpec
+from .keys import Record
+from .ledger import DeliveryLedger, InDoubt, Intent, Lease, may_take_from, new_lease, renewed
+from .plan import Item, Plan, plan
+from .sinks import CallResult, SinkWriter
 
-#: How many rejects a report keeps for logs (all of them go to the rejects table).
-REJECTS_SHOWN = 20
-
-
-class DeliveryLog(Protocol):
-    """Where a push keeps its bookkeeping: the warehouse implements this (``warehouse/delivery.py``)."""
-
-    def read_delivered(self, sink: str) -> dict[str, str]: ...
-    def record_delivery(self, sink: str, rows: Sequence[tuple[str, str, Any]]) -> int: ...
-    def record_rejects(self, sink: str, rows: Sequence[tuple[Any, str, Any]]) -> int: ...
-    def record_plan(self, sink: str, run_id: str, rows: Sequence[tuple[str, Any, Any, Any]]) -> int: ...
+#: How many rejects and keys in doubt a report keeps for logs (all of them are in the ledger).
+SHOWN = 20
+#: A lease lasts this long unless renewed (each call renews it); a dead holder loses it at once.
+LEASE_TTL_SECONDS = 15 * 60
+#: How long a push waits for another run's push of the same sync before failing.
+LEASE_WAIT_SECONDS = 120.0
 
 
 @dataclass
 class PushReport:
-    """What one push did (or, in a dry run, would do). ``rejects`` holds the first few (key, reason)."""
+    """What one push did (or, in a dry run, would do). ``rejects``/``in_doubt_keys`` hold the first few."""
 
     state_key: str
     sink: str
@@ -61,31 +72,15 @@ class PushReport:
     rejected: int = 0
     skipped_insert_once: int = 0
     superseded: int = 0
+    in_doubt: int = 0  # records this push put in doubt (calls whose outcome is unknown)
+    held_in_doubt: int = 0  # records not sent because an earlier call left them in doubt
+    recovered_intents: int = 0  # calls of an earlier push that never recorded their outcome
     write_calls: int = 0
     retries: int = 0
     seconds: float = 0.0
+    stopped: str | None = None  # why the push stopped before sending everything
     rejects: list[tuple[Any, str]] = field(default_factory=list)
-
-
-def plan_rows(sink_spec: Any, plan: Diff) -> list[tuple[str, Any, Any, Any]]:
-    """A dry run's plan rows ``(action, key, reason, record)``."""
-    rows: list[tuple[str, Any, Any, Any]] = []
-    created_ids = {id(r) for r in plan.created}
-    for record in plan.to_send:
-        reasons = validate_record(sink_spec, record)
-        key = key_text(record_key(sink_spec, record))
-        if reasons:
-            rows.append(("reject", key, "; ".join(reasons), record))
-        else:
-            rows.append(("create" if id(record) in created_ids or key is None else "update", key, None, record))
-    rows.extend(("delete", key, None, None) for key in _deleted(sink_spec, plan))
-    return rows
-
-
-def _deleted(sink_spec: Any, plan: Diff) -> list[str]:
-    # An event (append) that no longer appears is history, not a record that went away: a deal's
-    # earlier stage event is not "deleted" when the deal moves on.
-    return [] if sink_spec.mode == "append" else plan.deleted
+    in_doubt_keys: list[str] = field(default_factory=list)
 
 
 def push(
@@ -93,14 +88,19 @@ def push(
     *,
     spec: ConnectorSpec,
     sink_name: str,
-    log: DeliveryLog,
+    ledger: DeliveryLedger,
     state_key: str,
     client: Callable[[], VendorClient],
     dry_run: bool = False,
     run_id: str = "manual",
     transport: Any = None,
     environ: Mapping[str, str] | None = None,
-    on_plan: Callable[[Diff], None] | None = None,
+    on_plan: Callable[[Plan], None] | None = None,
+    log: Callable[[str], None] | None = None,
+    clock: Callable[[], float] = time.time,
+    sleep: Callable[[float], None] = time.sleep,
+    lease_ttl: float = LEASE_TTL_SECONDS,
+    lease_wait: float = LEASE_WAIT_SECONDS,
 ) -> PushReport:
     """Push ``records`` to ``spec``'s sink ``sink_name``; see the module docstring.
 
@@ -109,51 +109,207 @@ def push(
     """
     started = time.perf_counter()
     sink = spec.sinks[sink_name]
-    delivered = log.read_delivered(state_key)
-    plan = diff(sink, records, delivered)
-    if on_plan is not None:
-        on_plan(plan)
-    report = PushReport(state_key=state_key, sink=f"{spec.name}/{sink_name}", dry_run=dry_run,
-                        considered=len(records), unchanged=len(plan.unchanged), deleted=len(_deleted(sink, plan)),
-                        skipped_insert_once=len(plan.skipped_insert_once), superseded=plan.superseded)
+    say = log or (lambda message: None)
+    report = PushReport(state_key=state_key, sink=f"{spec.name}/{sink_name}", dry_run=dry_run, considered=len(records))
     if dry_run:
-        rows = plan_rows(sink, plan)
-        actions = Counter(r[0] for r in rows)
-        report.created, report.updated, report.rejected = actions["create"], actions["update"], actions["reject"]
-        report.rejects = [(r[1], r[2]) for r in rows if r[0] == "reject"][:REJECTS_SHOWN]
+        planned = plan(sink, records, ledger.read_delivered(state_key), [d.key for d in ledger.read_in_doubt(state_key)])
+        if on_plan is not None:
+            on_plan(planned)
+        _count_plan(report, planned)
+        report.created, report.updated, report.rejected = planned.created, planned.updated, len(planned.rejected)
+        report.rejects = [(r.key, r.reason) for r in planned.rejected[:SHOWN]]
+        rows = planned.rows()
         if rows:
-            log.record_plan(state_key, run_id, rows)
+            ledger.record_plan(state_key, run_id, rows)
         report.seconds = round(time.perf_counter() - started, 3)
         return report
-    written = WriteReport(sink_name)
-    if plan.to_send:
-        with client() as vendor, SinkWriter(vendor, spec, sink_name, transport=transport, environ=environ) as writer:
-            try:
-                written = writer.write(plan.to_send)
-            except Exception as exc:
-                # Keep what did arrive before the failure, so a re-run does not send it again.
-                partial = getattr(exc, "partial_report", None)
-                if partial is not None:
-                    _record(log, state_key, plan, partial)
-                raise
-        _record(log, state_key, plan, written)
-    sent_keys = [key_text(o.key) for o in written.sent]
-    report.created = sum(1 for k in sent_keys if k not in delivered)
-    report.updated = len(sent_keys) - report.created
-    report.rejected = len(written.rejected)
-    report.rejects = [(o.key, o.reason or "rejected") for o in written.rejected[:REJECTS_SHOWN]]
-    report.write_calls = written.calls
-    report.retries = written.retries
+
+    with hold_lease(ledger, state_key, run_id=run_id, ttl=lease_ttl, wait=lease_wait, clock=clock, sleep=sleep) as lease:
+        report.recovered_intents = recover_intents(ledger, state_key, sink, say)
+        in_doubt = ledger.read_in_doubt(state_key)
+        planned = plan(sink, records, ledger.read_delivered(state_key), [d.key for d in in_doubt])
+        if on_plan is not None:
+            on_plan(planned)
+        _count_plan(report, planned)
+        report.rejected = len(planned.rejected)
+        report.rejects = [(r.key, r.reason) for r in planned.rejected[:SHOWN]]
+        if planned.rejected:
+            ledger.record_rejects(state_key, [(r.key, r.reason, r.record) for r in planned.rejected])
+        if planned.to_send:
+            with client() as vendor, SinkWriter(vendor, spec, sink_name, transport=transport, environ=environ) as writer:
+                _send_all(planned.batches(), writer, ledger, state_key, lease, report, run_id, clock, lease_ttl, say)
     report.seconds = round(time.perf_counter() - started, 3)
     return report
 
 
-def _record(log: DeliveryLog, state_key: str, plan: Diff, report: WriteReport) -> None:
-    sent, rejected = outcome_rows(plan, report)
-    if sent:
-        log.record_delivery(state_key, sent)
-    if rejected:
-        log.record_rejects(state_key, rejected)
+def resend_in_doubt(
+    keys: Sequence[str] | None,
+    *,
+    spec: ConnectorSpec,
+    sink_name: str,
+    ledger: DeliveryLedger,
+    state_key: str,
+    client: Callable[[], VendorClient],
+    run_id: str = "manual",
+    transport: Any = None,
+    environ: Mapping[str, str] | None = None,
+    log: Callable[[str], None] | None = None,
+    clock: Callable[[], float] = time.time,
+    sleep: Callable[[float], None] = time.sleep,
+    lease_ttl: float = LEASE_TTL_SECONDS,
+    lease_wait: float = LEASE_WAIT_SECONDS,
+) -> PushReport:
+    """Send the records in doubt for ``keys`` (None: all) again, as they were first sent, through the
+    same intent → send → record steps; a person asks for this after checking the target lacks them."""
+    started = time.perf_counter()
+    sink = spec.sinks[sink_name]
+    say = log or (lambda message: None)
+    report = PushReport(state_key=state_key, sink=f"{spec.name}/{sink_name}", dry_run=False)
+    with hold_lease(ledger, state_key, run_id=run_id, ttl=lease_ttl, wait=lease_wait, clock=clock, sleep=sleep) as lease:
+        report.recovered_intents = recover_intents(ledger, state_key, sink, say)
+        wanted = None if keys is None else set(keys)
+        rows = [d for d in ledger.read_in_doubt(state_key) if wanted is None or d.key in wanted]
+        report.considered = len(rows)
+        items = [Item(index, d.key, d.hash, d.record) for index, d in enumerate(rows)]
+        batches = [items[i : i + sink.batch_size] for i in range(0, len(items), sink.batch_size)]
+        if batches:
+            with client() as vendor, SinkWriter(vendor, spec, sink_name, transport=transport, environ=environ) as writer:
+                _send_all(batches, writer, ledger, state_key, lease, report, run_id, clock, lease_ttl, say)
+    report.seconds = round(time.perf_counter() - started, 3)
+    return report
 
 
-__all__ = ["DeliveryLog", "PushReport", "plan_rows", "push"]
+def recover_intents(ledger: DeliveryLedger, state_key: str, sink: SinkSpec, say: Callable[[str], None]) -> int:
+    """Settle the intents an earlier push left (call this holding the lease): see the module docstring."""
+    intents = ledger.read_intents(state_key)
+    for intent in intents:
+        if sink.idempotent:
+            # Re-sending is harmless: not recording them as delivered makes the plan send them again.
+            ledger.close_intent(state_key, intent.call_id)
+            say(f"{state_key}: call {intent.call_id} of run {intent.run_id} never recorded its answer; "
+                f"its {len(intent.items)} records will be sent again (the sink is idempotent)")
+            continue
+        reason = (
+            f"run {intent.run_id} stopped after writing the intent of call {intent.call_id} and before recording "
+            "its answer: the vendor may or may not have applied it"
+        )
+        doubts = [InDoubt(key, digest, record, intent.call_id, intent.run_id, reason) for key, digest, record in intent.items]
+        ledger.close_intent(state_key, intent.call_id, in_doubt=doubts)
+        say(f"{state_key}: {len(doubts)} records of call {intent.call_id} (run {intent.run_id}) are in doubt: {reason}")
+    return len(intents)
+
+
+@contextmanager
+def hold_lease(
+    ledger: DeliveryLedger,
+    name: str,
+    *,
+    run_id: str,
+    ttl: float,
+    wait: float,
+    clock: Callable[[], float] = time.time,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Iterator[Lease]:
+    """Hold the lease ``name`` for the block, waiting up to ``wait`` seconds for another holder."""
+    lease = new_lease(name, run_id, clock(), ttl)
+    deadline = clock() + wait
+    delay = 0.05
+    while True:
+        now = clock()
+        lease = renewed(lease, now, ttl)
+        held = ledger.take_lease(lease, may_take_from(now))
+        if held is None:
+            break
+        if now >= deadline:
+            raise PushBusyError(
+                f"sync {name} is being pushed by {held.describe()}; waited {wait:g} s. It runs again once that "
+                "push ends; a holder that died loses the lease at once (same host) or when it expires"
+            )
+        sleep(min(delay, max(0.0, deadline - now)))
+        delay = min(delay * 2, 2.0)
+    try:
+        yield lease
+    finally:
+        ledger.release_lease(name, lease.token)
+
+
+def _count_plan(report: PushReport, planned: Plan) -> None:
+    report.unchanged = len(planned.unchanged)
+    report.deleted = len(planned.deleted)
+    report.skipped_insert_once = len(planned.skipped_insert_once)
+    report.superseded = planned.superseded
+    report.held_in_doubt = len(planned.held)
+
+
+def _send_all(
+    batches: list[list[Item]],
+    writer: SinkWriter,
+    ledger: DeliveryLedger,
+    state_key: str,
+    lease: Lease,
+    report: PushReport,
+    run_id: str,
+    clock: Callable[[], float],
+    ttl: float,
+    say: Callable[[str], None],
+) -> None:
+    sink = writer.sink
+    for number, batch in enumerate(batches, start=1):
+        # The rate-limit wait comes before the intent: a lease that expired while waiting is caught
+        # by open_intent, before anything is sent.
+        writer.pace()
+        intent = Intent(uuid.uuid4().hex, run_id, clock(), tuple((i.key, i.hash, i.record) for i in batch))
+        try:
+            ledger.open_intent(state_key, intent, renewed(lease, clock(), ttl))
+        except LeaseLostError:
+            report.stopped = f"lost the lease on {state_key} before call {number} of {len(batches)}"
+            raise
+        result = writer.send(batch)
+        _record(ledger, state_key, intent, batch, result, sink, report)
+        if result.error is not None:
+            report.stopped = f"call {number} of {len(batches)} failed: {result.error}"
+            raise result.error
+        doubtful = result.of("in_doubt")
+        if doubtful:
+            fate = "in the in-doubt table" if not sink.idempotent else "not recorded as delivered (sent again next run)"
+            report.stopped = f"call {number} of {len(batches)}: {len(doubtful)} records in doubt ({fate}): {doubtful[0].reason}"
+            say(f"{state_key}: {report.stopped}")
+            return
+
+
+def _record(
+    ledger: DeliveryLedger,
+    state_key: str,
+    intent: Intent,
+    batch: list[Item],
+    result: CallResult,
+    sink: SinkSpec,
+    report: PushReport,
+) -> None:
+    """Record one call's outcomes in one transaction (``close_intent``), and count them."""
+    by_index = {i.index: i for i in batch}
+    delivered, rejects, doubts = [], [], []
+    for outcome in result.outcomes:
+        item = by_index[outcome.index]
+        if outcome.status == "sent":
+            delivered.append((item.key, item.hash, outcome.response))
+            if item.action == "update":
+                report.updated += 1
+            else:
+                report.created += 1
+        elif outcome.status == "rejected":
+            rejects.append((item.key, outcome.reason or "rejected", item.record))
+            report.rejected += 1
+            if len(report.rejects) < SHOWN:
+                report.rejects.append((item.key, outcome.reason or "rejected"))
+        elif not sink.idempotent:
+            doubts.append(InDoubt(item.key, item.hash, item.record, intent.call_id, intent.run_id, outcome.reason or "outcome unknown"))
+            report.in_doubt += 1
+            if len(report.in_doubt_keys) < SHOWN:
+                report.in_doubt_keys.append(item.key)
+    report.write_calls += result.calls
+    report.retries += result.retries
+    ledger.close_intent(state_key, intent.call_id, delivered=delivered, rejects=rejects, in_doubt=doubts)
+
+
+__all__ = ["PushReport", "hold_lease", "push", "recover_intents", "resend_in_doubt"]

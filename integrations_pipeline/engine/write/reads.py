@@ -5,7 +5,7 @@ the sink's key: SALESmanago ``POST /api/contact/basic {email: [...]}`` (≤ 50 e
 ``GET /contact_by_email?email=``. ``SinkReader.read(keys)``:
 
 1. de-duplicates the keys (as text, since the vendors store ids as text: ``1`` and ``"1"`` are one
-   key; ignoring case and surrounding spaces too where ``case_insensitive_keys`` says the target does);
+   key; ignoring case and surrounding spaces too where the sink's ``key_case: insensitive`` says the target does);
 2. packs them into ⌈n / batch_size⌉ calls and renders each call's query parameters or body from the
    template (``$key`` / ``$keys``, ``{env: NAME}``), through the same ``VendorClient`` (auth, pacing,
    retries) as the sink's writes, including a sink's own ``auth``/``base_url``;
@@ -43,8 +43,13 @@ import httpx
 from ..auth import dig
 from ..client import VendorClient
 from ..errors import AuthError, ConfigError, FatalError, RequestRejectedError, SyncError
-from .sinks import _MISSING, Record, SinkEndpoint, _chunks, _get, fill_template
 from ..spec import KEY, KEYS, ConnectorSpec, SinkReadSpec
+from .keys import MISSING, Record, get_path, key_text
+from .sinks import SinkEndpoint, fill_template
+
+
+def _chunks(items: list[Any], size: int) -> list[list[Any]]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
 
 
 @dataclass
@@ -135,7 +140,8 @@ class SinkReader(SinkEndpoint):
         return str(key)
 
     def _form(self, text: str) -> str:
-        return text.strip().casefold() if self.read_spec.case_insensitive_keys else text
+        # The one key normalisation of the write side: the same text the plan and the ledger use.
+        return key_text(text, case_insensitive=self.sink.key_case == "insensitive") or text
 
     def _fetch(self, keys: list[Any], wanted: set[str], report: ReadReport) -> dict[str, Record]:
         """One call for ``keys``: match form → returned record, for the requested forms answered."""
@@ -157,8 +163,8 @@ class SinkReader(SinkEndpoint):
             raise
         found: dict[str, Record] = {}
         for record in self._records(answer):
-            value = _get(record, r.key)
-            if value is _MISSING or value is None:
+            value = get_path(record, r.key)
+            if value is MISSING or value is None:
                 raise FatalError(
                     f"{self.spec.name} sink '{self.name}' read: a returned record has no '{r.key}'; "
                     "check read.key against the vendor's answer",

@@ -1,34 +1,44 @@
-"""The write side: validate, pack and send records to a connector's sinks, with an outcome per record.
+"""Send planned records to a sink, one call at a time, and read from each answer what became of each.
 
-A sink (``SinkSpec`` in the vendor's YAML) is one write endpoint. This module is the runtime, with no
-notion of what was delivered before: the diff layer above decides *which* records to write and hands
-them here. ``SinkWriter.write(records)``:
+A sink (``SinkSpec`` in the vendor's YAML) is one write endpoint. ``SinkWriter.send(items)`` makes ONE
+call (``plan.Plan.batches()`` gives the items of each) and returns a ``CallResult`` with one outcome
+per item: ``sent`` (the answer proves it delivered), ``rejected`` (the vendor refused it, with its
+reason) or ``in_doubt`` (the vendor may or may not have applied it). What decided, by answer shape
+(each sink's ``response`` block names its public source):
 
-1. de-duplicates by the sink's key, keeping the last occurrence (a later record for a key supersedes
-   an earlier one in the same run; sending both would waste a call and, for events, double one);
-2. validates every record against the sink's field rules: a record that fails is rejected with its
-   reasons (``name: longer than 255 characters (300)``) and the rest still go;
-3. packs the valid records into ⌈n / batch_size⌉ calls and renders each body from the template;
-4. reads per-record outcomes from each answer: SALESmanago batch ``result[i].success``; an
-   all-or-nothing 400 that lists the bad items (Datatalks ``errors``, SALESmanago v3 ``problems``)
-   rejects exactly those and resends the rest once; a single-record endpoint's 4xx rejects its record;
-   fields named in ``response.keep`` (Trakor ``id``/``sku``/``created``) are kept on the outcome.
+- a single-record endpoint: a 2xx delivers the record (fields named in ``response.keep`` are kept:
+  Trakor ``id``/``sku``/``created``); a 4xx refusing the record rejects it;
+- ``item_results_path``: a per-item array aligned with the records (``[i].success``);
+- ``failed``: a list in the answer naming failed items by a record field (SALESmanago
+  ``batchAddContactExtEvent`` answers ``failedContacts`` — emails — with ``createdAmount`` and
+  ``failedAmount``): every record matching is rejected with the answer's message, the rest delivered.
+  When the counts show that only some of a failed email's events failed, nobody can tell which: those
+  records are in doubt;
+- ``applied``: a list or map naming the items applied (SALESmanago ``batchupsert`` answers
+  ``contactIds``, email → contact id): a record missing from it is rejected, not delivered;
+- ``counts``: totals in the answer that must agree with the above, or the whole call is in doubt;
+- ``item_errors_path``: an all-or-nothing 4xx listing the bad items (Datatalks ``errors``, SALESmanago
+  v3 ``problems``) applied nothing: those are rejected and the rest are sent again once, in a second
+  call of the same ``send``.
 
-Retriable failures (429, 5xx, SALESmanago 503) are retried by ``VendorClient``. Fatal call-level
-failures (401/403, SALESmanago's HTTP-200 "Not authenticated", a batch the vendor refuses as a whole,
-exhausted retries) raise the client's error at once; ``exc.partial_report`` then holds the outcomes
-of the calls that completed, so a caller can record what was delivered before the failure.
+A 2xx whose answer does not have the shape the spec declares is in doubt, never a silent success or a
+silent re-send. So is any failure after the request may have reached the vendor when the sink is not
+idempotent (``mode: append``: SALESmanago does not de-duplicate events): the client does not retry it
+(``VendorClient.call(idempotent=False)``). Idempotent sinks retry as the retry policy says.
+
+A failure that applied nothing (401/403, SALESmanago's HTTP-200 "Not authenticated", a call the vendor
+refuses as a whole, retries exhausted on an idempotent call) ends the call with ``CallResult.error``;
+the caller records what the result holds, then raises it.
+
+``SinkWriter.write(records)`` plans (no delivered state) and sends every batch, for one-off sends and
+the conformance suite; reverse-ETL syncs go through ``push``, which records an intent before each call.
 
 Secrets stay out of outcomes and errors: reasons are built from field names, types, lengths and the
 vendor's own (redacted) messages, never from request bodies or headers.
-
-Item-level errors of an all-or-nothing 400 are in the response body, which ``VendorClient`` keeps on
-``RequestRejectedError.body``.
 """
 
 from __future__ import annotations
 
-import math
 import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -39,164 +49,15 @@ import httpx
 
 from ..auth import Credentials, dig
 from ..client import VendorClient
-from ..errors import AuthError, FatalError, RequestRejectedError, SyncError
+from ..errors import AuthError, OutcomeUnknownError, RequestRejectedError, SyncError
 from ..models import Secret
-from ..spec import RECORD, RECORDS, ConnectorSpec, FieldRule, SinkSpec
+from ..spec import RECORD, RECORDS, ConnectorSpec, ItemListSpec, SinkSpec
+from .keys import MISSING, Record, get_path, key_text
+from .plan import Item, plan
 
-Record = dict[str, Any]
-
-_JSON_TYPES: dict[str, str] = {
-    "str": "string",
-    "bool": "boolean",
-    "int": "integer",
-    "float": "number",
-    "dict": "object",
-    "list": "array",
-    "NoneType": "null",
-}
 # Statuses with which a single-record endpoint refuses *the record* (bad field, conflict; SALESmanago's
 # success=false comes with 200). Others (404 no such path, 405, 413, ...) are a broken setup: they raise.
 RECORD_REJECTION_STATUSES = frozenset({200, 400, 409, 422})
-_ENUM_SHOWN = 15  # longer enums (SALESmanago: 37 event types) are summarised in reasons, not listed
-
-
-# -- validation --------------------------------------------------------------------------------
-
-
-def _json_type(value: Any) -> str:
-    return _JSON_TYPES.get(type(value).__name__, type(value).__name__)
-
-
-def _type_problem(rule: FieldRule, value: Any) -> str | None:
-    """Why ``value`` is not of the rule's JSON type, or None."""
-    kind = rule.type
-    if kind == "string":
-        ok = isinstance(value, str)
-    elif kind == "boolean":
-        ok = isinstance(value, bool)
-    elif kind == "integer":
-        # An integral float (3.0) is an integer in JSON; bool is not a number even though Python says so.
-        ok = not isinstance(value, bool) and (
-            isinstance(value, int) or (isinstance(value, float) and value.is_integer())
-        )
-    elif kind == "number":
-        ok = not isinstance(value, bool) and isinstance(value, int | float)
-        if ok and not math.isfinite(value):
-            return f"expected a finite number, got {value}"
-    elif kind == "object":
-        ok = isinstance(value, dict)
-    else:
-        ok = isinstance(value, list)
-    return None if ok else f"expected {kind}, got {_json_type(value)}"
-
-
-def _enum_text(values: list[Any]) -> str:
-    if len(values) <= _ENUM_SHOWN:
-        return "one of [" + ", ".join(str(v) for v in values) + "]"
-    return f"one of the {len(values)} values listed in the sink spec"
-
-
-def _shown(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-_MISSING = object()
-
-
-def _get(record: Any, path: str) -> Any:
-    """The value at a dotted path, or ``_MISSING`` (distinct from an explicit null)."""
-    node = record
-    for part in path.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return _MISSING
-        node = node[part]
-    return node
-
-
-def validate_record(sink: SinkSpec, record: Any) -> list[str]:
-    """Every reason ``record`` cannot be sent to ``sink``, each ``<field path>: <reason>``; [] if valid."""
-    if not isinstance(record, dict):
-        return [f"record: expected object, got {_json_type(record)}"]
-    reasons: list[str] = []
-    for path, rule in sink.fields.items():
-        value = _get(record, path)
-        if value is _MISSING or value is None:
-            if rule.required:
-                reasons.append(f"{path}: required field is missing")
-            continue
-        if rule.required and value == "":
-            reasons.append(f"{path}: required field is empty")
-            continue
-        problem = _type_problem(rule, value)
-        if problem:
-            reasons.append(f"{path}: {problem}")
-            continue
-        if rule.max_length is not None and len(value) > rule.max_length:
-            unit = "characters" if rule.type == "string" else "items"
-            reasons.append(f"{path}: longer than {rule.max_length} {unit} ({len(value)})")
-        if rule.enum is not None and value not in rule.enum:
-            reasons.append(f"{path}: got {_shown(value)}, expected {_enum_text(rule.enum)}")
-    if not sink.allow_extra_fields:
-        reasons.extend(_unknown_fields(sink, record))
-    return reasons
-
-
-def _unknown_fields(sink: SinkSpec, record: dict[str, Any], prefix: str = "") -> list[str]:
-    """Reasons for record paths that are neither a declared field nor on the way to one."""
-    reasons: list[str] = []
-    for name, value in record.items():
-        path = f"{prefix}{name}"
-        if path in sink.fields:
-            continue
-        if any(p.startswith(path + ".") for p in sink.fields):
-            # An object implied by declared sub-fields (``contact`` for ``contact.email``).
-            if isinstance(value, dict):
-                reasons.extend(_unknown_fields(sink, value, path + "."))
-            elif value is not None:
-                reasons.append(f"{path}: expected object, got {_json_type(value)}")
-            continue
-        reasons.append(f"{path}: unknown field (not declared by the sink)")
-    return reasons
-
-
-# -- keys and packing --------------------------------------------------------------------------
-
-
-def record_key(sink: SinkSpec, record: Any) -> Any:
-    """The record's key value (``None`` if missing)."""
-    if not isinstance(record, dict):
-        return None
-    value = _get(record, sink.key)
-    return None if value is _MISSING else value
-
-
-def _dedupe(sink: SinkSpec, indexed: Iterable[tuple[int, Any]]) -> tuple[list[tuple[int, Any]], int]:
-    """Last occurrence per key wins, placed where that last occurrence was; keyless records all stay
-    (validation rejects them). Keys compare as strings: the vendors store ids as text (1 == "1")."""
-    items = list(indexed)
-    last: dict[str, int] = {}
-    for position, (_, record) in enumerate(items):
-        key = record_key(sink, record)
-        if key is not None:
-            last[str(key)] = position
-    kept = [
-        (i, r)
-        for position, (i, r) in enumerate(items)
-        if (k := record_key(sink, r)) is None or last[str(k)] == position
-    ]
-    return kept, len(items) - len(kept)
-
-
-def _chunks(items: Sequence[Any], size: int) -> list[list[Any]]:
-    return [list(items[i : i + size]) for i in range(0, len(items), size)]
-
-
-def pack(sink: SinkSpec, records: Iterable[Record]) -> list[list[Record]]:
-    """The calls that would send ``records``: de-duplicated by key (last wins), then ⌈n / batch_size⌉
-    chunks in order. Validation is separate (``validate_record``); ``SinkWriter`` does both."""
-    kept, _ = _dedupe(sink, enumerate(records))
-    return _chunks([r for _, r in kept], sink.batch_size)
 
 
 # -- bodies ------------------------------------------------------------------------------------
@@ -230,30 +91,46 @@ def render_body(sink: SinkSpec, records: Sequence[Record], credentials: Credenti
     return fill_template(sink.body, credentials, {RECORDS: list(records)})
 
 
-# -- reports -----------------------------------------------------------------------------------
+# -- outcomes ----------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class Outcome:
-    """What happened to one record. ``index`` is its position in the records given to ``write``.
+    """What happened to one record. ``index`` is its position in the records planned (or given to
+    ``write``); ``key`` its normalised key.
 
-    ``stage`` says who rejected it: ``validation`` (never sent) or ``vendor`` (the API refused it);
-    ``response`` holds the fields the sink's ``response.keep`` names (Trakor id/sku/created).
+    ``stage`` says who decided: ``validation`` (never sent) or ``vendor``; ``response`` holds the fields
+    the sink's ``response.keep`` names (Trakor id/sku/created, SALESmanago contact id).
     """
 
     index: int
-    key: Any
-    status: Literal["sent", "rejected"]
+    key: str | None
+    status: Literal["sent", "rejected", "in_doubt"]
     reason: str | None = None
     response: dict[str, Any] | None = None
     stage: Literal["validation", "vendor"] | None = None
 
 
 @dataclass
+class CallResult:
+    """The outcome of each item of one ``send`` (in item order), the calls made (2 when an all-or-nothing
+    400 named some items and the rest went again), the client's retries, and ``error`` when the call
+    failed as a whole without applying anything (see the module docstring)."""
+
+    outcomes: list[Outcome] = field(default_factory=list)
+    calls: int = 0
+    retries: int = 0
+    error: SyncError | None = None
+
+    def of(self, status: str) -> list[Outcome]:
+        return [o for o in self.outcomes if o.status == status]
+
+
+@dataclass
 class WriteReport:
-    """Outcomes of one ``write`` (one per record kept after de-duplication, in input order),
-    the write calls made (logical calls; ``retries`` counts the client's extra attempts) and how
-    many records a later record with the same key superseded."""
+    """Outcomes of one ``write`` (one per record kept after de-duplication, in input order), the write
+    calls made (logical calls; ``retries`` counts the client's extra attempts) and how many records a
+    later record with the same key superseded."""
 
     sink: str
     outcomes: list[Outcome] = field(default_factory=list)
@@ -268,6 +145,10 @@ class WriteReport:
     @property
     def rejected(self) -> list[Outcome]:
         return [o for o in self.outcomes if o.status == "rejected"]
+
+    @property
+    def in_doubt(self) -> list[Outcome]:
+        return [o for o in self.outcomes if o.status == "in_doubt"]
 
     def by_key(self) -> dict[Any, Outcome]:
         return {o.key: o for o in self.outcomes if o.key is not None}
@@ -349,98 +230,209 @@ class SinkEndpoint:
         return refused
 
 
+class _InDoubt(Exception):
+    """An answer the spec cannot read: every pending item of the call is in doubt, for this reason."""
+
+
 class SinkWriter(SinkEndpoint):
     """Sends records to one sink of one connector (client handling: ``SinkEndpoint``)."""
 
     # -- public ------------------------------------------------------------------------------
 
-    def write(self, records: Iterable[Record]) -> WriteReport:
-        """Validate, pack and send ``records``; see the module docstring for the rules."""
-        report = WriteReport(sink=self.name)
+    def send(self, items: Sequence[Item]) -> CallResult:
+        """One call carrying ``items`` (at most ``batch_size``); see the module docstring."""
+        if len(items) > self.sink.batch_size:
+            raise ValueError(f"{self.spec.name} sink '{self.name}': {len(items)} items in one call, batch_size is {self.sink.batch_size}")
+        result = CallResult()
         retries_before = self.client.stats.retries
-        kept, report.superseded = _dedupe(self.sink, enumerate(records))
         outcomes: dict[int, Outcome] = {}
-        valid: list[tuple[int, Record]] = []
-        for index, record in kept:
-            reasons = validate_record(self.sink, record)
-            if reasons:
-                outcomes[index] = Outcome(
-                    index, record_key(self.sink, record), "rejected", "; ".join(reasons), stage="validation"
-                )
-            else:
-                valid.append((index, record))
         try:
-            for chunk in _chunks(valid, self.sink.batch_size):
-                self._send(chunk, outcomes, report)
+            self._send(list(items), outcomes, result)
         except SyncError as exc:
-            # What completed before the failure was delivered: the caller may record it.
-            exc.partial_report = report  # type: ignore[attr-defined]
-            raise
+            result.error = exc
         finally:
-            report.outcomes = [outcomes[i] for i in sorted(outcomes)]
-            report.retries = self.client.stats.retries - retries_before
+            result.outcomes = [outcomes[i.index] for i in items if i.index in outcomes]
+            result.retries = self.client.stats.retries - retries_before
+        return result
+
+    def write(self, records: Iterable[Record]) -> WriteReport:
+        """Plan ``records`` with nothing delivered before, then ``send`` every batch: no bookkeeping.
+
+        A failure that applied nothing raises the client's error once the completed calls are in
+        ``exc.partial_report``; a call in doubt does not raise (its records say ``in_doubt``) but ends
+        the write: the records after it are not attempted and have no outcome.
+        """
+        planned = plan(self.sink, list(records), {})
+        report = WriteReport(sink=self.name, superseded=planned.superseded)
+        outcomes = [Outcome(r.index, r.key, "rejected", r.reason, stage="validation") for r in planned.rejected]
+        try:
+            for batch in planned.batches():
+                result = self.send(batch)
+                outcomes += result.outcomes
+                report.calls += result.calls
+                report.retries += result.retries
+                if result.error is not None:
+                    result.error.partial_report = report  # type: ignore[attr-defined]
+                    raise result.error
+                if result.of("in_doubt"):
+                    break
+        finally:
+            report.outcomes = sorted(outcomes, key=lambda o: o.index)
         return report
+
+    def pace(self) -> None:
+        """Wait for this sink's next rate-limit slot (the next ``send`` then does not wait again)."""
+        self.client.pace(self.sink.method)
+        self._paced = True
 
     # -- internals ---------------------------------------------------------------------------
 
-    def _send(self, chunk: list[tuple[int, Record]], outcomes: dict[int, Outcome], report: WriteReport) -> None:
-        pending = chunk
+    _paced = False
+
+    def _send(self, pending: list[Item], outcomes: dict[int, Outcome], result: CallResult) -> None:
         for attempt in range(2):  # the call, then one resend of what an all-or-nothing 400 did not list
-            report.calls += 1
+            result.calls += 1
+            paced, self._paced = self._paced, False
             try:
                 body = self.client.call(
                     self.sink.method,
                     self.sink.path,
-                    json_body=render_body(self.sink, [r for _, r in pending], self.client.credentials),
+                    json_body=render_body(self.sink, [i.record for i in pending], self.client.credentials),
+                    idempotent=self.sink.idempotent,
+                    paced=paced,
                 )
+            except OutcomeUnknownError as exc:
+                for item in pending:
+                    outcomes[item.index] = self._outcome(item, "in_doubt", self.client.redact(str(exc)))
+                return
             except RequestRejectedError as exc:
                 message = str(exc)
                 if any(m in message for m in self.sink.response.auth_messages):
                     raise self._auth_refused(exc) from None
                 if self.sink.batch_size == 1 and exc.status in RECORD_REJECTION_STATUSES:
-                    index, record = pending[0]
-                    outcomes[index] = self._rejected(index, record, message)
+                    outcomes[pending[0].index] = self._outcome(pending[0], "rejected", self.client.redact(message))
                     return
                 bad = self._item_errors(exc, len(pending))
                 if not bad or attempt == 1:
                     raise
                 for position, reason in bad.items():
-                    index, record = pending[position]
-                    outcomes[index] = self._rejected(index, record, reason)
-                pending = [p for position, p in enumerate(pending) if position not in bad]
+                    outcomes[pending[position].index] = self._outcome(pending[position], "rejected", reason)
+                pending = [item for position, item in enumerate(pending) if position not in bad]
                 if not pending:
                     return
                 continue
-            self._accept(pending, body, outcomes)
+            try:
+                self._accept(pending, body, outcomes)
+            except _InDoubt as doubt:
+                for item in pending:
+                    outcomes[item.index] = self._outcome(item, "in_doubt", str(doubt))
             return
 
-    def _rejected(self, index: int, record: Record, reason: str) -> Outcome:
+    def _outcome(self, item: Item, status: Literal["sent", "rejected", "in_doubt"], reason: str | None = None, response: dict[str, Any] | None = None) -> Outcome:
         # Item messages come from bodies the client did not raise on: mask credentials here too.
-        return Outcome(index, record_key(self.sink, record), "rejected", self.client.redact(reason), stage="vendor")
+        shown = self.client.redact(reason) if reason is not None else None
+        return Outcome(item.index, item.key, status, shown, response, stage="vendor" if status == "rejected" else None)
 
-    def _accept(self, pending: list[tuple[int, Record]], body: Any, outcomes: dict[int, Outcome]) -> None:
+    def _where(self) -> str:
+        return f"{self.spec.name} sink '{self.name}'"
+
+    def _accept(self, pending: list[Item], body: Any, outcomes: dict[int, Outcome]) -> None:
+        """Read a 2xx answer into outcomes; raise ``_InDoubt`` when it does not have the declared shape."""
         r = self.sink.response
-        if r.item_results_path is None:
+        if r.item_results_path is not None:
+            self._accept_item_results(pending, body, outcomes)
+        elif r.failed is not None or r.applied is not None:
+            self._accept_listed(pending, body, outcomes)
+        else:
             # Single-record answers carry the kept fields; batch answers without item results have none.
             kept = self._keep(body) if self.sink.batch_size == 1 else None
-            for index, record in pending:
-                outcomes[index] = Outcome(index, record_key(self.sink, record), "sent", response=kept)
-            return
-        results = dig(body, r.item_results_path)
+            for item in pending:
+                outcomes[item.index] = self._outcome(item, "sent", response=kept)
+
+    def _accept_item_results(self, pending: list[Item], body: Any, outcomes: dict[int, Outcome]) -> None:
+        r = self.sink.response
+        results = dig(body, r.item_results_path or "")
         if not isinstance(results, list) or len(results) != len(pending):
             got = len(results) if isinstance(results, list) else "no"
-            raise FatalError(
-                f"{self.spec.name} sink '{self.name}': expected {len(pending)} item results at "
-                f"'{r.item_results_path}', got {got}; which records were applied is unknown",
-                path=self.sink.path,
+            raise _InDoubt(
+                f"{self._where()}: expected {len(pending)} item results at '{r.item_results_path}', got {got}; "
+                "which records were applied is unknown"
             )
-        for (index, record), item in zip(pending, results, strict=True):
-            key = record_key(self.sink, record)
-            if isinstance(item, dict) and item.get(r.item_success_field) is False:
-                reason = str(item.get(r.item_message_field) or "rejected by the vendor (no message)")
-                outcomes[index] = self._rejected(index, record, reason)
+        for item, answer in zip(pending, results, strict=True):
+            if isinstance(answer, dict) and answer.get(r.item_success_field) is False:
+                reason = str(answer.get(r.item_message_field) or "rejected by the vendor (no message)")
+                outcomes[item.index] = self._outcome(item, "rejected", reason)
             else:
-                outcomes[index] = Outcome(index, key, "sent", response=self._keep(item))
+                outcomes[item.index] = self._outcome(item, "sent", response=self._keep(answer))
+
+    def _accept_listed(self, pending: list[Item], body: Any, outcomes: dict[int, Outcome]) -> None:
+        """``failed`` / ``applied`` lists, checked against ``counts``; see the module docstring."""
+        r = self.sink.response
+        listed_spec: ItemListSpec = r.failed or r.applied  # type: ignore[assignment]
+        raw = get_path(body, listed_spec.path) if isinstance(body, dict) else MISSING
+        counts = {name: get_path(body, path) if isinstance(body, dict) else MISSING for name, path in r.counts.items()}
+        counts = {name: value for name, value in counts.items() if value is not MISSING}
+        for name, value in counts.items():
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise _InDoubt(f"{self._where()}: '{r.counts[name]}' in the answer is not a count: {value!r}")
+        if raw is MISSING or raw is None:
+            if r.failed is not None and counts:
+                raw = []  # no failures listed; the counts below must then agree that none failed
+            else:
+                raise _InDoubt(f"{self._where()}: the answer has no '{listed_spec.path}'; which records were applied is unknown")
+        if not isinstance(raw, list | dict):
+            raise _InDoubt(f"{self._where()}: '{listed_spec.path}' in the answer is a {type(raw).__name__}, expected a list or map")
+        insensitive = listed_spec.case == "insensitive"
+        listed = {key_text(v, case_insensitive=insensitive): (raw[v] if isinstance(raw, dict) else None) for v in raw}
+        match = [key_text(get_path(i.record, listed_spec.match), case_insensitive=insensitive) for i in pending]
+        message = self._answer_message(body) or (
+            f"listed in '{listed_spec.path}' by the vendor" if r.failed is not None else f"not in the answer's '{listed_spec.path}'"
+        )
+        if r.applied is not None:
+            flagged = [i for i, m in enumerate(match) if m not in listed]
+        else:
+            flagged = [i for i, m in enumerate(match) if m in listed]
+        delivered_count, rejected_count = counts.get("delivered"), counts.get("rejected")
+        if delivered_count is not None and rejected_count is not None and delivered_count + rejected_count != len(pending):
+            raise _InDoubt(
+                f"{self._where()}: the answer counts {delivered_count} + {rejected_count} items for the {len(pending)} sent"
+            )
+        if rejected_count is None and delivered_count is not None:
+            rejected_count = len(pending) - delivered_count
+        in_doubt_flagged = False
+        if rejected_count is not None and rejected_count != len(flagged):
+            if r.failed is not None and 0 <= rejected_count < len(flagged):
+                # Some events of a failed email were applied, and the answer does not say which.
+                in_doubt_flagged = True
+            else:
+                raise _InDoubt(
+                    f"{self._where()}: the answer counts {rejected_count} failed items but its '{listed_spec.path}' "
+                    f"accounts for {len(flagged)}"
+                )
+        flagged_set = set(flagged)
+        for position, item in enumerate(pending):
+            if position not in flagged_set:
+                kept = None
+                if r.applied is not None and listed_spec.keep_value_as:
+                    kept = {listed_spec.keep_value_as: listed.get(match[position])}
+                outcomes[item.index] = self._outcome(item, "sent", response=kept)
+            elif in_doubt_flagged:
+                outcomes[item.index] = self._outcome(
+                    item,
+                    "in_doubt",
+                    f"{self._where()}: {rejected_count} of the {len(flagged)} items listed in '{listed_spec.path}' failed "
+                    f"and the answer does not say which: {message}",
+                )
+            else:
+                outcomes[item.index] = self._outcome(item, "rejected", message)
+
+    def _answer_message(self, body: Any) -> str | None:
+        message = body.get("message") if isinstance(body, dict) else None
+        if isinstance(message, list):
+            text = "; ".join(str(m) for m in message if m not in (None, ""))
+        else:
+            text = str(message) if message not in (None, "") else ""
+        return text or None
 
     def _keep(self, body: Any) -> dict[str, Any] | None:
         if not self.sink.response.keep:
@@ -473,5 +465,5 @@ class SinkWriter(SinkEndpoint):
                 return {}  # an error about the call itself (catalogId, ...): not an item problem
             if not 0 <= position < count:
                 return {}
-            bad.setdefault(position, []).append(text or "rejected by the vendor (no message)")
+            bad.setdefault(position, []).append(self.client.redact(text) or "rejected by the vendor (no message)")
         return {position: "; ".join(reasons) for position, reasons in bad.items()}

@@ -19,7 +19,7 @@ from integrations_pipeline.engine.write.mapping import (
     parse_sync,
     route,
 )
-from integrations_pipeline.engine.write.sinks import validate_record
+from integrations_pipeline.engine.write.plan import validate_record
 from integrations_pipeline.sandbox.salestrekker import SalestrekkerSandbox
 from integrations_pipeline.sandbox.trackstar import TrackstarSandbox
 from integrations_pipeline.syncs import load_syncs

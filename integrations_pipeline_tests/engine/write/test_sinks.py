@@ -1,9 +1,11 @@
 """Unit tests of the sink runtime (``engine.write.sinks``) and the sink part of the spec, on MockTransport.
 
 Covered: the record-validation table, spec load errors for sinks, packing (de-duplication, call
-count), body templates, per-item results (SALESmanago batch), all-or-nothing 400s that list bad items
-(Datatalks, SALESmanago v3), fatal auth errors with the partial report, and secrets kept out of
-outcomes and errors. The real sandboxes are exercised in ``connectors/test_sink_conformance.py``.
+count), body templates, the SALESmanago batch answers as the public clients model them (contactIds;
+createdAmount/failedAmount/failedContacts) and what is in doubt when they cannot tell, per-item results
+(a generic vendor), all-or-nothing 400s that list bad items (Datatalks, SALESmanago v3), no retry of a
+non-idempotent write that may have been applied, fatal auth errors with the partial report, and secrets
+kept out of outcomes and errors. The real sandboxes are exercised in ``connectors/test_sink_conformance.py``.
 """
 
 from __future__ import annotations
@@ -21,20 +23,15 @@ from integrations_pipeline.connectors import SPEC_DIR
 from integrations_pipeline.engine.auth import Credentials, secret_env_vars
 from integrations_pipeline.engine.errors import (
     AuthError,
-    FatalError,
     MissingCredentialError,
     RequestRejectedError,
     SpecError,
 )
 from integrations_pipeline.engine.client import VendorClient
 from integrations_pipeline.engine.ratelimit import FakeClock
-from integrations_pipeline.engine.write.sinks import (
-    SinkWriter,
-    pack,
-    record_key,
-    render_body,
-    validate_record,
-)
+from integrations_pipeline.engine.write.keys import KeyReader
+from integrations_pipeline.engine.write.plan import plan, validate_record
+from integrations_pipeline.engine.write.sinks import SinkWriter, render_body
 from integrations_pipeline.engine.spec import ConnectorSpec, parse_spec
 
 from .._support import SECRETS, Recorder, json_response, spec
@@ -155,12 +152,15 @@ def test_validate_record(connector, sink, record, reasons):
     assert validate_record(spec(connector).sinks[sink], record) == reasons
 
 
-def test_record_key_follows_dotted_paths():
+def test_record_key_follows_dotted_paths_and_the_sinks_case_rule():
     sinks = spec("salesmanago").sinks
-    assert record_key(sinks["contacts"], sm_contact("a@b.se")) == "a@b.se"
-    assert record_key(sinks["events"], {"contactEvent": {"externalId": "o-1"}}) == "o-1"
-    assert record_key(sinks["events"], {"contactEvent": None}) is None
-    assert record_key(sinks["contacts"], "nope") is None
+    contact_key, event_key = KeyReader.for_sink(sinks["contacts"]), KeyReader.for_sink(sinks["events"])
+    assert contact_key(sm_contact("a@b.se")) == "a@b.se"
+    # Emails are one key whatever their case and surrounding spaces; event ids are kept exactly.
+    assert contact_key(sm_contact(" Case@Shop.TEST ")) == "case@shop.test"
+    assert event_key({"contactEvent": {"externalId": "O-1"}}) == "O-1"
+    assert event_key({"contactEvent": None}) is None
+    assert contact_key("nope") is None
 
 
 # -- spec: sinks load, and broken sinks say where ------------------------------------------------
@@ -196,7 +196,11 @@ SPEC_ERRORS = [
     (mutated("sinks", "products", "batchsize", 3), "datatalks.yaml: sinks.products.batchsize: unknown field (not allowed here)"),
     (mutated("sinks", "products", "path", delete=True), "datatalks.yaml: sinks.products.path: required field is missing"),
     (mutated("sinks", "products", "response", "item_index_field", None), "datatalks.yaml: sinks.products.response: item_errors_path needs exactly one of item_index_field or item_index_pattern"),
-    (mutated("sinks", "contacts", "response", "item_results_path", "result"), "datatalks.yaml: sinks.contacts.response: item_results_path/item_errors_path need a batch endpoint (batch_size > 1)"),
+    (mutated("sinks", "contacts", "response", "item_results_path", "result"), "datatalks.yaml: sinks.contacts.response: item_results_path/item_errors_path/failed/applied need a batch endpoint (batch_size > 1)"),
+    (mutated("sinks", "products", "response", "failed", {"path": "failed", "match": "nope"}), "datatalks.yaml: sinks.products.response.failed.match: 'nope' is not in fields, expected one of"),
+    (mutated("sinks", "products", "response", "failed", {"path": "failed", "match": "id", "keep_value_as": "x"}), "datatalks.yaml: sinks.products.response.failed.keep_value_as: a list of failed items has no value to keep"),
+    (mutated("sinks", "products", "response", "applied", {"path": "ids", "match": "id"}) | {"sinks": {**RAW_DATATALKS["sinks"], "products": {**RAW_DATATALKS["sinks"]["products"], "response": {**RAW_DATATALKS["sinks"]["products"]["response"], "applied": {"path": "ids", "match": "id"}, "failed": {"path": "bad", "match": "id"}}}}}, "datatalks.yaml: sinks.products.response: declare the items an answer applied (applied) or those it did not (failed), not both"),
+    (mutated("sinks", "products", "key_case", "lower"), "datatalks.yaml: sinks.products.key_case: Input should be 'exact' or 'insensitive', got 'lower'"),
     (mutated("sinks", "contacts", "body", {"data": "$record", "group_key": {"env": "lower"}}), "datatalks.yaml: sinks.contacts.body.env: String should match pattern '^[A-Z][A-Z0-9_]*$', got 'lower'"),
     (mutated("sinks", "Products", RAW_DATATALKS["sinks"]["products"]), "datatalks.yaml: sinks.Products: sink name must be snake_case (lowercase letters, digits, '_')"),
     (mutated("sinks", "contacts", "auth", {"type": "oauth"}), "datatalks.yaml: sinks.contacts.auth.type: got 'oauth', expected one of"),
@@ -230,10 +234,18 @@ def test_body_env_references_are_credentials():
 # -- packing and bodies --------------------------------------------------------------------------
 
 
-def test_pack_dedupes_by_key_keeping_the_last_occurrence():
+def pack(sink, records) -> list[list[dict]]:
+    return [[item.record for item in batch] for batch in plan(sink, list(records), {}).batches()]
+
+
+def test_pack_dedupes_by_key_keeping_the_last_occurrence_and_never_packs_a_keyless_record():
     sink = spec("trakor").sinks["products"]
     records = [{"name": "a", "price": 1}, {"name": "b"}, {"name": "a", "price": 2}, {"price": 9}, {"price": 9}]
-    assert pack(sink, records) == [[{"name": "b"}], [{"name": "a", "price": 2}], [{"price": 9}], [{"price": 9}]]
+    assert pack(sink, records) == [[{"name": "b"}], [{"name": "a", "price": 2}]]
+    planned = plan(sink, records, {})
+    assert [(r.index, r.key, r.reason) for r in planned.rejected] == [
+        (3, None, "name: required field is missing"), (4, None, "name: required field is missing")
+    ]  # fmt: skip
 
 
 @pytest.mark.parametrize("n,calls", [(0, 0), (1, 1), (100, 1), (101, 2), (250, 3)])
@@ -249,6 +261,14 @@ def test_pack_keys_compare_as_text():
     assert pack(sink, [{"productId": 1, "name": "a"}, {"productId": "1", "name": "b"}]) == [
         [{"productId": "1", "name": "b"}]
     ]
+
+
+def test_emails_differing_in_case_are_one_contact_and_one_delivery():
+    sink = spec("salesmanago").sinks["contacts_batch"]
+    records = [sm_contact("Case@Shop.test", name="first"), sm_contact("case@shop.test", name="last")]
+    planned = plan(sink, records, {})
+    assert [(i.key, i.record["contact"]["name"]) for i in planned.to_send] == [("case@shop.test", "last")]
+    assert planned.superseded == 1
 
 
 def test_render_body_templates():
@@ -300,33 +320,158 @@ def test_superseded_records_are_counted_not_sent():
     assert report.superseded == 1 and [o.index for o in report.outcomes] == [1]
 
 
-def test_salesmanago_batch_reads_item_results_inside_a_successful_call():
+def test_salesmanago_batchupsert_delivers_what_contact_ids_lists():
+    # The answer as tomaszcekalo/SalesManago's ContactIdsResponse.cs models it: no per-item array.
     answer = {
         "success": True,
         "message": ["upsertDetails[1]: contact.email is not a valid email address: 'bad'"],
-        "result": [
-            {"email": "a@b.se", "success": True, "contactId": "c-1", "created": True},
-            {"email": "bad", "success": False, "message": "contact.email is not a valid email address: 'bad'"},
-            {"email": "c@b.se", "success": True, "contactId": "c-3", "created": False},
-        ],
+        "contactIds": {"a@b.se": "c-1", "c@b.se": "c-3"},
     }
     rec = Recorder([json_response(200, answer)])
     w = writer("salesmanago", "contacts_batch", rec)
-    report = w.write([sm_contact("a@b.se"), sm_contact("bad"), sm_contact("c@b.se")])
+    report = w.write([sm_contact("a@b.se"), sm_contact("bad"), sm_contact("C@b.se")])
     (body,) = rec.bodies()
-    assert [d["contact"]["email"] for d in body["upsertDetails"]] == ["a@b.se", "bad", "c@b.se"]
+    assert [d["contact"]["email"] for d in body["upsertDetails"]] == ["a@b.se", "bad", "C@b.se"]
     assert "sha" in body and "SECRET-sm-apisecret" not in json.dumps(body)
     assert [(o.key, o.status) for o in report.outcomes] == [("a@b.se", "sent"), ("bad", "rejected"), ("c@b.se", "sent")]
-    assert report.outcomes[1].reason == "contact.email is not a valid email address: 'bad'"
+    assert report.outcomes[1].reason == "upsertDetails[1]: contact.email is not a valid email address: 'bad'"
     assert report.outcomes[1].stage == "vendor"
-    assert report.outcomes[2].response == {"contact_id": "c-3", "created": False}
+    assert report.outcomes[2].response == {"contact_id": "c-3"}
 
 
-def test_item_results_that_do_not_line_up_fail_the_call():
+def test_a_batchupsert_answer_without_contact_ids_is_in_doubt_not_an_error():
+    rec = Recorder([json_response(200, {"success": True, "message": []})])
+    report = writer("salesmanago", "contacts_batch", rec).write([sm_contact("a@b.se"), sm_contact("c@b.se")])
+    assert [o.status for o in report.outcomes] == ["in_doubt", "in_doubt"]
+    assert "the answer has no 'contactIds'" in report.outcomes[0].reason
+
+
+def events(*emails: str) -> list[dict[str, Any]]:
+    return [
+        {"email": email, "contactEvent": {"contactExtEventType": "PURCHASE", "externalId": f"o{i}"}}
+        for i, email in enumerate(emails)
+    ]
+
+
+def batch_events_answer(created: int, failed: int, failed_contacts: list[str], message: str = "") -> httpx.Response:
+    # BatchAddContactExtEventResponse.cs (tomaszcekalo/SalesManago): counts and failed emails only.
+    body = {"success": True, "message": [message] if message else [], "createdAmount": created,
+            "failedAmount": failed, "failedContacts": failed_contacts}  # fmt: skip
+    return json_response(200, body)
+
+
+def test_batch_events_reject_every_event_of_a_failed_email_when_the_counts_agree():
+    rec = Recorder([batch_events_answer(2, 2, ["b@x.se"], "events[1]: date looks like seconds")])
+    report = writer("salesmanago", "events_batch", rec).write(events("a@x.se", "B@x.se", "b@x.se", "c@x.se"))
+    assert [(o.key, o.status) for o in report.outcomes] == [
+        ("o0", "sent"), ("o1", "rejected"), ("o2", "rejected"), ("o3", "sent")
+    ]  # fmt: skip
+    assert report.outcomes[1].reason == "events[1]: date looks like seconds"
+    assert rec.calls == 1
+
+
+def test_batch_events_of_a_failed_email_are_in_doubt_when_only_some_failed():
+    # failedAmount 1 for two events of b@x.se: one of them was created, and the answer cannot say which.
+    rec = Recorder([batch_events_answer(2, 1, ["b@x.se"])])
+    report = writer("salesmanago", "events_batch", rec).write(events("a@x.se", "b@x.se", "b@x.se"))
+    assert [(o.key, o.status) for o in report.outcomes] == [("o0", "sent"), ("o1", "in_doubt"), ("o2", "in_doubt")]
+    assert "1 of the 2 items listed in 'failedContacts' failed" in report.outcomes[1].reason
+
+
+@pytest.mark.parametrize(
+    "answer,why",
+    [
+        ({"success": True, "createdAmount": 2, "failedAmount": 1, "failedContacts": []}, "counts 2 + 1 items for the 2 sent"),
+        ({"success": True, "createdAmount": 1, "failedAmount": 1, "failedContacts": []}, "counts 1 failed items"),
+        ({"success": True}, "the answer has no 'failedContacts'"),
+        ({"success": True, "failedContacts": "a@x.se"}, "is a str, expected a list or map"),
+        ({"success": True, "createdAmount": "2", "failedContacts": []}, "is not a count"),
+    ],
+)
+def test_a_batch_events_answer_that_does_not_add_up_puts_the_whole_call_in_doubt(answer, why):
+    rec = Recorder([json_response(200, answer)])
+    report = writer("salesmanago", "events_batch", rec).write(events("a@x.se", "b@x.se"))
+    assert [o.status for o in report.outcomes] == ["in_doubt", "in_doubt"]
+    assert why in report.outcomes[0].reason
+
+
+def test_batch_events_counts_alone_prove_a_clean_call():
+    rec = Recorder([json_response(200, {"success": True, "createdAmount": 2, "failedAmount": 0})])
+    report = writer("salesmanago", "events_batch", rec).write(events("a@x.se", "b@x.se"))
+    assert [o.status for o in report.outcomes] == ["sent", "sent"]
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [
+        json_response(500, {"success": False, "message": ["internal error"]}),
+        json_response(503, {"success": False, "message": ["busy"]}),
+        httpx.ReadTimeout("read timed out"),
+        httpx.RemoteProtocolError("peer closed"),
+        httpx.Response(200, content=b'{"success": tr'),  # a 2xx cut short
+    ],
+    ids=["500", "503", "read-timeout", "reset-after-send", "truncated-2xx"],
+)
+def test_an_event_write_that_may_have_been_applied_is_never_retried(failure):
+    rec = Recorder([failure, batch_events_answer(2, 0, [])])
+    report = writer("salesmanago", "events_batch", rec).write(events("a@x.se", "b@x.se"))
+    assert rec.calls == 1
+    assert [o.status for o in report.outcomes] == ["in_doubt", "in_doubt"]
+    assert report.outcomes[0].reason.startswith("outcome unknown")
+
+
+@pytest.mark.parametrize(
+    "refusal",
+    [
+        json_response(429, {"success": False, "message": ["slow down"]}, {"retry-after": "0"}),
+        json_response(428, {"success": False, "message": ["precondition"]}),
+        httpx.ConnectError("connection refused"),
+        httpx.ConnectTimeout("connect timed out"),
+    ],
+    ids=["429", "428", "connect-error", "connect-timeout"],
+)
+def test_an_event_write_the_vendor_provably_did_not_apply_is_retried(refusal):
+    rec = Recorder([refusal, batch_events_answer(2, 0, [])])
+    report = writer("salesmanago", "events_batch", rec).write(events("a@x.se", "b@x.se"))
+    assert rec.calls == 2 and report.retries == 1
+    assert [o.status for o in report.outcomes] == ["sent", "sent"]
+
+
+def test_an_idempotent_write_is_retried_after_a_5xx():
+    rec = Recorder([json_response(500, {"success": False, "message": ["oops"]}), json_response(200, {"success": True, "contactIds": {"a@b.se": "c1"}})])
+    report = writer("salesmanago", "contacts_batch", rec).write([sm_contact("a@b.se")])
+    assert rec.calls == 2 and [o.status for o in report.outcomes] == ["sent"]
+
+
+def generic_item_results_spec() -> ConnectorSpec:
+    """SALESmanago's batch upsert re-declared as a vendor that answers per item (``item_results_path``)."""
+    base = spec("salesmanago")
+    sink = base.sinks["contacts_batch"]
+    response = sink.response.model_copy(update={"applied": None, "item_results_path": "result", "keep": {"contact_id": "contactId"}})
+    return base.model_copy(update={"sinks": {**base.sinks, "contacts_batch": sink.model_copy(update={"response": response})}})
+
+
+def test_a_vendor_answering_per_item_is_read_item_by_item():
+    answer = {"success": True, "result": [
+        {"success": True, "contactId": "c-1"}, {"success": False, "message": "bad email"}, {"success": True, "contactId": "c-3"}
+    ]}  # fmt: skip
+    rec = Recorder([json_response(200, answer)])
+    report = writer("salesmanago", "contacts_batch", rec, generic_item_results_spec()).write(
+        [sm_contact("a@b.se"), sm_contact("bad"), sm_contact("c@b.se")]
+    )
+    assert [(o.key, o.status, o.reason) for o in report.outcomes] == [
+        ("a@b.se", "sent", None), ("bad", "rejected", "bad email"), ("c@b.se", "sent", None)
+    ]  # fmt: skip
+    assert report.outcomes[2].response == {"contact_id": "c-3"}
+
+
+def test_item_results_that_do_not_line_up_put_the_call_in_doubt():
     rec = Recorder([json_response(200, {"success": True, "result": [{"success": True}]})])
-    with pytest.raises(FatalError, match="expected 2 item results at 'result', got 1") as info:
-        writer("salesmanago", "contacts_batch", rec).write([sm_contact("a@b.se"), sm_contact("c@b.se")])
-    assert info.value.partial_report.outcomes == []
+    report = writer("salesmanago", "contacts_batch", rec, generic_item_results_spec()).write(
+        [sm_contact("a@b.se"), sm_contact("c@b.se")]
+    )
+    assert [o.status for o in report.outcomes] == ["in_doubt", "in_doubt"]
+    assert "expected 2 item results at 'result', got 1" in report.outcomes[0].reason
 
 
 def test_all_or_nothing_400_rejects_the_listed_items_and_resends_the_rest_once():

@@ -1,0 +1,452 @@
+"""Nothing lost, nothing sent twice: ``push`` against crashes, races and vendors that fail after applying.
+
+Each doubling the exactly-once issue found is a test here, against the SALESmanago sandbox:
+
+- kill -9 of the pushing process (a real child process, ``_push_child``) between two calls, after an
+  intent before the vendor applies its call, and after the vendor applied a call before its record
+  (the sandbox's ``pause_write`` knob holds the call so the kill lands there);
+- two pushes of one sync at once (the second waits for the lease, or fails naming the holder);
+- a vendor that applies part of a batch and then answers 500;
+- a warehouse that cannot record what the vendor accepted (disk full);
+- a property-style run of random crashes, 5xx-after-apply and retries over a small batch.
+
+Each ends with the target equal to the truth: every event exactly once and every contact present, where
+what is neither delivered on a re-run (proved safe) nor refused is in the in-doubt table, and a
+person's resolution (``resend`` what the target lacks, ``mark_delivered`` what it has) completes it.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from integrations_pipeline.connectors import load_connectors
+from integrations_pipeline.engine.auth import Credentials, secret_env_vars
+from integrations_pipeline.engine.client import VendorClient
+from integrations_pipeline.engine.errors import PushBusyError, SyncError
+from integrations_pipeline.engine.ratelimit import FakeClock
+from integrations_pipeline.engine.write.push import push, resend_in_doubt
+from integrations_pipeline.sandbox.salesmanago import SalesmanagoSandbox
+from integrations_pipeline.sandbox.server import serve
+from integrations_pipeline.warehouse import connect_warehouse
+
+from ._push_child import records
+
+SPEC = load_connectors()["salesmanago"]
+STATE = "salesmanago/orders_to_events"
+N = 6000  # 6 calls of 1,000: the issue's 6,000 Trackstar orders
+WAIT = 120.0  # seconds a test waits for a child to reach a point; generous for a loaded machine
+
+
+# -- the truth and the target --------------------------------------------------------------------
+
+
+def event_counts(sandbox: SalesmanagoSandbox) -> Counter[str]:
+    return Counter(str(e["externalId"]) for e in sandbox.events)
+
+
+def assert_events_exactly_once(sandbox: SalesmanagoSandbox, n: int = N) -> None:
+    counts = event_counts(sandbox)
+    doubled = {k: c for k, c in counts.items() if c > 1}
+    assert doubled == {}, f"{len(doubled)} events sent more than once"
+    assert set(counts) == {f"o{i}" for i in range(n)}
+
+
+def settle_by_looking_at_the_target(warehouse: Any, sandbox: SalesmanagoSandbox, *, client: Callable[[], VendorClient], **push_args: Any) -> None:
+    """What a person does with the records in doubt: mark delivered those the target has, resend the rest."""
+    doubts = warehouse.read_in_doubt(STATE)
+    present = set(event_counts(sandbox))
+    there = [d.key for d in doubts if d.key in present]
+    missing = [d.key for d in doubts if d.key not in present]
+    if there:
+        warehouse.resolve_in_doubt(STATE, there, mark_delivered=True)
+    if missing:
+        report = resend_in_doubt(missing, spec=SPEC, sink_name="events_batch", ledger=warehouse, state_key=STATE, client=client, **push_args)
+        assert report.in_doubt == 0 and report.stopped is None
+    assert warehouse.read_in_doubt(STATE) == []
+
+
+# -- child processes over loopback ---------------------------------------------------------------
+
+
+@pytest.fixture
+def served() -> Iterator[tuple[SalesmanagoSandbox, dict[str, str]]]:
+    sandbox = SalesmanagoSandbox(requests_per_hour=None)
+    with serve({"salesmanago": sandbox}) as servers:
+        yield sandbox, sandbox.environment(servers.base_urls["salesmanago"])
+
+
+def start_child(env: dict[str, str], warehouse_url: str, sink: str, *, run_id: str, n: int = N, extra: tuple[str, ...] = (), **env_over: str) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "integrations_pipeline_tests.engine.write._push_child", "--warehouse", warehouse_url,
+           "--sink", sink, "--state-key", STATE, "--n", str(n), "--run-id", run_id, *extra]  # fmt: skip
+    child_env = {**os.environ, **env, **env_over}
+    return subprocess.Popen(cmd, env=child_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=Path(__file__).parents[3])
+
+
+def finish(child: subprocess.Popen, code: int = 0) -> dict:
+    out, err = child.communicate(timeout=600)
+    assert child.returncode == code, err
+    return json.loads(out) if code == 0 else {"stderr": err}
+
+
+def kill9(child: subprocess.Popen) -> None:
+    os.kill(child.pid, signal.SIGKILL)
+    child.wait(timeout=60)
+    assert child.returncode == -signal.SIGKILL
+
+
+def wait_for(condition: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + WAIT
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def warehouse_file(tmp_path) -> str:
+    return f"duckdb://{tmp_path / 'warehouse.duckdb'}"
+
+
+def open_warehouse(url: str):
+    return connect_warehouse(url)
+
+
+# -- kill -9 ---------------------------------------------------------------------------------------
+
+
+def test_kill_after_the_vendor_applied_a_call_before_its_record(served, warehouse_file):
+    sandbox, env = served
+    pause = sandbox.pause_write(3, stage="after")  # call 3 applied, its answer held back
+    child = start_child(env, warehouse_file, "events_batch", run_id="run-killed")
+    assert pause.reached.wait(WAIT)
+    kill9(child)
+    pause.release()
+    assert len(sandbox.events) == 3000  # calls 1-3 applied; the process died before recording call 3
+
+    report = finish(start_child(env, warehouse_file, "events_batch", run_id="run-2"))
+    assert (report["recovered_intents"], report["held_in_doubt"], report["write_calls"]) == (1, 1000, 3)
+    assert all(c == 1 for c in event_counts(sandbox).values()) and len(sandbox.events) == 6000
+    with open_warehouse(warehouse_file) as warehouse:
+        doubts = warehouse.read_in_doubt(STATE)
+        assert sorted(int(d.key[1:]) for d in doubts) == list(range(2000, 3000))
+        assert all("run-killed" in d.reason for d in doubts)
+        assert len(warehouse.read_delivered(STATE)) == 5000
+        # A person checks SALESmanago: those 1,000 are there. Marked delivered, nothing is sent again.
+        warehouse.resolve_in_doubt(STATE, None, mark_delivered=True)
+    report = finish(start_child(env, warehouse_file, "events_batch", run_id="run-3"))
+    assert report["write_calls"] == 0 and report["unchanged"] == N
+    assert_events_exactly_once(sandbox)
+
+
+def test_kill_after_the_intent_before_the_vendor_applied_it(served, warehouse_file):
+    sandbox, env = served
+    # Call 3 arrives, waits, and is dropped unapplied: the process died with its intent written.
+    pause = sandbox.pause_write(3, stage="before", discard=True)
+    child = start_child(env, warehouse_file, "events_batch", run_id="run-killed")
+    assert pause.reached.wait(WAIT)
+    kill9(child)
+    pause.release()
+    assert len(sandbox.events) == 2000
+
+    report = finish(start_child(env, warehouse_file, "events_batch", run_id="run-2"))
+    assert (report["recovered_intents"], report["held_in_doubt"], report["created"]) == (1, 1000, 3000)
+    assert len(sandbox.events) == 5000
+    # Nobody can tell from our side; a person sees SALESmanago lacks them and resends them, once.
+    report = finish(start_child(env, warehouse_file, "events_batch", run_id="run-3", extra=("--resend-in-doubt",)))
+    assert (report["considered"], report["created"], report["write_calls"]) == (1000, 1000, 1)
+    assert_events_exactly_once(sandbox)
+    with open_warehouse(warehouse_file) as warehouse:
+        assert warehouse.read_in_doubt(STATE) == [] and len(warehouse.read_delivered(STATE)) == N
+
+
+def test_kill_between_two_calls(served, warehouse_file):
+    sandbox, env = served
+    # The child's own plan budget is 2 requests an hour: after two calls it waits for the rate limit
+    # (SALESmanago's hourly budget), between recording call 2 and writing the intent of call 3.
+    child = start_child(env, warehouse_file, "events_batch", run_id="run-killed", SALESMANAGO_REQUESTS_PER_HOUR="2")
+    wait_for(lambda: sandbox.write_calls == 2, "two calls")
+
+    def recorded_two() -> bool:
+        with open_warehouse(warehouse_file) as warehouse:
+            return len(warehouse.read_delivered(STATE)) == 2000
+
+    wait_for(recorded_two, "the record of call 2")
+    kill9(child)
+    report = finish(start_child(env, warehouse_file, "events_batch", run_id="run-2"))
+    assert (report["recovered_intents"], report["held_in_doubt"], report["created"], report["write_calls"]) == (0, 0, 4000, 4)
+    assert_events_exactly_once(sandbox)
+
+
+def test_kill_mid_push_of_an_idempotent_sink_resends_the_unrecorded_call(served, warehouse_file):
+    sandbox, env = served
+    pause = sandbox.pause_write(2, stage="after")
+    child = start_child(env, warehouse_file, "contacts_batch", run_id="run-killed", n=3000)
+    assert pause.reached.wait(WAIT)
+    kill9(child)
+    pause.release()
+    report = finish(start_child(env, warehouse_file, "contacts_batch", run_id="run-2", n=3000))
+    # An upsert in doubt is simply sent again: call 2's 1,000 contacts and call 3's.
+    assert (report["recovered_intents"], report["held_in_doubt"], report["created"]) == (1, 0, 2000)
+    assert set(sandbox.contacts) == {f"c{i}@shop.test" for i in range(3000)}
+    with open_warehouse(warehouse_file) as warehouse:
+        assert warehouse.read_in_doubt(STATE) == [] and len(warehouse.read_delivered(STATE)) == 3000
+
+
+# -- two runs at once ----------------------------------------------------------------------------
+
+
+def test_two_pushes_of_one_sync_at_once_never_push_in_parallel(served, warehouse_file):
+    sandbox, env = served
+    pause = sandbox.pause_write(1, stage="after")
+    first = start_child(env, warehouse_file, "events_batch", run_id="run-A")
+    assert pause.reached.wait(WAIT)
+    second = start_child(env, warehouse_file, "events_batch", run_id="run-B")
+    impatient = start_child(env, warehouse_file, "events_batch", run_id="run-C", extra=("--lease-wait", "0.5"))
+    busy = finish(impatient, code=3)
+    assert "PushBusyError: sync salesmanago/orders_to_events is being pushed by run run-A (pid" in busy["stderr"]
+    time.sleep(1.0)  # run-B is waiting for the lease meanwhile: it must not have sent anything
+    assert sandbox.write_calls == 1
+    pause.release()
+    a, b = finish(first), finish(second)
+    assert (a["created"], a["write_calls"]) == (N, 6)
+    assert (b["created"], b["write_calls"], b["unchanged"]) == (0, 0, N)
+    assert_events_exactly_once(sandbox)
+
+
+def test_a_lease_left_by_a_killed_holder_frees_itself(served, warehouse_file):
+    sandbox, env = served
+    pause = sandbox.pause_write(1, stage="after")
+    child = start_child(env, warehouse_file, "events_batch", run_id="run-killed")
+    assert pause.reached.wait(WAIT)
+    kill9(child)
+    pause.release()
+    # No clean-up by hand: the next push takes the dead holder's lease at once (a short wait suffices).
+    report = finish(start_child(env, warehouse_file, "events_batch", run_id="run-2", extra=("--lease-wait", "1")))
+    assert report["recovered_intents"] == 1 and report["held_in_doubt"] == 1000
+    assert all(c == 1 for c in event_counts(sandbox).values())
+
+
+# -- in-process: vendors that fail after applying, a warehouse that cannot record ------------------
+
+
+class Rig:
+    """In-process sandbox, DuckDB ledger, a fake clock: push and resend without sleeping."""
+
+    def __init__(self, url: str, sandbox: SalesmanagoSandbox | None = None):
+        self.sandbox = sandbox or SalesmanagoSandbox(requests_per_hour=None)
+        self.env = self.sandbox.environment("http://salesmanago.sandbox.test")
+        self.transport: httpx.BaseTransport = self.sandbox.transport()
+        self.warehouse = connect_warehouse(url)
+        self.clock = FakeClock(start=1_800_000_000.0)
+        self.credentials = Credentials.from_environ(SPEC.name, secret_env_vars(SPEC), self.env)
+
+    def client(self) -> VendorClient:
+        return VendorClient(SPEC, self.credentials, transport=self.transport, environ=self.env, clock=self.clock, rng=random.Random(0))
+
+    def args(self, **over: Any) -> dict[str, Any]:
+        return {"spec": SPEC, "ledger": self.warehouse, "state_key": STATE, "client": self.client, "transport": self.transport,
+                "environ": self.env, "clock": self.clock.time, "sleep": self.clock.sleep, **over}  # fmt: skip
+
+    def push(self, recs: list[dict], sink: str = "events_batch", **over: Any):
+        return push(recs, sink_name=sink, **self.args(**over))
+
+
+@pytest.fixture
+def rig(warehouse_file) -> Iterator[Rig]:
+    r = Rig(warehouse_file)
+    try:
+        yield r
+    finally:
+        r.warehouse.close()
+
+
+def test_a_vendor_that_applies_part_of_a_batch_then_answers_500(rig):
+    rig.sandbox.fail_batch_after(300)  # the first call: 300 events stored, then a 500
+    report = rig.push(records("events_batch", N))
+    assert (report.write_calls, report.retries, report.in_doubt, report.created) == (1, 0, 1000, 0)
+    assert report.stopped and "HTTP 500" in report.stopped
+    assert len(rig.sandbox.events) == 300  # never retried: no event twice
+    again = rig.push(records("events_batch", N))
+    assert (again.held_in_doubt, again.created, again.write_calls) == (1000, 5000, 5)
+    settle_by_looking_at_the_target(rig.warehouse, rig.sandbox, client=rig.client, transport=rig.transport, environ=rig.env,
+                                    clock=rig.clock.time, sleep=rig.clock.sleep)  # fmt: skip
+    assert_events_exactly_once(rig.sandbox)
+
+
+def test_an_idempotent_sink_retries_the_call_the_vendor_half_applied(rig):
+    rig.sandbox.fail_batch_after(300)
+    report = rig.push(records("contacts_batch", 2500), sink="contacts_batch")
+    assert (report.created, report.retries, report.in_doubt, report.stopped) == (2500, 1, 0, None)
+    assert len(rig.sandbox.contacts) == 2500
+
+
+class FullDisk:
+    """The warehouse, except that recording the outcome of call ``fail_at`` fails: ENOSPC."""
+
+    def __init__(self, warehouse: Any, fail_at: int):
+        self.warehouse, self.fail_at, self.closed = warehouse, fail_at, 0
+
+    def close_intent(self, *args: Any, **kwargs: Any) -> None:
+        self.closed += 1
+        if self.closed == self.fail_at:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        self.warehouse.close_intent(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.warehouse, name)
+
+
+@pytest.mark.parametrize("sink", ["events_batch", "contacts_batch"])
+def test_the_vendor_accepted_and_the_warehouse_could_not_record_it(rig, sink):
+    with pytest.raises(OSError, match="No space left"):
+        rig.push(records(sink, 4000), sink=sink, ledger=FullDisk(rig.warehouse, fail_at=2))
+    assert rig.sandbox.write_calls == 2  # the push stopped at once: nothing sent after the failure
+    rig.clock.sleep(3600)  # the failed run's lease: it released it on the way out, or it expired
+    report = rig.push(records(sink, 4000), sink=sink)
+    assert report.recovered_intents == 1
+    if sink == "events_batch":
+        assert (report.held_in_doubt, report.created) == (1000, 2000)
+        settle_by_looking_at_the_target(rig.warehouse, rig.sandbox, client=rig.client, transport=rig.transport, environ=rig.env,
+                                        clock=rig.clock.time, sleep=rig.clock.sleep)  # fmt: skip
+        assert_events_exactly_once(rig.sandbox, 4000)
+    else:
+        assert (report.held_in_doubt, report.created) == (0, 3000)  # call 2's contacts again, and the rest
+        assert len(rig.sandbox.contacts) == 4000
+
+
+def test_emails_differing_only_in_case_are_one_contact_and_one_delivery(rig):
+    recs = [{"contact": {"email": "Case@Shop.test", "name": "A"}}, {"contact": {"email": "case@shop.test", "name": "B"}}]
+    report = rig.push(recs, sink="contacts_batch")
+    assert (report.created, report.superseded, report.write_calls) == (1, 1, 1)
+    assert rig.warehouse.read_delivered(STATE).keys() == {"case@shop.test"}
+    assert rig.push(recs, sink="contacts_batch").write_calls == 0
+
+
+def test_a_second_push_waits_for_the_lease_and_then_sends_nothing_twice(rig, warehouse_file):
+    # In one process (a sensor tick and a manual run on one code server): the lease holder is alive.
+    from threading import Thread
+
+    pause = rig.sandbox.pause_write(1, stage="after")
+    results: dict[str, Any] = {}
+    first = Thread(target=lambda: results.setdefault("first", rig.push(records("events_batch", 2000))))
+    first.start()
+    assert pause.reached.wait(WAIT)
+    other = Rig(warehouse_file, rig.sandbox)
+    try:
+        with pytest.raises(PushBusyError, match=r"is being pushed by run manual \(pid \d+"):
+            other.push(records("events_batch", 2000), lease_wait=0.2, clock=time.time, sleep=time.sleep)
+        pause.release()
+        first.join(60)
+        assert results["first"].created == 2000
+        assert other.push(records("events_batch", 2000)).write_calls == 0
+    finally:
+        pause.release()
+        other.warehouse.close()
+    assert_events_exactly_once(rig.sandbox, 2000)
+
+
+# -- property-style: random crashes, vendor failures and retries ------------------------------------
+
+
+class Crash(BaseException):
+    """The process dies here (BaseException: nothing in the push may catch it)."""
+
+
+class Chaos(httpx.BaseTransport):
+    """The sandbox, with faults drawn from ``rng``: a 500 after applying part of a batch, a 429, a
+    timeout after the vendor applied the call, or the client process dying after the call applied."""
+
+    def __init__(self, sandbox: SalesmanagoSandbox, rng: random.Random):
+        self.sandbox, self.rng, self.inner = sandbox, rng, sandbox.transport()
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        roll = self.rng.random()
+        if roll < 0.15:
+            self.sandbox.fail_batch_after(self.rng.randrange(0, 5))
+        elif roll < 0.25:
+            return httpx.Response(429, json={"success": False, "message": ["slow down"]}, headers={"retry-after": "1"})
+        response = self.inner.handle_request(request)
+        if 0.25 <= roll < 0.35:
+            raise httpx.ReadTimeout("the answer was lost", request=request)
+        if 0.35 <= roll < 0.45:
+            raise Crash("killed after the vendor applied the call")
+        return response
+
+
+class CrashingLedger:
+    """The warehouse, dying (``Crash``) at one random ledger step of the run."""
+
+    def __init__(self, warehouse: Any, rng: random.Random):
+        self.warehouse = warehouse
+        self.step = rng.randrange(0, 12) if rng.random() < 0.5 else -1
+        self.count = 0
+
+    def _maybe(self) -> None:
+        self.count += 1
+        if self.count == self.step:
+            raise Crash(f"killed at ledger step {self.step}")
+
+    def open_intent(self, *a: Any, **k: Any) -> None:
+        self._maybe()
+        self.warehouse.open_intent(*a, **k)
+        self._maybe()
+
+    def close_intent(self, *a: Any, **k: Any) -> None:
+        self._maybe()
+        self.warehouse.close_intent(*a, **k)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.warehouse, name)
+
+
+@pytest.mark.parametrize("seed", range(12))
+@pytest.mark.parametrize("sink", ["events_batch", "contacts_batch"])
+def test_random_crashes_and_failures_never_lose_or_double_a_record(tmp_path, seed, sink):
+    rng = random.Random(seed)
+    url = f"duckdb://{tmp_path / 'w.duckdb'}"
+    small = SPEC.model_copy(update={"sinks": {**SPEC.sinks, sink: SPEC.sinks[sink].model_copy(update={"batch_size": 5})}})
+    r = Rig(url)
+    chaos = Chaos(r.sandbox, rng)
+    truth = records(sink, 23)
+    try:
+        for _attempt in range(30):
+            try:
+                ledger = CrashingLedger(r.warehouse, rng)
+                transport = chaos if rng.random() < 0.7 else r.transport
+                client = lambda t=transport: VendorClient(small, r.credentials, transport=t, environ=r.env, clock=r.clock, rng=random.Random(0))  # noqa: E731
+                report = push(truth, sink_name=sink, **r.args(spec=small, ledger=ledger, client=client, transport=transport))
+            except Crash:
+                r.clock.sleep(3600)  # the dead run's lease expires
+                continue
+            except SyncError:
+                continue  # a run that failed (its 429s outlasted the retry policy): the next run goes on
+            if report.stopped is None and report.held_in_doubt == 0:
+                break
+            if sink == "events_batch" and rng.random() < 0.5:
+                settle_by_looking_at_the_target(r.warehouse, r.sandbox, client=r.client, transport=r.transport, environ=r.env,
+                                                clock=r.clock.time, sleep=r.clock.sleep)  # fmt: skip
+        else:
+            pytest.fail("the pushes never completed")
+        if sink == "events_batch":
+            counts = event_counts(r.sandbox)
+            assert all(c == 1 for c in counts.values()), "an event was sent twice"
+            assert set(counts) == {f"o{i}" for i in range(23)}
+        else:
+            assert set(r.sandbox.contacts) == {f"c{i}@shop.test" for i in range(23)}
+            assert all(r.sandbox.contacts[f"c{i}@shop.test"]["name"] == f"Name {i}" for i in range(23))
+        assert r.warehouse.read_in_doubt(STATE) == [] and r.warehouse.read_intents(STATE) == []
+    finally:
+        r.warehouse.close()

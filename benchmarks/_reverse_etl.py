@@ -234,3 +234,125 @@ def bench_diff_time(report: Report, n: int, repeats: int) -> None:
         f"the baseline reads the same {_k(n)} contacts as flat rows (email, name) of a DuckDB table loaded "
         "through Warehouse.open_load, with read_records. gc.collect() before each timed run."
     )
+
+
+# ------------------------------------------------------------------ 6. intent/record overhead
+
+LEDGER_TARGET = 1.1
+
+
+def _postgres_url() -> str | None:
+    """A fresh database on the local PostgreSQL (TEST_POSTGRES_URL or 127.0.0.1:5432), or None."""
+    import os
+    import uuid
+
+    try:
+        import psycopg
+    except ImportError:
+        return None
+    base = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+    name = f"ip_bench_{uuid.uuid4().hex[:8]}"
+    try:
+        with psycopg.connect(base, autocommit=True, connect_timeout=3) as conn:
+            conn.execute(f"CREATE DATABASE {name}")
+    except psycopg.Error:
+        return None
+    return base.rsplit("/", 1)[0] + f"/{name}"
+
+
+def _drop_postgres(url: str) -> None:
+    import os
+
+    import psycopg
+
+    base = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+    with psycopg.connect(base, autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {url.rsplit('/', 1)[1]} WITH (FORCE)")
+
+
+def bench_ledger_overhead(report: Report, n: int, repeats: int, latency: float = 0.0) -> None:
+    """push() (an intent before and a record after every call) against the same records sent by the
+    pre-ledger path: plan, one SinkWriter.send per batch, one record_delivery at the end."""
+    from integrations_pipeline.engine.write.sinks import SinkWriter
+    from integrations_pipeline.sandbox.server import serve
+
+    name = "6 intent/record overhead"
+    spec = load_connectors()[CONNECTOR]
+    sink = spec.sinks[SINK]
+    label = f"{_k(n)} contacts" + (f", vendor latency {latency * 1000:.0f} ms/call" if latency else "")
+    backends = [("DuckDB", None)]
+    pg = _postgres_url()
+    if pg is not None:
+        backends.append(("PostgreSQL", pg))
+    records = [_contact(i) for i in range(n)]
+    for backend, url in backends:
+        scratch = _scratch()
+        url = url or f"duckdb://{scratch / 'warehouse.duckdb'}"
+        sandbox = SalesmanagoSandbox(requests_per_hour=None)
+        if latency:
+            inner = sandbox.handle
+            sandbox.handle = lambda request, inner=inner: (time_sleep(latency), inner(request))[1]  # type: ignore[method-assign]
+        warehouse = connect_warehouse(url)
+        with_runs: list[float] = []
+        without_runs: list[float] = []
+        try:
+            with serve({CONNECTOR: sandbox}) as servers:
+                env = sandbox.environment(servers.base_urls[CONNECTOR])
+                credentials = Credentials.from_environ(spec.name, secret_env_vars(spec), env)
+
+                def client() -> VendorClient:
+                    return VendorClient(spec, credentials, environ=env)
+
+                for rep in range(repeats):
+                    gc.collect()
+                    state = f"bench.ledger.{rep}"
+                    seconds, pushed = measure(
+                        lambda: push(records, spec=spec, sink_name=SINK, ledger=warehouse, state_key=state + ".with",  # noqa: B023
+                                     client=client, environ=env)  # fmt: skip
+                    )
+                    _expect(pushed.write_calls == math.ceil(n / sink.batch_size), f"push made {pushed.write_calls} calls")
+                    with_runs.append(seconds)
+
+                    def without() -> int:
+                        planned = plan(sink, records, warehouse.read_delivered(state + ".without"))  # noqa: B023
+                        rows = []
+                        with client() as vendor, SinkWriter(vendor, spec, SINK, environ=env) as writer:
+                            for batch in planned.batches():
+                                result = writer.send(batch)
+                                by_index = {i.index: i for i in batch}
+                                rows += [(by_index[o.index].key, by_index[o.index].hash, o.response) for o in result.outcomes if o.status == "sent"]
+                        return warehouse.record_delivery(state + ".without", rows)  # noqa: B023
+
+                    gc.collect()
+                    seconds, recorded = measure(without)
+                    _expect(recorded == n, f"the pre-ledger path recorded {recorded} of {n}")
+                    without_runs.append(seconds)
+                    say(f"[ledger] {backend} run {rep + 1}: push {with_runs[-1]:.2f} s, without per-call recording {seconds:.2f} s")
+                again = push(records, spec=spec, sink_name=SINK, ledger=warehouse, state_key="bench.ledger.0.with", client=client, environ=env)
+                report.check(name, f"{backend}, {label}: calls of an unchanged re-run", f"{again.write_calls}", "= 0", again.write_calls == 0)
+        finally:
+            warehouse.close()
+            shutil.rmtree(scratch, ignore_errors=True)
+            if backend == "PostgreSQL":
+                _drop_postgres(url)
+        ratio = median(with_runs) / median(without_runs)
+        runs = lambda xs: ", ".join(f"{x:.2f}" for x in xs)  # noqa: E731
+        report.info(name, f"{backend}, {label}: push / without", f"{median(with_runs):.2f} s / {median(without_runs):.2f} s (runs {runs(with_runs)} / {runs(without_runs)})")
+        report.check(name, f"{backend}, {label}: push / without per-call recording (medians)", f"{ratio:.2f} x", f"<= {LEDGER_TARGET:g} x", ratio <= LEDGER_TARGET)
+        per_call = (median(with_runs) - median(without_runs)) / math.ceil(n / sink.batch_size) * 1000
+        report.info(name, f"{backend}, {label}: cost of the intent + record", f"{per_call:.1f} ms per call")
+    if pg is None:
+        report.info(name, "PostgreSQL", "skipped: no server at TEST_POSTGRES_URL or 127.0.0.1:5432")
+    report.notes.append(
+        f"6 Intent/record overhead: {_k(n)} SALESmanago contacts into {CONNECTOR}/{SINK} (1,000 per call) against the "
+        "sandbox on loopback, through push() (lease, an intent before and a record after each call, each one "
+        "transaction) versus the pre-ledger path (plan, one send per batch, one record_delivery at the end). "
+        f"{repeats} alternating runs per side, fresh delivered state each run; the 'latency' rows add a fixed delay per "
+        "vendor call, as a real vendor has."
+    )
+
+
+def time_sleep(seconds: float) -> None:
+    import time
+
+    time.sleep(seconds)

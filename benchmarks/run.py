@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/run.py            # full run (several minutes: 1M records for memory)
     .venv/bin/python benchmarks/run.py --quick    # smoke run with smaller sizes
     .venv/bin/python benchmarks/run.py --profile  # also cProfile one engine extraction
-    .venv/bin/python benchmarks/run.py --only rate   # one benchmark (throughput | memory | rate | push | diff)
+    .venv/bin/python benchmarks/run.py --only rate   # one benchmark (throughput | memory | rate | push | diff | ledger)
 
 Prints one table: each figure with its target and PASS/FAIL, and exits 0 whatever the verdicts (the
 benchmark reports; it does not gate CI). Progress goes to stderr, the table to stdout. When the
@@ -22,8 +22,12 @@ throughput target is missed (or with ``--profile``) a cProfile breakdown of the 
    into ``contacts_batch`` (sandbox in-process, DuckDB DeliveryLog): exact counts, not timings.
    New -> ceil(n / batch_size) calls and n contacts held; the same again -> 0 calls; 1% changed ->
    ceil(n/100 / batch_size) calls, updated = n/100.
-5. Diff time: ``read_delivered`` + ``diff`` of 1M records (quick: 100k) already delivered, 1%
+5. Diff time: ``read_delivered`` + ``plan`` of 1M records (quick: 100k) already delivered, 1%
    changed, versus ``read_records`` of the same 1M rows from a warehouse table. Target: <= 10 x.
+6. Intent/record overhead (``_reverse_etl.py``): 100k contacts (quick: 20k), 1,000 per call, through
+   ``push`` (an intent before and a record after every call) versus the same records sent with one
+   record at the end, on DuckDB and PostgreSQL, against the loopback sandbox; again with 100 ms of
+   vendor latency per call. Target: <= 1.1 x. Calls = ceil(n / 1000); an unchanged re-run makes 0.
 
 Every figure is a ratio against something measured in the same run, because the machine is shared
 (2 cores, other people's tests): absolute seconds are noisy, same-run ratios much less so.
@@ -55,7 +59,7 @@ THROUGHPUT_TARGET = 1.5
 MEMORY_TARGET = 1.25
 RATE_TARGET = 9.0
 RATE_LIMIT = 10.0  # Trackstar's documented GET limit per access token, enforced by the sandbox
-BENCHMARKS = ["throughput", "memory", "rate", "push", "diff"]
+BENCHMARKS = ["throughput", "memory", "rate", "push", "diff", "ledger"]
 
 
 @dataclass(frozen=True)
@@ -68,15 +72,16 @@ class Sizes:
     rate_page_size: int
     push_contacts: int
     diff_records: int
+    ledger_contacts: int
 
 
 FULL = Sizes(
     throughput=100_000, repeats=3, memory_small=100_000, memory_large=1_000_000, rate_records=8_000, rate_page_size=100,
-    push_contacts=10_000, diff_records=1_000_000,
+    push_contacts=10_000, diff_records=1_000_000, ledger_contacts=100_000,
 )
 QUICK = Sizes(
     throughput=20_000, repeats=3, memory_small=20_000, memory_large=200_000, rate_records=6_000, rate_page_size=100,
-    push_contacts=10_000, diff_records=100_000,
+    push_contacts=10_000, diff_records=100_000, ledger_contacts=20_000,
 )
 
 
@@ -256,6 +261,13 @@ def bench_push(report: Report, sizes: Sizes) -> None:
     bench_push_calls(report, sizes.push_contacts)
 
 
+def bench_ledger(report: Report, sizes: Sizes) -> None:
+    from _reverse_etl import bench_ledger_overhead
+
+    bench_ledger_overhead(report, sizes.ledger_contacts, sizes.repeats)
+    bench_ledger_overhead(report, sizes.ledger_contacts, sizes.repeats, latency=0.1)
+
+
 def bench_diff(report: Report, sizes: Sizes) -> None:
     from _reverse_etl import bench_diff_time
 
@@ -355,6 +367,8 @@ def main(argv: list[str] | None = None) -> int:
         _guard(report, "4 push write calls", lambda: bench_push(report, sizes))
     if "diff" in only:
         _guard(report, "5 diff time", lambda: bench_diff(report, sizes))
+    if "ledger" in only:
+        _guard(report, "6 intent/record overhead", lambda: bench_ledger(report, sizes))
 
     import duckdb
     import httpx

@@ -481,6 +481,10 @@ class Warehouse(ABC):
 
     # The delivery ledger (``engine.write.ledger.DeliveryLedger``: intents, records in doubt, leases),
     # implemented by both backends in ``delivery.py``; documented on the protocol.
+    def session(self) -> contextlib.AbstractContextManager[None]:
+        """A stretch of quick operations (a push's calls); a backend may keep its connection for it."""
+        return contextlib.nullcontext()
+
     def take_lease(self, lease: Any, may_take: Callable[[Any], bool]) -> Any:
         raise NotImplementedError(f"{type(self).__name__} keeps no delivery ledger")
 

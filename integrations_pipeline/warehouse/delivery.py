@@ -166,7 +166,7 @@ def duckdb_ensure(conn: Any) -> None:
     )
     conn.execute(
         f"CREATE TABLE IF NOT EXISTS {INTENTS} (sink VARCHAR NOT NULL, call_id VARCHAR NOT NULL, run_id VARCHAR NOT NULL, "
-        "created_at DOUBLE NOT NULL, items JSON NOT NULL)"
+        "created_at DOUBLE NOT NULL, items VARCHAR NOT NULL)"
     )
     conn.execute(
         f"CREATE TABLE IF NOT EXISTS {IN_DOUBT} (sink VARCHAR NOT NULL, record_key VARCHAR NOT NULL, hash VARCHAR NOT NULL, "
@@ -203,28 +203,22 @@ def duckdb_read_delivered(conn: Any, sink: str) -> dict[str, str]:
     return dict(conn.execute(f"SELECT record_key, hash FROM {DELIVERED} WHERE sink = ?", [sink]).fetchall())
 
 
-def duckdb_record_delivery(conn: Any, sink: str, rows: Iterable[DeliveryRow]) -> int:
-    """Upsert; call inside a transaction holding the file's write lock. Returns the keys written."""
+def duckdb_record_delivery(conn: Any, sink: str, rows: Iterable[DeliveryRow], *, ensure: bool = True) -> int:
+    """Upsert; call inside a transaction holding the file's write lock. Returns the keys written.
+    ``ensure=False``: the caller created the tables already (the ledger, once per push)."""
     keys, hashes, responses = delivery_columns(rows)
     if not keys:
         return 0
-    duckdb_ensure(conn)
-    frame = _frame({"record_key": keys, "hash": hashes, "response": responses})
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # DuckDB's pandas scan uses deprecated pandas API
-        conn.register("__ip_delivery", frame)
-        try:
-            # No key constraint (see the module docstring): drop the old rows of these keys, then insert.
-            conn.execute(
-                f"DELETE FROM {DELIVERED} WHERE sink = ? AND record_key IN (SELECT record_key FROM __ip_delivery)",
-                [sink],
-            )
-            conn.execute(
-                f"INSERT INTO {DELIVERED} SELECT ?, record_key, hash, now(), response::JSON FROM __ip_delivery",
-                [sink],
-            )
-        finally:
-            conn.unregister("__ip_delivery")
+    if ensure:
+        duckdb_ensure(conn)
+    # The columns travel as three list parameters, unnested in SQL: no DataFrame to build and register
+    # (a push records every call: 1,000 rows in ~6 ms this way, ~23 ms through pandas).
+    # No key constraint (see the module docstring): drop the old rows of these keys, then insert.
+    conn.execute(f"DELETE FROM {DELIVERED} WHERE sink = ? AND record_key = ANY(?)", [sink, keys])
+    conn.execute(
+        f"INSERT INTO {DELIVERED} SELECT ?, unnest(?::VARCHAR[]), unnest(?::VARCHAR[]), now(), unnest(?::VARCHAR[])::JSON",
+        [sink, keys, hashes, responses],
+    )
     return len(keys)
 
 
@@ -317,7 +311,7 @@ def postgres_ensure(conn: Any, ddl_lock_key: int) -> None:
     conn.execute(f"CREATE INDEX IF NOT EXISTS sync_plans_sink ON {PLANS} (sink, run_id, id)")
     conn.execute(
         f"CREATE TABLE IF NOT EXISTS {INTENTS} (sink text NOT NULL, call_id text NOT NULL, run_id text NOT NULL, "
-        "created_at double precision NOT NULL, items jsonb NOT NULL, PRIMARY KEY (sink, call_id))"
+        "created_at double precision NOT NULL, items text NOT NULL, PRIMARY KEY (sink, call_id))"
     )
     conn.execute(
         f"CREATE TABLE IF NOT EXISTS {IN_DOUBT} (sink text NOT NULL, record_key text NOT NULL, hash text NOT NULL, "
@@ -465,18 +459,17 @@ def ledger_open_intent(conn: Any, sink: str, intent: Intent, lease: Lease, *, po
         raise LeaseLostError(
             f"sync {lease.name}: this run's lease is gone (held now by {by}); nothing more is sent by run {lease.run_id}"
         )
-    items = encode_json([[key, digest, record] for key, digest, record in intent.items])
+    # Kept as text, not a JSON type: written for every call, read only after a crash.
     conn.execute(
-        f"INSERT INTO {INTENTS} (sink, call_id, run_id, created_at, items) "
-        f"VALUES ({d['p']}, {d['p']}, {d['p']}, {d['p']}, {d['p']}::{d['json']})",
-        [sink, intent.call_id, intent.run_id, intent.created_at, items],
+        f"INSERT INTO {INTENTS} (sink, call_id, run_id, created_at, items) VALUES ({d['p']}, {d['p']}, {d['p']}, {d['p']}, {d['p']})",
+        [sink, intent.call_id, intent.run_id, intent.created_at, intent.items_json()],
     )
 
 
 def ledger_read_intents(conn: Any, sink: str, *, postgres: bool) -> list[Intent]:
     d = _dialect(postgres)
     rows = conn.execute(
-        f"SELECT call_id, run_id, created_at, items::{'text' if postgres else 'VARCHAR'} FROM {INTENTS} "
+        f"SELECT call_id, run_id, created_at, items FROM {INTENTS} "
         f"WHERE sink = {d['p']} ORDER BY created_at, call_id",
         [sink],
     ).fetchall()
@@ -514,17 +507,22 @@ def ledger_close_intent(
         record_delivery(conn, sink, delivered)
     # Settled keys leave the in-doubt table: delivered, refused, or about to be put back with a new reason.
     settled = [row[0] for row in delivered] + [row[0] for row in rejects if row[0] is not None] + [x.key for x in in_doubt]
-    if settled:
+    # Most calls settle keys that were never in doubt: look before deleting (a probe, not a scan of keys).
+    if settled and conn.execute(f"SELECT 1 FROM {IN_DOUBT} WHERE sink = {d['p']} LIMIT 1", [sink]).fetchone():
         conn.execute(f"DELETE FROM {IN_DOUBT} WHERE sink = {d['p']} AND record_key = ANY({d['p']})", [sink, settled])
     if rejects:
         record_rejects(conn, sink, rejects)
-    for doubt in in_doubt:
+    if in_doubt:
         # A key delivered meanwhile (a lease race, or a resend that went through) is not in doubt.
+        text = "text" if postgres else "VARCHAR"
+        columns = [[x.key for x in in_doubt], [x.hash for x in in_doubt], [_record_json(x.record) for x in in_doubt],
+                   [x.call_id for x in in_doubt], [x.run_id for x in in_doubt], [x.reason for x in in_doubt]]  # fmt: skip
+        unnested = ", ".join(f"unnest({d['p']}::{text}[]) AS {name}" for name in ("k", "h", "r", "c", "u", "why"))
         conn.execute(
             f"INSERT INTO {IN_DOUBT} (sink, record_key, hash, record, call_id, run_id, reason, since) "
-            f"SELECT {d['p']}, {d['p']}, {d['p']}, {d['p']}::{d['json']}, {d['p']}, {d['p']}, {d['p']}, now() "
-            f"WHERE NOT EXISTS (SELECT 1 FROM {DELIVERED} WHERE sink = {d['p']} AND record_key = {d['p']})",
-            [sink, doubt.key, doubt.hash, _record_json(doubt.record), doubt.call_id, doubt.run_id, doubt.reason, sink, doubt.key],
+            f"SELECT {d['p']}, k, h, r::{d['json']}, c, u, why, now() FROM (SELECT {unnested}) AS t "
+            f"WHERE NOT EXISTS (SELECT 1 FROM {DELIVERED} AS x WHERE x.sink = {d['p']} AND x.record_key = t.k)",
+            [sink, *columns, sink],
         )
     conn.execute(f"DELETE FROM {INTENTS} WHERE sink = {d['p']} AND call_id = {d['p']}", [sink, call_id])
 

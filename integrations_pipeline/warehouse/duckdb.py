@@ -98,6 +98,11 @@ PART_BYTES = 128 * 1024 * 1024
 #: the memory of a commit does not grow with the size of the load (DuckDB's own default is 80% of RAM).
 DEFAULT_MEMORY_LIMIT = "256MB"
 STALE_STAGING_SECONDS = 24 * 3600
+#: Longest pause between two attempts to open a file another process holds (short: a session lets go
+#: for the waiter, which must then come in before the session wants the file back).
+MAX_LOCK_POLL_SECONDS = 0.1
+#: A session (``DuckDBWarehouse.session``) lets the file go after this long without an operation.
+SESSION_IDLE_SECONDS = 0.5
 
 _process_locks: dict[str, threading.Lock] = {}
 _process_locks_guard = threading.Lock()
@@ -119,6 +124,90 @@ def _sql_string(text: str) -> str:
 
 def _struct_literal(columns: dict[str, str]) -> str:
     return "{" + ", ".join(f"{_sql_string(k)}: {_sql_string(v)}" for k, v in columns.items()) + "}"
+
+
+def _mark_waiting(directory: Path | None) -> Path | None:
+    """A marker saying this process waits for the file: ``<db>.waiting/<pid>-<thread>``."""
+    if directory is None:
+        return None
+    try:
+        directory.mkdir(exist_ok=True)
+        marker = directory / f"{os.getpid()}-{threading.get_ident()}"
+        marker.touch()
+        return marker
+    except OSError:
+        return None
+
+
+def _someone_waits(directory: Path | None) -> bool:
+    """Whether a live process (not this one) has a waiting marker; stale ones are removed."""
+    if directory is None:
+        return False
+    try:
+        entries = list(os.scandir(directory))
+    except OSError:
+        return False
+    for entry in entries:
+        pid_text = entry.name.split("-", 1)[0]
+        if not pid_text.isdigit() or int(pid_text) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid_text), 0)
+        except ProcessLookupError:
+            with contextlib.suppress(OSError):
+                os.unlink(entry.path)  # its waiter died waiting
+            continue
+        except PermissionError:
+            pass
+        return True
+    return False
+
+
+class _Anchor:
+    """The extra connection of a ``DuckDBWarehouse.session``: held while operations come quickly."""
+
+    def __init__(self, warehouse: DuckDBWarehouse, idle_seconds: float):
+        self.warehouse = warehouse
+        self.idle_seconds = idle_seconds
+        self.conn: duckdb.DuckDBPyConnection | None = None
+        self.lock = threading.Lock()
+        self.timer: threading.Timer | None = None
+
+    def touch(self) -> None:
+        """Before an operation: hold the file unless another process waits; let go after idling."""
+        with self.lock:
+            if self.timer is not None:
+                self.timer.cancel()
+                self.timer = None
+            if _someone_waits(self.warehouse.waiters_dir):
+                self._drop()  # the operation opens its own connection and waits its turn, like anyone
+                return
+            if self.conn is None:
+                try:
+                    self.conn = duckdb.connect(self.warehouse.path)
+                except duckdb.Error:
+                    return  # locked by another process: this operation waits in _open as usual
+            self.timer = threading.Timer(self.idle_seconds, self._idle)
+            self.timer.daemon = True
+            self.timer.start()
+
+    def _idle(self) -> None:
+        with self.lock:
+            self.timer = None
+            self._drop()
+
+    def _drop(self) -> None:
+        if self.conn is not None:
+            with contextlib.suppress(Exception):
+                self.conn.close()
+            self.conn = None
+
+    def close(self) -> None:
+        with self.lock:
+            if self.timer is not None:
+                self.timer.cancel()
+                self.timer = None
+            self._drop()
 
 
 def _rollback(conn: duckdb.DuckDBPyConnection) -> None:
@@ -158,6 +247,9 @@ class DuckDBWarehouse(Warehouse):
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
             self._lock_key = os.path.realpath(self.path)  # one lock per file, however it is named
             self.staging_dir = Path(self.path + ".staging")
+        self.waiters_dir = Path(self.path + ".waiting") if self.path != ":memory:" else None
+        self._anchor: _Anchor | None = None
+        self._ledger_ready = False
 
     # ---------------------------------------------------------------------------- connections
 
@@ -171,21 +263,30 @@ class DuckDBWarehouse(Warehouse):
         else:
             deadline = time.monotonic() + self.lock_timeout
             delay = 0.01
-            while True:
-                try:
-                    conn = duckdb.connect(self.path)
-                    break
-                except duckdb.IOException as exc:
-                    if not _is_lock_conflict(exc):
-                        raise WarehouseError(f"cannot open DuckDB file {self.path}: {exc}") from exc
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        raise WarehouseError(
-                            f"DuckDB file {self.path} stayed locked by another process for "
-                            f"{self.lock_timeout:g} s: {exc}"
-                        ) from exc
-                    time.sleep(min(delay * (0.5 + random.random()), remaining))
-                    delay = min(delay * 2, 1.0)
+            marker: Path | None = None
+            try:
+                while True:
+                    try:
+                        conn = duckdb.connect(self.path)
+                        break
+                    except duckdb.IOException as exc:
+                        if not _is_lock_conflict(exc):
+                            raise WarehouseError(f"cannot open DuckDB file {self.path}: {exc}") from exc
+                        remaining = deadline - time.monotonic()
+                        if remaining <= 0:
+                            raise WarehouseError(
+                                f"DuckDB file {self.path} stayed locked by another process for "
+                                f"{self.lock_timeout:g} s: {exc}"
+                            ) from exc
+                        if marker is None:
+                            # Say we wait, so a push that keeps the file open between its calls lets go.
+                            marker = _mark_waiting(self.waiters_dir)
+                        time.sleep(min(delay * (0.5 + random.random()), remaining))
+                        delay = min(delay * 2, MAX_LOCK_POLL_SECONDS)
+            finally:
+                if marker is not None:
+                    with contextlib.suppress(OSError):
+                        marker.unlink()
         try:
             conn.execute("SET TimeZone = 'UTC'")
             if self.memory_limit:
@@ -196,9 +297,32 @@ class DuckDBWarehouse(Warehouse):
         return conn
 
     @contextlib.contextmanager
+    def session(self, idle_seconds: float = SESSION_IDLE_SECONDS) -> Iterator[None]:
+        """Keep the file open between operations while they come quickly (a push's calls).
+
+        Opening a DuckDB file costs ~20 ms (the database instance starts), twice per vendor call for a
+        push's intent and record. In a session an extra connection keeps the instance alive, so each
+        operation's own connection opens in microseconds. The file is let go when operations pause for
+        ``idle_seconds`` (a rate-limit wait, a slow vendor) and whenever another process waits for it
+        (its marker in ``<db>.waiting/``); the session only reopens it once nobody waits.
+        """
+        if self.path == ":memory:":
+            yield
+            return
+        anchor = _Anchor(self, idle_seconds)
+        self._anchor = anchor
+        try:
+            yield
+        finally:
+            self._anchor = None
+            anchor.close()
+
+    @contextlib.contextmanager
     def _connection(self, write: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
         """A short-lived connection; ``write`` also serialises writers of this file within the process."""
         self._require_open()
+        if self._anchor is not None:
+            self._anchor.touch()
         lock = _process_lock(self._lock_key) if write else None
         if lock is not None and not lock.acquire(timeout=self.lock_timeout):
             raise WarehouseError(f"another thread kept writing to {self.path} for {self.lock_timeout:g} s")
@@ -377,12 +501,14 @@ class DuckDBWarehouse(Warehouse):
         with self._errors(what), self._connection(write=True) as conn:
             conn.execute("BEGIN")
             try:
-                delivery.duckdb_ensure(conn)
+                if not self._ledger_ready:
+                    delivery.duckdb_ensure(conn)
                 result = work(conn)
                 conn.execute("COMMIT")
             except BaseException:
                 _rollback(conn)
                 raise
+        self._ledger_ready = True  # created once per warehouse object: a push's calls skip the DDL
         return result
 
     def take_lease(self, lease, may_take):
@@ -407,7 +533,8 @@ class DuckDBWarehouse(Warehouse):
             "close_intent",
             lambda conn: delivery.ledger_close_intent(
                 conn, delivery.check_sink(sink), call_id, delivered, rejects, in_doubt,
-                record_delivery=delivery.duckdb_record_delivery, record_rejects=delivery.duckdb_record_rejects,
+                record_delivery=lambda c, s, rows: delivery.duckdb_record_delivery(c, s, rows, ensure=False),
+                record_rejects=delivery.duckdb_record_rejects,
                 postgres=False,
             ),
         )

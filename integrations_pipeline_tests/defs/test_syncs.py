@@ -156,3 +156,54 @@ def _server_error():
     import httpx
 
     return httpx.Response(500, json={"messages": ["injected outage"], "reasonCode": 500})
+
+
+@pytest.fixture
+def orders_sandboxes(monkeypatch, tmp_path):
+    yield from _serve(monkeypatch, tmp_path, 5, {"products": 5, "orders": 350, "inventory": 5})
+
+
+def test_events_in_doubt_fail_the_run_and_the_check_until_a_person_settles_them(orders_sandboxes, capsys):
+    """SALESmanago applies part of the events batch, then answers 500: nothing is retried or doubled; the
+    run fails, the records wait in the in-doubt table (the check says so), and the CLI and the sync's
+    run config settle them: mark delivered what the target has, resend what it lacks."""
+    from integrations_pipeline.cli import main
+
+    boxes = orders_sandboxes
+    trackstar, sm = boxes["trackstar"], boxes["salesmanago"]
+    defs = build_definitions()
+    _run(defs, [dg.AssetKey(["trackstar", "orders"])], ALL_DAYS)
+    orders = {o["id"] for o in _truth(trackstar, "orders")}
+    assert len(orders) == 700
+    sm.fail_batch_after(250)  # 250 events stored, then a 500
+
+    instance = dg.DagsterInstance.ephemeral()
+    everything = [*defs.assets, *defs.asset_checks]
+    failed = dg.materialize(everything, selection=[ORDERS_TO_EVENTS], resources=defs.resources, instance=instance, raise_on_error=False)
+    assert not failed.success
+    failure = next(e for e in failed.all_events if e.is_step_failure).step_failure_data.error.message
+    assert "records in doubt (in the in-doubt table)" in failure and "in-doubt list" in failure
+    assert len(sm.events) == 250 and sm.write_calls == 1
+
+    # The next run sends nothing (the 700 are held) and the check fails, naming them.
+    result = dg.materialize(everything, selection=[ORDERS_TO_EVENTS], resources=defs.resources, instance=instance)
+    md = result.get_asset_materialization_events()[0].step_materialization_data.materialization.metadata
+    assert (md["held_in_doubt"].value, md["write_calls"].value) == (700, 0)
+    (check,) = result.get_asset_check_evaluations()
+    assert check.check_name == "no_deliveries_in_doubt" and not check.passed
+    assert check.metadata["in_doubt"].value == 700
+
+    assert main(["in-doubt", "list", "--sync", "trackstar_orders_to_salesmanago_events"]) == 0
+    listed = capsys.readouterr().out.splitlines()
+    assert len(listed) == 700 and all("outcome unknown: HTTP 500" in line for line in listed)
+
+    # A person looks at SALESmanago: 250 are there (mark them delivered), 450 are not (resend them).
+    there = sorted({str(e["externalId"]) for e in sm.events})
+    args = ["in-doubt", "mark-delivered", "--sync", "salesmanago/trackstar_orders_to_salesmanago_events"]
+    assert main([*args, *(x for k in there for x in ("--key", k))]) == 0
+    config = {"ops": {ORDERS_TO_EVENTS.to_python_identifier(): {"config": {"in_doubt": "resend"}}}}
+    result = dg.materialize(everything, selection=[ORDERS_TO_EVENTS], resources=defs.resources, instance=instance, run_config=config)
+    (check,) = result.get_asset_check_evaluations()
+    assert check.passed
+    events = sm.events_by_external_id()
+    assert set(events) == orders and all(len(v) == 1 for v in events.values())

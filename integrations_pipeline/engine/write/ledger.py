@@ -23,11 +23,13 @@ connection dies).
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -62,6 +64,16 @@ class Intent:
     run_id: str
     created_at: float
     items: tuple[tuple[str, str, Any], ...]
+    #: Each record's JSON when the caller has it already (the plan's canonical JSON): not encoded again.
+    encoded: tuple[str | None, ...] = field(default=(), compare=False, repr=False)
+
+    def items_json(self) -> str:
+        """The items as JSON text ``[[key, hash, record], ...]``, what the intent row keeps."""
+        parts = []
+        for position, (key, digest, record) in enumerate(self.items):
+            text = self.encoded[position] if position < len(self.encoded) else None
+            parts.append(f"[{json.dumps(key)},{json.dumps(digest)},{text if text is not None else json.dumps(record, default=str)}]")
+        return "[" + ",".join(parts) + "]"
 
 
 @dataclass(frozen=True)
@@ -79,6 +91,11 @@ class InDoubt:
 
 class DeliveryLedger(Protocol):
     """What a push needs from the warehouse; every write is one transaction."""
+
+    def session(self) -> AbstractContextManager[None]:
+        """The stretch of a push's calls: the ledger may keep its database open between operations
+        (DuckDB: opening the file costs more than a call's intent and record together)."""
+        ...
 
     def take_lease(self, lease: Lease, may_take: Callable[[Lease], bool]) -> Lease | None:
         """Hold ``lease`` if nobody does, if its holder is ``lease.token`` or if ``may_take(held)``; return

@@ -160,13 +160,15 @@ def _unknown_fields(sink: SinkSpec, record: dict[str, Any], prefix: str = "") ->
 
 @dataclass(frozen=True)
 class Item:
-    """One record to send: its position in the planned records, normalised key, hash and action."""
+    """One record to send: its position in the planned records, normalised key, hash and action.
+    ``encoded`` is the record's canonical JSON, kept from hashing so the intent need not encode it again."""
 
     index: int
     key: str
     hash: str
     record: Record
     action: Literal["create", "update"] = "create"
+    encoded: str | None = None
 
 
 @dataclass(frozen=True)
@@ -268,7 +270,8 @@ def plan(
         if before is not None and is_append:
             unchanged.append(key)  # an event once delivered is never sent again: no need to hash it
             continue
-        digest = sha(encode(record).encode()).hexdigest()
+        text = encode(record)
+        digest = sha(text.encode()).hexdigest()
         if before is None:
             action: Literal["create", "update"] = "create"
         elif before == digest:
@@ -284,7 +287,7 @@ def plan(
         if reasons:
             rejected.append(Reject(index, key, "; ".join(reasons), record))
         else:
-            to_send.append(Item(index, key, digest, record, action))
+            to_send.append(Item(index, key, digest, record, action, text))
     for index, record in keyless:
         # The key is a required field, so validation names it: "contact.email: required field is missing".
         rejected.append(Reject(index, None, "; ".join(validate_record(sink, record)) or f"{sink.key}: missing", record))

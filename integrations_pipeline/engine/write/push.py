@@ -124,7 +124,7 @@ def push(
         report.seconds = round(time.perf_counter() - started, 3)
         return report
 
-    with hold_lease(ledger, state_key, run_id=run_id, ttl=lease_ttl, wait=lease_wait, clock=clock, sleep=sleep) as lease:
+    with ledger.session(), hold_lease(ledger, state_key, run_id=run_id, ttl=lease_ttl, wait=lease_wait, clock=clock, sleep=sleep) as lease:
         report.recovered_intents = recover_intents(ledger, state_key, sink, say)
         in_doubt = ledger.read_in_doubt(state_key)
         planned = plan(sink, records, ledger.read_delivered(state_key), [d.key for d in in_doubt])
@@ -165,7 +165,7 @@ def resend_in_doubt(
     sink = spec.sinks[sink_name]
     say = log or (lambda message: None)
     report = PushReport(state_key=state_key, sink=f"{spec.name}/{sink_name}", dry_run=False)
-    with hold_lease(ledger, state_key, run_id=run_id, ttl=lease_ttl, wait=lease_wait, clock=clock, sleep=sleep) as lease:
+    with ledger.session(), hold_lease(ledger, state_key, run_id=run_id, ttl=lease_ttl, wait=lease_wait, clock=clock, sleep=sleep) as lease:
         report.recovered_intents = recover_intents(ledger, state_key, sink, say)
         wanted = None if keys is None else set(keys)
         rows = [d for d in ledger.read_in_doubt(state_key) if wanted is None or d.key in wanted]
@@ -258,7 +258,9 @@ def _send_all(
         # The rate-limit wait comes before the intent: a lease that expired while waiting is caught
         # by open_intent, before anything is sent.
         writer.pace()
-        intent = Intent(uuid.uuid4().hex, run_id, clock(), tuple((i.key, i.hash, i.record) for i in batch))
+        intent = Intent(
+            uuid.uuid4().hex, run_id, clock(), tuple((i.key, i.hash, i.record) for i in batch), tuple(i.encoded for i in batch)
+        )
         try:
             ledger.open_intent(state_key, intent, renewed(lease, clock(), ttl))
         except LeaseLostError:

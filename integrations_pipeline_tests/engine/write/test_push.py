@@ -450,3 +450,21 @@ def test_random_crashes_and_failures_never_lose_or_double_a_record(tmp_path, see
         assert r.warehouse.read_in_doubt(STATE) == [] and r.warehouse.read_intents(STATE) == []
     finally:
         r.warehouse.close()
+
+
+@pytest.mark.postgres
+def test_on_postgresql_a_killed_holder_frees_its_lease_with_its_session(served, postgres_url):
+    """On PostgreSQL the lease is also a session advisory lock: the server drops it with the dead
+    holder's connection, so the next push starts at once and finds the call in doubt."""
+    sandbox, env = served
+    pause = sandbox.pause_write(2, stage="after")
+    child = start_child(env, postgres_url, "events_batch", run_id="run-killed", n=3000)
+    assert pause.reached.wait(WAIT)
+    kill9(child)
+    pause.release()
+    report = finish(start_child(env, postgres_url, "events_batch", run_id="run-2", n=3000, extra=("--lease-wait", "10")))
+    assert (report["recovered_intents"], report["held_in_doubt"], report["created"]) == (1, 1000, 1000)
+    with open_warehouse(postgres_url) as warehouse:
+        assert sorted(int(d.key[1:]) for d in warehouse.read_in_doubt(STATE)) == list(range(1000, 2000))
+        warehouse.resolve_in_doubt(STATE, None, mark_delivered=True)
+    assert_events_exactly_once(sandbox, 3000)

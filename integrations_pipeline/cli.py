@@ -33,7 +33,7 @@ def _cmd_spec_schema(args: argparse.Namespace) -> int:
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
-    from integrations_pipeline.connectors import discover_spec_paths
+    from integrations_pipeline.connectors import allowed_env, discover_spec_paths
     from integrations_pipeline.engine.spec import load_spec
 
     from integrations_pipeline.engine.write.mapping import load_sync
@@ -43,7 +43,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     specs = {}
     for path in discover_spec_paths():
         try:
-            spec = specs[path.stem] = load_spec(path)
+            spec = specs[path.stem] = load_spec(path, allow_env=allowed_env())
             print(f"ok  {path.name}: {len(spec.streams)} streams, {len(spec.sinks)} sinks")
         except ConfigError as exc:
             failed += 1
@@ -138,6 +138,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     from integrations_pipeline.defs import constants as c
+    from integrations_pipeline.engine.redact import redact_url
 
     # Non-terminals default to 80 columns, which truncates asset keys in the summary table.
     console = Console(width=max(Console().width, 110))
@@ -239,7 +240,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         table.add_row(asset, str(nrows), str(calls), str(retries), f"{secs:.2f}", skipped)
     console.print(table)
     console.print(
-        f"warehouse: {os.environ.get('WAREHOUSE_URL', 'duckdb:///' + str(Path('.data/warehouse.duckdb').resolve()))}\n"
+        f"warehouse: {redact_url(os.environ.get('WAREHOUSE_URL', 'duckdb:///' + str(Path('.data/warehouse.duckdb').resolve())))}\n"
         f"open the UI on these results:  DAGSTER_HOME={home} .venv/bin/dagster dev -w workspace.yaml"
     )
     return 1 if failures else 0

@@ -6,7 +6,8 @@ Built-in specs live beside this file. Other packages add connectors through the 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import os
+from collections.abc import Iterable, Mapping
 from importlib.metadata import entry_points
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from integrations_pipeline.engine.errors import SpecError
 from integrations_pipeline.engine.spec import ConnectorSpec, load_spec
 
 ENTRY_POINT_GROUP = "integrations_pipeline.connectors"
+ALLOW_ENV = "INTEGRATIONS_PIPELINE_ALLOW_ENV"
 SPEC_DIR = Path(__file__).parent
 
 
@@ -31,12 +33,20 @@ def discover_spec_paths() -> list[Path]:
     return list(dict.fromkeys(p.resolve() for p in paths))
 
 
+def allowed_env(environ: Mapping[str, str] | None = None) -> frozenset[str]:
+    """Variables a deployment lets any connector spec read beyond its own prefix:
+    ``INTEGRATIONS_PIPELINE_ALLOW_ENV=NAME,NAME`` (names, comma-separated)."""
+    env = os.environ if environ is None else environ
+    return frozenset(n.strip() for n in env.get(ALLOW_ENV, "").split(",") if n.strip())
+
+
 def load_connectors(paths: Iterable[Path] | None = None) -> dict[str, ConnectorSpec]:
     """Load and validate every spec; two specs with one name is an error naming both files."""
     specs: dict[str, ConnectorSpec] = {}
     origin: dict[str, Path] = {}
+    allow = allowed_env()
     for path in discover_spec_paths() if paths is None else paths:
-        spec = load_spec(path)
+        spec = load_spec(path, allow_env=allow)
         if spec.name in specs:
             raise SpecError(path.name, [f"name: connector '{spec.name}' is already defined by {origin[spec.name]}"])
         specs[spec.name], origin[spec.name] = spec, path

@@ -27,6 +27,8 @@ from __future__ import annotations
 import json
 import os
 import random
+import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,19 +41,24 @@ from .errors import (
     AuthError,
     ConfigError,
     EndpointUnsupportedError,
+    LimitExceededError,
     MissingCredentialError,
     OutcomeUnknownError,
     RateLimitedError,
     RequestRejectedError,
+    ResponseFormatError,
     RetriableError,
     RetriesExhaustedError,
     ServerError,
     TransportError,
 )
 from .ratelimit import Clock, RollingWindowLimiter, SystemClock
+from .redact import mask, redact_url
 from .spec import ConnectorSpec, RateLimitSpec
 
 USER_AGENT = "integrations-pipeline/0.1 (+https://github.com/integrations-pipeline)"
+# Request headers whose values are credentials derived per request (AWS SigV4, Svix-style signatures).
+SIGNATURE_HEADERS = ("authorization", "x-amz-security-token", "svix-signature", "webhook-signature")
 
 
 def _may_have_applied(exc: RetriableError) -> bool:
@@ -139,6 +146,12 @@ class VendorClient:
         self.base_url = (base_url or env.get(spec.base_url.env) or spec.base_url.default or "").rstrip("/")
         if not self.base_url:
             raise MissingCredentialError(spec.base_url.env, spec.name)
+        if not self.base_url.lower().startswith(("http://", "https://")):
+            # A file:// or ftp:// base (a typo, or a spec pointing at the local disk) fails here, not after retries.
+            raise ConfigError(
+                f"connector '{spec.name}': base URL must start with http:// or https://, got "
+                f"{redact_url(self.base_url).split('://')[0]}:// (from {spec.base_url.env} or the spec's default)"
+            )
         self.auth: Auth = AUTH_TYPES.build(spec.auth, credentials=credentials, clock=self.clock.monotonic)
         self._limits = [_Limit(self._effective(rl, env)) for rl in spec.rate_limits]
         self._connection_secrets: set[str] = set()
@@ -147,6 +160,7 @@ class VendorClient:
             timeout=httpx.Timeout(spec.timeout_seconds),
             headers={"user-agent": USER_AGENT, "accept": "application/json"},
             auth=self.auth.httpx_auth(),
+            event_hooks={"request": [self._remember_signatures]},
         )
 
     @staticmethod
@@ -194,6 +208,11 @@ class VendorClient:
                     self.log(f"{self.spec.name}: auth refused on {path}; logging in again")
                     continue
                 raise
+            except (ResponseFormatError, LimitExceededError) as exc:
+                # The request reached the vendor; for a write that must not repeat, its fate is unknown.
+                if not idempotent:
+                    raise OutcomeUnknownError(exc) from None
+                raise
             except RetriableError as exc:
                 if not idempotent and _may_have_applied(exc):
                     raise OutcomeUnknownError(exc) from None
@@ -222,6 +241,18 @@ class VendorClient:
         self.close()
 
     # -- internals --------------------------------------------------------------------------
+
+    def _remember_signatures(self, request: httpx.Request) -> None:
+        # Runs after httpx's auth flow signed the request (SigV4): a vendor echoing the Authorization
+        # header or a security token back in an error must not show it.
+        for name in SIGNATURE_HEADERS:
+            value = request.headers.get(name)
+            if value:
+                self._connection_secrets.add(value)
+                # The signature alone, in case only it is echoed.
+                signature = value.rpartition("Signature=")[2]
+                if signature and signature != value:
+                    self._connection_secrets.add(signature)
 
     def pace(self, method: str, connection: Connection | None = None) -> None:
         """Wait for a rate-limit slot for one request now (then ``call(..., paced=True)``): a caller that
@@ -270,10 +301,15 @@ class VendorClient:
             content_bytes = json.dumps(out.json, separators=(",", ":")).encode()
             out.headers["content-type"] = "application/json"
         try:
-            response = self._http.request(
+            request = self._http.build_request(
                 out.method, out.url, params=out.params or None, headers=out.headers, content=content_bytes
             )
-            content = response.content
+            started = time.monotonic()
+            response = self._http.send(request, stream=True)
+            try:
+                content = self._read_body(response, path, started)
+            finally:
+                response.close()
         except httpx.TimeoutException as exc:
             self.stats.transport_errors += 1
             # Only a connect or pool timeout proves the request never left this machine.
@@ -285,16 +321,71 @@ class VendorClient:
             raise TransportError(f"connection failed: {type(exc).__name__}", path=path, request_sent=sent) from None
         return self._classify(response, content, path)
 
+    def _read_body(self, response: httpx.Response, path: str, started: float) -> bytes:
+        """The decoded body, read chunk by chunk against the spec's deadline and size limit, so a
+        decompression bomb or a server trickling bytes is cut off instead of filling memory or hanging."""
+        limits = self.spec.limits
+        chunks: list[bytes] = []
+        size = 0
+        for chunk in response.iter_bytes():
+            size += len(chunk)
+            if size > limits.max_body_bytes:
+                raise LimitExceededError(
+                    f"{self.spec.name}: the answer to {path} passed limits.max_body_bytes ({limits.max_body_bytes} bytes, "
+                    "counted after decompression); not read further",
+                    status=response.status_code,
+                    path=path,
+                )
+            elapsed = time.monotonic() - started
+            if elapsed > limits.deadline_seconds:
+                raise LimitExceededError(
+                    f"{self.spec.name}: the answer to {path} was still arriving after limits.deadline_seconds "
+                    f"({limits.deadline_seconds:g} s; {size} bytes so far)",
+                    status=response.status_code,
+                    path=path,
+                )
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def _decode(self, response: httpx.Response, content: bytes, path: str) -> Any:
+        """The JSON body, or for a 2xx an error that says what is wrong: truncated (retriable), or a
+        complete answer that no retry will turn into JSON (an HTML page, invalid UTF-8, too deep)."""
+        status = response.status_code
+        try:
+            return json.loads(content) if content else None
+        except RecursionError:
+            raise ResponseFormatError(
+                f"{self.spec.name}: the answer to {path} nests JSON deeper than the parser allows "
+                f"(about {sys.getrecursionlimit()} levels)",
+                status=status,
+                path=path,
+            ) from None
+        except ValueError as exc:
+            if not 200 <= status < 300:
+                return None  # an error page: the status tells what happened
+            declared = response.headers.get("content-length", "")
+            if declared.isdigit() and int(declared) > len(content):
+                self.stats.transport_errors += 1
+                raise TransportError(
+                    f"response body truncated ({len(content)} of {declared} bytes)", status=status, path=path
+                ) from None
+            preview = self.redact(content[:80].decode("utf-8", "replace"))
+            content_type = response.headers.get("content-type", "")
+            if content_type and "json" not in content_type.lower():
+                reason = f"answered {content_type!r}, not JSON: {preview!r}"
+            else:
+                try:
+                    content.decode("utf-8")
+                except UnicodeDecodeError as bad:
+                    reason = f"answered bytes that are not UTF-8 (at byte {bad.start}: {content[bad.start : bad.start + 1]!r})"
+                else:
+                    reason = f"answered text that is not JSON ({exc}): {preview!r}"
+            raise ResponseFormatError(f"{self.spec.name}: {path} {reason}", status=status, path=path) from None
+
     def _classify(self, response: httpx.Response, content: bytes, path: str) -> Any:
         status = response.status_code
         errors = self.spec.errors
-        body: Any = None
-        try:
-            body = json.loads(content) if content else None
-        except ValueError:
-            if 200 <= status < 300:
-                self.stats.transport_errors += 1
-                raise TransportError("response body is not valid JSON (truncated?)", status=status, path=path) from None
+        body = self._decode(response, content, path)
         message = self.redact(self._message(body) or response.reason_phrase or "no message")
         if status in errors.unsupported_statuses:
             raise EndpointUnsupportedError(message, status=status, path=path)
@@ -341,12 +432,9 @@ class VendorClient:
         return "; ".join(found) or None
 
     def redact(self, text: str) -> str:
-        """Mask any credential a vendor echoes back (``invalid key 'abc...'``); values under 6
-        characters are left alone, as masking them would garble ordinary words and numbers."""
-        secrets = {*self.auth.secret_values(), *self._connection_secrets}
-        for value in sorted((v for v in secrets if len(v) >= 6), key=len, reverse=True):
-            text = text.replace(value, "***")
-        return text
+        """Mask any credential a vendor echoes back (``invalid key 'abc...'``), in any case and its
+        common encodings (``engine.redact.mask``), and the signatures this client sent."""
+        return mask(text, {*self.auth.secret_values(), *self._connection_secrets})
 
     def _retry_after(self, response: httpx.Response) -> float | None:
         value = response.headers.get("retry-after")

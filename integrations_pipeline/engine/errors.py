@@ -18,7 +18,12 @@ The tree (retries key off the type, never off scattered status checks)::
     │       ├── RequestRejectedError     other 4xx, GraphQL ``errors``, SALESmanago ``success: false``
     │       ├── EndpointUnsupportedError Trackstar 501: this connection's WMS lacks the endpoint
     │       ├── PaginationLoopError      a paginator saw the same token twice
-    │       └── RetriesExhaustedError    a retriable error persisted past the retry policy
+    │       ├── RetriesExhaustedError    a retriable error persisted past the retry policy
+    │       ├── ResponseFormatError      a complete answer that is not what JSON and the spec say
+    │       │                            (an HTML page, invalid UTF-8, nesting too deep, a record
+    │       │                            that is not an object, a cursor that is not a date)
+    │       └── LimitExceededError       a safety limit of the spec's ``limits`` (deadline, body size,
+    │                                    pages per window) was reached
     └── PushBusyError                    another run holds the sync's lease: one writer per sync
         └── LeaseLostError               this run's lease expired and another run took it over
 
@@ -168,3 +173,11 @@ class PushBusyError(IntegrationsError):
 
 class LeaseLostError(PushBusyError):
     """This run's lease on a sync expired (a long wait) and another run took it; nothing more is sent."""
+
+
+class ResponseFormatError(FatalError):
+    """The vendor answered in full, but not in a form retrying can fix (see the tree)."""
+
+
+class LimitExceededError(FatalError):
+    """A request or a read passed one of the connector's ``limits``; the message names it and its value."""

@@ -15,7 +15,7 @@ from typing import Any
 
 from .auth import dig
 from .client import Connection, VendorClient
-from .errors import RequestRejectedError
+from .errors import LimitExceededError, ResponseFormatError
 from .pagination import PAGINATORS, Paginator
 from .spec import StreamSpec
 
@@ -76,17 +76,34 @@ def read_pages(
     fixed = window_inputs(stream, window)
     inputs = paginator.first()
     number = 0
+    limit = spec.limits.max_pages
+    where = stream.path or spec.graphql_path
     while True:
         number += 1
+        if number > limit:
+            raise LimitExceededError(
+                f"{spec.name} stream '{stream_name}': more than limits.max_pages ({limit}) pages in one window"
+                + (f" for connection {connection.id}" if connection else "")
+                + "; the vendor keeps handing out page tokens",
+                path=where,
+            )
         body = _fetch(client, stream, {**fixed, **inputs}, connection)
         records = dig(body, stream.records_path)
         if records is None:
             records = []
         if not isinstance(records, list):
-            raise RequestRejectedError(
-                f"expected a list of records at '{stream.records_path}', got {type(records).__name__}",
-                path=stream.path or spec.graphql_path,
+            raise ResponseFormatError(
+                f"{spec.name} stream '{stream_name}': expected a list of records at '{stream.records_path}', "
+                f"got {type(records).__name__}",
+                path=where,
             )
+        for position, record in enumerate(records):
+            if not isinstance(record, dict):
+                raise ResponseFormatError(
+                    f"{spec.name} stream '{stream_name}': record {position} of page {number} at '{stream.records_path}' "
+                    f"is {_json_type(record)} {_shown(record)}, expected an object",
+                    path=where,
+                )
         if spec.connections is not None and connection is not None:
             for record in records:
                 record[CONNECTION_COLUMN] = connection.id
@@ -96,6 +113,16 @@ def read_pages(
         if nxt is None:
             return
         inputs = nxt
+
+
+def _json_type(value: Any) -> str:
+    return {"int": "a number", "float": "a number", "str": "a string", "list": "an array", "bool": "a boolean",
+            "NoneType": "null"}.get(type(value).__name__, type(value).__name__)  # fmt: skip
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _fetch(client: VendorClient, stream: StreamSpec, inputs: dict[str, Any], connection: Connection | None) -> Any:

@@ -16,11 +16,12 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Collection
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import Discriminator, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Discriminator, Field, ValidationError, field_validator, model_validator
 
 from .auth import AUTH_TYPES
 from .errors import SpecError
@@ -33,6 +34,28 @@ PaginationSpec = Annotated[Union[PAGINATORS.configs()], Discriminator("type")]  
 
 SNAKE = r"^[a-z][a-z0-9_]*$"
 HttpMethod = Literal["GET", "POST", "PUT", "PATCH", "DELETE"]
+
+
+# A path is appended to the base URL: it may not climb out of it, carry a query or name another host.
+_BAD_PATH = re.compile(r"(^|/)\.\.(/|$)|[?#\\]|://|%2e%2e|%2f", re.IGNORECASE)
+
+
+def check_path(path: str | None) -> str | None:
+    """``path`` if it is a plain absolute path (``/wms/orders``), else ``ValueError`` saying why."""
+    if path is None:
+        return None
+    if not path.startswith("/"):
+        raise ValueError("a path must start with '/'")
+    if _BAD_PATH.search(path):
+        raise ValueError("a path may not contain '..', a query ('?'), a fragment ('#'), a scheme or encoded slashes")
+    return path
+
+
+def check_http_default(setting: Setting | None) -> Setting | None:
+    """A base URL's default must be http(s): ``file://`` or another scheme fails at load, not at run time."""
+    if setting is not None and setting.default is not None and not setting.default.lower().startswith(("http://", "https://")):
+        raise ValueError(f"a base URL must start with http:// or https://, got {setting.default!r}")
+    return setting
 
 
 class RateLimitSpec(Frozen):
@@ -61,6 +84,19 @@ class RetrySpec(Frozen):
         description="Statuses retried with back-off; add 428 for SALESmanago as its PHP SDK does.",
     )
     max_retry_after_seconds: float = Field(default=120.0, gt=0, description="Cap on a server's retry-after.")
+
+
+class LimitsSpec(Frozen):
+    """Safety limits against a vendor that misbehaves (or an attacker posing as one). Each breach is a
+    ``LimitExceededError`` naming the limit, never retried."""
+
+    deadline_seconds: float = Field(
+        default=300.0, gt=0, description="Most seconds one request may take from sending to its last byte."
+    )
+    max_body_bytes: int = Field(
+        default=256 * 1024 * 1024, gt=0, description="Largest answer accepted, counted after decompression, while reading."
+    )
+    max_pages: int = Field(default=100_000, gt=0, description="Most pages one stream reads per window and connection.")
 
 
 class ResponseErrorsSpec(Frozen):
@@ -119,6 +155,8 @@ class StreamSpec(Frozen):
     incremental: IncrementalSpec | None = None
     pagination: PaginationSpec  # type: ignore[valid-type]
     json_schema: dict[str, Any] = Field(alias="schema", description="JSON Schema of one record.")
+
+    _path_ok = field_validator("path")(classmethod(lambda cls, v: check_path(v)))
 
     @model_validator(mode="after")
     def _check_schema(self) -> StreamSpec:
@@ -292,6 +330,8 @@ class SinkReadSpec(Frozen):
         # {env: NAME} becomes a Secret, as in SinkSpec.body: secret_env_vars() finds it.
         return _body_secrets(value)
 
+    _path_ok = field_validator("path")(classmethod(lambda cls, v: check_path(v)))
+
 
 class SinkSpec(Frozen):
     """One write operation of a vendor: a reverse-ETL target.
@@ -346,6 +386,9 @@ class SinkSpec(Frozen):
     def _env_refs(cls, value: Any) -> Any:
         # {env: NAME} becomes a Secret, so secret_env_vars() finds it (credentials, redaction).
         return _body_secrets(value)
+
+    _path_ok = field_validator("path")(classmethod(lambda cls, v: check_path(v)))
+    _base_ok = field_validator("base_url")(classmethod(lambda cls, v: check_http_default(v)))
 
     @property
     def idempotent(self) -> bool:
@@ -465,7 +508,8 @@ class ConnectorSpec(Frozen):
     connections: ConnectionsSpec | None = None
     rate_limits: list[RateLimitSpec] = Field(default_factory=list)
     retry: RetrySpec = Field(default_factory=RetrySpec)
-    timeout_seconds: float = Field(default=30.0, gt=0)
+    timeout_seconds: float = Field(default=30.0, gt=0, description="Most seconds of silence while connecting or reading.")
+    limits: LimitsSpec = Field(default_factory=LimitsSpec)
     errors: ResponseErrorsSpec = Field(default_factory=ResponseErrorsSpec)
     streams: dict[str, StreamSpec] = Field(default_factory=dict)
     sinks: dict[str, SinkSpec] = Field(default_factory=dict, description="Write operations (reverse ETL).")
@@ -485,6 +529,9 @@ class ConnectorSpec(Frozen):
             if problem:
                 raise ValueError(problem)
         return self
+
+    _base_ok = field_validator("base_url")(classmethod(lambda cls, v: check_http_default(v)))
+    _graphql_path_ok = field_validator("graphql_path")(classmethod(lambda cls, v: check_path(v)))
 
     def fingerprint(self) -> str:
         """Stable hash of the spec's content: Dagster's ``code_version`` for its assets."""
@@ -546,17 +593,91 @@ def parse_spec(data: Any, source: str) -> ConnectorSpec:
         raise SpecError(source, [_format_error(e, data) for e in exc.errors(include_url=False)]) from None
 
 
-def load_spec(path: str | Path) -> ConnectorSpec:
-    """Read and validate one YAML spec file."""
+def load_spec(path: str | Path, *, allow_env: Collection[str] = ()) -> ConnectorSpec:
+    """Read and validate one YAML spec file.
+
+    A spec reads only environment variables under its own prefix (``TRACKSTAR_*`` for ``trackstar``),
+    so a drop-in connector cannot bind another connector's key or the warehouse URL into requests it
+    sends anywhere; ``allow_env`` names the exceptions a deployment grants (the defs layer reads them
+    from ``INTEGRATIONS_PIPELINE_ALLOW_ENV``).
+    """
     path = Path(path)
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
         raise SpecError(path.name, [_yaml_problem(exc)]) from None
+    expanded = expanded_size(data)
+    if expanded > MAX_SPEC_NODES:
+        # YAML aliases share one object per anchor, so loading is quick; validating and hashing copy
+        # every reference, so nine levels of nine aliases (a 900-byte file) would run for ever.
+        raise SpecError(path.name, [
+            f"the document expands to {expanded:,} values through YAML aliases (*anchor), more than {MAX_SPEC_NODES:,}: "
+            "an alias bomb or a runaway anchor"
+        ])  # fmt: skip
     spec = parse_spec(data, path.name)
     if spec.name != path.stem:
         raise SpecError(path.name, [f"name: '{spec.name}' must match the file name '{path.stem}'"])
+    foreign = [
+        f"{where}: {name} is not under this connector's prefix {env_prefix(spec.name)}; a connector spec reads only "
+        f"its own variables (a deployment may allow it: INTEGRATIONS_PIPELINE_ALLOW_ENV={name})"
+        for where, name in env_references(spec)
+        if not name.startswith(env_prefix(spec.name)) and name not in allow_env
+    ]
+    if foreign:
+        raise SpecError(path.name, foreign)
     return spec
+
+
+#: Most values a spec may hold once its YAML aliases are expanded (the built-in specs: a few thousand).
+MAX_SPEC_NODES = 200_000
+
+
+def expanded_size(document: Any) -> int:
+    """How many values ``document`` holds with every shared (aliased) node counted each time it is used;
+    computed once per distinct node, so an alias bomb is measured without being expanded."""
+    sizes: dict[int, int] = {}
+
+    def size(node: Any) -> int:
+        if not isinstance(node, dict | list):
+            return 1
+        known = sizes.get(id(node))
+        if known is not None:
+            return known
+        sizes[id(node)] = 1  # a recursive alias (a node containing itself) counts once, not for ever
+        children = node.values() if isinstance(node, dict) else node
+        total = 1 + sum(size(child) for child in children)
+        sizes[id(node)] = total
+        return total
+
+    return size(document)
+
+
+def env_prefix(connector: str) -> str:
+    """The environment variables a connector may read start with this: ``TRACKSTAR_``."""
+    return connector.upper() + "_"
+
+
+def env_references(model: Any, path: str = "") -> list[tuple[str, str]]:
+    """Every environment variable a spec names, with the dotted field path naming it (``auth.api_key.env``)."""
+    found: list[tuple[str, str]] = []
+    if isinstance(model, Secret | Setting):
+        return [(f"{path}.env" if path else "env", model.env)]
+    if isinstance(model, BaseModel):
+        for name, info in type(model).model_fields.items():
+            value = getattr(model, name)
+            key = info.alias or name
+            here = f"{path}.{key}" if path else key
+            if name == "requests_env" and isinstance(value, str):
+                found.append((here, value))
+            else:
+                found.extend(env_references(value, here))
+    elif isinstance(model, dict):
+        for key, value in model.items():
+            found.extend(env_references(value, f"{path}.{key}" if path else str(key)))
+    elif isinstance(model, list | tuple):
+        for index, value in enumerate(model):
+            found.extend(env_references(value, f"{path}[{index}]"))
+    return found
 
 
 def _yaml_problem(exc: yaml.YAMLError) -> str:

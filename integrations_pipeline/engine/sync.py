@@ -23,13 +23,13 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from .client import Connection, VendorClient
-from .errors import EndpointUnsupportedError
+from .errors import EndpointUnsupportedError, ResponseFormatError
 from .extract import Window, read_pages
 
 
 class LoadLike(Protocol):
     def write_batch(self, records: list[dict]) -> None: ...
-    def commit(self, state: dict | None) -> Any: ...
+    def commit(self, state: dict | None, merge: Callable[[dict | None, dict | None], dict | None] | None = None) -> Any: ...
     def abort(self) -> None: ...
 
 
@@ -88,6 +88,41 @@ def parse_ts(value: Any) -> datetime | None:
     return datetime.fromisoformat(str(value).replace("Z", "+00:00")).astimezone(UTC)
 
 
+def merge_cursor_state(stored: dict | None, new: dict | None) -> dict | None:
+    """The cursor state to keep when ``new`` is committed over ``stored``: the later cursor wins (equal
+    cursors: the record ids at it united), so a load of an older window that commits after a newer
+    one never moves the cursor back. Runs inside the warehouse's commit transaction."""
+    if new is None or new.get("cursor") is None:
+        return stored if stored is not None else new
+    if stored is None or stored.get("cursor") is None:
+        return new
+    try:
+        kept, incoming = parse_ts(stored["cursor"]), parse_ts(new["cursor"])
+    except (TypeError, ValueError):
+        return new  # a stored state this version cannot read: the new one replaces it
+    if kept is None or (incoming is not None and incoming > kept):
+        return new
+    if incoming is not None and incoming < kept:
+        return stored
+    ids = sorted({*stored.get("ids_at_cursor", []), *new.get("ids_at_cursor", [])})
+    return {**new, "ids_at_cursor": ids}
+
+
+def cursor_of(record: dict, field: str, connector: str, stream: str, pk: list[str]) -> datetime | None:
+    """The record's cursor value as a UTC datetime; a value that is not an ISO 8601 timestamp is a
+    ``ResponseFormatError`` naming the connector, stream, record key, field and value (retrying cannot
+    fix what the vendor stores)."""
+    try:
+        return parse_ts(record.get(field))
+    except (TypeError, ValueError):
+        shown = repr(record.get(field))
+        shown = shown if len(shown) <= 60 else shown[:57] + "..."
+        raise ResponseFormatError(
+            f"{connector} stream '{stream}': record {_pk(record, pk)!r} has cursor field '{field}' = {shown}, "
+            "not an ISO 8601 timestamp"
+        ) from None
+
+
 def sync_stream(
     client: VendorClient,
     stream_name: str,
@@ -133,7 +168,7 @@ def sync_stream(
                             r for r in records if not _delivered(r, inc.cursor_field, old_cursor, seen_at_old, pk)
                         ]
                     for r in records:
-                        ts = parse_ts(r.get(inc.cursor_field))
+                        ts = cursor_of(r, inc.cursor_field, spec.name, stream_name, pk)
                         if ts is None:
                             continue
                         if max_cursor is None or ts > max_cursor:
@@ -153,7 +188,7 @@ def sync_stream(
                 }
             elif inc is not None:
                 new_state = old_state
-            merged = load.commit(new_state)
+            merged = load.commit(new_state, merge_cursor_state)
         except EndpointUnsupportedError as exc:
             load.abort()
             outcome.skipped_reason = str(exc)
@@ -169,7 +204,10 @@ def sync_stream(
 
 
 def _delivered(record: dict, cursor_field: str, old_cursor: datetime, seen: set[str], pk: list[str]) -> bool:
-    ts = parse_ts(record.get(cursor_field))
+    try:
+        ts = parse_ts(record.get(cursor_field))
+    except (TypeError, ValueError):
+        return False  # judged (and refused with a clear error) where the cursor is read next
     if ts is None:
         return False
     return ts < old_cursor or (ts == old_cursor and _pk(record, pk) in seen)

@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 from integrations_pipeline.engine.errors import ConfigError, IntegrationsError
+from integrations_pipeline.engine.redact import redact_url
 
 from .tables import EXTRA_COLUMN, TableSpec
 
@@ -43,6 +44,8 @@ if TYPE_CHECKING:
     import pandas
 
 WAREHOUSE_URL_ENV = "WAREHOUSE_URL"
+#: ``merge(stored_state, new_state) -> state_to_keep``, run inside a load's commit transaction.
+StateMerge = Callable[["dict | None", "dict | None"], "dict | None"]
 ACCEPTED_URLS = (
     "duckdb:///<absolute path>.duckdb",
     "duckdb:///:memory:",
@@ -74,6 +77,26 @@ _ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False, check_circul
 encode_json = _ENCODER.encode
 
 
+# In JSON text (ASCII-escaped): U+0000, or a surrogate that is not half of a pair.
+UNSTORABLE_JSON = re.compile(
+    r"\\u0000|\\ud[89ab][0-9a-f]{2}(?!\\ud[c-f][0-9a-f]{2})|(?<!\\ud[89ab][0-9a-f]{2})\\ud[c-f][0-9a-f]{2}", re.IGNORECASE
+)
+_UNSTORABLE_CHARS = re.compile("[\x00\ud800-\udfff]")
+
+
+def storable(value: Any) -> Any:
+    """``value`` with every U+0000 and every lone surrogate in its strings (keys too) replaced by U+FFFD
+    (the replacement character), on both backends: PostgreSQL text and jsonb hold neither, DuckDB's JSON
+    reader refuses a lone surrogate, and one such value must never fail a window."""
+    if isinstance(value, str):
+        return _UNSTORABLE_CHARS.sub("\ufffd", value)
+    if isinstance(value, dict):
+        return {storable(k): storable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [storable(v) for v in value]
+    return value
+
+
 class WarehouseError(IntegrationsError):
     """A warehouse operation failed (lock timeout, bad rows, schema conflict, unreachable server)."""
 
@@ -89,36 +112,6 @@ class LoadResult:
 
 
 # --------------------------------------------------------------------------------------------- URLs
-
-
-def redact_url(url: str, password: str | None = None) -> str:
-    """``url`` with any password replaced by ``***`` (userinfo, ``password=`` parameters, and ``password``)."""
-    if not isinstance(url, str):
-        return repr(url)
-    out = url
-    scheme, sep, rest = url.partition("://")
-    if sep and not rest.startswith("/"):
-        # userinfo ends at the LAST '@' before any query or fragment, so a password holding an
-        # unescaped '@', ':' or '/' is still hidden whole.
-        end = min([i for i in (rest.find("?"), rest.find("#")) if i >= 0], default=len(rest))
-        at = rest.rfind("@", 0, end)
-        if at >= 0:
-            userinfo = rest[:at]
-            if ":" in userinfo:
-                userinfo = userinfo.split(":", 1)[0] + ":***"
-            out = f"{scheme}{sep}{userinfo}{rest[at:]}"
-    out = re.sub(r"(?i)([?&]password=)[^&#]*", r"\1***", out)
-    if password:
-        for secret in {password, _percent_encode(password)}:
-            if secret and secret != "***":
-                out = out.replace(secret, "***")
-    return out
-
-
-def _percent_encode(text: str) -> str:
-    from urllib.parse import quote
-
-    return quote(text, safe="")
 
 
 def default_warehouse_url() -> str:
@@ -310,14 +303,27 @@ class Load(ABC):
             raise WarehouseError(f"cannot stage records for {self.table.full_name}: {exc}") from exc
         self.written += len(records)
 
-    def commit(self, state: dict | None = None) -> LoadResult:
-        """Merge the staged rows into the table and set this key's cursor state, atomically."""
+    def commit(self, state: dict | None = None, merge: StateMerge | None = None) -> LoadResult:
+        """Merge the staged rows into the table and set this key's cursor state, atomically.
+
+        ``merge(stored, state)`` (the engine's ``merge_cursor_state``) decides the state to keep, inside the
+        commit's transaction: two loads of one key committing out of order can then never move the
+        cursor back (a load of an older window commits after a newer one)."""
         self._require_open("commit")
         try:
             state_json = None if state is None else encode_json(state)
         except (TypeError, ValueError) as exc:
             raise WarehouseError(f"cursor state for '{self.state_key}' is not JSON-serialisable: {exc}") from exc
-        result = self._commit(state_json)
+        if merge is not None:
+            stated = state
+
+            def resolve(stored: dict | None) -> str | None:
+                merged = merge(stored, stated)
+                return None if merged is None else encode_json(merged)
+
+            result = self._commit(state_json, resolve)
+        else:
+            result = self._commit(state_json, None)
         self._status = "committed"
         self.result = result
         self._discard()
@@ -376,7 +382,7 @@ class Load(ABC):
     def _write(self, records: list[dict]) -> None: ...
 
     @abstractmethod
-    def _commit(self, state_json: str | None) -> LoadResult: ...
+    def _commit(self, state_json: str | None, resolve: Callable[[dict | None], str | None] | None) -> LoadResult: ...
 
 
 # -------------------------------------------------------------------------------------- Warehouse

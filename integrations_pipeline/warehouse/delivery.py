@@ -39,7 +39,7 @@ from typing import Any
 from integrations_pipeline.engine.errors import LeaseLostError
 from integrations_pipeline.engine.write.ledger import InDoubt, Intent, Lease
 
-from .base import STATE_SCHEMA, encode_json, format_timestamp, qualified, quote_ident
+from .base import UNSTORABLE_JSON, STATE_SCHEMA, encode_json, format_timestamp, qualified, quote_ident, storable
 
 DELIVERED_TABLE = "delivered"
 REJECTS_TABLE = "rejects"
@@ -84,9 +84,11 @@ def delivery_columns(rows: Iterable[DeliveryRow]) -> tuple[list[str], list[str],
 def _record_json(record: Any) -> str:
     # A refused record may hold what made it refused (NaN, a datetime, an object): keep it readable.
     try:
-        return encode_json(record)
+        text = encode_json(record)
     except (TypeError, ValueError):
         return encode_json({"unencodable_record": repr(record)[:10_000]})
+    # Both backends store these records alike: U+0000 as U+FFFD (PostgreSQL's jsonb cannot hold it).
+    return encode_json(storable(record)) if UNSTORABLE_JSON.search(text) else text
 
 
 def reject_columns(rows: Iterable[RejectRow]) -> tuple[list[str | None], list[str], list[str]]:

@@ -47,6 +47,7 @@ from typing import TYPE_CHECKING, Any
 import duckdb
 
 from .base import (
+    UNSTORABLE_JSON,
     STATE_SCHEMA,
     STATE_TABLE,
     Load,
@@ -60,6 +61,7 @@ from .base import (
     qualified,
     quote_ident,
     select_names,
+    storable,
 )
 from integrations_pipeline.engine.errors import ConfigError
 
@@ -637,6 +639,14 @@ class DuckDBLoad(Load):
     def _encode(self, records: list[dict]) -> str:
         """One NDJSON line per record; fields outside the schema move into ``_extra``."""
         check_records(records)
+        text = self._lines(records)
+        if UNSTORABLE_JSON.search(text):
+            # A lone surrogate makes DuckDB's read_json refuse the whole part, and U+0000 is stored as
+            # PostgreSQL must store it: both as U+FFFD. One odd value never fails a window.
+            text = self._lines([storable(r) for r in records])
+        return text
+
+    def _lines(self, records: list[dict]) -> str:
         columns = self._columns
         if all(map(columns.issuperset, records)):  # the usual page: every loop runs in C
             return "\n".join(map(encode_json, records)) + "\n"
@@ -695,7 +705,7 @@ class DuckDBLoad(Load):
 
     # -------------------------------------------------------------------------------- commit
 
-    def _commit(self, state_json: str | None) -> LoadResult:
+    def _commit(self, state_json: str | None, resolve=None) -> LoadResult:
         self._release()  # flush the staging; reopened in append mode if commit fails and pages follow
         wh, table = self._wh, self.table
         parts = list(self._parts) if self.written else []
@@ -707,11 +717,18 @@ class DuckDBLoad(Load):
                     wh._ensure(conn, table)
                     wh._ensure_state_table(conn)
                     result = self._merge_parts(conn, parts, checked)
+                    keep = state_json
+                    if resolve is not None:
+                        # Writers of this file are serialised: the state read here is the one replaced.
+                        row = conn.execute(
+                            f"SELECT state FROM {qualified(STATE_SCHEMA, STATE_TABLE)} WHERE state_key = ?", [self.state_key]
+                        ).fetchone()
+                        keep = resolve(None if row is None or row[0] is None else json.loads(row[0]))
                     conn.execute(
                         f"INSERT INTO {qualified(STATE_SCHEMA, STATE_TABLE)} (state_key, state, updated_at) "
                         "VALUES (?, ?, now()) ON CONFLICT (state_key) DO UPDATE "
                         "SET state = excluded.state, updated_at = excluded.updated_at",
-                        [self.state_key, state_json],
+                        [self.state_key, keep],
                     )
                     conn.execute("COMMIT")
                     return result

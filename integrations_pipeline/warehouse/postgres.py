@@ -40,7 +40,9 @@ from .base import (
     order_by_pk,
     qualified,
     quote_ident,
+    UNSTORABLE_JSON,
     redact_url,
+    storable,
     select_names,
 )
 from .tables import EXTRA_COLUMN, SYNCED_AT_COLUMN, Column, TableSpec
@@ -452,6 +454,10 @@ class PostgresLoad(Load):
     def _write(self, records: list[dict]) -> None:
         check_records(records)
         lines = "\n".join(map(encode_json, records))
+        if UNSTORABLE_JSON.search(lines):
+            # PostgreSQL text and jsonb hold neither U+0000 nor a lone surrogate: one such value would fail
+            # the whole window. It is stored as U+FFFD (the replacement character); DuckDB keeps it as is.
+            lines = "\n".join(encode_json(storable(r)) for r in records)
         # COPY text format: only backslashes need escaping (JSON text has no raw tabs or newlines).
         data = lines.replace("\\", "\\\\") + "\n"
         with self._wh._errors(f"staging for {self.table.full_name}"), self._staging_step():
@@ -489,7 +495,7 @@ class PostgresLoad(Load):
             _close_quietly(self._conn)  # the TEMP staging tables go with the session anyway
             self._conn = None
 
-    def _commit(self, state_json: str | None) -> LoadResult:
+    def _commit(self, state_json: str | None, resolve=None) -> LoadResult:
         wh = self._wh
         with wh._errors(f"commit of {self.table.full_name}"):
             if self._conn is not None and self.written:
@@ -497,11 +503,13 @@ class PostgresLoad(Load):
                 with self._staging_step():  # a COPY that failed lost its rows: never merge the rest
                     self._end_copy()
                 source, count = self._stage_typed(conn)
-                return self._transaction(conn, state_json, source, count)
+                return self._transaction(conn, state_json, source, count, resolve)
             with wh._connection() as conn:
-                return self._transaction(conn, state_json, None, 0)
+                return self._transaction(conn, state_json, None, 0, resolve)
 
-    def _transaction(self, conn: psycopg.Connection, state_json: str | None, source: str | None, count: int) -> LoadResult:
+    def _transaction(
+        self, conn: psycopg.Connection, state_json: str | None, source: str | None, count: int, resolve=None
+    ) -> LoadResult:
         wh, table = self._wh, self.table
         with conn.transaction():
             wh._ensure(conn, table)
@@ -510,11 +518,21 @@ class PostgresLoad(Load):
             if source is not None:
                 updated, inserted = self._merge(conn, source)
                 result = LoadResult(count, inserted, updated, count - inserted - updated)
+            keep = state_json
+            if resolve is not None:
+                # Lock this key's state row (or, when there is none yet, the key itself) until commit:
+                # two loads of one key then decide in turn, each seeing the other's cursor.
+                conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 1))", [self.state_key])
+                row = conn.execute(
+                    f"SELECT state FROM {qualified(STATE_SCHEMA, STATE_TABLE)} WHERE state_key = %s FOR UPDATE",
+                    [self.state_key],
+                ).fetchone()
+                keep = resolve(None if row is None else row[0])
             conn.execute(
                 f"INSERT INTO {qualified(STATE_SCHEMA, STATE_TABLE)} (state_key, state, updated_at) "
                 "VALUES (%s, %s::jsonb, now()) ON CONFLICT (state_key) DO UPDATE "
                 "SET state = EXCLUDED.state, updated_at = EXCLUDED.updated_at",
-                [self.state_key, state_json],
+                [self.state_key, keep],
             )
         return result
 

@@ -88,7 +88,9 @@ class MemoryLoad:
     def write_batch(self, records: list[dict]) -> None:
         self.staged.extend(dict(r) for r in records)
 
-    def commit(self, state: dict | None):
+    def commit(self, state: dict | None, merge=None):
+        if merge is not None:  # what the warehouse does inside its commit transaction
+            state = merge(self.dest.states.get(self.key), state)
         for r in self.staged:
             k = pk_of(r, self.dest.pk)
             old = self.dest.rows.get(k)

@@ -36,8 +36,8 @@ def _acme(name: str = "acme") -> dict:
         "title": "Acme",
         "description": "A third-party REST vendor added without Python in this project.",
         "protocol": "rest",
-        "base_url": {"env": "ACME_BASE_URL", "default": "https://api.acme.test"},
-        "auth": {"type": "static_headers", "headers": {"Authorization": {"env": "ACME_TOKEN"}}},
+        "base_url": {"env": f"{name.upper()}_BASE_URL", "default": "https://api.acme.test"},
+        "auth": {"type": "static_headers", "headers": {"Authorization": {"env": f"{name.upper()}_TOKEN"}}},
         "streams": {
             "widgets": {
                 "description": "Widgets.",
@@ -70,3 +70,22 @@ def test_a_plugin_reusing_a_builtin_name_is_rejected_naming_both(tmp_path, monke
     with pytest.raises(SpecError, match=r"trakor.yaml: name: connector 'trakor' is already defined by .*trakor.yaml"):
         connectors.load_connectors()
     assert path.exists()
+
+
+def test_a_plugin_spec_reads_only_its_own_variables_unless_the_deployment_allows_more(tmp_path, monkeypatch):
+    """A drop-in YAML may not bind another connector's credentials (or the warehouse URL) into its requests."""
+    spec = _acme()
+    spec["auth"]["headers"]["Authorization"] = {"env": "TRACKSTAR_API_KEY"}
+    spec["streams"]["widgets"]["params"] = {"x": 1}
+    spec["base_url"] = {"env": "WAREHOUSE_URL", "default": "https://api.acme.test"}
+    _plugin(tmp_path, monkeypatch, "acme", spec)
+    with pytest.raises(SpecError) as info:
+        connectors.load_connectors()
+    assert str(info.value).splitlines() == [
+        "acme.yaml: base_url.env: WAREHOUSE_URL is not under this connector's prefix ACME_; a connector spec reads "
+        "only its own variables (a deployment may allow it: INTEGRATIONS_PIPELINE_ALLOW_ENV=WAREHOUSE_URL)",
+        "acme.yaml: auth.headers.Authorization.env: TRACKSTAR_API_KEY is not under this connector's prefix ACME_; a "
+        "connector spec reads only its own variables (a deployment may allow it: INTEGRATIONS_PIPELINE_ALLOW_ENV=TRACKSTAR_API_KEY)",
+    ]
+    monkeypatch.setenv("INTEGRATIONS_PIPELINE_ALLOW_ENV", "WAREHOUSE_URL, TRACKSTAR_API_KEY")
+    assert "acme" in connectors.load_connectors()

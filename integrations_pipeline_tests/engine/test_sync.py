@@ -93,10 +93,12 @@ class FakeLoad:
         assert self.status == "open"
         self.batches.append(copy.deepcopy(records))
 
-    def commit(self, state: dict | None):
+    def commit(self, state: dict | None, merge=None):
         assert self.status == "open"
         self.status = "committed"
         self.committed_state = state
+        if merge is not None:  # what the warehouse does inside its commit transaction
+            state = merge(self.destination.state.get(self.key), state)
         counts = {"inserted": 0, "updated": 0, "unchanged": 0}
         for batch in self.batches:
             for r in batch:

@@ -22,6 +22,7 @@ from integrations_pipeline.warehouse import Warehouse
 from integrations_pipeline.warehouse.tables import TableSpec
 
 from . import constants as c
+from .lifecycle import exit_with_parent
 from .resources import ConnectorCredentials, WarehouseResource
 from .translator import ConnectorTranslator, StreamProps, column_schema
 
@@ -71,6 +72,7 @@ def _multi_asset(
         op_tags={c.VENDOR_TAG: spec.name},
     )
     def _streams(context: dg.AssetExecutionContext) -> Iterator[dg.MaterializeResult]:
+        exit_with_parent()  # a step whose run worker was killed must not sync on as an orphan
         creds_resource: ConnectorCredentials = getattr(context.resources, creds_key)
         warehouse_resource: WarehouseResource = getattr(context.resources, c.WAREHOUSE_RESOURCE)
         credentials = creds_resource.credentials()

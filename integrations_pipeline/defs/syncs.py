@@ -34,6 +34,7 @@ from integrations_pipeline.warehouse import table_spec_for
 
 from . import constants as c
 from .checks import build_in_doubt_check
+from .lifecycle import exit_with_parent
 from .resources import ConnectorCredentials, WarehouseResource
 
 SINK_METADATA = "integrations_pipeline/sink"
@@ -267,6 +268,7 @@ def build_sync_asset(sync: SyncSpec, connectors: dict[str, ConnectorSpec]) -> dg
         pool=f"{sync.target_connector}_api",
     )
     def _sync(context: dg.AssetExecutionContext, config: SyncRunConfig) -> pd.DataFrame:
+        exit_with_parent()  # a step whose run worker was killed must not push on as an orphan
         # config.dry_run is read by the sink IO manager (from the op config): the records are the same.
         resource: WarehouseResource = getattr(context.resources, c.WAREHOUSE_RESOURCE)
         warehouse = resource.open()

@@ -64,6 +64,7 @@ from .base import (
     storable,
 )
 from integrations_pipeline.engine.errors import ConfigError
+from integrations_pipeline.engine.processes import process_alive, process_started
 
 from .tables import EXTRA_COLUMN, SYNCED_AT_COLUMN, Column, TableSpec
 
@@ -585,17 +586,39 @@ class DuckDBWarehouse(Warehouse):
     # ------------------------------------------------------------------------------- staging
 
     def _purge_stale_staging(self) -> None:
-        """Remove staging files that a crashed process left behind (untouched for a day)."""
+        """Remove staging files a killed load left behind: at once when the process that wrote them is
+        gone (their name holds its pid and start time), else once untouched for a day (another host's
+        process on a shared disk, or a name without an owner)."""
         try:
             entries = list(os.scandir(self.staging_dir))
         except OSError:
             return
         cutoff = time.time() - STALE_STAGING_SECONDS
         for entry in entries:
+            if not entry.name.endswith(".ndjson"):
+                continue
             with contextlib.suppress(OSError):
-                if entry.name.endswith(".ndjson") and entry.stat().st_mtime < cutoff:
+                if _writer_gone(entry.name) or entry.stat().st_mtime < cutoff:
                     os.unlink(entry.path)
 
+
+
+def _owner_token() -> str:
+    """``p<pid>s<start ticks>-<random>``: whose staging file this is, for the next load to judge."""
+    started = process_started(os.getpid())
+    return f"p{os.getpid()}s{int(started) if started is not None else 0}-{uuid.uuid4().hex[:8]}"
+
+
+_OWNER = re.compile(r"\.p(\d+)s(\d+)-[0-9a-f]+\.\d{5}\.ndjson$")
+
+
+def _writer_gone(name: str) -> bool:
+    """Whether the process named in a staging file's name has exited (this host: the disk is local)."""
+    match = _OWNER.search(name)
+    if match is None:
+        return False
+    pid, started = int(match.group(1)), int(match.group(2))
+    return pid != os.getpid() and not process_alive(pid, float(started) if started else None)
 
 
 def _remove_staging(paths: list[str], directory: str) -> None:
@@ -629,7 +652,7 @@ class DuckDBLoad(Load):
         super().__init__(table, state_key)
         self._wh = warehouse
         self._columns = frozenset(table.column_names)
-        self._token = uuid.uuid4().hex[:12]
+        self._token = _owner_token()
         self._parts: list[str] = []  # staging files, in write order (shared with the finalizer)
         self._part_size = self._part_bytes = 0  # records and characters in the last part
         self._fh: Any = None

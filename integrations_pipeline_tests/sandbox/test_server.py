@@ -6,6 +6,7 @@ import os
 import re
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 
@@ -84,7 +85,9 @@ def test_timeout_fault_stalls_the_socket(servers: SandboxServers) -> None:
     with httpx.Client(base_url=servers.base_urls["trackstar"], headers=TRACKSTAR_HEADERS, timeout=0.3) as c:
         with pytest.raises(httpx.ReadTimeout):
             c.get("/wms/warehouses")
-        assert c.get("/wms/warehouses").status_code == 200  # a fresh connection works
+    # A fresh connection works (a client of its own: a loaded machine may take longer than 0.3 s to answer).
+    with httpx.Client(base_url=servers.base_urls["trackstar"], headers=TRACKSTAR_HEADERS, timeout=60) as c:
+        assert c.get("/wms/warehouses").status_code == 200
 
 
 def test_reset_fault_drops_the_connection(servers: SandboxServers) -> None:
@@ -103,16 +106,17 @@ def test_truncated_fault_cuts_the_body(servers: SandboxServers) -> None:
         assert c.get("/wms/orders").json()["total_count"] == 200
 
 
-def test_close_returns_promptly_with_a_stalled_request() -> None:
+def test_close_does_not_wait_for_a_stalled_request() -> None:
     sandbox = TrackstarSandbox(sizes={"inventory": 10})
-    running = serve({"trackstar": sandbox}, timeout_stall_seconds=30)
+    running = serve({"trackstar": sandbox}, timeout_stall_seconds=3600)  # a handler stalled for an hour
     sandbox.faults.inject("timeout")
     with httpx.Client(base_url=running.base_urls["trackstar"], headers=TRACKSTAR_HEADERS, timeout=0.2) as c:
         with pytest.raises(httpx.ReadTimeout):
             c.get("/wms/inventory")
-    started = time.monotonic()
-    running.close()
-    assert time.monotonic() - started < 10
+    closer = threading.Thread(target=running.close)
+    closer.start()
+    closer.join(timeout=600)  # a hang guard: close must return while the handler still stalls
+    assert not closer.is_alive()
     with pytest.raises(httpx.ConnectError):
         httpx.get(f"{running.base_urls['trackstar']}/wms/inventory", headers=TRACKSTAR_HEADERS, timeout=1)
 

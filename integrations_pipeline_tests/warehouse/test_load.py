@@ -206,6 +206,39 @@ def test_stale_staging_files_are_purged(duckdb_url, inventory_table):
         assert not stale.exists() and fresh.exists()
 
 
+def test_the_staging_of_a_killed_load_is_removed_by_the_next_load_at_once(duckdb_url, inventory_table, tmp_path):
+    """A load killed with -9 leaves its parts; the next load of any table removes them (their owner is gone),
+    and never a part whose writer still runs."""
+    import signal
+    import subprocess
+    import sys
+    import textwrap
+
+    from integrations_pipeline.warehouse import connect_warehouse
+
+    script = textwrap.dedent(f"""
+        import dataclasses, os, signal, sys
+        from integrations_pipeline.connectors import load_connectors
+        from integrations_pipeline.warehouse import connect_warehouse, table_spec_for
+        table = dataclasses.replace(table_spec_for(load_connectors()["trackstar"], "inventory"), schema={inventory_table.schema!r})
+        wh = connect_warehouse({duckdb_url!r})
+        load = wh.open_load(table, "k")
+        load.write_batch([{{"id": "a", "updated_date": "2026-11-01T00:00:00Z", "_connection_id": "c"}}])
+        print("staged", flush=True)
+        os.kill(os.getpid(), signal.SIGKILL)
+    """)
+    child = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
+    assert child.returncode == -signal.SIGKILL and "staged" in child.stdout, child.stderr
+    with connect_warehouse(duckdb_url) as wh:
+        (left,) = os.listdir(wh.staging_dir)  # the killed load's part, minutes old at most
+        with wh.open_load(inventory_table, "k2") as mine:
+            mine.write_batch([inventory_record(1)])
+            assert left not in os.listdir(wh.staging_dir)  # removed on sight: its writer is gone
+            with wh.open_load(inventory_table, "k3") as other:
+                other.write_batch([inventory_record(2)])
+                assert len(os.listdir(wh.staging_dir)) == 2  # a live writer's parts are never touched
+
+
 def test_staging_lives_beside_the_database(duckdb_url, inventory_table):
     from integrations_pipeline.warehouse import connect_warehouse
 

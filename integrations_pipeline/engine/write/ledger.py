@@ -33,6 +33,8 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from ..processes import process_alive, process_started
+
 DeliveredRow = tuple[str, str, "dict[str, Any] | None"]  # (key, hash, kept response fields)
 RejectRow = tuple["str | None", str, Any]  # (key, reason, record)
 PlanRow = tuple[str, "str | None", "str | None", Any]  # (action, key, reason, record)
@@ -141,35 +143,12 @@ class DeliveryLedger(Protocol):
 # -- lease holders ---------------------------------------------------------------------------------
 
 
-def process_started(pid: int) -> float | None:
-    """When process ``pid`` started (clock ticks since boot, Linux ``/proc``), to tell a pid reused by
-    another process from the original; None where ``/proc`` is not available or the process is gone."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
-    except OSError:
-        return None
-    # Field 22 (starttime) counted after the parenthesised command name, which may hold spaces.
-    fields = stat[stat.rfind(b")") + 2 :].split()
-    if len(fields) < 20 or fields[0] == b"Z":  # a zombie has exited; only its exit status is left
-        return None
-    return float(fields[19])
-
-
 def holder_alive(lease: Lease, host: str | None = None) -> bool:
     """Whether the process holding ``lease`` still runs. On another host nobody can tell: True (the
     lease's expiry decides there)."""
     if lease.host != (host or socket.gethostname()):
         return True
-    if lease.process_started is not None:
-        return process_started(lease.pid) == lease.process_started
-    try:
-        os.kill(lease.pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return process_alive(lease.pid, lease.process_started)
 
 
 def new_lease(name: str, run_id: str, now: float, ttl: float) -> Lease:
@@ -204,6 +183,5 @@ __all__ = [
     "holder_alive",
     "may_take_from",
     "new_lease",
-    "process_started",
     "renewed",
 ]

@@ -13,6 +13,8 @@ import sys
 from pathlib import Path
 from urllib.parse import quote
 
+import httpx
+
 from integrations_pipeline.sandbox import sandbox_environment
 from integrations_pipeline.sandbox.datatalks import DatatalksSandbox
 from integrations_pipeline.sandbox.salesmanago import SalesmanagoSandbox
@@ -68,6 +70,18 @@ def scan_tables(url: str) -> list[str]:
         conn.close()
 
 
+class EchoingTrakor(TrakorSandbox):
+    """Refuses its first product with a message echoing the API key upper-cased and base64-encoded, as
+    careless vendors do: the reason lands in the rejects table, the logs and the run's metadata."""
+
+    def _create_product(self, body):
+        self.echoed = getattr(self, "echoed", 0) + 1
+        if self.echoed == 1:
+            key = self.api_key
+            return httpx.Response(400, json={"error": f"key {key.upper()} ({base64.b64encode(key.encode()).decode()}) may not create {body.get('name')}"})
+        return super()._create_product(body)
+
+
 def test_no_secret_in_any_output_file_or_table(tmp_path):
     s = SECRETS
     salesmanago = SalesmanagoSandbox(api_key=s["sm_key"], api_secret=s["sm_secret"], v3_api_key=s["sm_v3"], requests_per_hour=None)
@@ -78,7 +92,7 @@ def test_no_secret_in_any_output_file_or_table(tmp_path):
         "salestrekker": SalestrekkerSandbox(seed=1, sizes={"deals": 10, "contacts": 10}, api_key=s["st_key"]),
         "salesmanago": salesmanago,
         "datatalks": DatatalksSandbox(secret_access_key=s["dt_secret"], group_keys={s["dt_group"]}, forward_to=salesmanago),
-        "trakor": TrakorSandbox(api_key=s["trakor_key"]),
+        "trakor": EchoingTrakor(api_key=s["trakor_key"]),
     }
     work = tmp_path / "work"
     work.mkdir()
@@ -94,6 +108,7 @@ def test_no_secret_in_any_output_file_or_table(tmp_path):
     assert leaks(run.stdout + run.stderr) == []
     assert scan_tree(work) == []
     assert scan_tables(f"duckdb://{work / '.data' / 'warehouse.duckdb'}") == []
+    assert sandboxes["trakor"].echoed >= 1  # the echo happened, and was masked everywhere it went
 
     # A warehouse that cannot be reached, its password in the URL: the error and the summary show no password.
     bad = {**env, "WAREHOUSE_URL": f"postgresql://ip_user:{s['pg_password']}@127.0.0.1:9/nowhere"}

@@ -74,6 +74,7 @@ class SyncError(IntegrationsError):
     def __init__(self, message: str, *, status: int | None = None, path: str | None = None):
         self.status = status
         self.path = path
+        self.message = message  # without the status and path, for a caller that adds context
         where = f" ({path})" if path else ""
         code = f"HTTP {status}: " if status is not None else ""
         super().__init__(f"{code}{message}{where}")

@@ -87,7 +87,14 @@ def read_pages(
                 + "; the vendor keeps handing out page tokens",
                 path=where,
             )
-        body = _fetch(client, stream, {**fixed, **inputs}, connection)
+        try:
+            body = _fetch(client, stream, {**fixed, **inputs}, connection)
+        except (LimitExceededError, ResponseFormatError) as exc:
+            # The client knows the connector and the path; the stream and connection are known here.
+            context = f"{spec.name} stream '{stream_name}'" + (f" (connection {connection.id})" if connection else "")
+            raise type(exc)(
+                f"{context}: {exc.message.removeprefix(spec.name + ': ')}", status=exc.status, path=exc.path
+            ) from None
         records = dig(body, stream.records_path)
         if records is None:
             records = []

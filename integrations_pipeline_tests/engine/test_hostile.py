@@ -43,10 +43,10 @@ API_KEY = "SECRET-hostile-api-key-7"
 def _gzip_bomb(inflated: int) -> bytes:
     """``inflated`` bytes of zeros (a JSON prefix first), gzip-compressed: about 1,000 to 1."""
     out = io.BytesIO()
-    with gzip.GzipFile(fileobj=out, mode="wb", compresslevel=9) as f:
+    with gzip.GzipFile(fileobj=out, mode="wb", compresslevel=6) as f:
         f.write(b'{"data": ["')
-        block = b"0" * (1 << 20)
-        for _ in range(inflated >> 20):
+        block = b"0" * (1 << 22)
+        for _ in range(inflated >> 22):
             f.write(block)
     return out.getvalue()
 
@@ -112,6 +112,7 @@ class Hostile(BaseHTTPRequestHandler):
 
 @pytest.fixture(scope="module")
 def hostile_url() -> Iterator[str]:
+    bomb()  # built before any request: building it inside a handler would look like a slow server
     server = ThreadingHTTPServer(("127.0.0.1", 0), Hostile)
     server.daemon_threads = True
     thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -159,12 +160,12 @@ def read_all(client: VendorClient, stream: str) -> list:
 
 
 CASES: list[tuple[str, type[Exception], str]] = [
-    ("bomb", LimitExceededError, "fake: the answer to /bomb passed limits.max_body_bytes (8388608 bytes, counted after decompression); not read further"),
-    ("slowloris", LimitExceededError, "fake: the answer to /slowloris was still arriving after limits.deadline_seconds (2 s;"),
+    ("bomb", LimitExceededError, "fake stream 'bomb': the answer to /bomb passed limits.max_body_bytes (8388608 bytes, counted after decompression); not read further"),
+    ("slowloris", LimitExceededError, "fake stream 'slowloris': the answer to /slowloris was still arriving after limits.deadline_seconds (2 s;"),
     ("endless", LimitExceededError, "fake stream 'endless': more than limits.max_pages (25) pages in one window; the vendor keeps handing out page tokens"),
-    ("html", ResponseFormatError, "fake: /html answered 'text/html; charset=utf-8', not JSON: '<html><body>Down for maintenance</body></html>'"),
-    ("utf8", ResponseFormatError, "fake: /utf8 answered bytes that are not UTF-8 (at byte 18: b'\\xff')"),
-    ("deep", ResponseFormatError, "fake: the answer to /deep nests JSON deeper than the parser allows"),
+    ("html", ResponseFormatError, "fake stream 'html': /html answered 'text/html; charset=utf-8', not JSON: '<html><body>Down for maintenance</body></html>'"),
+    ("utf8", ResponseFormatError, "fake stream 'utf8': /utf8 answered bytes that are not UTF-8 (at byte 18: b'\\xff')"),
+    ("deep", ResponseFormatError, "fake stream 'deep': the answer to /deep nests JSON deeper than the parser allows"),
     ("ints", ResponseFormatError, "fake stream 'ints': record 0 of page 1 at 'data' is a number 1, expected an object"),
 ]
 

@@ -174,6 +174,7 @@ class SinkIOManager(dg.ConfigurableIOManager):
             "in_doubt": dg.MetadataValue.int(report.in_doubt),
             "held_in_doubt": dg.MetadataValue.int(report.held_in_doubt),
             "recovered_intents": dg.MetadataValue.int(report.recovered_intents),
+            "settled_by_read": dg.MetadataValue.int(report.settled_by_read),
             "write_calls": dg.MetadataValue.int(report.write_calls),
             "dry_run": dg.MetadataValue.bool(report.dry_run),
             "target": dg.MetadataValue.text(report.sink),

@@ -319,6 +319,12 @@ class SinkReadSpec(Frozen):
         description="Dotted path of the returned record (or list of records) in the answer; '' = the whole body."
     )
     key: str = Field(pattern=FIELD_PATH, description="Dotted path of the key inside each returned record.")
+    compare: dict[str, str] = Field(
+        default_factory=dict,
+        description="Sink field (write shape) → path in a returned record (read shape): what a read-back must show "
+        "equal for a record whose delivery is in doubt to count as delivered, so the read side settles an "
+        "in-doubt upsert instead of re-sending it (where reading costs no more calls than re-sending).",
+    )
     not_found_statuses: list[int] = Field(
         default_factory=list,
         description="HTTP statuses that mean 'no such record' for the keys of that call (Datatalks 404), not an "
@@ -459,6 +465,9 @@ def _sink_problem(name: str, sink: SinkSpec) -> str | None:
     if r.failed is not None and r.failed.keep_value_as:
         return f"{at}.response.failed.keep_value_as: a list of failed items has no value to keep"
     if sink.read is not None:
+        for field_path in sink.read.compare:
+            if field_path not in sink.fields and not sink.allow_extra_fields:
+                return f"{at}.read.compare.{field_path}: not in fields, expected one of {list(sink.fields)}"
         return _read_problem(f"{at}.read", sink.read)
     return None
 

@@ -7,9 +7,11 @@ the CLI and the benchmarks call it). Each step happens once, in one place:
    (``lease_wait`` seconds) and then fails with ``PushBusyError`` naming the holder; a holder that
    died (kill -9) or let its lease expire loses it, with no clean-up by hand;
 2. **recover**: intents left by a push that never recorded its call (killed, disk full) are settled:
-   for an idempotent sink (upsert, insert_once, delete) their records are simply not delivered, so the
-   plan sends them again; for an append sink (events) they go to the in-doubt table, never re-sent
-   on their own;
+   for an idempotent sink (upsert, insert_once, delete) their records are read back where the sink's
+   ``read`` block says what to compare and reading costs no more calls than re-sending (what the
+   target shows as sent is recorded delivered), and the rest are simply not delivered, so the plan
+   sends them again; for an append sink (events) they go to the in-doubt table, never re-sent on
+   their own;
 3. **plan** (``plan.plan``): de-duplicate, validate, diff against the delivered state, hold keys in
    doubt; validation rejects are recorded;
 4. per call of ``plan.batches()``: wait for the rate-limit slot, then **intent** (a write-ahead row with
@@ -42,11 +44,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..client import VendorClient
-from ..errors import LeaseLostError, PushBusyError
+from ..errors import LeaseLostError, PushBusyError, SyncError
 from ..spec import ConnectorSpec, SinkSpec
-from .keys import Record
+from .keys import MISSING, Record, get_path
 from .ledger import DeliveryLedger, InDoubt, Intent, Lease, may_take_from, new_lease, renewed
 from .plan import Item, Plan, plan
+from .reads import SinkReader
 from .sinks import CallResult, SinkWriter
 
 #: How many rejects and keys in doubt a report keeps for logs (all of them are in the ledger).
@@ -75,6 +78,7 @@ class PushReport:
     in_doubt: int = 0  # records this push put in doubt (calls whose outcome is unknown)
     held_in_doubt: int = 0  # records not sent because an earlier call left them in doubt
     recovered_intents: int = 0  # calls of an earlier push that never recorded their outcome
+    settled_by_read: int = 0  # records of those calls the target showed as delivered when read back
     write_calls: int = 0
     retries: int = 0
     seconds: float = 0.0
@@ -124,8 +128,9 @@ def push(
         report.seconds = round(time.perf_counter() - started, 3)
         return report
 
+    settle = read_back_settler(spec, sink_name, client, say, transport, environ)
     with ledger.session(), hold_lease(ledger, state_key, run_id=run_id, ttl=lease_ttl, wait=lease_wait, clock=clock, sleep=sleep) as lease:
-        report.recovered_intents = recover_intents(ledger, state_key, sink, say)
+        report.recovered_intents, report.settled_by_read = recover_intents(ledger, state_key, sink, say, settle)
         in_doubt = ledger.read_in_doubt(state_key)
         planned = plan(sink, records, ledger.read_delivered(state_key), [d.key for d in in_doubt])
         if on_plan is not None:
@@ -166,7 +171,7 @@ def resend_in_doubt(
     say = log or (lambda message: None)
     report = PushReport(state_key=state_key, sink=f"{spec.name}/{sink_name}", dry_run=False)
     with ledger.session(), hold_lease(ledger, state_key, run_id=run_id, ttl=lease_ttl, wait=lease_wait, clock=clock, sleep=sleep) as lease:
-        report.recovered_intents = recover_intents(ledger, state_key, sink, say)
+        report.recovered_intents, _ = recover_intents(ledger, state_key, sink, say)
         wanted = None if keys is None else set(keys)
         rows = [d for d in ledger.read_in_doubt(state_key) if wanted is None or d.key in wanted]
         report.considered = len(rows)
@@ -179,15 +184,28 @@ def resend_in_doubt(
     return report
 
 
-def recover_intents(ledger: DeliveryLedger, state_key: str, sink: SinkSpec, say: Callable[[str], None]) -> int:
-    """Settle the intents an earlier push left (call this holding the lease): see the module docstring."""
+Settler = Callable[[tuple[tuple[str, str, Any], ...]], list[tuple[str, str, Any]]]
+
+
+def recover_intents(
+    ledger: DeliveryLedger, state_key: str, sink: SinkSpec, say: Callable[[str], None], settle: Settler | None = None
+) -> tuple[int, int]:
+    """Settle the intents an earlier push left (call this holding the lease): see the module docstring.
+    Returns how many intents there were and how many of their records were read back as delivered.
+
+    ``settle`` (``read_back_settler``) reads an idempotent sink's target back: what it shows as sent is
+    recorded delivered, so only the rest is sent again."""
     intents = ledger.read_intents(state_key)
+    read_back = 0
     for intent in intents:
         if sink.idempotent:
             # Re-sending is harmless: not recording them as delivered makes the plan send them again.
-            ledger.close_intent(state_key, intent.call_id)
+            settled = settle(intent.items) if settle is not None else []
+            read_back += len(settled)
+            ledger.close_intent(state_key, intent.call_id, delivered=settled)
             say(f"{state_key}: call {intent.call_id} of run {intent.run_id} never recorded its answer; "
-                f"its {len(intent.items)} records will be sent again (the sink is idempotent)")
+                f"{len(settled)} of its {len(intent.items)} records read back as delivered, the rest will be sent "
+                "again (the sink is idempotent)")
             continue
         reason = (
             f"run {intent.run_id} stopped after writing the intent of call {intent.call_id} and before recording "
@@ -196,7 +214,66 @@ def recover_intents(ledger: DeliveryLedger, state_key: str, sink: SinkSpec, say:
         doubts = [InDoubt(key, digest, record, intent.call_id, intent.run_id, reason) for key, digest, record in intent.items]
         ledger.close_intent(state_key, intent.call_id, in_doubt=doubts)
         say(f"{state_key}: {len(doubts)} records of call {intent.call_id} (run {intent.run_id}) are in doubt: {reason}")
-    return len(intents)
+    return len(intents), read_back
+
+
+def read_back_settler(
+    spec: ConnectorSpec,
+    sink_name: str,
+    client: Callable[[], VendorClient],
+    say: Callable[[str], None],
+    transport: Any = None,
+    environ: Mapping[str, str] | None = None,
+) -> Settler | None:
+    """For an idempotent sink whose ``read`` block says what to ``compare``: a function that reads the
+    records of a call in doubt back from the target and returns those it shows as sent. It reads only
+    when that costs no more calls than sending them again (SALESmanago's single upsert: 50 read per call;
+    its batch upsert: 1,000 sent per call, so re-sending wins there)."""
+    sink = spec.sinks[sink_name]
+    read = sink.read
+    if not sink.idempotent or read is None or not read.compare:
+        return None
+
+    def settle(items: tuple[tuple[str, str, Any], ...]) -> list[tuple[str, str, Any]]:
+        n = len(items)
+        if not n or -(-n // read.batch_size) > -(-n // sink.batch_size):
+            return []
+        try:
+            with client() as vendor, SinkReader(vendor, spec, sink_name, transport=transport, environ=environ) as reader:
+                found = reader.read([key for key, _, _ in items]).found
+        except SyncError as exc:
+            say(f"reading back {n} records in doubt failed ({exc}): they will be sent again")
+            return []
+        return [
+            (key, digest, {"settled_by_read": True})
+            for key, digest, record in items
+            if key in found and shows(read.compare, record, found[key])
+        ]
+
+    return settle
+
+
+def shows(compare: Mapping[str, str], sent: Any, current: Any) -> bool:
+    """Whether ``current`` (a record read back) shows every compared field of ``sent`` as sent; a sent map
+    needs only its own entries there (the vendor merges maps), a value equal as text is equal."""
+    for write_path, read_path in compare.items():
+        value = get_path(sent, write_path)
+        if value is MISSING or value is None:
+            continue
+        there = get_path(current, read_path)
+        if isinstance(value, dict):
+            if not isinstance(there, dict) or any(not _same(v, there.get(k)) for k, v in value.items()):
+                return False
+        elif not _same(value, there):
+            return False
+    return True
+
+
+def _same(a: Any, b: Any) -> bool:
+    if a == b:
+        return True
+    scalar = (str, int, float, bool)
+    return isinstance(a, scalar) and isinstance(b, scalar) and str(a) == str(b)
 
 
 @contextmanager
@@ -314,4 +391,4 @@ def _record(
     ledger.close_intent(state_key, intent.call_id, delivered=delivered, rejects=rejects, in_doubt=doubts)
 
 
-__all__ = ["PushReport", "hold_lease", "push", "recover_intents", "resend_in_doubt"]
+__all__ = ["PushReport", "hold_lease", "push", "read_back_settler", "recover_intents", "resend_in_doubt", "shows"]

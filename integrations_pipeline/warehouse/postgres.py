@@ -388,15 +388,19 @@ class PostgresWarehouse(Warehouse):
     def close_intent(self, sink: str, call_id: str, *, delivered=(), rejects=(), in_doubt=()) -> None:
         from . import delivery
 
-        self._ledger(
-            "close_intent",
-            lambda conn: delivery.ledger_close_intent(
+        def record(conn: psycopg.Connection) -> None:
+            # Recording need not wait for the disk: if the server loses this commit in a crash, the
+            # intent it closes is back too, and the next push treats the call as in doubt (never as
+            # not sent). The intent itself (open_intent) is committed durably, before the vendor call.
+            conn.execute("SET LOCAL synchronous_commit = off")
+            delivery.ledger_close_intent(
                 conn, delivery.check_sink(sink), call_id, delivered, rejects, in_doubt,
                 record_delivery=lambda c, s, rows: delivery.postgres_record_delivery(c, s, rows, DDL_LOCK_KEY),
                 record_rejects=lambda c, s, rows: delivery.postgres_record_rejects(c, s, rows, DDL_LOCK_KEY),
                 postgres=True,
-            ),
-        )
+            )
+
+        self._ledger("close_intent", record)
 
     def read_intents(self, sink: str) -> list:
         from . import delivery

@@ -141,7 +141,9 @@ def bench_push_calls(report: Report, n: int) -> None:
         check("1% changed: sandbox write calls", expected, server_calls, f"= ⌈{changed_n} / {batch}⌉")
         check("1% changed: updated", changed_n, changed.updated, f"= {changed_n}")
         renamed = sum(
-            1 for i in range(0, n, CHANGED_EVERY) if sandbox.contacts[normalise_email(_email(i))].get("name") == f"Contact {i} v2"
+            1
+            for i in range(0, n, CHANGED_EVERY)
+            if sandbox.contacts[normalise_email(_email(i))].get("name") == f"Contact {i} v2"
         )
         check("1% changed: sandbox holds the new names", changed_n, renamed, f"= {changed_n}")
         report.info(name, "1% changed: created / unchanged", f"{changed.created} / {changed.unchanged}")
@@ -164,7 +166,9 @@ def _load_source(warehouse: Any, n: int) -> None:
     warehouse.ensure_table(SOURCE_TABLE)
     with warehouse.open_load(SOURCE_TABLE, "bench.contacts") as load:
         for start in range(0, n, LOAD_PAGE):
-            load.write_batch([{"email": _email(i), "name": f"Contact {i}"} for i in range(start, min(n, start + LOAD_PAGE))])
+            load.write_batch(
+                [{"email": _email(i), "name": f"Contact {i}"} for i in range(start, min(n, start + LOAD_PAGE))]
+            )
         load.commit(None)
 
 
@@ -183,7 +187,9 @@ def bench_diff_time(report: Report, n: int, repeats: int) -> None:
         say(f"[diff] recording {n} deliveries (key + record_hash) and loading {n} source rows")
         records = [_contact(i) for i in range(n)]
         seconds, _ = measure(
-            lambda: warehouse.record_delivery(STATE_KEY, [(r["contact"]["email"], record_hash(r), None) for r in records])
+            lambda: warehouse.record_delivery(
+                STATE_KEY, [(r["contact"]["email"], record_hash(r), None) for r in records]
+            )
         )
         say(f"[diff] record_delivery of {n} keys: {seconds:.2f} s")
         seconds, _ = measure(lambda: _load_source(warehouse, n))
@@ -206,7 +212,7 @@ def bench_diff_time(report: Report, n: int, repeats: int) -> None:
 
             gc.collect()
             read_s, delivered = measure(lambda: warehouse.read_delivered(STATE_KEY))
-            diff_s, planned = measure(lambda: plan(sink, records, delivered))  # noqa: B023
+            diff_s, planned = measure(lambda delivered=delivered: plan(sink, records, delivered))
             _expect(len(delivered) == n, f"read_delivered returned {len(delivered)} keys, expected {n}")
             counts = planned.counts()
             _expect(
@@ -217,7 +223,9 @@ def bench_diff_time(report: Report, n: int, repeats: int) -> None:
             read_runs.append(read_s)
             diff_runs.append(diff_s)
             total_runs.append(read_s + diff_s)
-            say(f"[diff] run {rep + 1}: read_delivered {read_s:6.2f} s + diff {diff_s:6.2f} s = {read_s + diff_s:6.2f} s")
+            say(
+                f"[diff] run {rep + 1}: read_delivered {read_s:6.2f} s + diff {diff_s:6.2f} s = {read_s + diff_s:6.2f} s"
+            )
     finally:
         warehouse.close()
         shutil.rmtree(scratch, ignore_errors=True)
@@ -226,9 +234,17 @@ def bench_diff_time(report: Report, n: int, repeats: int) -> None:
     ratio = total_med / base_med
     report.info(name, f"baseline read_records, {_k(n)} rows", f"median {base_med:.2f} s  (runs {runs(base_runs)})")
     report.info(name, f"read_delivered, {_k(n)} keys", f"median {median(read_runs):.2f} s  (runs {runs(read_runs)})")
-    report.info(name, f"diff, {_k(n)} records, 1% changed", f"median {median(diff_runs):.2f} s  (runs {runs(diff_runs)})")
+    report.info(
+        name, f"diff, {_k(n)} records, 1% changed", f"median {median(diff_runs):.2f} s  (runs {runs(diff_runs)})"
+    )
     report.info(name, "read_delivered + diff", f"median {total_med:.2f} s  (runs {runs(total_runs)})")
-    report.check(name, "(read_delivered + diff) / read_records (medians)", f"{ratio:.2f} x", f"<= {DIFF_TARGET:g} x", ratio <= DIFF_TARGET)
+    report.check(
+        name,
+        "(read_delivered + diff) / read_records (medians)",
+        f"{ratio:.2f} x",
+        f"<= {DIFF_TARGET:g} x",
+        ratio <= DIFF_TARGET,
+    )
     report.notes.append(
         f"5 Diff time: {_k(n)} contacts delivered before (record_delivery of key + record_hash), 1% renamed; "
         f"the baseline reads the same {_k(n)} contacts as flat rows (email, name) of a DuckDB table loaded "
@@ -300,36 +316,65 @@ def bench_ledger_overhead(report: Report, n: int, repeats: int, latency: float =
                 env = sandbox.environment(servers.base_urls[CONNECTOR])
                 credentials = Credentials.from_environ(spec.name, secret_env_vars(spec), env)
 
-                def client() -> VendorClient:
+                def client(credentials: Credentials = credentials, env: dict[str, str] = env) -> VendorClient:
                     return VendorClient(spec, credentials, environ=env)
 
                 for rep in range(repeats):
                     gc.collect()
                     state = f"bench.ledger.{rep}"
                     seconds, pushed = measure(
-                        lambda: push(records, spec=spec, sink_name=SINK, ledger=warehouse, state_key=state + ".with",  # noqa: B023
-                                     client=client, environ=env)  # fmt: skip
+                        lambda state=state, warehouse=warehouse, client=client, env=env: push(
+                            records,
+                            spec=spec,
+                            sink_name=SINK,
+                            ledger=warehouse,
+                            state_key=state + ".with",
+                            client=client,
+                            environ=env,
+                        )
                     )
-                    _expect(pushed.write_calls == math.ceil(n / sink.batch_size), f"push made {pushed.write_calls} calls")
+                    _expect(
+                        pushed.write_calls == math.ceil(n / sink.batch_size), f"push made {pushed.write_calls} calls"
+                    )
                     with_runs.append(seconds)
 
-                    def without() -> int:
-                        planned = plan(sink, records, warehouse.read_delivered(state + ".without"))  # noqa: B023
+                    def without(state: str = state, warehouse: Any = warehouse, env: dict[str, str] = env) -> int:
+                        planned = plan(sink, records, warehouse.read_delivered(state + ".without"))
                         rows = []
                         with client() as vendor, SinkWriter(vendor, spec, SINK, environ=env) as writer:
                             for batch in planned.batches():
                                 result = writer.send(batch)
                                 by_index = {i.index: i for i in batch}
-                                rows += [(by_index[o.index].key, by_index[o.index].hash, o.response) for o in result.outcomes if o.status == "sent"]
-                        return warehouse.record_delivery(state + ".without", rows)  # noqa: B023
+                                rows += [
+                                    (by_index[o.index].key, by_index[o.index].hash, o.response)
+                                    for o in result.outcomes
+                                    if o.status == "sent"
+                                ]
+                        return warehouse.record_delivery(state + ".without", rows)
 
                     gc.collect()
                     seconds, recorded = measure(without)
                     _expect(recorded == n, f"the pre-ledger path recorded {recorded} of {n}")
                     without_runs.append(seconds)
-                    say(f"[ledger] {backend} run {rep + 1}: push {with_runs[-1]:.2f} s, without per-call recording {seconds:.2f} s")
-                again = push(records, spec=spec, sink_name=SINK, ledger=warehouse, state_key="bench.ledger.0.with", client=client, environ=env)
-                report.check(name, f"{backend}, {label}: calls of an unchanged re-run", f"{again.write_calls}", "= 0", again.write_calls == 0)
+                    say(
+                        f"[ledger] {backend} run {rep + 1}: push {with_runs[-1]:.2f} s, without per-call recording {seconds:.2f} s"
+                    )
+                again = push(
+                    records,
+                    spec=spec,
+                    sink_name=SINK,
+                    ledger=warehouse,
+                    state_key="bench.ledger.0.with",
+                    client=client,
+                    environ=env,
+                )
+                report.check(
+                    name,
+                    f"{backend}, {label}: calls of an unchanged re-run",
+                    f"{again.write_calls}",
+                    "= 0",
+                    again.write_calls == 0,
+                )
         finally:
             warehouse.close()
             shutil.rmtree(scratch, ignore_errors=True)
@@ -337,8 +382,18 @@ def bench_ledger_overhead(report: Report, n: int, repeats: int, latency: float =
                 _drop_postgres(url)
         ratio = median(with_runs) / median(without_runs)
         runs = lambda xs: ", ".join(f"{x:.2f}" for x in xs)  # noqa: E731
-        report.info(name, f"{backend}, {label}: push / without", f"{median(with_runs):.2f} s / {median(without_runs):.2f} s (runs {runs(with_runs)} / {runs(without_runs)})")
-        report.check(name, f"{backend}, {label}: push / without per-call recording (medians)", f"{ratio:.2f} x", f"<= {LEDGER_TARGET:g} x", ratio <= LEDGER_TARGET)
+        report.info(
+            name,
+            f"{backend}, {label}: push / without",
+            f"{median(with_runs):.2f} s / {median(without_runs):.2f} s (runs {runs(with_runs)} / {runs(without_runs)})",
+        )
+        report.check(
+            name,
+            f"{backend}, {label}: push / without per-call recording (medians)",
+            f"{ratio:.2f} x",
+            f"<= {LEDGER_TARGET:g} x",
+            ratio <= LEDGER_TARGET,
+        )
         per_call = (median(with_runs) - median(without_runs)) / math.ceil(n / sink.batch_size) * 1000
         report.info(name, f"{backend}, {label}: cost of the intent + record", f"{per_call:.1f} ms per call")
     if pg is None:

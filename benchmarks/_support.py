@@ -99,7 +99,7 @@ class SandboxServer:
             if line.startswith("# ready"):
                 break
             if line.startswith("export "):
-                var, _, value = line[len("export "):].strip().partition("=")
+                var, _, value = line[len("export ") :].strip().partition("=")
                 self.env[var] = shlex.split(value)[0] if value else ""
         missing = {"TRACKSTAR_BASE_URL", "TRACKSTAR_API_KEY", "TRACKSTAR_ACCESS_TOKEN"} - set(self.env)
         if missing:

@@ -76,12 +76,26 @@ class Sizes:
 
 
 FULL = Sizes(
-    throughput=100_000, repeats=3, memory_small=100_000, memory_large=1_000_000, rate_records=8_000, rate_page_size=100,
-    push_contacts=10_000, diff_records=1_000_000, ledger_contacts=100_000,
+    throughput=100_000,
+    repeats=3,
+    memory_small=100_000,
+    memory_large=1_000_000,
+    rate_records=8_000,
+    rate_page_size=100,
+    push_contacts=10_000,
+    diff_records=1_000_000,
+    ledger_contacts=100_000,
 )
 QUICK = Sizes(
-    throughput=20_000, repeats=3, memory_small=20_000, memory_large=200_000, rate_records=6_000, rate_page_size=100,
-    push_contacts=10_000, diff_records=100_000, ledger_contacts=20_000,
+    throughput=20_000,
+    repeats=3,
+    memory_small=20_000,
+    memory_large=200_000,
+    rate_records=6_000,
+    rate_page_size=100,
+    push_contacts=10_000,
+    diff_records=100_000,
+    ledger_contacts=20_000,
 )
 
 
@@ -127,10 +141,12 @@ def bench_throughput(report: Report, sizes: Sizes) -> bool:
             say(f"[throughput] run {rep + 1}: bare   {seconds:6.2f} s ({bare['pages']} pages)")
             scratch, db = _fresh_db()
             try:
-                seconds, engine = measure(lambda: run_engine(server.env, db, spec))
+                seconds, engine = measure(lambda db=db: run_engine(server.env, db, spec))
             finally:
                 shutil.rmtree(scratch, ignore_errors=True)
-            _expect(engine["rows"] == n and engine["records"] == n, f"engine stored {engine['rows']} rows, expected {n}")
+            _expect(
+                engine["rows"] == n and engine["records"] == n, f"engine stored {engine['rows']} rows, expected {n}"
+            )
             engine["wall"] = seconds
             engine_runs.append(engine)
             say(
@@ -143,12 +159,28 @@ def bench_throughput(report: Report, sizes: Sizes) -> bool:
     commit_med = median([e["commit_seconds"] for e in engine_runs])
     runs = lambda xs: ", ".join(f"{x:.2f}" for x in xs)  # noqa: E731
     pages = n // 1000
-    report.info(name, f"bare httpx loop, {_k(n)} records / {pages} pages", f"median {bare_med:.2f} s  (runs {runs(bare_runs)})")
-    report.info(name, "engine sync_stream -> DuckDB", f"median {engine_med:.2f} s  (runs {runs([e['wall'] for e in engine_runs])})")
-    report.info(name, "  of which fetch + stage (to last page)", f"median {fetch_med:.2f} s = {fetch_med / bare_med:.2f} x bare")
-    report.info(name, "  of which commit (DuckDB merge)", f"median {commit_med:.2f} s = {commit_med / bare_med:.2f} x bare")
+    report.info(
+        name, f"bare httpx loop, {_k(n)} records / {pages} pages", f"median {bare_med:.2f} s  (runs {runs(bare_runs)})"
+    )
+    report.info(
+        name,
+        "engine sync_stream -> DuckDB",
+        f"median {engine_med:.2f} s  (runs {runs([e['wall'] for e in engine_runs])})",
+    )
+    report.info(
+        name, "  of which fetch + stage (to last page)", f"median {fetch_med:.2f} s = {fetch_med / bare_med:.2f} x bare"
+    )
+    report.info(
+        name, "  of which commit (DuckDB merge)", f"median {commit_med:.2f} s = {commit_med / bare_med:.2f} x bare"
+    )
     report.info(name, "throughput bare / engine", f"{n / bare_med:,.0f} / {n / engine_med:,.0f} records/s")
-    report.check(name, "engine / bare (medians)", f"{engine_med / bare_med:.2f} x", f"<= {THROUGHPUT_TARGET} x", engine_med / bare_med <= THROUGHPUT_TARGET)
+    report.check(
+        name,
+        "engine / bare (medians)",
+        f"{engine_med / bare_med:.2f} x",
+        f"<= {THROUGHPUT_TARGET} x",
+        engine_med / bare_med <= THROUGHPUT_TARGET,
+    )
     report.notes.append(
         "1 Throughput: the engine uses the trackstar spec with rate_limits removed "
         "(spec.model_copy(update={'rate_limits': []})); the bare loop has no pacing either."
@@ -168,7 +200,9 @@ def bench_memory(report: Report, sizes: Sizes) -> None:
         with SandboxServer(n) as server:
             # ~1000 pages at 35-150 ms each plus the commit: allow generously, but stay bounded.
             timeout = 120 + n / 1000 * 1.5
-            seconds, figures = measure(lambda: run_child("_workloads.py", ["engine"], server.env, timeout))
+            seconds, figures = measure(
+                lambda server=server, timeout=timeout: run_child("_workloads.py", ["engine"], server.env, timeout)
+            )
         _expect(figures["rows"] == n, f"engine stored {figures['rows']} rows, expected {n}")
         results[n] = figures
         say(
@@ -234,11 +268,17 @@ def bench_rate_limit(report: Report, sizes: Sizes) -> None:
     busiest = max(sum(1 for t in starts if s <= t < s + 1.0) for s in starts)
     server_429 = after.get("429", 0) - before.get("429", 0)
     server_calls = after.get("GET /wms/inventory", 0) - before.get("GET /wms/inventory", 0)
-    report.info(name, "requests (client / server)", f"{calls} / {server_calls} GET /wms/inventory, {figures['pages']} pages of {page}")
+    report.info(
+        name,
+        "requests (client / server)",
+        f"{calls} / {server_calls} GET /wms/inventory, {figures['pages']} pages of {page}",
+    )
     report.info(name, "time pacing (limiter waits)", f"{figures['waited_seconds']:.2f} s of {elapsed:.2f} s")
     report.info(name, "steady-state rate (whole limiter windows)", f"{steady:.2f} req/s")
     report.info(name, "most request starts in any 1 s", f"{busiest}")
-    report.check(name, "sustained rate = calls / elapsed", f"{rate:.2f} req/s", f">= {RATE_TARGET:g} req/s", rate >= RATE_TARGET)
+    report.check(
+        name, "sustained rate = calls / elapsed", f"{rate:.2f} req/s", f">= {RATE_TARGET:g} req/s", rate >= RATE_TARGET
+    )
     report.check(
         name,
         "429 responses (client stats / server count)",
@@ -310,7 +350,9 @@ def profile_engine(sizes: Sizes) -> None:
         shutil.rmtree(scratch, ignore_errors=True)
     total = figures["seconds"]
     raw = stats.stats  # {(file, line, func): (cc, nc, tottime, cumtime, callers)}
-    print(f"\nProfile of the engine side ({n} records, {total:.2f} s under cProfile; cProfile inflates Python-heavy parts):")
+    print(
+        f"\nProfile of the engine side ({n} records, {total:.2f} s under cProfile; cProfile inflates Python-heavy parts):"
+    )
     for label, suffix, func in PROFILE_PARTS:
         found = [v for (f, _, fn), v in raw.items() if fn == func and f.replace("\\", "/").endswith(suffix)]
         if func == "read_pages":
@@ -347,10 +389,10 @@ def _guard(report: Report, name: str, fn: Callable[[], object]) -> object:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="smaller sizes: a smoke run of a minute or two")
-    parser.add_argument("--profile", action="store_true", help="cProfile one engine extraction even if throughput passes")
     parser.add_argument(
-        "--only", choices=BENCHMARKS, action="append", help="run only these benchmarks (repeatable)"
+        "--profile", action="store_true", help="cProfile one engine extraction even if throughput passes"
     )
+    parser.add_argument("--only", choices=BENCHMARKS, action="append", help="run only these benchmarks (repeatable)")
     args = parser.parse_args(argv)
     sizes = QUICK if args.quick else FULL
     only = set(args.only or BENCHMARKS)

@@ -22,6 +22,7 @@ import time
 from contextlib import ExitStack
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from integrations_pipeline.engine.errors import ConfigError
 from integrations_pipeline.engine.spec import spec_json_schema
@@ -35,7 +36,6 @@ def _cmd_spec_schema(args: argparse.Namespace) -> int:
 def _cmd_validate(args: argparse.Namespace) -> int:
     from integrations_pipeline.connectors import allowed_env, discover_spec_paths
     from integrations_pipeline.engine.spec import load_spec
-
     from integrations_pipeline.engine.write.mapping import load_sync
     from integrations_pipeline.syncs import SYNC_DIR
 
@@ -165,14 +165,16 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
         defs = build_definitions()
         instance = dg.DagsterInstance.get()
-        assets = list(defs.assets or [])
+        assets = [a for a in defs.assets or [] if isinstance(a, dg.AssetsDefinition)]
         groups: dict[tuple[str, str | None], list] = {}
         for ad in assets:
             pdef = ad.partitions_def
             start = None
-            if pdef is not None:
-                start = pdef.start.strftime("%Y-%m-%d")  # type: ignore[attr-defined]
-            groups.setdefault((ad.node_def.name, start), []).extend(ad.keys)
+            if isinstance(pdef, dg.TimeWindowPartitionsDefinition):
+                start = pdef.start.strftime("%Y-%m-%d")
+            groups.setdefault((ad.node_def.name if ad.node_def else ad.key.to_python_identifier(), start), []).extend(
+                ad.keys
+            )
         rows: list[tuple[str, int, int, int, float, str]] = []
         failures = 0
         today = datetime.now(UTC).date()
@@ -194,7 +196,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
                     tags = {"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last}
                     label += f" [{first} … {last}]"
                 status.update(f"[{n}/{len(groups)}] materializing {label}")
-                run_config = dict(quiet)
+                run_config: dict[str, Any] = dict(quiet)
                 if args.dry_run and keys[0] in sync_keys:
                     run_config["ops"] = {op_name: {"config": {"dry_run": True}}}
                 began = time.perf_counter()
@@ -277,7 +279,8 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--seed", type=int, default=0, help="sandbox data seed")
     run.add_argument("--dagster-home", default=".dagster_home", help="Dagster instance directory")
     run.add_argument(
-        "--dry-run", action="store_true",
+        "--dry-run",
+        action="store_true",
         help="sync assets plan instead of sending: the diff goes to _integrations.sync_plans, no vendor write call",
     )
     run.set_defaults(func=_cmd_run)

@@ -115,7 +115,7 @@ def unique_schema(request) -> Iterator[Callable[[str], str]]:
             with psycopg.connect(url, autocommit=True, connect_timeout=3) as conn:
                 for name in created:
                     conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
-                if conn.execute("SELECT to_regclass('\"_integrations\".\"cursor_state\"')").fetchone()[0]:
+                if conn.execute('SELECT to_regclass(\'"_integrations"."cursor_state"\')').fetchone()[0]:
                     for name in created:
                         conn.execute(
                             'DELETE FROM "_integrations"."cursor_state" WHERE position(%s in state_key) > 0', [name]

@@ -40,7 +40,13 @@ SECRETS = {
 
 
 def encodings(value: str) -> set[str]:
-    return {value, value.upper(), value.lower(), quote(value, safe=""), base64.b64encode(value.encode()).decode().rstrip("=")}
+    return {
+        value,
+        value.upper(),
+        value.lower(),
+        quote(value, safe=""),
+        base64.b64encode(value.encode()).decode().rstrip("="),
+    }
 
 
 def leaks(text: str) -> list[str]:
@@ -78,20 +84,39 @@ class EchoingTrakor(TrakorSandbox):
         self.echoed = getattr(self, "echoed", 0) + 1
         if self.echoed == 1:
             key = self.api_key
-            return httpx.Response(400, json={"error": f"key {key.upper()} ({base64.b64encode(key.encode()).decode()}) may not create {body.get('name')}"})
+            return httpx.Response(
+                400,
+                json={
+                    "error": f"key {key.upper()} ({base64.b64encode(key.encode()).decode()}) may not create {body.get('name')}"
+                },
+            )
         return super()._create_product(body)
 
 
 def test_no_secret_in_any_output_file_or_table(tmp_path):
     s = SECRETS
-    salesmanago = SalesmanagoSandbox(api_key=s["sm_key"], api_secret=s["sm_secret"], v3_api_key=s["sm_v3"], requests_per_hour=None)
+    salesmanago = SalesmanagoSandbox(
+        api_key=s["sm_key"], api_secret=s["sm_secret"], v3_api_key=s["sm_v3"], requests_per_hour=None
+    )
     sandboxes = {
-        "trackstar": TrackstarSandbox(seed=1, sizes={"inventory": 30, "products": 10, "orders": 30, "warehouses": 2,
-                                                     "inbound_shipments": 5, "returns": 5},
-                                      api_key=s["trackstar_key"], connections={"conn_a": s["token_a"], "conn_b": s["token_b"]}),  # fmt: skip
+        "trackstar": TrackstarSandbox(
+            seed=1,
+            sizes={
+                "inventory": 30,
+                "products": 10,
+                "orders": 30,
+                "warehouses": 2,
+                "inbound_shipments": 5,
+                "returns": 5,
+            },
+            api_key=s["trackstar_key"],
+            connections={"conn_a": s["token_a"], "conn_b": s["token_b"]},
+        ),  # fmt: skip
         "salestrekker": SalestrekkerSandbox(seed=1, sizes={"deals": 10, "contacts": 10}, api_key=s["st_key"]),
         "salesmanago": salesmanago,
-        "datatalks": DatatalksSandbox(secret_access_key=s["dt_secret"], group_keys={s["dt_group"]}, forward_to=salesmanago),
+        "datatalks": DatatalksSandbox(
+            secret_access_key=s["dt_secret"], group_keys={s["dt_group"]}, forward_to=salesmanago
+        ),
         "trakor": EchoingTrakor(api_key=s["trakor_key"]),
     }
     work = tmp_path / "work"

@@ -9,7 +9,6 @@ Partitioned streams use ``BackfillPolicy.single_run()``: a backfill of a partiti
 whose window is the whole range, ``[first day 00:00Z, day after the last 00:00Z)``.
 """
 
-
 from collections.abc import Iterator
 
 import dagster as dg
@@ -113,7 +112,9 @@ def _sync_one(context, client: VendorClient, warehouse: Warehouse, props: Stream
     after = client.stats.as_dict()
     delta = {k: after[k] - before[k] for k in after}
     for outcome in result.skipped:
-        context.log.warning(f"{props.connector.name}/{props.stream_name}: connection {outcome.connection_id} skipped: {outcome.skipped_reason}")
+        context.log.warning(
+            f"{props.connector.name}/{props.stream_name}: connection {outcome.connection_id} skipped: {outcome.skipped_reason}"
+        )
     context.log.info(
         f"{props.connector.name}/{props.stream_name}: {result.records} records in {result.pages} pages, "
         f"{int(delta['calls'])} calls, {int(delta['retries'])} retries, {result.seconds:.2f}s"
@@ -137,4 +138,3 @@ def _sync_one(context, client: VendorClient, warehouse: Warehouse, props: Stream
     if window is not None:
         metadata[c.WINDOW] = dg.MetadataValue.text(str(window))
     return dg.MaterializeResult(asset_key=dg.AssetKey([props.connector.name, props.stream_name]), metadata=metadata)
-

@@ -11,7 +11,6 @@ and on every reverse-ETL sync asset:
   settles them (``integrations-pipeline in-doubt resend|mark-delivered`` or the sync's run config).
 """
 
-
 import dagster as dg
 
 from integrations_pipeline.engine.spec import ConnectorSpec
@@ -21,7 +20,9 @@ from .resources import WarehouseResource
 from .translator import ConnectorTranslator, StreamProps
 
 
-def build_connector_checks(spec: ConnectorSpec, translator: ConnectorTranslator | None = None) -> list[dg.AssetChecksDefinition]:
+def build_connector_checks(
+    spec: ConnectorSpec, translator: ConnectorTranslator | None = None
+) -> list[dg.AssetChecksDefinition]:
     translator = translator or ConnectorTranslator()
     return [_pk_check(translator, StreamProps(spec, name)) for name in spec.streams]
 

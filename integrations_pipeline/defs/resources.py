@@ -75,7 +75,8 @@ def required_env_vars(spec: ConnectorSpec, environ: Mapping[str, str]) -> list[s
     names = secret_env_vars(spec)
     auth = spec.auth
     if isinstance(auth, GraphqlLoginConfig):
-        methods = [[s.env for s in m.variables.values()] for m in auth.methods]
+        login: GraphqlLoginConfig = auth  # the spec's auth union is built at run time: name the member for mypy
+        methods = [[s.env for s in m.variables.values()] for m in login.methods]
         chosen = next((m for m in methods if all(environ.get(v) for v in m)), methods[0])
         alternatives = {v for m in methods for v in m}
         names = [n for n in names if n not in alternatives or n in chosen]

@@ -6,6 +6,8 @@ own hourly WMS sync has run. Full-refresh streams (Salestrekker workflows) refre
 
 from __future__ import annotations
 
+from typing import Any
+
 import dagster as dg
 
 from integrations_pipeline.engine.spec import ConnectorSpec
@@ -15,11 +17,13 @@ from .translator import ConnectorTranslator, StreamProps
 
 def build_connector_jobs_and_schedules(
     spec: ConnectorSpec, translator: ConnectorTranslator | None = None
-) -> tuple[list[dg.UnresolvedAssetJobDefinition], list[dg.ScheduleDefinition]]:
+) -> tuple[list[dg.UnresolvedAssetJobDefinition], list[Any]]:
     translator = translator or ConnectorTranslator()
     incremental = [translator.get_asset_key(StreamProps(spec, n)) for n, s in spec.streams.items() if s.incremental]
     full = [translator.get_asset_key(StreamProps(spec, n)) for n, s in spec.streams.items() if not s.incremental]
-    jobs, schedules = [], []
+    jobs: list[dg.UnresolvedAssetJobDefinition] = []
+    # Asset jobs are resolved when Definitions load: the partitioned schedule is an unresolved one until then.
+    schedules: list[Any] = []
     if incremental:
         job = dg.define_asset_job(
             f"{spec.name}_incremental_sync",

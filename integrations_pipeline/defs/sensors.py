@@ -50,12 +50,19 @@ def build_sync_sensor(sync_assets: Sequence[dg.AssetsDefinition]) -> dg.SensorDe
         )
         cursor = json.dumps({**seen, **latest}, sort_keys=True)
         if not due:
-            return dg.SkipReason(f"no stream read by a sync was materialized since the last tick ({len(latest)} watched)")
+            return dg.SkipReason(
+                f"no stream read by a sync was materialized since the last tick ({len(latest)} watched)"
+            )
         # The run key names the materializations acted on: a retried tick does not launch a second run.
         run_key = hashlib.sha256(cursor.encode()).hexdigest()[:16]
         return dg.SensorResult(
-            run_requests=[dg.RunRequest(run_key=run_key, asset_selection=due,
-                                        tags={"integrations_pipeline/trigger": ",".join(sorted(updated))[:200]})],
+            run_requests=[
+                dg.RunRequest(
+                    run_key=run_key,
+                    asset_selection=due,
+                    tags={"integrations_pipeline/trigger": ",".join(sorted(updated))[:200]},
+                )
+            ],
             cursor=cursor,
         )
 

@@ -13,7 +13,6 @@ Datatalks); it keeps its asset key and delivered state either way. A downstream 
 sync asset as input gets the target's current records back (``SinkIOManager.load_input``).
 """
 
-
 import hashlib
 import json
 from collections.abc import Callable, Mapping
@@ -24,11 +23,18 @@ import pandas as pd
 
 from integrations_pipeline.connectors import load_connectors
 from integrations_pipeline.engine.client import VendorClient
+from integrations_pipeline.engine.spec import ConnectorSpec
 from integrations_pipeline.engine.write.keys import put_path
-from integrations_pipeline.engine.write.mapping import SyncSpec, build_lookups, column_lineage, forwards, map_records, route
+from integrations_pipeline.engine.write.mapping import (
+    SyncSpec,
+    build_lookups,
+    column_lineage,
+    forwards,
+    map_records,
+    route,
+)
 from integrations_pipeline.engine.write.push import PushReport, push, resend_in_doubt
 from integrations_pipeline.engine.write.reads import SinkReader
-from integrations_pipeline.engine.spec import ConnectorSpec
 from integrations_pipeline.syncs import load_syncs
 from integrations_pipeline.warehouse import table_spec_for
 
@@ -101,7 +107,14 @@ def settle_in_doubt(
     if action != "resend":
         raise ValueError(f"in_doubt: got {action!r}, expected one of ['keep', 'resend', 'mark_delivered']")
     report = resend_in_doubt(
-        keys, spec=spec, sink_name=sink_name, ledger=warehouse, state_key=state_key, client=client, run_id=run_id, log=log
+        keys,
+        spec=spec,
+        sink_name=sink_name,
+        ledger=warehouse,
+        state_key=state_key,
+        client=client,
+        run_id=run_id,
+        log=log,
     )
     log(
         f"{state_key}: resent {report.considered} records in doubt in {report.write_calls} calls: "
@@ -140,8 +153,15 @@ class SinkIOManager(dg.ConfigurableIOManager):
         try:
             if settle != "keep" and not dry_run:
                 settle_in_doubt(
-                    settle, keys, spec=spec, sink_name=sink_name, warehouse=warehouse, state_key=state_key,
-                    client=new_client, run_id=context.run_id, log=context.log.info,
+                    settle,
+                    keys,
+                    spec=spec,
+                    sink_name=sink_name,
+                    warehouse=warehouse,
+                    state_key=state_key,
+                    client=new_client,
+                    run_id=context.run_id,
+                    log=context.log.info,
                 )
             report = push(
                 records,
@@ -210,6 +230,7 @@ class SinkIOManager(dg.ConfigurableIOManager):
         (the vendor's read shape, e.g. SALESmanago's flat contact). Reading costs vendor calls
         (SALESmanago: one per 50 contacts, from the hourly budget), hence the limit.
         """
+        assert context.upstream_output is not None  # an input of a sync asset always has its upstream output
         upstream = context.upstream_output.definition_metadata
         state_key = str(upstream[STATE_METADATA])
         sink_name = str(upstream[SINK_METADATA])
@@ -248,11 +269,15 @@ def build_sync_asset(sync: SyncSpec, connectors: dict[str, ConnectorSpec]) -> dg
     lookup_keys = [dg.AssetKey(lk.stream.split("/")) for lk in sync.lookups.values()]
     lineage = dg.TableColumnLineage(
         deps_by_column={
-            target: [dg.TableColumnDep(asset_key=dg.AssetKey(stream.split("/")), column_name=col) for stream, col in deps]
+            target: [
+                dg.TableColumnDep(asset_key=dg.AssetKey(stream.split("/")), column_name=col) for stream, col in deps
+            ]
             for target, deps in column_lineage(sync).items()
         }
     )
-    fingerprint = hashlib.sha256(json.dumps(sync.model_dump(mode="json", by_alias=True), sort_keys=True).encode()).hexdigest()[:16]
+    fingerprint = hashlib.sha256(
+        json.dumps(sync.model_dump(mode="json", by_alias=True), sort_keys=True).encode()
+    ).hexdigest()[:16]
     via = f" (routed from `{sync.routed_from}`)" if sync.routed_from else ""
     columns = list(sync.all_fields())
 

@@ -98,7 +98,9 @@ class ConnectorTranslator:
 def column_schema(table: TableSpec) -> dg.TableSchema:
     return dg.TableSchema(
         columns=[
-            dg.TableColumn(c.name, c.type, constraints=dg.TableColumnConstraints(nullable=c.name not in table.primary_key))
+            dg.TableColumn(
+                c.name, c.type, constraints=dg.TableColumnConstraints(nullable=c.name not in table.primary_key)
+            )
             for c in table.columns
         ]
     )

@@ -158,6 +158,7 @@ class GraphqlLogin(Auth):
         for method in self.config.methods:
             if all(self.credentials.has(s.env) for s in method.variables.values()):
                 return method
+
         # None is complete. The user most likely meant the method they half-configured (email set,
         # password not): name its first missing variable; with nothing set, the first method's.
         def set_count(m: LoginMethod) -> int:

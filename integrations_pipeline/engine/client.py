@@ -96,7 +96,9 @@ def parse_connections(spec: ConnectorSpec, credentials: Credentials) -> list[Con
         if not part:
             continue
         conn_id, sep, token = part.partition("=")
-        conns.append(Connection(conn_id.strip(), SecretStr(token.strip())) if sep else Connection("default", SecretStr(part)))
+        conns.append(
+            Connection(conn_id.strip(), SecretStr(token.strip())) if sep else Connection("default", SecretStr(part))
+        )
     return conns
 
 
@@ -459,4 +461,3 @@ class VendorClient:
         ceiling = min(policy.max_backoff_seconds, policy.initial_backoff_seconds * policy.multiplier ** (attempt - 1))
         # "Equal jitter": never less than half the exponential step, never more than the step.
         return ceiling / 2 + self.rng.uniform(0, ceiling / 2)
-

@@ -47,7 +47,6 @@ class Paginator:
             raise PaginationLoopError(f"loop detected: token {token!r} was already followed", path=path)
         self._seen.add(key)
 
-
     def _check_page(self, records: list[dict], what: str) -> None:
         """Offset and page-number vendors have no token to repeat; a vendor that ignores the offset
         serves the same full page forever. A page whose first and last records equal an earlier

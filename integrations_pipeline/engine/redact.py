@@ -50,7 +50,9 @@ def _pattern(secrets: frozenset[str]) -> re.Pattern[str] | None:
         if len(secret) < MIN_SECRET_LENGTH:
             continue
         raw = secret.encode("utf-8", "surrogatepass")
-        forms.update({secret, quote(secret), quote(secret, safe=""), quote_plus(secret, safe=""), binascii.hexlify(raw).decode()})
+        forms.update(
+            {secret, quote(secret), quote(secret, safe=""), quote_plus(secret, safe=""), binascii.hexlify(raw).decode()}
+        )
         forms.update(_base64_cores(raw))
     forms.discard(MASK)
     if not forms:

@@ -52,13 +52,19 @@ def default_sandboxes(seed: int = 0, sizes: Mapping[str, int] | None = None) -> 
     sizes = dict(sizes or {})
     unknown = set(sizes) - set(TS_SIZES) - set(ST_SIZES)
     if unknown:
-        raise ValueError(f"got sizes for unknown streams {sorted(unknown)}, expected some of {sorted({*TS_SIZES, *ST_SIZES})}")
+        raise ValueError(
+            f"got sizes for unknown streams {sorted(unknown)}, expected some of {sorted({*TS_SIZES, *ST_SIZES})}"
+        )
     out: dict[str, VendorSandbox] = {}
     for name in VENDORS:
         cls = _vendor_class(name)
         if cls is None:
             continue
-        own = {k: v for k, v in sizes.items() if k in (TS_SIZES if name == "trackstar" else ST_SIZES if name == "salestrekker" else ())}
+        own = {
+            k: v
+            for k, v in sizes.items()
+            if k in (TS_SIZES if name == "trackstar" else ST_SIZES if name == "salestrekker" else ())
+        }
         # Datatalks is a SALESmanago proxy: let it forward into the SALESmanago sandbox, as the real one does.
         forward_to = out.get("salesmanago") if name == "datatalks" else None
         out[name] = _construct(cls, seed=seed, sizes=own or None, forward_to=forward_to)
@@ -93,7 +99,9 @@ def _fallback_environment(name: str, base_url: str, sandbox: Any) -> dict[str, s
     return env
 
 
-def sandbox_environment(base_urls: Mapping[str, str], sandboxes: Mapping[str, VendorSandbox] | None = None) -> dict[str, str]:
+def sandbox_environment(
+    base_urls: Mapping[str, str], sandboxes: Mapping[str, VendorSandbox] | None = None
+) -> dict[str, str]:
     """Env var values pointing each connector at its sandbox: base URL plus sandbox credentials.
 
     ``base_urls`` is ``SandboxServers.base_urls``; pass the running ``sandboxes`` when they were

@@ -119,7 +119,9 @@ class VendorSandbox:
         self._lock = threading.Lock()
         self._pauses: dict[int, WritePause] = {}
 
-    def pause_write(self, call: int, *, stage: str = "after", discard: bool = False, timeout: float = 120.0) -> WritePause:
+    def pause_write(
+        self, call: int, *, stage: str = "after", discard: bool = False, timeout: float = 120.0
+    ) -> WritePause:
         """Hold write call ``call`` before or after it is applied (``WritePause``); vendors with writes
         route each counted write through ``run_write``."""
         if stage not in ("before", "after") or (discard and stage != "before"):
@@ -181,7 +183,9 @@ class VendorSandbox:
             response.extensions["sandbox_truncated_from"] = len(body)
         return response
 
-    def rate_limited_response(self, retry_after: float, limit: int = 0, reset_epoch: float | None = None) -> httpx.Response:
+    def rate_limited_response(
+        self, retry_after: float, limit: int = 0, reset_epoch: float | None = None
+    ) -> httpx.Response:
         """A 429 in Trackstar's documented form; vendors may override the body."""
         headers = {
             "retry-after": f"{retry_after:g}",

@@ -109,34 +109,135 @@ def to_epoch(dt: datetime) -> int:
 # ---------------------------------------------------------------------------------------------
 
 FIRST_NAMES = (
-    "Olivia", "Liam", "Emma", "Noah", "Ava", "Oliver", "Sophia", "Elijah", "Isabella", "James",
-    "Mia", "William", "Charlotte", "Lucas", "Amelia", "Henry", "Harper", "Jack", "Evelyn", "Leo",
-    "Chloe", "Mateo", "Grace", "Ethan", "Zoe", "Aarav", "Mei", "Hiroshi", "Fatima", "Omar",
-    "Priya", "Diego", "Sofia", "Lars", "Ingrid", "Kwame", "Amara", "Tomasz", "Zofia", "Ruby",
+    "Olivia",
+    "Liam",
+    "Emma",
+    "Noah",
+    "Ava",
+    "Oliver",
+    "Sophia",
+    "Elijah",
+    "Isabella",
+    "James",
+    "Mia",
+    "William",
+    "Charlotte",
+    "Lucas",
+    "Amelia",
+    "Henry",
+    "Harper",
+    "Jack",
+    "Evelyn",
+    "Leo",
+    "Chloe",
+    "Mateo",
+    "Grace",
+    "Ethan",
+    "Zoe",
+    "Aarav",
+    "Mei",
+    "Hiroshi",
+    "Fatima",
+    "Omar",
+    "Priya",
+    "Diego",
+    "Sofia",
+    "Lars",
+    "Ingrid",
+    "Kwame",
+    "Amara",
+    "Tomasz",
+    "Zofia",
+    "Ruby",
 )
 LAST_NAMES = (
-    "Smith", "Nguyen", "Brown", "Wilson", "Taylor", "Johnson", "Williams", "Martin", "Anderson",
-    "Thompson", "Walker", "Harris", "Lee", "Ryan", "Robinson", "Kelly", "King", "Davis", "Wright",
-    "Evans", "Patel", "Singh", "Chen", "Garcia", "Rodriguez", "Kowalski", "Nowak", "Larsen",
-    "Okafor", "Haddad", "Tanaka", "Müller", "Rossi", "Dubois", "O'Brien", "Murphy", "Campbell",
-    "Mitchell", "Clarke", "Hughes",
+    "Smith",
+    "Nguyen",
+    "Brown",
+    "Wilson",
+    "Taylor",
+    "Johnson",
+    "Williams",
+    "Martin",
+    "Anderson",
+    "Thompson",
+    "Walker",
+    "Harris",
+    "Lee",
+    "Ryan",
+    "Robinson",
+    "Kelly",
+    "King",
+    "Davis",
+    "Wright",
+    "Evans",
+    "Patel",
+    "Singh",
+    "Chen",
+    "Garcia",
+    "Rodriguez",
+    "Kowalski",
+    "Nowak",
+    "Larsen",
+    "Okafor",
+    "Haddad",
+    "Tanaka",
+    "Müller",
+    "Rossi",
+    "Dubois",
+    "O'Brien",
+    "Murphy",
+    "Campbell",
+    "Mitchell",
+    "Clarke",
+    "Hughes",
 )
 EMAIL_DOMAINS = ("example.com", "example.org", "example.net", "mail.example.com")
 STREETS = (
-    "Main St", "Oak Ave", "Maple Dr", "Cedar Ln", "Pine St", "Elm St", "Lakeview Rd", "Harbor Blvd",
-    "Sunset Ave", "Park Pl", "River Rd", "Hillcrest Dr", "Willow Way", "Market St", "2nd Ave",
+    "Main St",
+    "Oak Ave",
+    "Maple Dr",
+    "Cedar Ln",
+    "Pine St",
+    "Elm St",
+    "Lakeview Rd",
+    "Harbor Blvd",
+    "Sunset Ave",
+    "Park Pl",
+    "River Rd",
+    "Hillcrest Dr",
+    "Willow Way",
+    "Market St",
+    "2nd Ave",
 )
 # (city, state, postal prefix, country)
 CITIES = (
-    ("Reno", "NV", "895", "US"), ("Columbus", "OH", "432", "US"), ("Dallas", "TX", "752", "US"),
-    ("Atlanta", "GA", "303", "US"), ("Newark", "NJ", "071", "US"), ("Ontario", "CA", "917", "US"),
-    ("Seattle", "WA", "981", "US"), ("Denver", "CO", "802", "US"), ("Chicago", "IL", "606", "US"),
-    ("Louisville", "KY", "402", "US"), ("Toronto", "ON", "M5V", "CA"), ("Brooklyn", "NY", "112", "US"),
-    ("Austin", "TX", "787", "US"), ("Portland", "OR", "972", "US"), ("Phoenix", "AZ", "850", "US"),
+    ("Reno", "NV", "895", "US"),
+    ("Columbus", "OH", "432", "US"),
+    ("Dallas", "TX", "752", "US"),
+    ("Atlanta", "GA", "303", "US"),
+    ("Newark", "NJ", "071", "US"),
+    ("Ontario", "CA", "917", "US"),
+    ("Seattle", "WA", "981", "US"),
+    ("Denver", "CO", "802", "US"),
+    ("Chicago", "IL", "606", "US"),
+    ("Louisville", "KY", "402", "US"),
+    ("Toronto", "ON", "M5V", "CA"),
+    ("Brooklyn", "NY", "112", "US"),
+    ("Austin", "TX", "787", "US"),
+    ("Portland", "OR", "972", "US"),
+    ("Phoenix", "AZ", "850", "US"),
 )
 COMPANIES = (
-    None, None, None, "Acme Retail", "Northwind Traders", "Bluebird Goods", "Summit Outfitters",
-    "Harbor & Co", "Greenleaf Market",
+    None,
+    None,
+    None,
+    "Acme Retail",
+    "Northwind Traders",
+    "Bluebird Goods",
+    "Summit Outfitters",
+    "Harbor & Co",
+    "Greenleaf Market",
 )
 
 
@@ -159,7 +260,11 @@ def fake_phone(r: random.Random, country: str = "US") -> str:
 def fake_address(r: random.Random) -> dict[str, Any]:
     """Street, city, state, postal code and country (Trackstar's ``ShipFromAddress`` fields)."""
     city, state, prefix, country = r.choice(CITIES)
-    postal = f"{prefix} {r.randrange(0, 10)}{chr(65 + r.randrange(26))}{r.randrange(0, 10)}" if country == "CA" else f"{prefix}{r.randrange(10, 100)}"
+    postal = (
+        f"{prefix} {r.randrange(0, 10)}{chr(65 + r.randrange(26))}{r.randrange(0, 10)}"
+        if country == "CA"
+        else f"{prefix}{r.randrange(10, 100)}"
+    )
     return {
         "address1": f"{r.randrange(1, 9999)} {r.choice(STREETS)}",
         "address2": f"Suite {r.randrange(100, 999)}" if r.random() < 0.2 else None,
@@ -349,7 +454,11 @@ class LazyStore:
                 assert record is not None
                 mutate(record, r)
                 record[self.cursor_field] = iso(ts)
-                if self.created_field and record.get(self.created_field) and record[self.created_field] > record[self.cursor_field]:
+                if (
+                    self.created_field
+                    and record.get(self.created_field)
+                    and record[self.created_field] > record[self.cursor_field]
+                ):
                     record[self.created_field] = record[self.cursor_field]
                 self._place(i, record, ts)
                 ids.append(record["id"])

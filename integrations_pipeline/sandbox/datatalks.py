@@ -125,7 +125,6 @@ def sigv4_signature(
     return hmac.new(key, string_to_sign.encode("utf-8"), hashlib.sha256).hexdigest()
 
 
-
 def _email_problem(email: object) -> str | None:
     """Why ``data.email`` is unusable for a contact call, or None."""
     if email in (None, ""):
@@ -264,7 +263,7 @@ class DatatalksSandbox(VendorSandbox):
             return _forbidden(f"Signed header(s) not present in the request: {', '.join(missing)}.")
         amz_date = request.headers["x-amz-date"]
         try:
-            signed_at = dt.datetime.strptime(amz_date, AMZ_DATE).replace(tzinfo=dt.timezone.utc).timestamp()
+            signed_at = dt.datetime.strptime(amz_date, AMZ_DATE).replace(tzinfo=dt.UTC).timestamp()
         except ValueError:
             return _forbidden(f"Invalid X-Amz-Date '{amz_date}', expected yyyyMMddTHHmmssZ.")
         if scope_date != amz_date[:8]:
@@ -294,7 +293,7 @@ class DatatalksSandbox(VendorSandbox):
         except ValueError:
             return None, None, _bad_request("Invalid request body: not JSON")
         if not isinstance(body, dict):
-            return None, None, _bad_request("Invalid request body: expected {\"data\": ..., \"group_key\": ...}")
+            return None, None, _bad_request('Invalid request body: expected {"data": ..., "group_key": ...}')
         group_key = body.get("group_key")
         if not isinstance(group_key, str) or not group_key:
             return None, None, _bad_request("group_key is required")
@@ -418,7 +417,7 @@ class DatatalksSandbox(VendorSandbox):
                 break
             # SALESmanago keys products by (catalogId, productId); the group key selects the account's
             # catalog, so it stands in for the catalog id.
-            self._store.upsert_product(group_key, {**product, "productId": product["id"]})
+            self._store.upsert_product(str(group_key), {**product, "productId": product["id"]})
             applied.append(product["id"])
         self._count_forwarded_write()
         if crash_after is not None:
@@ -450,4 +449,4 @@ class DatatalksSandbox(VendorSandbox):
 
 
 def _amz(epoch: float) -> str:
-    return dt.datetime.fromtimestamp(epoch, dt.timezone.utc).strftime(AMZ_DATE)
+    return dt.datetime.fromtimestamp(epoch, dt.UTC).strftime(AMZ_DATE)

@@ -452,15 +452,16 @@ class SalesmanagoSandbox(VendorSandbox):
             return "Not authenticated: owner is not a user of this account"
         return None
 
-    def _classic_body(self, request: httpx.Request) -> tuple[dict[str, Any] | None, httpx.Response | None]:
+    def _classic_body(self, request: httpx.Request) -> dict[str, Any] | httpx.Response:
+        """The request's JSON object when its credentials hold, else the failure to answer with."""
         body = self._json_object(request)
         if body is None:
-            return None, _fail("Request body must be a JSON object")
+            return _fail("Request body must be a JSON object")
         problem = self._credentials_problem(body)
         if problem is not None:
             self.count("auth_failed")
-            return None, _fail(problem)
-        return body, None
+            return _fail(problem)
+        return body
 
     # -- validation ---------------------------------------------------------------------------------
 
@@ -532,7 +533,8 @@ class SalesmanagoSandbox(VendorSandbox):
         """
         if "contactEvent" in body or "event" not in body:
             return body.get("email"), body.get("contactEvent")
-        contact = body.get("contact") if isinstance(body.get("contact"), dict) else {}
+        given = body.get("contact")
+        contact: dict[str, Any] = given if isinstance(given, dict) else {}
         seed_event = body["event"]
         if not isinstance(seed_event, dict):
             return contact.get("email"), seed_event
@@ -545,9 +547,9 @@ class SalesmanagoSandbox(VendorSandbox):
     # -- classic handlers -----------------------------------------------------------------------------
 
     def _contact_upsert(self, request: httpx.Request) -> httpx.Response:
-        body, error = self._classic_body(request)
-        if error is not None:
-            return error
+        body = self._classic_body(request)
+        if isinstance(body, httpx.Response):
+            return body
         problem = self._contact_problem(body.get("contact")) or self._tags_problem(body)
         if problem is not None:
             return _fail(problem)
@@ -556,9 +558,9 @@ class SalesmanagoSandbox(VendorSandbox):
         return _ok(contactId=contact_id)
 
     def _contact_batchupsert(self, request: httpx.Request) -> httpx.Response:
-        body, error = self._classic_body(request)
-        if error is not None:
-            return error
+        body = self._classic_body(request)
+        if isinstance(body, httpx.Response):
+            return body
         items = body.get("upsertDetails")
         if not isinstance(items, list) or not items:
             return _fail("upsertDetails is required and must be a non-empty list")
@@ -568,6 +570,8 @@ class SalesmanagoSandbox(VendorSandbox):
         for index, item in enumerate(items):
             if crash_after is not None and index >= crash_after:
                 return self._crash_response(crash_after)
+            email: str | None
+            problem: str | None
             if not isinstance(item, dict):
                 problem, email = "item must be an object", None
             else:
@@ -578,6 +582,7 @@ class SalesmanagoSandbox(VendorSandbox):
                 results.append({"email": email, "success": False, "message": problem})
                 failures.append(f"upsertDetails[{index}]: {problem}")
                 continue
+            assert isinstance(email, str)  # _contact_problem found none
             contact_id, created = self._apply_upsert_item(item)
             results.append(
                 {"email": normalise_email(email), "success": True, "contactId": contact_id, "created": created}
@@ -590,24 +595,24 @@ class SalesmanagoSandbox(VendorSandbox):
         return _ok(message=failures, contactIds={r["email"]: r["contactId"] for r in results if r["success"]})
 
     def _contact_delete(self, request: httpx.Request) -> httpx.Response:
-        body, error = self._classic_body(request)
-        if error is not None:
-            return error
+        body = self._classic_body(request)
+        if isinstance(body, httpx.Response):
+            return body
         email = body.get("email")
         if email is None and isinstance(body.get("contact"), dict):
             email = body["contact"].get("email")
         if email in (None, ""):
             return _fail("email is required")
-        if not is_email(email):
+        if not isinstance(email, str) or not is_email(email):
             return _fail(f"email is not a valid email address: {email!r}")
         self.delete_contact(email)
         # [unconfirmed] the answer: no public client models more than BaseResponse {success, message[]}.
         return _ok()
 
     def _contact_basic(self, request: httpx.Request) -> httpx.Response:
-        body, error = self._classic_body(request)
-        if error is not None:
-            return error
+        body = self._classic_body(request)
+        if isinstance(body, httpx.Response):
+            return body
         emails = body.get("email")
         if isinstance(emails, str):
             emails = [emails]
@@ -620,9 +625,9 @@ class SalesmanagoSandbox(VendorSandbox):
         return _ok(contacts=contacts)
 
     def _add_event(self, request: httpx.Request) -> httpx.Response:
-        body, error = self._classic_body(request)
-        if error is not None:
-            return error
+        body = self._classic_body(request)
+        if isinstance(body, httpx.Response):
+            return body
         email, event = self._normalise_seed_event(body)
         problem = self.event_problem(email, event)
         if problem is not None:
@@ -632,9 +637,9 @@ class SalesmanagoSandbox(VendorSandbox):
         return _ok(eventId=stored["eventId"])
 
     def _batch_add_events(self, request: httpx.Request) -> httpx.Response:
-        body, error = self._classic_body(request)
-        if error is not None:
-            return error
+        body = self._classic_body(request)
+        if isinstance(body, httpx.Response):
+            return body
         events = body.get("events")
         if not isinstance(events, list) or not events:
             return _fail("events is required and must be a non-empty list")
@@ -647,6 +652,8 @@ class SalesmanagoSandbox(VendorSandbox):
         for index, item in enumerate(events):
             if crash_after is not None and index >= crash_after:
                 return self._crash_response(crash_after)
+            email: str | None
+            problem: str | None
             if not isinstance(item, dict):
                 problem, email, event = "item must be an object", None, None
             else:
@@ -656,6 +663,7 @@ class SalesmanagoSandbox(VendorSandbox):
                 results.append({"email": email, "success": False, "message": problem})
                 failures.append(f"events[{index}]: {problem}")
                 continue
+            assert isinstance(email, str) and isinstance(event, dict)  # event_problem found none
             stored = self.add_event(email, event)
             results.append({"email": stored["email"], "success": True, "eventId": stored["eventId"]})
         if crash_after is not None and crash_after >= len(events):

@@ -39,6 +39,7 @@ from typing import Any
 import httpx
 from graphql import (
     DocumentNode,
+    ExecutionResult,
     FieldNode,
     GraphQLError,
     GraphQLSchema,
@@ -143,15 +144,45 @@ MAX_LIMIT = 500
 DUPLICATE_OVERLAP = 3
 
 _WORKFLOWS = (
-    ("Home Loans", ("New lead", "Initial contact", "Fact find", "Lodged", "Conditional approval", "Unconditional approval", "Settled")),
+    (
+        "Home Loans",
+        (
+            "New lead",
+            "Initial contact",
+            "Fact find",
+            "Lodged",
+            "Conditional approval",
+            "Unconditional approval",
+            "Settled",
+        ),
+    ),
     ("Commercial Lending", ("Enquiry", "Needs analysis", "Credit proposal", "Submitted", "Approved", "Settled")),
     ("Asset Finance", ("New lead", "Quote sent", "Application", "Approved", "Settled")),
     ("Refinance", ("Review requested", "Rate comparison", "Lodged", "Approved", "Settled")),
     ("Personal Loans", ("New lead", "Application", "Assessment", "Approved", "Settled")),
 )
 _LABELS = ("Hot lead", "First home buyer", "Investor", "Referral", "Self-employed", "VIP")
-_DEAL_KINDS = ("Home loan", "Refinance", "Investment loan", "Construction loan", "Car loan", "Equipment finance", "Bridging loan")
-_SUBURBS = ("Parramatta", "Bondi", "Fitzroy", "Southbank", "Fremantle", "Newstead", "Glenelg", "Manly", "Carlton", "Subiaco")
+_DEAL_KINDS = (
+    "Home loan",
+    "Refinance",
+    "Investment loan",
+    "Construction loan",
+    "Car loan",
+    "Equipment finance",
+    "Bridging loan",
+)
+_SUBURBS = (
+    "Parramatta",
+    "Bondi",
+    "Fitzroy",
+    "Southbank",
+    "Fremantle",
+    "Newstead",
+    "Glenelg",
+    "Manly",
+    "Carlton",
+    "Subiaco",
+)
 
 
 def _uuid(key: int, kind: str, i: int) -> str:
@@ -192,7 +223,9 @@ class SalestrekkerSandbox(VendorSandbox):
         super().__init__()
         unknown = set(sizes or {}) - set(DEFAULT_SIZES)
         if unknown:
-            raise ValueError(f"got sizes for unknown streams {sorted(unknown)}, expected some of {sorted(DEFAULT_SIZES)}")
+            raise ValueError(
+                f"got sizes for unknown streams {sorted(unknown)}, expected some of {sorted(DEFAULT_SIZES)}"
+            )
         self.seed = seed
         self.sizes = {**DEFAULT_SIZES, **(sizes or {})}
         self.api_key = api_key
@@ -210,14 +243,22 @@ class SalestrekkerSandbox(VendorSandbox):
         self._workflow_renames = 0
         self.stores: dict[str, LazyStore] = {
             "deals": LazyStore(
-                size=self.sizes["deals"], key=mix64(self.key, "deals"), generate=self._ticket,
-                id_of=lambda i: _uuid(self.key, "ticket", i), index_of=_uuid_index,
-                cursor_field="updatedAt", created_field="timeStamp",
+                size=self.sizes["deals"],
+                key=mix64(self.key, "deals"),
+                generate=self._ticket,
+                id_of=lambda i: _uuid(self.key, "ticket", i),
+                index_of=_uuid_index,
+                cursor_field="updatedAt",
+                created_field="timeStamp",
             ),
             "contacts": LazyStore(
-                size=self.sizes["contacts"], key=mix64(self.key, "contacts"), generate=self._contact,
-                id_of=lambda i: _uuid(self.key, "contact", i), index_of=_uuid_index,
-                cursor_field="updatedAt", created_field=None,
+                size=self.sizes["contacts"],
+                key=mix64(self.key, "contacts"),
+                generate=self._contact,
+                id_of=lambda i: _uuid(self.key, "contact", i),
+                index_of=_uuid_index,
+                cursor_field="updatedAt",
+                created_field=None,
             ),
         }
         self.schema: GraphQLSchema = build_schema(SDL)
@@ -311,17 +352,25 @@ class SalestrekkerSandbox(VendorSandbox):
                 r = random.Random(mix64(self.key, "rename", self._workflow_renames))
             picked = sorted(r.sample(range(len(self.workflows)), n))
             for w in picked:
-                self.workflows[w]["name"] = f"{self.workflows[w]['name'].split(' (')[0]} ({r.choice(('2027', 'new', 'broker', 'priority'))} {self._workflow_renames})"
+                self.workflows[w]["name"] = (
+                    f"{self.workflows[w]['name'].split(' (')[0]} ({r.choice(('2027', 'new', 'broker', 'priority'))} {self._workflow_renames})"
+                )
             return [self.workflows[w]["id"] for w in picked]
         return self.stores[stream].touch(n, at, self._touch_deal if stream == "deals" else _touch_contact)
 
     def _touch_deal(self, record: dict[str, Any], r: random.Random) -> None:
         workflow = next((w for w in self.workflows if w["id"] == record["idWorkflow"]), None)
         stage_ids = [s["id"] for s in workflow["stages"]] if workflow else []
-        if record["idStage"] in stage_ids and stage_ids.index(record["idStage"]) < len(stage_ids) - 1 and not record["isLost"]:
+        if (
+            record["idStage"] in stage_ids
+            and stage_ids.index(record["idStage"]) < len(stage_ids) - 1
+            and not record["isLost"]
+        ):
             record["idStage"] = stage_ids[stage_ids.index(record["idStage"]) + 1]
         else:
-            record["values"] = {"onceOff": round((record["values"] or {}).get("onceOff", 0) + r.uniform(1_000, 50_000), 2)}
+            record["values"] = {
+                "onceOff": round((record["values"] or {}).get("onceOff", 0) + r.uniform(1_000, 50_000), 2)
+            }
 
     def add(self, stream: str, n: int, at: datetime, connection_id: str | None = None) -> list[str]:
         """Create ``n`` records at ``at`` (workflows: appended, ``at`` unused); their ids."""
@@ -353,20 +402,31 @@ class SalestrekkerSandbox(VendorSandbox):
             "SALESTREKKER_PASSWORD": self.password,
         }
 
-    def rate_limited_response(self, retry_after: float, limit: int = 0, reset_epoch: float | None = None) -> httpx.Response:
+    def rate_limited_response(
+        self, retry_after: float, limit: int = 0, reset_epoch: float | None = None
+    ) -> httpx.Response:
         response = super().rate_limited_response(retry_after, limit, reset_epoch)
         body = {"errors": [{"message": "Too many requests", "extensions": {"code": "RATE_LIMITED"}}]}
-        return json_response(429, body, {k: v for k, v in response.headers.items() if k.startswith(("retry-after", "x-ratelimit"))})
+        return json_response(
+            429, body, {k: v for k, v in response.headers.items() if k.startswith(("retry-after", "x-ratelimit"))}
+        )
 
     # -- GraphQL --------------------------------------------------------------------------------
 
     def _wire_resolvers(self) -> None:
-        fields = self.schema.type_map["Ticket"].fields  # type: ignore[union-attr]
+        fields = self.schema.type_map["Ticket"].fields  # type: ignore[attr-defined]  # Ticket is an object type
         contacts = self.stores["contacts"]
-        fields["contacts"].resolve = lambda t, _info: [c for c in (contacts.by_id(cid) for cid in t.get("idContacts") or []) if c]
+        fields["contacts"].resolve = lambda t, _info: [
+            c for c in (contacts.by_id(cid) for cid in t.get("idContacts") or []) if c
+        ]
         fields["workflow"].resolve = lambda t, _info: self._find_workflow(t.get("idWorkflow"))
         fields["stage"].resolve = lambda t, _info: next(
-            (s for s in (self._find_workflow(t.get("idWorkflow")) or {}).get("stages", []) if s["id"] == t.get("idStage")), None
+            (
+                s
+                for s in (self._find_workflow(t.get("idWorkflow")) or {}).get("stages", [])
+                if s["id"] == t.get("idStage")
+            ),
+            None,
         )
 
     def _find_workflow(self, workflow_id: str | None) -> dict[str, Any] | None:
@@ -415,7 +475,7 @@ class SalestrekkerSandbox(VendorSandbox):
         try:
             payload = json.loads(request.content or b"null")
         except ValueError:
-            return json_response(400, {"errors": [{"message": "Body must be JSON: {\"query\", \"variables\"}"}]})
+            return json_response(400, {"errors": [{"message": 'Body must be JSON: {"query", "variables"}'}]})
         if not isinstance(payload, dict) or not isinstance(payload.get("query"), str):
             return json_response(400, {"errors": [{"message": "Body must be a JSON object with a 'query' string"}]})
         variables = payload.get("variables") or {}
@@ -427,10 +487,17 @@ class SalestrekkerSandbox(VendorSandbox):
             try:
                 self._check_token(request)
             except _GraphQLFailure as exc:
-                return json_response(200, {"data": None, "errors": [{"message": exc.message, "extensions": {"code": exc.code}}]})
+                return json_response(
+                    200, {"data": None, "errors": [{"message": exc.message, "extensions": {"code": exc.code}}]}
+                )
         result = execute(
-            self.schema, document, root_value=self._root(request), variable_values=variables, operation_name=operation_name,
+            self.schema,
+            document,
+            root_value=self._root(request),
+            variable_values=variables,
+            operation_name=operation_name,
         )
+        assert isinstance(result, ExecutionResult)  # every resolver here is synchronous
         body: dict[str, Any] = {"data": result.data}
         if result.errors:
             body["errors"] = [e.formatted for e in result.errors]
@@ -450,7 +517,9 @@ class SalestrekkerSandbox(VendorSandbox):
             "labels": lambda _info: self.labels,
         }
 
-    def _authenticate(self, _info: Any, apiKey: str | None = None, email: str | None = None, password: str | None = None) -> dict[str, str]:  # noqa: N803 - GraphQL arg name
+    def _authenticate(
+        self, _info: Any, apiKey: str | None = None, email: str | None = None, password: str | None = None
+    ) -> dict[str, str]:  # noqa: N803 - GraphQL arg name
         if apiKey is None and (email is None or password is None):
             raise GraphQLError("Provide apiKey, or email and password", extensions={"code": "BAD_USER_INPUT"})
         ok = (apiKey is not None and apiKey == self.api_key) or (
@@ -466,16 +535,28 @@ class SalestrekkerSandbox(VendorSandbox):
         self.count("logins")
         return {"token": token}
 
-    def _page(self, stream: str, path: str, limit: int, after: str | None = None, updatedFrom: str | None = None, updatedTo: str | None = None) -> dict[str, Any]:  # noqa: N803
+    def _page(
+        self,
+        stream: str,
+        path: str,
+        limit: int,
+        after: str | None = None,
+        updatedFrom: str | None = None,
+        updatedTo: str | None = None,
+    ) -> dict[str, Any]:  # noqa: N803
         if not 1 <= limit <= MAX_LIMIT:
-            raise GraphQLError(f"limit must be between 1 and {MAX_LIMIT}, got {limit}", extensions={"code": "BAD_USER_INPUT"})
+            raise GraphQLError(
+                f"limit must be between 1 and {MAX_LIMIT}, got {limit}", extensions={"code": "BAD_USER_INPUT"}
+            )
         window = Window()
         for name, value in (("updatedFrom", updatedFrom), ("updatedTo", updatedTo)):
             if value is None:
                 continue
             ts = parse_iso_lenient(value)
             if ts is None:
-                raise GraphQLError(f"{name} must be an ISO 8601 date-time, got {value!r}", extensions={"code": "BAD_USER_INPUT"})
+                raise GraphQLError(
+                    f"{name} must be an ISO 8601 date-time, got {value!r}", extensions={"code": "BAD_USER_INPUT"}
+                )
             if name == "updatedFrom":
                 window.low = ts
             else:
@@ -486,7 +567,10 @@ class SalestrekkerSandbox(VendorSandbox):
         if after is not None:
             decoded = decode_token(after)
             if decoded is None or decoded[2] != fp:
-                raise GraphQLError("Invalid cursor for this query: repeat the same updatedFrom/updatedTo", extensions={"code": "BAD_USER_INPUT"})
+                raise GraphQLError(
+                    "Invalid cursor for this query: repeat the same updatedFrom/updatedTo",
+                    extensions={"code": "BAD_USER_INPUT"},
+                )
             start, previous, _ = decoded
         store = self.stores[stream]
         items, last, more = store.page(window, start, limit)

@@ -95,7 +95,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _read_body(self) -> bytes:
         if "chunked" in (self.headers.get("transfer-encoding") or "").lower():
-            chunks = []
+            chunks: list[bytes] = []
             while True:
                 size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
                 if size == 0:
@@ -110,8 +110,11 @@ class _Handler(BaseHTTPRequestHandler):
     def _dispatch(self) -> None:
         server = self.server
         body = self._read_body()
-        host = self.headers.get("host") or f"{server.server_address[0]}:{server.server_address[1]}"
-        request = httpx.Request(self.command, f"http://{host}{self.path}", headers=list(self.headers.items()), content=body)
+        address = server.server_address
+        host = self.headers.get("host") or f"{address[0]!r}:{address[1]}".replace("'", "")
+        request = httpx.Request(
+            self.command, f"http://{host}{self.path}", headers=list(self.headers.items()), content=body
+        )
         try:
             response = server.sandbox.handle(request)
         except SandboxTimeout:
@@ -128,7 +131,9 @@ class _Handler(BaseHTTPRequestHandler):
                 pass
             return
         except Exception as exc:  # a sandbox bug must show as a 500, not a dropped connection
-            response = httpx.Response(500, json={"error": f"sandbox error: {type(exc).__name__}: {exc}", "origin": "sandbox"})
+            response = httpx.Response(
+                500, json={"error": f"sandbox error: {type(exc).__name__}: {exc}", "origin": "sandbox"}
+            )
         self._write(response)
 
     def _write(self, response: httpx.Response) -> None:
@@ -173,18 +178,24 @@ class SandboxServers:
     def __enter__(self) -> SandboxServers:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.close()
 
 
-def serve(sandboxes: Mapping[str, VendorSandbox], host: str = "127.0.0.1", timeout_stall_seconds: float = 5.0) -> SandboxServers:
+def serve(
+    sandboxes: Mapping[str, VendorSandbox], host: str = "127.0.0.1", timeout_stall_seconds: float = 5.0
+) -> SandboxServers:
     """Start one HTTP server per sandbox on an ephemeral port of ``host``; returns at once."""
     servers = SandboxServers()
     try:
         for name, sandbox in sandboxes.items():
             server = _Server((host, 0), sandbox, timeout_stall_seconds)
             port = server.server_address[1]
-            thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, name=f"sandbox-{name}", daemon=True)
+            thread = threading.Thread(
+                target=server.serve_forever, kwargs={"poll_interval": 0.1}, name=f"sandbox-{name}", daemon=True
+            )
             thread.start()
             servers._servers[name] = server
             servers._threads.append(thread)
@@ -210,10 +221,18 @@ def main(argv: list[str] | None = None) -> int:
     """Start every available sandbox, print ``export`` lines, serve until interrupted."""
     from integrations_pipeline.sandbox import default_sandboxes, sandbox_environment
 
-    parser = argparse.ArgumentParser(prog="python -m integrations_pipeline.sandbox.server", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m integrations_pipeline.sandbox.server", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("--seed", type=int, default=0, help="data seed (same seed, same data)")
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--size", action="append", default=[], metavar="STREAM=N", help="stream size, e.g. inventory=1000000 (repeatable)")
+    parser.add_argument(
+        "--size",
+        action="append",
+        default=[],
+        metavar="STREAM=N",
+        help="stream size, e.g. inventory=1000000 (repeatable)",
+    )
     parser.add_argument("--timeout-stall", type=float, default=5.0, help="seconds an injected timeout holds a request")
     args = parser.parse_args(argv)
     sandboxes = default_sandboxes(seed=args.seed, sizes=_parse_sizes(args.size) or None)

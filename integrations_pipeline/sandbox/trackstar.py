@@ -27,6 +27,7 @@ allowed again). Successful responses carry the ``x-ratelimit-*`` headers too.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import random
@@ -101,13 +102,39 @@ _PARAM_RE = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)(?:\[([^\]]*)\])?$")
 
 # Catalog vocabulary: SKUs and names shared by inventory, products and order lines.
 _PRODUCT_KINDS = (
-    ("TEE", "Tee"), ("HOOD", "Hoodie"), ("MUG", "Mug"), ("BTL", "Water Bottle"), ("CAP", "Cap"),
-    ("SOCK", "Socks"), ("TOTE", "Tote Bag"), ("CNDL", "Candle"), ("NTBK", "Notebook"), ("LAMP", "Desk Lamp"),
-    ("BAND", "Resistance Band"), ("MAT", "Yoga Mat"), ("CHRG", "USB-C Charger"), ("CBL", "Braided Cable"),
+    ("TEE", "Tee"),
+    ("HOOD", "Hoodie"),
+    ("MUG", "Mug"),
+    ("BTL", "Water Bottle"),
+    ("CAP", "Cap"),
+    ("SOCK", "Socks"),
+    ("TOTE", "Tote Bag"),
+    ("CNDL", "Candle"),
+    ("NTBK", "Notebook"),
+    ("LAMP", "Desk Lamp"),
+    ("BAND", "Resistance Band"),
+    ("MAT", "Yoga Mat"),
+    ("CHRG", "USB-C Charger"),
+    ("CBL", "Braided Cable"),
 )
-_COLORS = (("BLK", "Black"), ("WHT", "White"), ("NVY", "Navy"), ("GRN", "Forest Green"), ("RED", "Red"), ("SND", "Sand"), ("GRY", "Heather Grey"))
+_COLORS = (
+    ("BLK", "Black"),
+    ("WHT", "White"),
+    ("NVY", "Navy"),
+    ("GRN", "Forest Green"),
+    ("RED", "Red"),
+    ("SND", "Sand"),
+    ("GRY", "Heather Grey"),
+)
 _ADJECTIVES = ("Classic", "Organic", "Everyday", "Premium", "Recycled", "Travel", "Essential", "Signature")
-_SUPPLIERS = ("Pacific Textile Co", "Evergreen Manufacturing", "Blue Ridge Supply", "Shenzhen Bright Goods", "Northstar Imports", "Atlas Packaging")
+_SUPPLIERS = (
+    "Pacific Textile Co",
+    "Evergreen Manufacturing",
+    "Blue Ridge Supply",
+    "Shenzhen Bright Goods",
+    "Northstar Imports",
+    "Atlas Packaging",
+)
 _ORIGINS = ("US", "CN", "VN", "MX", "PT", "IN", "BD", "TR")
 _CARRIERS = (
     # carrier_id, carrier_name, scac, shipping_method, service_level
@@ -119,12 +146,33 @@ _CARRIERS = (
     ("dhl", "DHL eCommerce", "DHLC", "DHL Parcel Expedited", "expedited"),
 )
 _CHANNELS = (("shopify", "Shopify"), ("amazon", "Amazon"), ("wholesale", "Wholesale"), ("tiktok", "TikTok Shop"))
-_ORDER_STATUSES = ("open", "confirmed", "processing", "picked", "packed", "fulfilled", "fulfilled", "fulfilled", "partially_fulfilled", "cancelled", "backordered", "exception")
+_ORDER_STATUSES = (
+    "open",
+    "confirmed",
+    "processing",
+    "picked",
+    "packed",
+    "fulfilled",
+    "fulfilled",
+    "fulfilled",
+    "partially_fulfilled",
+    "cancelled",
+    "backordered",
+    "exception",
+)
 _ORDER_FLOW = ("open", "confirmed", "processing", "picked", "packed", "fulfilled")
 _INBOUND_STATUSES = ("open", "in-transit", "receiving", "received", "received", "cancelled")
 _INBOUND_FLOW = ("open", "in-transit", "receiving", "received")
 _RETURN_STATUSES = ("open", "in-transit", "receiving", "received", "received", "cancelled")
-_RETURN_REASONS = ("Too small", "Too large", "Damaged in transit", "Changed mind", "Wrong item received", "Defective", None)
+_RETURN_REASONS = (
+    "Too small",
+    "Too large",
+    "Damaged in transit",
+    "Changed mind",
+    "Wrong item received",
+    "Defective",
+    None,
+)
 _WAREHOUSE_SITES = ("Reno", "Columbus", "Dallas", "Atlanta", "Newark", "Ontario", "Louisville", "Phoenix")
 
 
@@ -170,8 +218,8 @@ class _Tenant:
                 size=sizes[stream],
                 key=mix64(self.key, stream),
                 generate=generators[stream],
-                id_of=lambda i, p=id_prefix: f"{p}{i + 1:06d}",
-                index_of=lambda rid, p=id_prefix: int(rid[len(p):]) - 1 if rid.startswith(p) and rid[len(p):].isdigit() else None,
+                id_of=functools.partial(_id_of, id_prefix),
+                index_of=functools.partial(_index_of, id_prefix),
                 cursor_field="updated_date",
                 created_field="created_date",
             )
@@ -235,13 +283,34 @@ class _Tenant:
             unfulfillable = min(onhand - committed, int(rand() * 5))
             unsellable = min(onhand, int(rand() * 4))
             awaiting = 0 if rand() < 0.75 else 10 + int(rand() * 190)
-            levels = (awaiting, onhand, committed, unfulfillable, onhand - committed - unfulfillable, unsellable, onhand - unsellable)
-            by_wh[wid] = dict(zip(_LEVELS, levels))
+            levels = (
+                awaiting,
+                onhand,
+                committed,
+                unfulfillable,
+                onhand - committed - unfulfillable,
+                unsellable,
+                onhand - unsellable,
+            )
+            by_wh[wid] = dict(zip(_LEVELS, levels, strict=False))
             for k in range(7):
                 totals[k] += levels[k]
-            locations.append({"location_id": f"{chr(65 + int(rand() * 8))}-{1 + int(rand() * 39):02d}-{1 + int(rand() * 5):02d}", "quantity": onhand, "warehouse_id": wid})
+            locations.append(
+                {
+                    "location_id": f"{chr(65 + int(rand() * 8))}-{1 + int(rand() * 39):02d}-{1 + int(rand() * 5):02d}",
+                    "quantity": onhand,
+                    "warehouse_id": wid,
+                }
+            )
             if lotted:
-                lots.append({"lot_id": f"LOT-{10000 + int(rand() * 89999)}", "onhand": onhand, "expiration_date": iso(ts + (90 + int(rand() * 630)) * 86400), "warehouse_id": wid})
+                lots.append(
+                    {
+                        "lot_id": f"LOT-{10000 + int(rand() * 89999)}",
+                        "onhand": onhand,
+                        "expiration_date": iso(ts + (90 + int(rand() * 630)) * 86400),
+                        "warehouse_id": wid,
+                    }
+                )
         n_inv = self.sizes["inventory"]
         return {
             "id": f"inv_{self.letter}_{i + 1:06d}",
@@ -283,7 +352,14 @@ class _Tenant:
         is_kit = n_inv >= 2 and r.random() < 0.05
         if is_kit:
             parts = sorted({(i * 7 + 1) % n_inv, (i * 13 + 2) % n_inv})
-            items = [{"inventory_item_id": self.rid("inventory", p), "sku": self.catalog(p)["sku"], "unit_quantity": r.randrange(1, 4)} for p in parts]
+            items = [
+                {
+                    "inventory_item_id": self.rid("inventory", p),
+                    "sku": self.catalog(p)["sku"],
+                    "unit_quantity": r.randrange(1, 4),
+                }
+                for p in parts
+            ]
         elif i < n_inv:
             items = [{"inventory_item_id": self.rid("inventory", i), "sku": cat["sku"], "unit_quantity": 1}]
         else:
@@ -306,7 +382,12 @@ class _Tenant:
             "country_of_origin": r.choice(_ORIGINS),
             "harmonized_code": f"{r.randrange(3900, 9999)}.{r.randrange(10, 99)}.{r.randrange(0, 9999):04d}",
             "supplier_products": [
-                {"supplier_id": supplier_id, "supplier_name": cat["supplier"], "external_id": f"SP-{r.randrange(100000, 999999)}", "unit_cost": f"{cat['unit_cost']:.2f}"}
+                {
+                    "supplier_id": supplier_id,
+                    "supplier_name": cat["supplier"],
+                    "external_id": f"SP-{r.randrange(100000, 999999)}",
+                    "unit_cost": f"{cat['unit_cost']:.2f}",
+                }
             ],
             "external_system_url": self.url("products", i + 1),
             "trackstar_tags": [],
@@ -338,7 +419,16 @@ class _Tenant:
             cat = self.catalog(k)
             qty = r.randrange(1, 6)
             discount = round(cat["unit_price"] * qty * 0.1, 2) if r.random() < 0.15 else 0.0
-            line_items.append({"product_id": self.rid("products", k), "sku": cat["sku"], "quantity": qty, "unit_price": cat["unit_price"], "is_picked": False, "discount_amount": discount})
+            line_items.append(
+                {
+                    "product_id": self.rid("products", k),
+                    "sku": cat["sku"],
+                    "quantity": qty,
+                    "unit_price": cat["unit_price"],
+                    "is_picked": False,
+                    "discount_amount": discount,
+                }
+            )
         status = r.choice(_ORDER_STATUSES)
         for li in line_items:
             li["is_picked"] = status in ("picked", "packed", "fulfilled", "partially_fulfilled")
@@ -356,35 +446,59 @@ class _Tenant:
         if status in ("fulfilled", "partially_fulfilled"):
             shipped = min(ts, created + r.randrange(3600, 3 * 86400))
             shipped_lines = line_items if status == "fulfilled" else line_items[:1]
-            lines = [{"inventory_item_id": self.rid("inventory", _product_inventory(li["product_id"], self.sizes["inventory"])), "sku": li["sku"], "quantity": li["quantity"], "parent_product_id": None} for li in shipped_lines]
+            lines = [
+                {
+                    "inventory_item_id": self.rid(
+                        "inventory", _product_inventory(li["product_id"], self.sizes["inventory"])
+                    ),
+                    "sku": li["sku"],
+                    "quantity": li["quantity"],
+                    "parent_product_id": None,
+                }
+                for li in shipped_lines
+            ]
             tracking = f"1Z{r.randrange(10**15, 10**16)}"
-            shipments.append({
-                "shipment_id": f"shp_{self.letter}_{i + 1:06d}",
-                "warehouse_id": wid,
-                "raw_status": "Shipped",
-                "status": "shipped",
-                "shipped_date": iso(shipped),
-                "shipping_method": method,
-                "line_items": lines,
-                "ship_to_address": dict(ship_to),
-                "ship_from_address": self.warehouse_address(w),
-                "packages": [{
-                    "package_id": f"pkg_{self.letter}_{i + 1:06d}",
-                    "package_name": "Box M",
-                    "tracking_number": tracking,
-                    "tracking_url": f"https://track.example.com/{carrier_id}/{tracking}",
+            shipments.append(
+                {
+                    "shipment_id": f"shp_{self.letter}_{i + 1:06d}",
+                    "warehouse_id": wid,
+                    "raw_status": "Shipped",
+                    "status": "shipped",
+                    "shipped_date": iso(shipped),
                     "shipping_method": method,
-                    "carrier": carrier_name,
-                    "shipping_method_id": f"{carrier_id}_{level}",
-                    "shipping_method_name": method,
-                    "carrier_id": carrier_id,
-                    "carrier_name": carrier_name,
-                    "scac": scac,
-                    "shipping_cost": money(r, 4, 25),
-                    "measurements": {"length": 12.0, "width": 9.0, "height": 4.0, "unit": "in", "weight": round(r.uniform(0.3, 10), 2), "weight_unit": "lb"},
-                    "line_items": [{**{k: v for k, v in ln.items()}, "lot_id": None, "expiration_date": None} for ln in lines],
-                }],
-            })
+                    "line_items": lines,
+                    "ship_to_address": dict(ship_to),
+                    "ship_from_address": self.warehouse_address(w),
+                    "packages": [
+                        {
+                            "package_id": f"pkg_{self.letter}_{i + 1:06d}",
+                            "package_name": "Box M",
+                            "tracking_number": tracking,
+                            "tracking_url": f"https://track.example.com/{carrier_id}/{tracking}",
+                            "shipping_method": method,
+                            "carrier": carrier_name,
+                            "shipping_method_id": f"{carrier_id}_{level}",
+                            "shipping_method_name": method,
+                            "carrier_id": carrier_id,
+                            "carrier_name": carrier_name,
+                            "scac": scac,
+                            "shipping_cost": money(r, 4, 25),
+                            "measurements": {
+                                "length": 12.0,
+                                "width": 9.0,
+                                "height": 4.0,
+                                "unit": "in",
+                                "weight": round(r.uniform(0.3, 10), 2),
+                                "weight_unit": "lb",
+                            },
+                            "line_items": [
+                                {**{k: v for k, v in ln.items()}, "lot_id": None, "expiration_date": None}
+                                for ln in lines
+                            ],
+                        }
+                    ],
+                }
+            )
         number = 100000 + i + 1
         return {
             "id": self.rid("orders", i),
@@ -451,14 +565,32 @@ class _Tenant:
             cat = self.catalog(c)
             expected = r.randrange(10, 500)
             received = expected if status == "received" else (r.randrange(0, expected) if status == "receiving" else 0)
-            lines.append({"inventory_item_id": self.rid("inventory", c), "sku": cat["sku"], "expected_quantity": expected, "received_quantity": received, "unit_cost": cat["unit_cost"], "external_id": f"POL-{r.randrange(10000, 99999)}"})
+            lines.append(
+                {
+                    "inventory_item_id": self.rid("inventory", c),
+                    "sku": cat["sku"],
+                    "expected_quantity": expected,
+                    "received_quantity": received,
+                    "unit_cost": cat["unit_cost"],
+                    "external_id": f"POL-{r.randrange(10000, 99999)}",
+                }
+            )
         receipts = []
         if status in ("receiving", "received"):
-            receipts.append({
-                "id": f"rcpt_{self.letter}_{i + 1:06d}",
-                "arrived_date": iso(min(ts, created + r.randrange(86400, 10 * 86400))),
-                "line_items": [{"inventory_item_id": ln["inventory_item_id"], "sku": ln["sku"], "quantity": ln["received_quantity"]} for ln in lines],
-            })
+            receipts.append(
+                {
+                    "id": f"rcpt_{self.letter}_{i + 1:06d}",
+                    "arrived_date": iso(min(ts, created + r.randrange(86400, 10 * 86400))),
+                    "line_items": [
+                        {
+                            "inventory_item_id": ln["inventory_item_id"],
+                            "sku": ln["sku"],
+                            "quantity": ln["received_quantity"],
+                        }
+                        for ln in lines
+                    ],
+                }
+            )
         supplier = r.choice(_SUPPLIERS)
         return {
             "id": self.rid("inbound_shipments", i),
@@ -469,7 +601,10 @@ class _Tenant:
             "status": status,
             "raw_status": _raw(status),
             "supplier": supplier,
-            "supplier_object": {"supplier_id": f"sup_{self.letter}_{_SUPPLIERS.index(supplier) + 1:03d}", "supplier_name": supplier},
+            "supplier_object": {
+                "supplier_id": f"sup_{self.letter}_{_SUPPLIERS.index(supplier) + 1:03d}",
+                "supplier_name": supplier,
+            },
             "expected_arrival_date": iso(created + r.randrange(3, 21) * 86400),
             "warehouse_id": self.rid("warehouses", r.randrange(self.n_wh)),
             "line_items": lines,
@@ -494,14 +629,29 @@ class _Tenant:
             sku = self.catalog(c)["sku"]
             qty = r.randrange(1, 3)
             received = qty if status == "received" else 0
-            lines.append({
-                "inventory_item_id": self.rid("inventory", c), "sku": sku, "expected_quantity": qty, "received_quantity": received,
-                "restocked_quantity": received if received and r.random() < 0.8 else (0 if received else None),
-                "return_reason": r.choice(_RETURN_REASONS), "quantity": qty, "warehouse_id": wid,
-                "returned_date": iso(created) if status != "open" else None,
-            })
-            ship_lines.append({"inventory_item_id": self.rid("inventory", c), "sku": sku, "quantity": qty,
-                               "receiving_details": [{"quantity": received, "condition": "good", "disposition": "restock"}] if received else []})
+            lines.append(
+                {
+                    "inventory_item_id": self.rid("inventory", c),
+                    "sku": sku,
+                    "expected_quantity": qty,
+                    "received_quantity": received,
+                    "restocked_quantity": received if received and r.random() < 0.8 else (0 if received else None),
+                    "return_reason": r.choice(_RETURN_REASONS),
+                    "quantity": qty,
+                    "warehouse_id": wid,
+                    "returned_date": iso(created) if status != "open" else None,
+                }
+            )
+            ship_lines.append(
+                {
+                    "inventory_item_id": self.rid("inventory", c),
+                    "sku": sku,
+                    "quantity": qty,
+                    "receiving_details": [{"quantity": received, "condition": "good", "disposition": "restock"}]
+                    if received
+                    else [],
+                }
+            )
         carrier_id, carrier_name, scac, _, _ = r.choice(_CARRIERS)
         shipped = status != "open"
         return {
@@ -514,19 +664,28 @@ class _Tenant:
             "order_id": self.rid("orders", r.randrange(n_orders)) if n_orders else None,
             "notes": [],
             "line_items": lines,
-            "shipments": [{
-                "tracking_number": f"9400{r.randrange(10**17, 10**18)}" if shipped else None,
-                "shipped_date": iso(created) if shipped else None,
-                "arrived_date": iso(min(ts, created + 4 * 86400)) if status in ("receiving", "received") else None,
-                "warehouse_id": wid,
-                "carrier": carrier_name,
-                "carrier_id": carrier_id,
-                "carrier_name": carrier_name,
-                "scac": scac,
-                "shipping_cost": money(r, 5, 15),
-                "measurements": {"length": 10.0, "width": 8.0, "height": 4.0, "unit": "in", "weight": round(r.uniform(0.3, 5), 2), "weight_unit": "lb"},
-                "line_items": ship_lines,
-            }],
+            "shipments": [
+                {
+                    "tracking_number": f"9400{r.randrange(10**17, 10**18)}" if shipped else None,
+                    "shipped_date": iso(created) if shipped else None,
+                    "arrived_date": iso(min(ts, created + 4 * 86400)) if status in ("receiving", "received") else None,
+                    "warehouse_id": wid,
+                    "carrier": carrier_name,
+                    "carrier_id": carrier_id,
+                    "carrier_name": carrier_name,
+                    "scac": scac,
+                    "shipping_cost": money(r, 5, 15),
+                    "measurements": {
+                        "length": 10.0,
+                        "width": 8.0,
+                        "height": 4.0,
+                        "unit": "in",
+                        "weight": round(r.uniform(0.3, 5), 2),
+                        "weight_unit": "lb",
+                    },
+                    "line_items": ship_lines,
+                }
+            ],
             "external_system_url": self.url("returns", i + 1),
             "trackstar_tags": [],
             "additional_fields": {},
@@ -670,6 +829,15 @@ def _compare(op: str, values: list[str], field: str, numeric: bool) -> Callable[
     return test
 
 
+def _id_of(prefix: str, index: int) -> str:
+    return f"{prefix}{index + 1:06d}"
+
+
+def _index_of(prefix: str, record_id: str) -> int | None:
+    tail = record_id[len(prefix) :]
+    return int(tail) - 1 if record_id.startswith(prefix) and tail.isdigit() else None
+
+
 class TrackstarSandbox(VendorSandbox):
     """Trackstar's WMS API for any number of connections, each with lazily generated data."""
 
@@ -688,7 +856,9 @@ class TrackstarSandbox(VendorSandbox):
         super().__init__()
         unknown = set(sizes or {}) - set(DEFAULT_SIZES)
         if unknown:
-            raise ValueError(f"got sizes for unknown streams {sorted(unknown)}, expected some of {sorted(DEFAULT_SIZES)}")
+            raise ValueError(
+                f"got sizes for unknown streams {sorted(unknown)}, expected some of {sorted(DEFAULT_SIZES)}"
+            )
         self.seed = seed
         self.sizes = {**DEFAULT_SIZES, **(sizes or {})}
         self.api_key = api_key
@@ -772,7 +942,9 @@ class TrackstarSandbox(VendorSandbox):
         return None
 
     @staticmethod
-    def _error(status: int, message: str, origin: str = "trackstar", detail: dict[str, Any] | None = None) -> httpx.Response:
+    def _error(
+        status: int, message: str, origin: str = "trackstar", detail: dict[str, Any] | None = None
+    ) -> httpx.Response:
         body: dict[str, Any] = {"error": message, "origin": origin}
         if detail is not None:
             body["detail"] = detail
@@ -786,7 +958,9 @@ class TrackstarSandbox(VendorSandbox):
             return self._error(401, "Invalid API key")
         return None
 
-    def _authorise(self, request: httpx.Request, stream: str) -> tuple[_Tenant | None, httpx.Response | None, dict[str, str]]:
+    def _authorise(
+        self, request: httpx.Request, stream: str
+    ) -> tuple[_Tenant | None, httpx.Response | None, dict[str, str]]:
         """API key, access token, rate limit and capability, in the order Trackstar checks them."""
         denied = self._check_key(request)
         if denied is not None:
@@ -800,7 +974,11 @@ class TrackstarSandbox(VendorSandbox):
             return None, limited, {}
         if stream in self.unsupported.get(tenant.connection_id, set()):
             segment = STREAMS[stream][0]
-            return None, self._error(501, f"GET /wms/{segment} is not supported by {tenant.integration}", origin="integration"), {}
+            return (
+                None,
+                self._error(501, f"GET /wms/{segment} is not supported by {tenant.integration}", origin="integration"),
+                {},
+            )
         return tenant, None, headers
 
     def _take_token(self, token: str) -> tuple[httpx.Response | None, dict[str, str]]:
@@ -817,10 +995,16 @@ class TrackstarSandbox(VendorSandbox):
                 tokens -= 1.0
                 self._buckets[token] = (tokens, now)
                 full_in = (capacity - tokens) / rate  # reset = when the bucket is full again
-                return None, {"x-ratelimit-limit": f"{rate:g}", "x-ratelimit-remaining": str(int(tokens)), "x-ratelimit-reset": str(math.ceil(time.time() + full_in))}
+                return None, {
+                    "x-ratelimit-limit": f"{rate:g}",
+                    "x-ratelimit-remaining": str(int(tokens)),
+                    "x-ratelimit-reset": str(math.ceil(time.time() + full_in)),
+                }
             self._buckets[token] = (tokens, now)
         wait = math.ceil((1.0 - tokens) / rate * 1000) / 1000  # decimal seconds, rounded up to the ms
-        response = self.rate_limited_response(retry_after=wait, limit=math.ceil(rate), reset_epoch=math.ceil(time.time() + wait))
+        response = self.rate_limited_response(
+            retry_after=wait, limit=math.ceil(rate), reset_epoch=math.ceil(time.time() + wait)
+        )
         response.headers["x-ratelimit-limit"] = f"{rate:g}"
         return response, {}
 
@@ -902,10 +1086,26 @@ class TrackstarSandbox(VendorSandbox):
         if f.page_token is not None:
             decoded = decode_token(f.page_token)
             if decoded is None:
-                return json_response(422, {"error": "Invalid page_token", "origin": "trackstar", "detail": {"query": {"page_token": ["Not a page token issued by this API."]}}})
+                return json_response(
+                    422,
+                    {
+                        "error": "Invalid page_token",
+                        "origin": "trackstar",
+                        "detail": {"query": {"page_token": ["Not a page token issued by this API."]}},
+                    },
+                )
             after, previous, token_fp = decoded
             if token_fp != fp:
-                return json_response(422, {"error": "page_token does not match the filters", "origin": "trackstar", "detail": {"query": {"page_token": ["Repeat every filter of the first request with page_token."]}}})
+                return json_response(
+                    422,
+                    {
+                        "error": "page_token does not match the filters",
+                        "origin": "trackstar",
+                        "detail": {
+                            "query": {"page_token": ["Repeat every filter of the first request with page_token."]}
+                        },
+                    },
+                )
         predicate = f.predicate if f.predicates else None
         records, last, more = store.page(f.window, after, f.limit, predicate)
         next_token = encode_token(last, after, fp) if more and last is not None else None
@@ -956,20 +1156,37 @@ class TrackstarSandbox(VendorSandbox):
                 body = dict(parse_qsl(raw.decode(errors="replace")))
         code = body.get("auth_code") if isinstance(body, dict) else None
         if not code:
-            return json_response(422, {"error": "Validation error", "origin": "trackstar", "detail": {"json": {"auth_code": ["Missing data for required field."]}}})
+            return json_response(
+                422,
+                {
+                    "error": "Validation error",
+                    "origin": "trackstar",
+                    "detail": {"json": {"auth_code": ["Missing data for required field."]}},
+                },
+            )
         name = str(code).removeprefix("code_")
         tenant = self.tenants.get(name) or self.tenants.get(f"conn_{name}")
         if tenant is None:
-            return json_response(422, {"error": "Invalid auth_code", "origin": "trackstar", "detail": {"json": {"auth_code": ["Unknown or expired auth code."]}}})
+            return json_response(
+                422,
+                {
+                    "error": "Invalid auth_code",
+                    "origin": "trackstar",
+                    "detail": {"json": {"auth_code": ["Unknown or expired auth code."]}},
+                },
+            )
         actions = self._actions(tenant)
-        return json_response(200, {
-            "access_token": tenant.token,
-            "connection_id": tenant.connection_id,
-            "integration_name": tenant.integration,
-            "customer_id": body.get("customer_id"),
-            "available_actions": actions,
-            "available_endpoints": [f"GET /wms/{STREAMS[a.removeprefix('get_')][0]}" for a in actions],
-        })
+        return json_response(
+            200,
+            {
+                "access_token": tenant.token,
+                "connection_id": tenant.connection_id,
+                "integration_name": tenant.integration,
+                "customer_id": body.get("customer_id"),
+                "available_actions": actions,
+                "available_endpoints": [f"GET /wms/{STREAMS[a.removeprefix('get_')][0]}" for a in actions],
+            },
+        )
 
     def _actions(self, tenant: _Tenant) -> list[str]:
         off = self.unsupported.get(tenant.connection_id, set())

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
-from integrations_pipeline.engine.write.mapping import SyncSpec, load_sync
 from integrations_pipeline.engine.spec import ConnectorSpec
+from integrations_pipeline.engine.write.mapping import SyncSpec, load_sync
 
 SYNC_DIR = Path(__file__).parent
 

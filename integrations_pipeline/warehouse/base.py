@@ -27,7 +27,7 @@ import os
 import re
 import weakref
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -65,7 +65,12 @@ def _json_default(value: Any) -> Any:
     if isinstance(value, date):
         return value.isoformat()
     if isinstance(value, Decimal):
-        return int(value) if value == value.to_integral_value() and value.as_tuple().exponent >= 0 else float(value)
+        exponent = value.as_tuple().exponent
+        return (
+            int(value)
+            if isinstance(exponent, int) and exponent >= 0 and value == value.to_integral_value()
+            else float(value)
+        )
     if isinstance(value, UUID):
         return str(value)
     raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
@@ -79,7 +84,8 @@ encode_json = _ENCODER.encode
 
 # In JSON text (ASCII-escaped): U+0000, or a surrogate that is not half of a pair.
 UNSTORABLE_JSON = re.compile(
-    r"\\u0000|\\ud[89ab][0-9a-f]{2}(?!\\ud[c-f][0-9a-f]{2})|(?<!\\ud[89ab][0-9a-f]{2})\\ud[c-f][0-9a-f]{2}", re.IGNORECASE
+    r"\\u0000|\\ud[89ab][0-9a-f]{2}(?!\\ud[c-f][0-9a-f]{2})|(?<!\\ud[89ab][0-9a-f]{2})\\ud[c-f][0-9a-f]{2}",
+    re.IGNORECASE,
 )
 _UNSTORABLE_CHARS = re.compile("[\x00\ud800-\udfff]")
 
@@ -193,10 +199,7 @@ def qualified(schema: str, name: str) -> str:
 def format_timestamp(value: datetime) -> str:
     """``YYYY-MM-DDTHH:MM:SSZ`` in UTC; fractions only when present (milliseconds when they suffice)."""
     value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-    text = (
-        f"{value.year:04d}-{value.month:02d}-{value.day:02d}"
-        f"T{value.hour:02d}:{value.minute:02d}:{value.second:02d}"
-    )
+    text = f"{value.year:04d}-{value.month:02d}-{value.day:02d}T{value.hour:02d}:{value.minute:02d}:{value.second:02d}"
     us = value.microsecond
     if us:
         text += f".{us // 1000:03d}" if us % 1000 == 0 else f".{us:06d}"
@@ -225,8 +228,13 @@ def rows_to_records(
     for name in names:
         kind = table.column(name).type
         converters.append(
-            _timestamp_out if kind == "timestamp" else load_json if kind == "json" else
-            _float_out if kind == "number" else None
+            _timestamp_out
+            if kind == "timestamp"
+            else load_json
+            if kind == "json"
+            else _float_out
+            if kind == "number"
+            else None
         )
     selected = set(names)
     absent = [c.name for c in table.columns if c.name not in selected]
@@ -339,9 +347,8 @@ class Load(ABC):
     def __enter__(self) -> Load:
         return self
 
-    def __exit__(self, exc_type, exc, tb) -> bool:
+    def __exit__(self, exc_type, exc, tb) -> None:
         self.abort()  # no-op after a successful commit
-        return False
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.table.full_name} key={self.state_key!r} {self._status} written={self.written}>"
@@ -375,7 +382,7 @@ class Load(ABC):
             except Exception:  # cleanup is best effort; the outcome is already decided
                 pass
 
-    def _release(self) -> None:
+    def _release(self) -> None:  # noqa: B027  (a hook: a backend whose staging holds nothing open has none)
         """Close what the staging holds open (files, connections); the finalizer then removes it."""
 
     @abstractmethod
@@ -500,7 +507,15 @@ class Warehouse(ABC):
     def open_intent(self, sink: str, intent: Any, lease: Any) -> None:
         raise NotImplementedError(f"{type(self).__name__} keeps no delivery ledger")
 
-    def close_intent(self, sink: str, call_id: str, *, delivered: Sequence[Any] = (), rejects: Sequence[Any] = (), in_doubt: Sequence[Any] = ()) -> None:
+    def close_intent(
+        self,
+        sink: str,
+        call_id: str,
+        *,
+        delivered: Sequence[Any] = (),
+        rejects: Sequence[Any] = (),
+        in_doubt: Sequence[Any] = (),
+    ) -> None:
         raise NotImplementedError(f"{type(self).__name__} keeps no delivery ledger")
 
     def read_intents(self, sink: str) -> list[Any]:
@@ -537,7 +552,21 @@ class Warehouse(ABC):
         return self.url
 
 
-def select_names(table: TableSpec, existing: Sequence[str]) -> list[str]:
+def one(row: Sequence[Any] | None) -> Any:
+    """The first value of a row an aggregate or ``to_regclass`` query always returns."""
+    if row is None:
+        raise WarehouseError("a query that always returns a row returned none")
+    return row[0]
+
+
+def first_row(row: tuple[Any, ...] | None) -> tuple[Any, ...]:
+    """A row an aggregate query always returns (typed as optional by the drivers)."""
+    if row is None:
+        raise WarehouseError("a query that always returns a row returned none")
+    return row
+
+
+def select_names(table: TableSpec, existing: Collection[str]) -> list[str]:
     """The spec's data columns that exist in the stored table (in spec order)."""
     have = set(existing)
     return [c.name for c in table.columns if c.name in have]
@@ -553,6 +582,8 @@ def order_by_pk(table: TableSpec, collate: str = "") -> str:
 
 
 __all__ = [
+    "first_row",
+    "one",
     "ACCEPTED_URLS",
     "EXTRA_COLUMN",
     "Load",

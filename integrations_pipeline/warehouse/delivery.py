@@ -39,7 +39,7 @@ from typing import Any
 from integrations_pipeline.engine.errors import LeaseLostError
 from integrations_pipeline.engine.write.ledger import InDoubt, Intent, Lease
 
-from .base import UNSTORABLE_JSON, STATE_SCHEMA, encode_json, format_timestamp, qualified, quote_ident, storable
+from .base import STATE_SCHEMA, UNSTORABLE_JSON, encode_json, format_timestamp, one, qualified, quote_ident, storable
 
 DELIVERED_TABLE = "delivered"
 REJECTS_TABLE = "rejects"
@@ -184,11 +184,13 @@ def duckdb_ensure(conn: Any) -> None:
 
 def _duckdb_has(conn: Any, name: str) -> bool:
     return bool(
-        conn.execute(
-            "SELECT count(*) FROM information_schema.tables WHERE table_catalog = current_database() "
-            "AND table_schema = ? AND table_name = ?",
-            [STATE_SCHEMA, name],
-        ).fetchone()[0]
+        one(
+            conn.execute(
+                "SELECT count(*) FROM information_schema.tables WHERE table_catalog = current_database() "
+                "AND table_schema = ? AND table_name = ?",
+                [STATE_SCHEMA, name],
+            ).fetchone()
+        )
     )
 
 
@@ -328,7 +330,7 @@ def postgres_ensure(conn: Any, ddl_lock_key: int) -> None:
 
 
 def postgres_read_delivered(conn: Any, sink: str) -> dict[str, str]:
-    if conn.execute("SELECT to_regclass(%s)", [DELIVERED]).fetchone()[0] is None:
+    if one(conn.execute("SELECT to_regclass(%s)", [DELIVERED]).fetchone()) is None:
         return {}
     with conn.cursor() as cur:
         cur.execute(f"SELECT record_key, hash FROM {DELIVERED} WHERE sink = %s", [sink])
@@ -367,7 +369,7 @@ def postgres_record_rejects(conn: Any, sink: str, rows: Iterable[RejectRow], ddl
 
 
 def postgres_read_rejects(conn: Any, sink: str) -> list[dict]:
-    if conn.execute("SELECT to_regclass(%s)", [REJECTS]).fetchone()[0] is None:
+    if one(conn.execute("SELECT to_regclass(%s)", [REJECTS]).fetchone()) is None:
         return []
     rows = conn.execute(
         f"SELECT record_key, reason, record, rejected_at FROM {REJECTS} WHERE sink = %s ORDER BY id", [sink]
@@ -380,16 +382,17 @@ def postgres_record_plan(conn: Any, sink: str, run_id: str, rows: Iterable[PlanR
     if not actions:
         return 0
     postgres_ensure(conn, ddl_lock_key)
-    with conn.cursor() as cur, cur.copy(
-        f"COPY {PLANS} (sink, run_id, action, record_key, reason, record) FROM STDIN"
-    ) as copy:
+    with (
+        conn.cursor() as cur,
+        cur.copy(f"COPY {PLANS} (sink, run_id, action, record_key, reason, record) FROM STDIN") as copy,
+    ):
         for row in zip(actions, keys, reasons, records, strict=True):
             copy.write_row((sink, run_id, *row))
     return len(actions)
 
 
 def postgres_read_plan(conn: Any, sink: str, run_id: str | None) -> list[dict]:
-    if conn.execute("SELECT to_regclass(%s)", [PLANS]).fetchone()[0] is None:
+    if one(conn.execute("SELECT to_regclass(%s)", [PLANS]).fetchone()) is None:
         return []
     where, params = ("sink = %s", [sink]) if run_id is None else ("sink = %s AND run_id = %s", [sink, run_id])
     rows = conn.execute(
@@ -409,12 +412,30 @@ def _dialect(postgres: bool) -> dict[str, str]:
 
 
 def _lease_values(lease: Lease) -> list[Any]:
-    return [lease.name, lease.token, lease.run_id, lease.host, lease.pid, lease.process_started, lease.acquired_at, lease.expires_at]
+    return [
+        lease.name,
+        lease.token,
+        lease.run_id,
+        lease.host,
+        lease.pid,
+        lease.process_started,
+        lease.acquired_at,
+        lease.expires_at,
+    ]
 
 
 def _lease_from(row: Sequence[Any]) -> Lease:
     name, token, run_id, host, pid, started, acquired, expires = row
-    return Lease(name, token, run_id, host, int(pid), None if started is None else float(started), float(acquired), float(expires))
+    return Lease(
+        name,
+        token,
+        run_id,
+        host,
+        int(pid),
+        None if started is None else float(started),
+        float(acquired),
+        float(expires),
+    )
 
 
 def ledger_read_lease(conn: Any, name: str, *, postgres: bool) -> Lease | None:
@@ -454,7 +475,7 @@ def ledger_open_intent(conn: Any, sink: str, intent: Intent, lease: Lease, *, po
         f"UPDATE {LEASES} SET expires_at = {d['p']} WHERE name = {d['p']} AND token = {d['p']}",
         [lease.expires_at, lease.name, lease.token],
     )
-    renewed = cur.rowcount if postgres else cur.fetchone()[0]
+    renewed = cur.rowcount if postgres else one(cur.fetchone())
     if not renewed:
         now_held = ledger_read_lease(conn, lease.name, postgres=postgres)
         by = now_held.describe() if now_held is not None else "nobody"
@@ -471,8 +492,7 @@ def ledger_open_intent(conn: Any, sink: str, intent: Intent, lease: Lease, *, po
 def ledger_read_intents(conn: Any, sink: str, *, postgres: bool) -> list[Intent]:
     d = _dialect(postgres)
     rows = conn.execute(
-        f"SELECT call_id, run_id, created_at, items FROM {INTENTS} "
-        f"WHERE sink = {d['p']} ORDER BY created_at, call_id",
+        f"SELECT call_id, run_id, created_at, items FROM {INTENTS} WHERE sink = {d['p']} ORDER BY created_at, call_id",
         [sink],
     ).fetchall()
     return [Intent(c, r, float(t), tuple(tuple(item) for item in json.loads(items))) for c, r, t, items in rows]
@@ -508,7 +528,9 @@ def ledger_close_intent(
     if delivered:
         record_delivery(conn, sink, delivered)
     # Settled keys leave the in-doubt table: delivered, refused, or about to be put back with a new reason.
-    settled = [row[0] for row in delivered] + [row[0] for row in rejects if row[0] is not None] + [x.key for x in in_doubt]
+    settled = (
+        [row[0] for row in delivered] + [row[0] for row in rejects if row[0] is not None] + [x.key for x in in_doubt]
+    )
     # Most calls settle keys that were never in doubt: look before deleting (a probe, not a scan of keys).
     if settled and conn.execute(f"SELECT 1 FROM {IN_DOUBT} WHERE sink = {d['p']} LIMIT 1", [sink]).fetchone():
         conn.execute(f"DELETE FROM {IN_DOUBT} WHERE sink = {d['p']} AND record_key = ANY({d['p']})", [sink, settled])
@@ -545,5 +567,7 @@ def ledger_resolve_in_doubt(
         return []
     if mark_delivered:
         record_delivery(conn, sink, [(x.key, x.hash, {"marked_delivered": True, "call_id": x.call_id}) for x in rows])
-    conn.execute(f"DELETE FROM {IN_DOUBT} WHERE sink = {d['p']} AND record_key = ANY({d['p']})", [sink, [x.key for x in rows]])
+    conn.execute(
+        f"DELETE FROM {IN_DOUBT} WHERE sink = {d['p']} AND record_key = ANY({d['p']})", [sink, [x.key for x in rows]]
+    )
     return rows

@@ -46,16 +46,21 @@ from typing import TYPE_CHECKING, Any
 
 import duckdb
 
+from integrations_pipeline.engine.errors import ConfigError
+from integrations_pipeline.engine.processes import process_alive, process_started
+
 from .base import (
-    UNSTORABLE_JSON,
     STATE_SCHEMA,
     STATE_TABLE,
+    UNSTORABLE_JSON,
     Load,
     LoadResult,
     Warehouse,
     WarehouseError,
     check_records,
     encode_json,
+    first_row,
+    one,
     order_by_pk,
     parse_duckdb_url,
     qualified,
@@ -63,9 +68,6 @@ from .base import (
     select_names,
     storable,
 )
-from integrations_pipeline.engine.errors import ConfigError
-from integrations_pipeline.engine.processes import process_alive, process_started
-
 from .tables import EXTRA_COLUMN, SYNCED_AT_COLUMN, Column, TableSpec
 
 if TYPE_CHECKING:
@@ -223,9 +225,7 @@ class DuckDBWarehouse(Warehouse):
 
     backend = "duckdb"
 
-    def __init__(
-        self, url: str, *, lock_timeout: float | None = None, memory_limit: str | None = DEFAULT_MEMORY_LIMIT
-    ):
+    def __init__(self, url: str, *, lock_timeout: float | None = None, memory_limit: str | None = DEFAULT_MEMORY_LIMIT):
         super().__init__(url)
         self.path, options = parse_duckdb_url(url)
         try:
@@ -458,7 +458,7 @@ class DuckDBWarehouse(Warehouse):
         with self._errors(f"row_count({table.full_name})"), self._connection() as conn:
             if not self._existing_columns(conn, table.schema, table.name):
                 return 0
-            return int(conn.execute(f"SELECT count(*) FROM {qualified(table.schema, table.name)}").fetchone()[0])
+            return int(one(conn.execute(f"SELECT count(*) FROM {qualified(table.schema, table.name)}").fetchone()))
 
     # ------------------------------------------------------------------ deliveries (delivery.py)
 
@@ -487,7 +487,9 @@ class DuckDBWarehouse(Warehouse):
     def record_plan(self, sink: str, run_id: str, rows) -> int:
         from . import delivery
 
-        return self._delivery_write("record_plan", lambda conn, s, r: delivery.duckdb_record_plan(conn, s, run_id, r), sink, rows)
+        return self._delivery_write(
+            "record_plan", lambda conn, s, r: delivery.duckdb_record_plan(conn, s, run_id, r), sink, rows
+        )
 
     def read_plan(self, sink: str, run_id: str | None = None) -> list[dict]:
         from . import delivery
@@ -517,7 +519,9 @@ class DuckDBWarehouse(Warehouse):
     def take_lease(self, lease, may_take):
         from . import delivery
 
-        return self._ledger("take_lease", lambda conn: delivery.ledger_take_lease(conn, lease, may_take, postgres=False))
+        return self._ledger(
+            "take_lease", lambda conn: delivery.ledger_take_lease(conn, lease, may_take, postgres=False)
+        )
 
     def release_lease(self, name: str, token: str) -> None:
         from . import delivery
@@ -527,7 +531,10 @@ class DuckDBWarehouse(Warehouse):
     def open_intent(self, sink: str, intent, lease) -> None:
         from . import delivery
 
-        self._ledger("open_intent", lambda conn: delivery.ledger_open_intent(conn, delivery.check_sink(sink), intent, lease, postgres=False))
+        self._ledger(
+            "open_intent",
+            lambda conn: delivery.ledger_open_intent(conn, delivery.check_sink(sink), intent, lease, postgres=False),
+        )
 
     def close_intent(self, sink: str, call_id: str, *, delivered=(), rejects=(), in_doubt=()) -> None:
         from . import delivery
@@ -535,7 +542,12 @@ class DuckDBWarehouse(Warehouse):
         self._ledger(
             "close_intent",
             lambda conn: delivery.ledger_close_intent(
-                conn, delivery.check_sink(sink), call_id, delivered, rejects, in_doubt,
+                conn,
+                delivery.check_sink(sink),
+                call_id,
+                delivered,
+                rejects,
+                in_doubt,
                 record_delivery=lambda c, s, rows: delivery.duckdb_record_delivery(c, s, rows, ensure=False),
                 record_rejects=delivery.duckdb_record_rejects,
                 postgres=False,
@@ -564,8 +576,12 @@ class DuckDBWarehouse(Warehouse):
         return self._ledger(
             "resolve_in_doubt",
             lambda conn: delivery.ledger_resolve_in_doubt(
-                conn, delivery.check_sink(sink), keys, mark_delivered,
-                record_delivery=delivery.duckdb_record_delivery, postgres=False,
+                conn,
+                delivery.check_sink(sink),
+                keys,
+                mark_delivered,
+                record_delivery=delivery.duckdb_record_delivery,
+                postgres=False,
             ),
         )
 
@@ -600,7 +616,6 @@ class DuckDBWarehouse(Warehouse):
             with contextlib.suppress(OSError):
                 if _writer_gone(entry.name) or entry.stat().st_mtime < cutoff:
                     os.unlink(entry.path)
-
 
 
 def _owner_token() -> str:
@@ -744,7 +759,8 @@ class DuckDBLoad(Load):
                     if resolve is not None:
                         # Writers of this file are serialised: the state read here is the one replaced.
                         row = conn.execute(
-                            f"SELECT state FROM {qualified(STATE_SCHEMA, STATE_TABLE)} WHERE state_key = ?", [self.state_key]
+                            f"SELECT state FROM {qualified(STATE_SCHEMA, STATE_TABLE)} WHERE state_key = ?",
+                            [self.state_key],
                         ).fetchone()
                         keep = resolve(None if row is None or row[0] is None else json.loads(row[0]))
                     conn.execute(
@@ -786,7 +802,7 @@ class DuckDBLoad(Load):
                 else:
                     conn.execute(f"INSERT INTO {KEYS} SELECT {pk} FROM {source}")
         if len(parts) > 1:
-            staged = conn.execute(f"SELECT count(DISTINCT ({pk})) FROM {KEYS}").fetchone()[0]
+            staged = one(conn.execute(f"SELECT count(DISTINCT ({pk})) FROM {KEYS}").fetchone())
             conn.execute(f"DROP TABLE IF EXISTS {KEYS}")
         return LoadResult(int(staged), inserted, updated, int(staged) - inserted - updated)
 
@@ -812,10 +828,12 @@ class DuckDBLoad(Load):
                 f"FROM {source}, columns = {_struct_literal(raw)}))"
             )
         pk = [quote_ident(k) for k in table.primary_key]
-        total, distinct, null_keys = conn.execute(
-            f"SELECT count(*), count(DISTINCT ({', '.join(pk)})), "
-            f"count(*) FILTER (WHERE {' OR '.join(k + ' IS NULL' for k in pk)}) FROM {STAGE}"
-        ).fetchone()
+        total, distinct, null_keys = first_row(
+            conn.execute(
+                f"SELECT count(*), count(DISTINCT ({', '.join(pk)})), "
+                f"count(*) FILTER (WHERE {' OR '.join(k + ' IS NULL' for k in pk)}) FROM {STAGE}"
+            ).fetchone()
+        )
         if null_keys:
             raise WarehouseError(
                 f"{null_keys} staged records for {table.full_name} have no value (or a value of "
@@ -848,9 +866,11 @@ class DuckDBLoad(Load):
         untouched = f" AND t.{quote_ident(SYNCED_AT_COLUMN)} IS DISTINCT FROM now()" if only_untouched else ""
         target = qualified(self.table.schema, self.table.name)
         return int(
-            conn.execute(
-                f"SELECT count(*) FROM {source} AS s JOIN {target} AS t ON {on} WHERE {newer} AND NOT ({same}){untouched}"
-            ).fetchone()[0]
+            one(
+                conn.execute(
+                    f"SELECT count(*) FROM {source} AS s JOIN {target} AS t ON {on} WHERE {newer} AND NOT ({same}){untouched}"
+                ).fetchone()
+            )
         )
 
     def _merge(self, conn: duckdb.DuckDBPyConnection, source: str) -> tuple[int, int]:
@@ -859,16 +879,20 @@ class DuckDBLoad(Load):
         target = qualified(table.schema, table.name)
         on, newer, same, values = self._conditions()
         assignments = ", ".join(f"{v} = s.{v}" for v in values)
-        updated = conn.execute(
-            f"UPDATE {target} AS t SET {assignments}, {quote_ident(SYNCED_AT_COLUMN)} = now() "
-            f"FROM {source} AS s WHERE {on} AND {newer} AND NOT ({same})"
-        ).fetchone()[0]
+        updated = one(
+            conn.execute(
+                f"UPDATE {target} AS t SET {assignments}, {quote_ident(SYNCED_AT_COLUMN)} = now() "
+                f"FROM {source} AS s WHERE {on} AND {newer} AND NOT ({same})"
+            ).fetchone()
+        )
         all_columns = [quote_ident(c.name) for c in table.columns] + [quote_ident(EXTRA_COLUMN)]
-        inserted = conn.execute(
-            f"INSERT INTO {target} ({', '.join(all_columns)}, {quote_ident(SYNCED_AT_COLUMN)}) "
-            f"SELECT {', '.join('s.' + c for c in all_columns)}, now() FROM {source} AS s "
-            f"WHERE NOT EXISTS (SELECT 1 FROM {target} AS t WHERE {on})"
-        ).fetchone()[0]
+        inserted = one(
+            conn.execute(
+                f"INSERT INTO {target} ({', '.join(all_columns)}, {quote_ident(SYNCED_AT_COLUMN)}) "
+                f"SELECT {', '.join('s.' + c for c in all_columns)}, now() FROM {source} AS s "
+                f"WHERE NOT EXISTS (SELECT 1 FROM {target} AS t WHERE {on})"
+            ).fetchone()
+        )
         return int(updated), int(inserted)
 
 
@@ -917,7 +941,8 @@ def _checked_select(table: TableSpec) -> str:
     for col in table.columns:
         ok, conv = _checks(col)
         exprs.append(
-            f"{quote_ident(col.name)}::JSON AS {quote_ident(col.name)}" if col.type == "json"
+            f"{quote_ident(col.name)}::JSON AS {quote_ident(col.name)}"
+            if col.type == "json"
             else f"CASE WHEN {ok} THEN {conv} END AS {quote_ident(col.name)}"
         )
     extra = quote_ident(EXTRA_COLUMN)

@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import contextlib
 import queue
-from dataclasses import replace
 import threading
 import weakref
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import psycopg
@@ -31,19 +31,21 @@ from .base import (
     ACCEPTED_URLS,
     STATE_SCHEMA,
     STATE_TABLE,
+    UNSTORABLE_JSON,
     Load,
     LoadResult,
     Warehouse,
     WarehouseError,
     check_records,
     encode_json,
+    first_row,
+    one,
     order_by_pk,
     qualified,
     quote_ident,
-    UNSTORABLE_JSON,
     redact_url,
-    storable,
     select_names,
+    storable,
 )
 from .tables import EXTRA_COLUMN, SYNCED_AT_COLUMN, Column, TableSpec
 
@@ -68,7 +70,9 @@ CATALOG_TYPES = {
     "json": "jsonb",
 }
 META_COLUMNS = ((EXTRA_COLUMN, "jsonb"), (SYNCED_AT_COLUMN, "timestamptz"))
-ISO_TIMESTAMP = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}([Tt ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]+)?)?)?([Zz]|[+-][0-9]{2}(:?[0-9]{2})?)?$"
+ISO_TIMESTAMP = (
+    r"^[0-9]{4}-[0-9]{2}-[0-9]{2}([Tt ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]+)?)?)?([Zz]|[+-][0-9]{2}(:?[0-9]{2})?)?$"
+)
 DDL_LOCK_KEY = 0x1A7E_57A6_0001  # pg_advisory_xact_lock key serialising our CREATE/ALTER statements
 LEASE_LOCK_PREFIX = "integrations_pipeline.lease:"  # session advisory lock per sync: hashtextextended(prefix || name)
 COLLATE_C = ' COLLATE "C"'  # sort text keys by code point, as Python does
@@ -110,9 +114,7 @@ class PostgresWarehouse(Warehouse):
         try:
             params = conninfo_to_dict(url)
         except psycopg.Error:
-            raise ConfigError(
-                f"invalid PostgreSQL URL '{self.url}'; expected one of {list(ACCEPTED_URLS)}"
-            ) from None
+            raise ConfigError(f"invalid PostgreSQL URL '{self.url}'; expected one of {list(ACCEPTED_URLS)}") from None
         password = params.get("password")
         self.url = redact_url(url, str(password) if password else None)
         self._dsn = url
@@ -190,7 +192,9 @@ class PostgresWarehouse(Warehouse):
         for col in table.columns:
             have = existing.get(col.name)
             if have is None:
-                conn.execute(f"ALTER TABLE {target} ADD COLUMN IF NOT EXISTS {quote_ident(col.name)} {SQL_TYPES[col.type]}")
+                conn.execute(
+                    f"ALTER TABLE {target} ADD COLUMN IF NOT EXISTS {quote_ident(col.name)} {SQL_TYPES[col.type]}"
+                )
             elif have != CATALOG_TYPES[col.type]:
                 self._retype(conn, table, col, have)
         for name, sql_type in META_COLUMNS:
@@ -219,7 +223,7 @@ class PostgresWarehouse(Warehouse):
     @staticmethod
     def _ensure_state_table(conn: psycopg.Connection) -> None:
         state = qualified(STATE_SCHEMA, STATE_TABLE)
-        if conn.execute("SELECT to_regclass(%s)", [state]).fetchone()[0] is not None:
+        if one(conn.execute("SELECT to_regclass(%s)", [state]).fetchone()) is not None:
             return
         conn.execute("SELECT pg_advisory_xact_lock(%s)", [DDL_LOCK_KEY])
         conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(STATE_SCHEMA)}")
@@ -248,7 +252,7 @@ class PostgresWarehouse(Warehouse):
     def read_state(self, state_key: str) -> dict | None:
         state = qualified(STATE_SCHEMA, STATE_TABLE)
         with self._errors("read_state"), self._connection() as conn:
-            if conn.execute("SELECT to_regclass(%s)", [state]).fetchone()[0] is None:
+            if one(conn.execute("SELECT to_regclass(%s)", [state]).fetchone()) is None:
                 return None
             row = conn.execute(f"SELECT state FROM {state} WHERE state_key = %s", [state_key]).fetchone()
         return None if row is None else row[0]
@@ -263,12 +267,9 @@ class PostgresWarehouse(Warehouse):
             names = select_names(table, existing)
             meta = [n for n, _ in META_COLUMNS if n in existing]
             cols = [*names, *meta]
-            select = ", ".join(
-                quote_ident(n) + ("::text" if existing[n] == "jsonb" else "") for n in cols
-            )
+            select = ", ".join(quote_ident(n) + ("::text" if existing[n] == "jsonb" else "") for n in cols)
             rows = conn.execute(
-                f"SELECT {select} FROM {qualified(table.schema, table.name)} "
-                f"ORDER BY {order_by_pk(table, COLLATE_C)}"
+                f"SELECT {select} FROM {qualified(table.schema, table.name)} ORDER BY {order_by_pk(table, COLLATE_C)}"
             ).fetchall()
         frame = pandas.DataFrame.from_records(rows, columns=cols)
         for n in cols:
@@ -279,9 +280,9 @@ class PostgresWarehouse(Warehouse):
     def row_count(self, table: TableSpec) -> int:
         with self._errors(f"row_count({table.full_name})"), self._connection() as conn:
             target = qualified(table.schema, table.name)
-            if conn.execute("SELECT to_regclass(%s)", [target]).fetchone()[0] is None:
+            if one(conn.execute("SELECT to_regclass(%s)", [target]).fetchone()) is None:
                 return 0
-            return int(conn.execute(f"SELECT count(*) FROM {target}").fetchone()[0])
+            return int(one(conn.execute(f"SELECT count(*) FROM {target}").fetchone()))
 
     # ------------------------------------------------------------------ deliveries (delivery.py)
 
@@ -344,7 +345,9 @@ class PostgresWarehouse(Warehouse):
                 with conn.transaction():
                     delivery.postgres_ensure(conn, DDL_LOCK_KEY)
                     return delivery.ledger_read_lease(conn, lease.name, postgres=True) or lease
-            if mine is None and not conn.execute("SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", [key]).fetchone()[0]:
+            if mine is None and not one(
+                conn.execute("SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", [key]).fetchone()
+            ):
                 with conn.transaction():
                     delivery.postgres_ensure(conn, DDL_LOCK_KEY)
                     held = delivery.ledger_read_lease(conn, lease.name, postgres=True)
@@ -382,8 +385,13 @@ class PostgresWarehouse(Warehouse):
         if mine is None or mine[0] != lease.token or mine[1] is not self._conn or mine[1].closed or mine[1].broken:
             # The session that held the advisory lock is gone (a lost connection): so is the lease.
             self._lease_locks.pop(lease.name, None)
-            raise LeaseLostError(f"sync {lease.name}: the PostgreSQL session holding this run's lease was lost; nothing more is sent")
-        self._ledger("open_intent", lambda conn: delivery.ledger_open_intent(conn, delivery.check_sink(sink), intent, lease, postgres=True))
+            raise LeaseLostError(
+                f"sync {lease.name}: the PostgreSQL session holding this run's lease was lost; nothing more is sent"
+            )
+        self._ledger(
+            "open_intent",
+            lambda conn: delivery.ledger_open_intent(conn, delivery.check_sink(sink), intent, lease, postgres=True),
+        )
 
     def close_intent(self, sink: str, call_id: str, *, delivered=(), rejects=(), in_doubt=()) -> None:
         from . import delivery
@@ -394,7 +402,12 @@ class PostgresWarehouse(Warehouse):
             # not sent). The intent itself (open_intent) is committed durably, before the vendor call.
             conn.execute("SET LOCAL synchronous_commit = off")
             delivery.ledger_close_intent(
-                conn, delivery.check_sink(sink), call_id, delivered, rejects, in_doubt,
+                conn,
+                delivery.check_sink(sink),
+                call_id,
+                delivered,
+                rejects,
+                in_doubt,
                 record_delivery=lambda c, s, rows: delivery.postgres_record_delivery(c, s, rows, DDL_LOCK_KEY),
                 record_rejects=lambda c, s, rows: delivery.postgres_record_rejects(c, s, rows, DDL_LOCK_KEY),
                 postgres=True,
@@ -406,7 +419,7 @@ class PostgresWarehouse(Warehouse):
         from . import delivery
 
         with self._errors("read_intents"), self._connection() as conn:
-            if conn.execute("SELECT to_regclass(%s)", [delivery.INTENTS]).fetchone()[0] is None:
+            if one(conn.execute("SELECT to_regclass(%s)", [delivery.INTENTS]).fetchone()) is None:
                 return []
             return delivery.ledger_read_intents(conn, delivery.check_sink(sink), postgres=True)
 
@@ -414,7 +427,7 @@ class PostgresWarehouse(Warehouse):
         from . import delivery
 
         with self._errors("read_in_doubt"), self._connection() as conn:
-            if conn.execute("SELECT to_regclass(%s)", [delivery.IN_DOUBT]).fetchone()[0] is None:
+            if one(conn.execute("SELECT to_regclass(%s)", [delivery.IN_DOUBT]).fetchone()) is None:
                 return []
             return delivery.ledger_read_in_doubt(conn, delivery.check_sink(sink), postgres=True)
 
@@ -424,12 +437,14 @@ class PostgresWarehouse(Warehouse):
         return self._ledger(
             "resolve_in_doubt",
             lambda conn: delivery.ledger_resolve_in_doubt(
-                conn, delivery.check_sink(sink), keys, mark_delivered,
+                conn,
+                delivery.check_sink(sink),
+                keys,
+                mark_delivered,
                 record_delivery=lambda c, s, rows: delivery.postgres_record_delivery(c, s, rows, DDL_LOCK_KEY),
                 postgres=True,
             ),
         )
-
 
 
 class _BoundedQueuedWriter(QueuedLibpqWriter):
@@ -437,7 +452,7 @@ class _BoundedQueuedWriter(QueuedLibpqWriter):
 
     def __init__(self, cursor: psycopg.Cursor[Any]):
         super().__init__(cursor)
-        self._queue = queue.Queue(maxsize=64)
+        self._queue = queue.Queue(maxsize=64)  # type: ignore[assignment]  # psycopg types it as its own alias of this
 
 
 class PostgresLoad(Load):
@@ -546,18 +561,22 @@ class PostgresLoad(Load):
         conn.execute(f"DROP TABLE IF EXISTS {TYPED}, {DEDUP}")
         conn.execute(f"CREATE TEMP TABLE {TYPED} AS {_typed_select(table)}")
         pk = [quote_ident(k) for k in table.primary_key]
-        total, null_keys = conn.execute(
-            f"SELECT count(*), count(*) FILTER (WHERE {' OR '.join(k + ' IS NULL' for k in pk)}) FROM {TYPED}"
-        ).fetchone()
+        total, null_keys = first_row(
+            conn.execute(
+                f"SELECT count(*), count(*) FILTER (WHERE {' OR '.join(k + ' IS NULL' for k in pk)}) FROM {TYPED}"
+            ).fetchone()
+        )
         if null_keys:
             raise WarehouseError(
                 f"{null_keys} of {total} staged records for {table.full_name} have no value (or a value of "
                 f"the wrong type) for primary key {list(table.primary_key)}"
             )
-        duplicated = conn.execute(
-            f"SELECT count(*), coalesce(sum(n), 0) FROM "
-            f"(SELECT count(*) AS n FROM {TYPED} GROUP BY {', '.join(pk)} HAVING count(*) > 1) AS d"
-        ).fetchone()
+        duplicated = first_row(
+            conn.execute(
+                f"SELECT count(*), coalesce(sum(n), 0) FROM "
+                f"(SELECT count(*) AS n FROM {TYPED} GROUP BY {', '.join(pk)} HAVING count(*) > 1) AS d"
+            ).fetchone()
+        )
         distinct = total - int(duplicated[1]) + int(duplicated[0])
         source = TYPED
         if duplicated[0]:
@@ -582,7 +601,9 @@ class PostgresLoad(Load):
         if table.cursor_field:
             cur = quote_ident(table.cursor_field)
             newer = f"(t.{cur} IS NULL OR (s.{cur} IS NOT NULL AND s.{cur} >= t.{cur}))"
-        differs = f"ROW({', '.join('t.' + v for v in values)}) IS DISTINCT FROM ROW({', '.join('s.' + v for v in values)})"
+        differs = (
+            f"ROW({', '.join('t.' + v for v in values)}) IS DISTINCT FROM ROW({', '.join('s.' + v for v in values)})"
+        )
         # Serialise merges into this table (other runs, other processes); readers are not blocked.
         conn.execute(f"LOCK TABLE {target} IN SHARE ROW EXCLUSIVE MODE")
         assignments = ", ".join(f"{v} = s.{v}" for v in values)
@@ -651,7 +672,9 @@ def _typed_select(table: TableSpec) -> str:
         outer.append(f"CASE WHEN __ok{i} THEN {conv} END AS {name}")
         flag = f"COALESCE(__ok{i}, {raw} IS NULL)"  # NULL check result ⇔ the value is absent/null
         flags.append(flag)
-        misfits.append(f"CASE WHEN {flag} THEN '{{}}'::jsonb ELSE jsonb_build_object({_sql_string(col.name)}, {raw}) END")
+        misfits.append(
+            f"CASE WHEN {flag} THEN '{{}}'::jsonb ELSE jsonb_build_object({_sql_string(col.name)}, {raw}) END"
+        )
     names = "ARRAY[" + ", ".join(_sql_string(c.name) for c in table.columns) + "]::text[]"
     inner.append(f"doc - {names} AS __rest")
     if flags:

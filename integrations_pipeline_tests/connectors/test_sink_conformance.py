@@ -21,11 +21,11 @@ import httpx
 import pytest
 
 from integrations_pipeline.engine.auth import Credentials, secret_env_vars
-from integrations_pipeline.engine.errors import AuthError, RetriesExhaustedError
 from integrations_pipeline.engine.client import VendorClient
+from integrations_pipeline.engine.errors import AuthError, RetriesExhaustedError
 from integrations_pipeline.engine.ratelimit import FakeClock
-from integrations_pipeline.engine.write.sinks import SinkWriter, WriteReport
 from integrations_pipeline.engine.spec import ConnectorSpec, SinkSpec
+from integrations_pipeline.engine.write.sinks import SinkWriter, WriteReport
 from integrations_pipeline.sandbox.base import VendorSandbox, json_response
 from integrations_pipeline.sandbox.datatalks import DatatalksSandbox
 from integrations_pipeline.sandbox.salesmanago import SalesmanagoSandbox
@@ -98,7 +98,11 @@ TARGETS: dict[tuple[str, str], Target] = {
                 },
             },
             _latest_events,
-            lambda r: {"email": r["email"], "value": r["contactEvent"]["value"], "description": r["contactEvent"]["description"]},
+            lambda r: {
+                "email": r["email"],
+                "value": r["contactEvent"]["value"],
+                "description": r["contactEvent"]["description"],
+            },
         )
         for s in ("events", "events_batch")
     },
@@ -122,7 +126,12 @@ TARGETS: dict[tuple[str, str], Target] = {
             "description": f"deal {i}{v}",
         },
         _latest_events,
-        lambda r: {"email": r["email"], "value": r["value"], "description": r["description"], "contactExtEventType": "OFFER"},
+        lambda r: {
+            "email": r["email"],
+            "value": r["value"],
+            "description": r["description"],
+            "contactExtEventType": "OFFER",
+        },
     ),
     ("datatalks", "products"): Target(
         lambda i, v: {
@@ -409,7 +418,9 @@ def test_a_crash_mid_batch_then_resend_leaves_the_target_correct(rig: Rig):
     else:
         partial = rig.write(records, transport=crash)
         second_call = batch if batch > 1 else 1
-        assert [o.status for o in partial.outcomes] == ["sent"] * first_call + ["in_doubt"] * min(second_call, n - first_call)
+        assert [o.status for o in partial.outcomes] == ["sent"] * first_call + ["in_doubt"] * min(
+            second_call, n - first_call
+        )
         assert crash.calls == 2  # the in-doubt call was not retried, and nothing after it was attempted
         settled = {o.index for o in partial.outcomes}
     report = rig.write([r for i, r in enumerate(records) if i not in settled])
@@ -431,11 +442,17 @@ VENDOR_ONLY: dict[tuple[str, str], tuple[Callable[[Rig], dict], tuple[str, dict]
     ("salesmanago", "contacts"): (lambda rig: SM_BAD_CONTACT, None),
     ("salesmanago", "contacts_batch"): (lambda rig: SM_BAD_CONTACT, None),
     ("salesmanago", "events"): (
-        lambda rig: {"email": "x@shop.test", "contactEvent": {"contactExtEventType": "CART", "externalId": "e-x", "date": 5}},
+        lambda rig: {
+            "email": "x@shop.test",
+            "contactEvent": {"contactExtEventType": "CART", "externalId": "e-x", "date": 5},
+        },
         None,
     ),
     ("salesmanago", "events_batch"): (
-        lambda rig: {"email": "x@shop.test", "contactEvent": {"contactExtEventType": "CART", "externalId": "e-x", "date": 5}},
+        lambda rig: {
+            "email": "x@shop.test",
+            "contactEvent": {"contactExtEventType": "CART", "externalId": "e-x", "date": 5},
+        },
         None,
     ),
     ("salesmanago", "products"): (
@@ -447,7 +464,10 @@ VENDOR_ONLY: dict[tuple[str, str], tuple[Callable[[Rig], dict], tuple[str, dict]
         lambda rig: {"email": "not-an-email", "contactExtEventType": "CART", "externalId": "e-x"},
         None,
     ),
-    ("datatalks", "products"): (lambda rig: {**rig.target.make(8, ""), "name": "n" * 101}, ("name", {"max_length": None})),
+    ("datatalks", "products"): (
+        lambda rig: {**rig.target.make(8, ""), "name": "n" * 101},
+        ("name", {"max_length": None}),
+    ),
     ("trakor", "products"): (lambda rig: {"name": "   "}, None),
     ("trakor", "parties"): (lambda rig: {"name": "n" * 256}, ("name", {"max_length": None})),
 }
@@ -494,7 +514,11 @@ def test_trakor_frozen_organisation_fails_fast():
     assert rig.sandbox.write_calls == 1 and rig.sandbox.products == {}
 
 
-@pytest.mark.parametrize("connector,sink", [("salesmanago", "contacts_batch"), ("salesmanago", "products"), ("datatalks", "events")], ids=lambda x: x)
+@pytest.mark.parametrize(
+    "connector,sink",
+    [("salesmanago", "contacts_batch"), ("salesmanago", "products"), ("datatalks", "events")],
+    ids=lambda x: x,
+)
 def test_wrong_credentials_fail_fast_and_name_no_secret(connector, sink):
     rig = make_rig(connector, sink)
     wrong = {

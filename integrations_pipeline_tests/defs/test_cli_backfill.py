@@ -37,10 +37,23 @@ def test_partition_range_is_one_run_with_the_exact_window(sandboxes, sandbox_env
     db = tmp_path / "w.duckdb"
     env = {**os.environ, **sandbox_env, "DAGSTER_HOME": str(home), "WAREHOUSE_URL": f"duckdb:///{db}"}
     proc = subprocess.run(
-        [DAGSTER, "asset", "materialize", "-m", "integrations_pipeline.definitions",
-         "--select", "trackstar/inventory", "--partition-range", "2026-11-01...2026-11-07"],
+        [
+            DAGSTER,
+            "asset",
+            "materialize",
+            "-m",
+            "integrations_pipeline.definitions",
+            "--select",
+            "trackstar/inventory",
+            "--partition-range",
+            "2026-11-01...2026-11-07",
+        ],
         # A guard against a hang, not a measured duration: generous enough for a machine at load 10.
-        env=env, capture_output=True, text=True, timeout=3600, cwd=Path(__file__).parents[2],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=3600,
+        cwd=Path(__file__).parents[2],
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     with dg.DagsterInstance.from_config(str(home)) as instance:

@@ -33,7 +33,9 @@ NOV_20 = {"dagster/asset_partition_range_start": "2026-11-20", "dagster/asset_pa
 @pytest.fixture
 def crm(monkeypatch, tmp_path):
     """A small CRM: one-record-per-call targets (Trakor, Datatalks at 10/s) stay quick."""
-    yield from _serve(monkeypatch, tmp_path, 7, {"contacts": 60, "deals": 50, "products": 5, "orders": 5, "inventory": 5})
+    yield from _serve(
+        monkeypatch, tmp_path, 7, {"contacts": 60, "deals": 50, "products": 5, "orders": 5, "inventory": 5}
+    )
 
 
 def _contacts(st):
@@ -93,7 +95,10 @@ def test_crm_syncs_deliver_exactly_the_mapped_records_then_only_changes(crm):
     assert first[TO_SM_EVENTS]["write_calls"].value == 1
 
     # Trakor parties: one per distinct full name; Datatalks: one call per contact.
-    names = {f"{c['person']['information']['firstName']} {c['person']['information']['familyName']}" for c in contacts.values()}
+    names = {
+        f"{c['person']['information']['firstName']} {c['person']['information']['familyName']}"
+        for c in contacts.values()
+    }
     assert set(trakor.parties) == names
     assert first[TO_PARTIES]["superseded"].value == len(contacts) - len(names)
     assert dt.write_calls == first[TO_DT_CONTACTS]["write_calls"].value == len(contacts)
@@ -109,8 +114,11 @@ def test_crm_syncs_deliver_exactly_the_mapped_records_then_only_changes(crm):
     _run(defs, CRM, NOV_20)
     md = _run(defs, [TO_SM_CONTACTS])[TO_SM_CONTACTS]
     assert (md["updated"].value, md["created"].value, md["write_calls"].value) == (3, 0, 1)
-    assert all(sm.find_contact(contacts[i]["person"]["contact"]["email"])["phone"]
-               == _contacts(st)[i]["person"]["contact"]["primary"] for i in changed_contacts)
+    assert all(
+        sm.find_contact(contacts[i]["person"]["contact"]["email"])["phone"]
+        == _contacts(st)[i]["person"]["contact"]["primary"]
+        for i in changed_contacts
+    )
 
     # Three deals move on a stage (or, at the last one, change value): only their new milestones go.
     moved = st.touch("deals", 3, LATER)
@@ -131,11 +139,17 @@ def test_dry_run_writes_the_plan_and_calls_nothing(crm, tmp_path):
     dry = {"ops": {"salesmanago__salestrekker_contacts_to_salesmanago_contacts": {"config": {"dry_run": True}}}}
 
     def run(config=None):
-        result = dg.materialize(list(defs.assets), selection=[TO_SM_CONTACTS], resources=defs.resources,
-                                instance=dg.DagsterInstance.ephemeral(), run_config=config or {})
+        result = dg.materialize(
+            list(defs.assets),
+            selection=[TO_SM_CONTACTS],
+            resources=defs.resources,
+            instance=dg.DagsterInstance.ephemeral(),
+            run_config=config or {},
+        )
         assert result.success
         return result.run_id, result.asset_materializations_for_node(
-            "salesmanago__salestrekker_contacts_to_salesmanago_contacts")[0].metadata
+            "salesmanago__salestrekker_contacts_to_salesmanago_contacts"
+        )[0].metadata
 
     calls = sm.write_calls
     run_id, md = run(dry)
@@ -152,7 +166,9 @@ def test_dry_run_writes_the_plan_and_calls_nothing(crm, tmp_path):
         assert len(sm.contacts) == 60
         # Three change and one vanishes from the source: the dry run plans 3 updates and 1 delete.
         st.touch("contacts", 3, LATER)
-        warehouse.record_delivery("salesmanago/salestrekker_contacts_to_salesmanago_contacts", [("gone@example.com", "h", None)])
+        warehouse.record_delivery(
+            "salesmanago/salestrekker_contacts_to_salesmanago_contacts", [("gone@example.com", "h", None)]
+        )
         _run(defs, CRM, NOV_20)
         calls = sm.write_calls
         run_id, md = run(dry)
@@ -176,7 +192,11 @@ def test_routing_through_datatalks_then_back_sends_nothing_twice(crm, monkeypatc
     want = _expected_events(st)
     # Datatalks forwarded every event and contact to SALESmanago, one call each.
     assert set(_events(sm)) == set(want) and all(len(v) == 1 for v in _events(sm).values())
-    assert dt.write_calls == len(want) + 60 == md[TO_SM_EVENTS]["write_calls"].value + md[TO_SM_CONTACTS]["write_calls"].value
+    assert (
+        dt.write_calls
+        == len(want) + 60
+        == md[TO_SM_EVENTS]["write_calls"].value + md[TO_SM_CONTACTS]["write_calls"].value
+    )
     one = st.truth("contacts")[0]
     got = sm.find_contact(one["person"]["contact"]["email"])
     assert got["properties"]["externalId"] == one["id"] and "salestrekker_deals" in got["properties"]
@@ -192,14 +212,18 @@ def test_routing_through_datatalks_then_back_sends_nothing_twice(crm, monkeypatc
 @pytest.fixture
 def big_crm(monkeypatch, tmp_path):
     """More contacts than one SALESmanago batch (1,000), so a crash can fall between two calls."""
-    yield from _serve(monkeypatch, tmp_path, 8, {"contacts": 1300, "deals": 20, "products": 5, "orders": 5, "inventory": 5})
+    yield from _serve(
+        monkeypatch, tmp_path, 8, {"contacts": 1300, "deals": 20, "products": 5, "orders": 5, "inventory": 5}
+    )
 
 
 def test_crash_mid_batch_then_rerun_target_exact_and_rejects_complete(big_crm):
     st, sm = big_crm["salestrekker"], big_crm["salesmanago"]
     # Source data with bad emails: SALESmanago refuses those items inside an accepted batch.
     st.stores["contacts"].touch(
-        6, datetime(2026, 11, 1, tzinfo=UTC), lambda rec, _r: rec["person"]["contact"].update(email=f"broken.{rec['id'][:8]}")
+        6,
+        datetime(2026, 11, 1, tzinfo=UTC),
+        lambda rec, _r: rec["person"]["contact"].update(email=f"broken.{rec['id'][:8]}"),
     )
     defs = build_definitions()
     _run(defs, CRM, CRM_DAYS)
@@ -212,8 +236,13 @@ def test_crash_mid_batch_then_rerun_target_exact_and_rejects_complete(big_crm):
         return httpx.Response(500, json={"success": False, "message": ["injected outage"]})
 
     with outage_after_first_call(sm, "/api/contact/batchupsert", outage):
-        result = dg.materialize(list(defs.assets), selection=[TO_SM_CONTACTS], resources=defs.resources,
-                                instance=dg.DagsterInstance.ephemeral(), raise_on_error=False)
+        result = dg.materialize(
+            list(defs.assets),
+            selection=[TO_SM_CONTACTS],
+            resources=defs.resources,
+            instance=dg.DagsterInstance.ephemeral(),
+            raise_on_error=False,
+        )
     assert not result.success
     first_batch = set(sm.contacts)
     assert 0 < len(first_batch) <= 1000 and first_batch <= good
@@ -231,7 +260,9 @@ def test_crash_mid_batch_then_rerun_target_exact_and_rejects_complete(big_crm):
         rejects = warehouse.read_rejects(state)
         # Every bad contact is in the rejects table with the vendor's reason and the record sent.
         assert {r["record_key"] for r in rejects} == broken
-        assert all("email" in r["reason"].lower() and r["record"]["contact"]["email"] == r["record_key"] for r in rejects)
+        assert all(
+            "email" in r["reason"].lower() and r["record"]["contact"]["email"] == r["record_key"] for r in rejects
+        )
         # Those refused in the first call were offered again (they were never delivered), and refused again.
         assert rejected_first <= broken and len(rejects) == len(broken) + len(rejected_first)
     finally:
@@ -252,8 +283,12 @@ def test_a_downstream_asset_reads_what_the_targets_hold(crm):
     gone = sorted(sm.contacts)[0]
     sm.delete_contact(gone)  # someone deleted a contact in SALESmanago since
     calls = sm.write_calls
-    result = dg.materialize([*defs.assets, compare], selection=[compare.key], resources=defs.resources,
-                            instance=dg.DagsterInstance.ephemeral())
+    result = dg.materialize(
+        [*defs.assets, compare],
+        selection=[compare.key],
+        resources=defs.resources,
+        instance=dg.DagsterInstance.ephemeral(),
+    )
     assert result.success and sm.write_calls == calls  # reads only
     emails = sorted(c["person"]["contact"]["email"].lower() for c in st.truth("contacts"))
     for frame in (seen["sm"], seen["dt"]):
@@ -264,4 +299,6 @@ def test_a_downstream_asset_reads_what_the_targets_hold(crm):
     one = st.truth("contacts")[1]
     email = one["person"]["contact"]["email"].lower()
     assert got.loc[email, "phone"] == one["person"]["contact"]["primary"]
-    assert got.loc[email, "properties.salestrekker_deals"] == sum(1 for d in st.truth("deals") if one["id"] in d["idContacts"])
+    assert got.loc[email, "properties.salestrekker_deals"] == sum(
+        1 for d in st.truth("deals") if one["id"] in d["idContacts"]
+    )

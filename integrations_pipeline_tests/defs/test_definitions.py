@@ -91,7 +91,10 @@ def test_a_sync_with_lookups_depends_on_and_traces_columns_to_every_stream_it_re
     graph = build_definitions(environ={}).resolve_asset_graph()
     node = graph.get(dg.AssetKey(["salesmanago", "salestrekker_deals_to_salesmanago_events"]))
     assert {k.to_user_string() for k in node.parent_keys} == {
-        "salestrekker/deals", "salestrekker/contacts", "salestrekker/workflows"}
+        "salestrekker/deals",
+        "salestrekker/contacts",
+        "salestrekker/workflows",
+    }
     lineage = node.metadata["dagster/column_lineage"].deps_by_column
     pairs = lambda col: [(d.asset_key.to_user_string(), d.column_name) for d in lineage[col]]  # noqa: E731
     assert pairs("email") == [("salestrekker/contacts", "person")]
@@ -99,12 +102,17 @@ def test_a_sync_with_lookups_depends_on_and_traces_columns_to_every_stream_it_re
     assert pairs("contactEvent.detail4") == [("salestrekker/workflows", "stages")]
 
 
-@pytest.mark.parametrize(("via", "kind"), [("datatalks", "datatalks"), ("direct", "salesmanago"), (None, "salesmanago")])
+@pytest.mark.parametrize(
+    ("via", "kind"), [("datatalks", "datatalks"), ("direct", "salesmanago"), (None, "salesmanago")]
+)
 def test_salesmanago_via_routes_contact_and_event_syncs_but_keeps_their_asset_keys(via, kind):
     env = {} if via is None else {"SALESMANAGO_VIA": via}
     graph = build_definitions(environ=env).resolve_asset_graph()
-    for name in ("salestrekker_deals_to_salesmanago_events", "salestrekker_contacts_to_salesmanago_contacts",
-                 "trackstar_orders_to_salesmanago_events"):
+    for name in (
+        "salestrekker_deals_to_salesmanago_events",
+        "salestrekker_contacts_to_salesmanago_contacts",
+        "trackstar_orders_to_salesmanago_events",
+    ):
         node = graph.get(dg.AssetKey(["salesmanago", name]))
         assert kind in node.kinds
     # The catalog has no Datatalks route: it stays direct whatever the variable says.

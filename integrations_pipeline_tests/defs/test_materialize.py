@@ -13,9 +13,9 @@ import dagster as dg
 import pytest
 
 from integrations_pipeline.connectors import load_connectors
+from integrations_pipeline.definitions import build_definitions
 from integrations_pipeline.defs import constants as c
 from integrations_pipeline.defs.resources import WarehouseResource
-from integrations_pipeline.definitions import build_definitions
 from integrations_pipeline.warehouse import connect_warehouse, table_spec_for
 
 SPECS = load_connectors()
@@ -92,13 +92,26 @@ def test_materialization_records_metadata(sandboxes, sandbox_env, tmp_path):
     defs = build_definitions()
     url = f"duckdb:///{tmp_path / 'w.duckdb'}"
     result = _materialize(
-        defs, [dg.AssetKey(["trackstar", "inventory"]), dg.AssetKey(["trackstar", "returns"])], url,
+        defs,
+        [dg.AssetKey(["trackstar", "inventory"]), dg.AssetKey(["trackstar", "returns"])],
+        url,
         _range_tags("2026-11-01", "2026-11-07"),
     )
-    mats = {e.asset_key.to_user_string(): e.step_materialization_data.materialization.metadata
-            for e in result.get_asset_materialization_events()}
+    mats = {
+        e.asset_key.to_user_string(): e.step_materialization_data.materialization.metadata
+        for e in result.get_asset_materialization_events()
+    }
     md = mats["trackstar/inventory"]
-    for key in (c.ROW_COUNT, c.RECORDS_FETCHED, c.PAGES, c.API_CALLS, c.RETRIES, c.RATE_LIMITED, c.SECONDS, c.COLUMN_SCHEMA):
+    for key in (
+        c.ROW_COUNT,
+        c.RECORDS_FETCHED,
+        c.PAGES,
+        c.API_CALLS,
+        c.RETRIES,
+        c.RATE_LIMITED,
+        c.SECONDS,
+        c.COLUMN_SCHEMA,
+    ):
         assert key in md, key
     assert md[c.ROW_COUNT].value == md[c.RECORDS_FETCHED].value > 0
     assert md[c.API_CALLS].value >= md[c.PAGES].value >= 2  # two connections, at least a page each
@@ -120,18 +133,32 @@ def test_run_without_credentials_fails_naming_the_variable(sandboxes, sandbox_en
 
 def test_secrets_never_reach_logs_metadata_or_errors(sandboxes, sandbox_env, monkeypatch, tmp_path, caplog):
     servers, boxes = sandboxes
-    secrets = [sandbox_env["TRACKSTAR_API_KEY"], "sandbox-token-a", "sandbox-token-b", sandbox_env["SALESTREKKER_API_KEY"]]
+    secrets = [
+        sandbox_env["TRACKSTAR_API_KEY"],
+        "sandbox-token-a",
+        "sandbox-token-b",
+        sandbox_env["SALESTREKKER_API_KEY"],
+    ]
     defs = build_definitions()
     url = f"duckdb:///{tmp_path / 'w.duckdb'}"
     boxes["trackstar"].faults.inject("503", times=2)
     boxes["trackstar"].faults.inject("429", times=1)
-    ok = _materialize(defs, [dg.AssetKey(["trackstar", "orders"]), dg.AssetKey(["salestrekker", "deals"])], url,
-                      _range_tags("2026-11-01", "2026-11-03"))
+    ok = _materialize(
+        defs,
+        [dg.AssetKey(["trackstar", "orders"]), dg.AssetKey(["salestrekker", "deals"])],
+        url,
+        _range_tags("2026-11-01", "2026-11-03"),
+    )
     # A failing run too: the vendor refuses the key, so the error path is exercised.
     monkeypatch.setenv("TRACKSTAR_API_KEY", sandbox_env["TRACKSTAR_API_KEY"] + "-wrong")
     secrets.append(sandbox_env["TRACKSTAR_API_KEY"] + "-wrong")
-    bad = _materialize(build_definitions(), [dg.AssetKey(["trackstar", "orders"])], url,
-                       _range_tags("2026-11-01", "2026-11-01"), raise_on_error=False)
+    bad = _materialize(
+        build_definitions(),
+        [dg.AssetKey(["trackstar", "orders"])],
+        url,
+        _range_tags("2026-11-01", "2026-11-01"),
+        raise_on_error=False,
+    )
     assert ok.success and not bad.success
     texts = [caplog.text]
     for result in (ok, bad):

@@ -17,8 +17,7 @@ from integrations_pipeline.warehouse import connect_warehouse, table_spec_for
 def test_runs_on_postgres_storage_into_postgres_warehouse(sandboxes, sandbox_env, postgres_url, tmp_path):
     _, boxes = sandboxes
     (tmp_path / "dagster.yaml").write_text(
-        "telemetry:\n  enabled: false\n"
-        "storage:\n  postgres:\n    postgres_url: {env: IP_TEST_DAGSTER_PG_URL}\n"
+        "telemetry:\n  enabled: false\nstorage:\n  postgres:\n    postgres_url: {env: IP_TEST_DAGSTER_PG_URL}\n"
     )
     # SQLAlchemy 2.1 defaults postgresql:// to psycopg 3, whose server-side binding breaks
     # dagster-postgres's DDL; name the psycopg2 driver that dagster-postgres is written for.

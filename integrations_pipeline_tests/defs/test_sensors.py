@@ -30,7 +30,9 @@ def test_a_tick_requests_exactly_the_syncs_reading_an_updated_stream():
 
     _materialized(instance, "trackstar/products")
     keys, cursor, _ = _tick(instance, cursor)
-    assert keys == [["salesmanago/trackstar_products_to_salesmanago_products", "trakor/trackstar_products_to_trakor_products"]]
+    assert keys == [
+        ["salesmanago/trackstar_products_to_salesmanago_products", "trakor/trackstar_products_to_trakor_products"]
+    ]
     keys, cursor, _ = _tick(instance, cursor)
     assert keys == []  # acted on already
 
@@ -41,13 +43,15 @@ def test_a_tick_requests_exactly_the_syncs_reading_an_updated_stream():
 
     _materialized(instance, "salestrekker/contacts", "trackstar/orders")
     keys, cursor, _ = _tick(instance, cursor)
-    assert keys == [[
-        "datatalks/salestrekker_contacts_to_datatalks_contacts",
-        "salesmanago/salestrekker_contacts_to_salesmanago_contacts",
-        "salesmanago/salestrekker_deals_to_salesmanago_events",
-        "salesmanago/trackstar_orders_to_salesmanago_events",
-        "trakor/salestrekker_contacts_to_trakor_parties",
-    ]]
+    assert keys == [
+        [
+            "datatalks/salestrekker_contacts_to_datatalks_contacts",
+            "salesmanago/salestrekker_contacts_to_salesmanago_contacts",
+            "salesmanago/salestrekker_deals_to_salesmanago_events",
+            "salesmanago/trackstar_orders_to_salesmanago_events",
+            "trakor/salestrekker_contacts_to_trakor_parties",
+        ]
+    ]
 
 
 def test_the_same_materializations_give_the_same_run_key_and_the_sensor_starts_stopped():

@@ -28,7 +28,10 @@ ALL_DAYS = {"dagster/asset_partition_range_start": "2026-10-01", "dagster/asset_
 
 def _run(defs, keys, tags=None):
     result = dg.materialize(
-        list(defs.assets), selection=keys, resources=defs.resources, tags=tags or {},
+        list(defs.assets),
+        selection=keys,
+        resources=defs.resources,
+        tags=tags or {},
         instance=dg.DagsterInstance.ephemeral(),
     )
     assert result.success
@@ -74,7 +77,9 @@ def test_syncs_deliver_exactly_the_mapped_records_and_only_changes(small_sandbox
     md = first[PRODUCTS_TO_SM]
     assert md["created"].value == len(want) and md["write_calls"].value == -(-len(want) // 100)
     # Trakor: one product per distinct name (idempotent by name).
-    names = {map_record(SYNCS["trackstar_products_to_trakor_products"], r)["name"] for r in _truth(trackstar, "products")}
+    names = {
+        map_record(SYNCS["trackstar_products_to_trakor_products"], r)["name"] for r in _truth(trackstar, "products")
+    }
     assert set(trakor.products) == names
     # SALESmanago events: one PURCHASE per order, keyed by the order id.
     orders = _truth(trackstar, "orders")
@@ -91,8 +96,11 @@ def test_syncs_deliver_exactly_the_mapped_records_and_only_changes(small_sandbox
 
     # Three products change at the source: exactly those three reach the catalog, in one call.
     changed = trackstar.touch("products", 3, datetime(2026, 11, 20, 12, tzinfo=UTC), "conn_a")
-    _run(defs, [dg.AssetKey(["trackstar", "products"])],
-         {"dagster/asset_partition_range_start": "2026-11-20", "dagster/asset_partition_range_end": "2026-11-20"})
+    _run(
+        defs,
+        [dg.AssetKey(["trackstar", "products"])],
+        {"dagster/asset_partition_range_start": "2026-11-20", "dagster/asset_partition_range_end": "2026-11-20"},
+    )
     third = _run(defs, [PRODUCTS_TO_SM, PRODUCTS_TO_TRAKOR])
     # Trakor is keyed by name: a renamed product is a new product there, one call each.
     trakor_md = third[PRODUCTS_TO_TRAKOR]
@@ -120,8 +128,13 @@ def test_a_crash_mid_sync_then_a_rerun_sends_only_the_rest(catalog_sandboxes):
 
     # The first catalog call lands; then the vendor fails past the retry policy: the run fails.
     with outage_after_first_call(sm, "/v3/product/upsert", _server_error):
-        result = dg.materialize(list(defs.assets), selection=[PRODUCTS_TO_SM], resources=defs.resources,
-                                instance=dg.DagsterInstance.ephemeral(), raise_on_error=False)
+        result = dg.materialize(
+            list(defs.assets),
+            selection=[PRODUCTS_TO_SM],
+            resources=defs.resources,
+            instance=dg.DagsterInstance.ephemeral(),
+            raise_on_error=False,
+        )
     assert not result.success
     assert len(sm.products) == 100  # the first batch arrived before the failure
 
@@ -129,7 +142,9 @@ def test_a_crash_mid_sync_then_a_rerun_sends_only_the_rest(catalog_sandboxes):
     # The delivered batch was recorded despite the failure: only the other 150 go, in 2 calls.
     assert md["created"].value == 150 and md["write_calls"].value == 2 and md["unchanged"].value == 100
     sync = SYNCS["trackstar_products_to_salesmanago_products"]
-    assert {pid for (_, pid) in sm.products} == {map_record(sync, r)["productId"] for r in _truth(trackstar, "products")}
+    assert {pid for (_, pid) in sm.products} == {
+        map_record(sync, r)["productId"] for r in _truth(trackstar, "products")
+    }
 
 
 @contextmanager
@@ -179,7 +194,9 @@ def test_events_in_doubt_fail_the_run_and_the_check_until_a_person_settles_them(
 
     instance = dg.DagsterInstance.ephemeral()
     everything = [*defs.assets, *defs.asset_checks]
-    failed = dg.materialize(everything, selection=[ORDERS_TO_EVENTS], resources=defs.resources, instance=instance, raise_on_error=False)
+    failed = dg.materialize(
+        everything, selection=[ORDERS_TO_EVENTS], resources=defs.resources, instance=instance, raise_on_error=False
+    )
     assert not failed.success
     failure = next(e for e in failed.all_events if e.is_step_failure).step_failure_data.error.message
     assert "records in doubt (in the in-doubt table)" in failure and "in-doubt list" in failure
@@ -202,7 +219,9 @@ def test_events_in_doubt_fail_the_run_and_the_check_until_a_person_settles_them(
     args = ["in-doubt", "mark-delivered", "--sync", "salesmanago/trackstar_orders_to_salesmanago_events"]
     assert main([*args, *(x for k in there for x in ("--key", k))]) == 0
     config = {"ops": {ORDERS_TO_EVENTS.to_python_identifier(): {"config": {"in_doubt": "resend"}}}}
-    result = dg.materialize(everything, selection=[ORDERS_TO_EVENTS], resources=defs.resources, instance=instance, run_config=config)
+    result = dg.materialize(
+        everything, selection=[ORDERS_TO_EVENTS], resources=defs.resources, instance=instance, run_config=config
+    )
     (check,) = result.get_asset_check_evaluations()
     assert check.passed
     events = sm.events_by_external_id()

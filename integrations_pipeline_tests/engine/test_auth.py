@@ -141,7 +141,9 @@ def _sigv4_signature(request: httpx.Request, secret: str, region: str, service: 
         [
             request.method,
             quote(request.url.path, safe="/-_.~"),
-            "&".join(sorted(f"{quote(k, safe=SAFE)}={quote(v, safe=SAFE)}" for k, v in request.url.params.multi_items())),
+            "&".join(
+                sorted(f"{quote(k, safe=SAFE)}={quote(v, safe=SAFE)}" for k, v in request.url.params.multi_items())
+            ),
             "".join(f"{h}:{request.headers[h].strip()}\n" for h in signed),
             ";".join(signed),
             hashlib.sha256(request.content).hexdigest(),

@@ -65,7 +65,12 @@ RETRIED = [
     ("remote-protocol", "trackstar", httpx.RemoteProtocolError("peer closed connection"), TransportError),
     ("connect-error", "trackstar", httpx.ConnectError("connection reset"), TransportError),
     # Cut short: fewer bytes than its Content-Length announced (over a socket httpx itself raises).
-    ("truncated-json-200", "trackstar", httpx.Response(200, content=b'{"data": [{"id": "1"}, {"id', headers={"content-length": "64"}), TransportError),
+    (
+        "truncated-json-200",
+        "trackstar",
+        httpx.Response(200, content=b'{"data": [{"id": "1"}, {"id', headers={"content-length": "64"}),
+        TransportError,
+    ),
 ]
 
 
@@ -266,9 +271,7 @@ def test_exhaustion_after_max_attempts_with_exact_backoff():
     policy = client.spec.retry
     assert vendor.calls == policy.max_attempts == 6
     assert info.value.attempts == 6 and isinstance(info.value.last, ServerError)
-    assert str(info.value) == (
-        "gave up after 6 attempts; last error: HTTP 503: Service unavailable (/wms/inventory)"
-    )
+    assert str(info.value) == ("gave up after 6 attempts; last error: HTTP 503: Service unavailable (/wms/inventory)")
     replay = random.Random(0)
     expected = []
     for attempt in range(1, 6):
@@ -386,7 +389,12 @@ LEAK_CASES = [
     ("success-false-echo", "salesmanago", _echo(200, "salesmanago"), RequestRejectedError),
     ("timeout", "trackstar", Recorder([httpx.ReadTimeout("timed out")]), RetriesExhaustedError),
     ("protocol-error", "salesmanago", Recorder([httpx.RemoteProtocolError("reset")]), RetriesExhaustedError),
-    ("truncated", "trakor", Recorder([httpx.Response(200, content=b'{"id": 1', headers={"content-length": "40"})]), RetriesExhaustedError),
+    (
+        "truncated",
+        "trakor",
+        Recorder([httpx.Response(200, content=b'{"id": 1', headers={"content-length": "40"})]),
+        RetriesExhaustedError,
+    ),
 ]
 
 

@@ -152,7 +152,9 @@ def hostile_spec(**limits):
 
 
 def client_for(url: str, **limits) -> VendorClient:
-    return VendorClient(hostile_spec(**limits), Credentials("fake", {"FAKE_API_KEY": API_KEY}), environ={"FAKE_BASE_URL": url})
+    return VendorClient(
+        hostile_spec(**limits), Credentials("fake", {"FAKE_API_KEY": API_KEY}), environ={"FAKE_BASE_URL": url}
+    )
 
 
 def read_all(client: VendorClient, stream: str) -> list:
@@ -160,10 +162,26 @@ def read_all(client: VendorClient, stream: str) -> list:
 
 
 CASES: list[tuple[str, type[Exception], str]] = [
-    ("bomb", LimitExceededError, "fake stream 'bomb': the answer to /bomb passed limits.max_body_bytes (8388608 bytes, counted after decompression); not read further"),
-    ("slowloris", LimitExceededError, "fake stream 'slowloris': the answer to /slowloris was still arriving after limits.deadline_seconds (2 s;"),
-    ("endless", LimitExceededError, "fake stream 'endless': more than limits.max_pages (25) pages in one window; the vendor keeps handing out page tokens"),
-    ("html", ResponseFormatError, "fake stream 'html': /html answered 'text/html; charset=utf-8', not JSON: '<html><body>Down for maintenance</body></html>'"),
+    (
+        "bomb",
+        LimitExceededError,
+        "fake stream 'bomb': the answer to /bomb passed limits.max_body_bytes (8388608 bytes, counted after decompression); not read further",
+    ),
+    (
+        "slowloris",
+        LimitExceededError,
+        "fake stream 'slowloris': the answer to /slowloris was still arriving after limits.deadline_seconds (2 s;",
+    ),
+    (
+        "endless",
+        LimitExceededError,
+        "fake stream 'endless': more than limits.max_pages (25) pages in one window; the vendor keeps handing out page tokens",
+    ),
+    (
+        "html",
+        ResponseFormatError,
+        "fake stream 'html': /html answered 'text/html; charset=utf-8', not JSON: '<html><body>Down for maintenance</body></html>'",
+    ),
     ("utf8", ResponseFormatError, "fake stream 'utf8': /utf8 answered bytes that are not UTF-8 (at byte 18: b'\\xff')"),
     ("deep", ResponseFormatError, "fake stream 'deep': the answer to /deep nests JSON deeper than the parser allows"),
     ("ints", ResponseFormatError, "fake stream 'ints': record 0 of page 1 at 'data' is a number 1, expected an object"),
@@ -244,16 +262,32 @@ def _alias_bomb() -> str:
 
 
 SPECS: list[tuple[str, str, str]] = [
-    ("alias-bomb", BASE + _alias_bomb(),
-     "fake.yaml: the document expands to 490,329,078 values through YAML aliases (*anchor), more than 200,000: an alias bomb or a runaway anchor"),
-    ("foreign-env", BASE.replace("auth: {type: none}", "auth: {type: static_headers, headers: {x-key: {env: TRACKSTAR_API_KEY}}}") + STREAM,
-     "fake.yaml: auth.headers.x-key.env: TRACKSTAR_API_KEY is not under this connector's prefix FAKE_; a connector spec reads only its own variables"),
-    ("file-url", BASE.replace('"https://fake.test"', '"file:///etc/passwd"') + STREAM,
-     "fake.yaml: base_url: a base URL must start with http:// or https://, got 'file:///etc/passwd'"),
-    ("dotdot-path", BASE + STREAM.replace("path: /things", "path: /../../admin/delete?all=1"),
-     "fake.yaml: streams.things.path: a path may not contain '..', a query ('?'), a fragment ('#'), a scheme or encoded slashes, got '/../../admin/delete?all=1'"),
-    ("scheme-path", BASE + STREAM.replace("path: /things", "path: /go/https://evil.test/x"),
-     "fake.yaml: streams.things.path: a path may not contain '..', a query ('?'), a fragment ('#'), a scheme or encoded slashes"),
+    (
+        "alias-bomb",
+        BASE + _alias_bomb(),
+        "fake.yaml: the document expands to 490,329,078 values through YAML aliases (*anchor), more than 200,000: an alias bomb or a runaway anchor",
+    ),
+    (
+        "foreign-env",
+        BASE.replace("auth: {type: none}", "auth: {type: static_headers, headers: {x-key: {env: TRACKSTAR_API_KEY}}}")
+        + STREAM,
+        "fake.yaml: auth.headers.x-key.env: TRACKSTAR_API_KEY is not under this connector's prefix FAKE_; a connector spec reads only its own variables",
+    ),
+    (
+        "file-url",
+        BASE.replace('"https://fake.test"', '"file:///etc/passwd"') + STREAM,
+        "fake.yaml: base_url: a base URL must start with http:// or https://, got 'file:///etc/passwd'",
+    ),
+    (
+        "dotdot-path",
+        BASE + STREAM.replace("path: /things", "path: /../../admin/delete?all=1"),
+        "fake.yaml: streams.things.path: a path may not contain '..', a query ('?'), a fragment ('#'), a scheme or encoded slashes, got '/../../admin/delete?all=1'",
+    ),
+    (
+        "scheme-path",
+        BASE + STREAM.replace("path: /things", "path: /go/https://evil.test/x"),
+        "fake.yaml: streams.things.path: a path may not contain '..', a query ('?'), a fragment ('#'), a scheme or encoded slashes",
+    ),
 ]
 
 
@@ -266,11 +300,19 @@ def test_a_hostile_spec_is_refused_at_load_with_the_file_and_field(tmp_path, nam
 
 def test_a_base_url_from_the_environment_must_be_http_too():
     spec = parse_spec(
-        {"name": "fake", "title": "F", "description": "d", "protocol": "rest",
-         "base_url": {"env": "FAKE_BASE_URL"}, "auth": {"type": "none"}},  # fmt: skip
+        {
+            "name": "fake",
+            "title": "F",
+            "description": "d",
+            "protocol": "rest",
+            "base_url": {"env": "FAKE_BASE_URL"},
+            "auth": {"type": "none"},
+        },  # fmt: skip
         "fake.yaml",
     )
-    with pytest.raises(ConfigError, match=r"connector 'fake': base URL must start with http:// or https://, got file://"):
+    with pytest.raises(
+        ConfigError, match=r"connector 'fake': base URL must start with http:// or https://, got file://"
+    ):
         VendorClient(spec, Credentials("fake", {}), environ={"FAKE_BASE_URL": "file:///etc/passwd"})
 
 

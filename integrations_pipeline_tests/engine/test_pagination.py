@@ -243,9 +243,7 @@ def test_walks_every_page(kind):
     assert [_inputs(scenario, r) for r in vendor.requests] == scenario.inputs_for_5
 
 
-@pytest.mark.parametrize(
-    ("kind", "label"), [(k, s[0]) for k in PAGINATORS.names() for s in SCENARIOS[k].stops]
-)
+@pytest.mark.parametrize(("kind", "label"), [(k, s[0]) for k in PAGINATORS.names() for s in SCENARIOS[k].stops])
 def test_stops(kind, label):
     scenario = SCENARIOS[kind]
     _, overrides, n, serve, expected_calls = next(s for s in scenario.stops if s[0] == label)

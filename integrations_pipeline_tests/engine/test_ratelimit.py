@@ -145,7 +145,10 @@ def test_requests_env_overrides_the_plan_limit():
 def test_a_bad_requests_env_is_a_config_error(value):
     with pytest.raises(ConfigError) as info:
         make_client("salesmanago", lambda r: None, environ={"SALESMANAGO_REQUESTS_PER_HOUR": value})
-    assert str(info.value) == f"environment variable SALESMANAGO_REQUESTS_PER_HOUR must be a positive integer, got {value!r}"
+    assert (
+        str(info.value)
+        == f"environment variable SALESMANAGO_REQUESTS_PER_HOUR must be a positive integer, got {value!r}"
+    )
 
 
 def test_without_override_the_spec_limit_applies():

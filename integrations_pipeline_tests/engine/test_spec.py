@@ -371,7 +371,8 @@ BROKEN: list[tuple[str, str, Callable[[dict], None], str]] = [
         setp("sinks", "events", "proxy_for", "fields", "contactEvent.value", "amount"),
         "sinks.events.proxy_for.fields.contactEvent.value: 'amount' is not in fields, expected one of ['email', "
         "'contactExtEventType', 'externalId', 'description', 'products', 'location', 'value', 'shopDomain', 'date', "
-        + ", ".join(f"'detail{i}'" for i in range(1, 21)) + "]",
+        + ", ".join(f"'detail{i}'" for i in range(1, 21))
+        + "]",
     ),
     (
         "proxy-prefix-to-a-field",

@@ -210,7 +210,10 @@ def test_batchupsert_answers_with_the_contact_ids_it_applied(sb, client):
     )
     assert set(body) == {"success", "message", "contactIds"} and body["success"] is True
     assert "upsertDetails[1]" in body["message"][0] and len(body["message"]) == 1
-    assert body["contactIds"] == {"a@b.co": sb.contacts["a@b.co"]["contactId"], "c@d.co": sb.contacts["c@d.co"]["contactId"]}
+    assert body["contactIds"] == {
+        "a@b.co": sb.contacts["a@b.co"]["contactId"],
+        "c@d.co": sb.contacts["c@d.co"]["contactId"],
+    }
     assert set(sb.contacts) == {"a@b.co", "c@d.co"} and sb.write_calls == 1
 
 

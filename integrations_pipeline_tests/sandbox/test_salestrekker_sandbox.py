@@ -29,7 +29,9 @@ class FakeClock:
         return self.now
 
 
-def gql(c: httpx.Client, query: str, variables: dict[str, Any] | None = None, token: str | None = None) -> dict[str, Any]:
+def gql(
+    c: httpx.Client, query: str, variables: dict[str, Any] | None = None, token: str | None = None
+) -> dict[str, Any]:
     headers = {"authorization": f"Bearer {token}"} if token else {}
     response = c.post("/graphql", json={"query": query, "variables": variables or {}}, headers=headers)
     assert response.status_code == 200, response.text  # GraphQL errors travel with HTTP 200
@@ -144,7 +146,9 @@ def test_window_filters(sandbox: SalestrekkerSandbox, c: httpx.Client, stream: s
     assert fetch_all(c, token, stream, updatedFrom=edge, updatedTo=high)[0]["id"] == items[0]["id"]
     assert items[0]["id"] not in {i["id"] for i in fetch_all(c, token, stream, updatedFrom=low, updatedTo=edge)}
     # Other ISO forms are accepted for the bounds.
-    assert len(fetch_all(c, token, stream, updatedFrom="2026-10-15", updatedTo="2026-10-29T06:00:00+00:00")) == len(items)
+    assert len(fetch_all(c, token, stream, updatedFrom="2026-10-15", updatedTo="2026-10-29T06:00:00+00:00")) == len(
+        items
+    )
 
 
 def test_workflows_query(sandbox: SalestrekkerSandbox, c: httpx.Client) -> None:
@@ -163,9 +167,15 @@ def test_single_lookups_and_extra_fields(sandbox: SalestrekkerSandbox, c: httpx.
     assert got["id"] == deal["id"] and [x["id"] for x in got["contacts"]] == deal["idContacts"]
     assert got["workflow"]["id"] == deal["idWorkflow"] and got["stage"]["id"] == deal["idStage"]
     contact = sandbox.truth("contacts")[3]
-    assert gql(c, '{ contact(id: "%s") { id updatedAt } }' % contact["id"], token=token)["data"]["contact"] == {"id": contact["id"], "updatedAt": contact["updatedAt"]}
+    assert gql(c, f'{{ contact(id: "{contact["id"]}") {{ id updatedAt }} }}', token=token)["data"]["contact"] == {
+        "id": contact["id"],
+        "updatedAt": contact["updatedAt"],
+    }
     workflow = sandbox.truth("workflows")[0]
-    assert gql(c, '{ workflow(id: "%s") { name } }' % workflow["id"], token=token)["data"]["workflow"]["name"] == workflow["name"]
+    assert (
+        gql(c, f'{{ workflow(id: "{workflow["id"]}") {{ name }} }}', token=token)["data"]["workflow"]["name"]
+        == workflow["name"]
+    )
     assert gql(c, '{ ticket(id: "nope") { id } }', token=token)["data"]["ticket"] is None
     assert gql(c, "{ labels { id name } }", token=token)["data"]["labels"]
 
@@ -232,7 +242,9 @@ def test_duplicate_fault_overlaps_pages(sandbox: SalestrekkerSandbox, c: httpx.C
 
 def test_injected_faults_apply(sandbox: SalestrekkerSandbox, c: httpx.Client) -> None:
     sandbox.faults.inject("503")
-    assert c.post("/graphql", json={"query": API_KEY_LOGIN, "variables": {"apiKey": "sandbox-st-key"}}).status_code == 503
+    assert (
+        c.post("/graphql", json={"query": API_KEY_LOGIN, "variables": {"apiKey": "sandbox-st-key"}}).status_code == 503
+    )
     sandbox.faults.inject("429")
     limited = c.post("/graphql", json={"query": API_KEY_LOGIN, "variables": {"apiKey": "sandbox-st-key"}})
     assert limited.status_code == 429 and "retry-after" in limited.headers
@@ -263,7 +275,11 @@ def test_records_conform_and_reference_each_other(sandbox: SalestrekkerSandbox) 
 
 
 def test_same_seed_same_data() -> None:
-    one, two, other = SalestrekkerSandbox(sizes=SMALL), SalestrekkerSandbox(sizes=SMALL), SalestrekkerSandbox(seed=7, sizes=SMALL)
+    one, two, other = (
+        SalestrekkerSandbox(sizes=SMALL),
+        SalestrekkerSandbox(sizes=SMALL),
+        SalestrekkerSandbox(seed=7, sizes=SMALL),
+    )
     for stream in ("deals", "contacts", "workflows"):
         assert json.dumps(one.truth(stream)) == json.dumps(two.truth(stream))
         assert json.dumps(one.truth(stream)) != json.dumps(other.truth(stream))

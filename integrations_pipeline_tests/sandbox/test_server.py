@@ -7,7 +7,6 @@ import re
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 
 import httpx
@@ -41,7 +40,14 @@ def test_trackstar_round_trip_with_keep_alive(servers: SandboxServers) -> None:
         token = None
         ports = set()
         while True:
-            response = c.get("/wms/inventory", params={"limit": 1000, "updated_date[gte]": "2026-10-01T00:00:00Z", **({"page_token": token} if token else {})})
+            response = c.get(
+                "/wms/inventory",
+                params={
+                    "limit": 1000,
+                    "updated_date[gte]": "2026-10-01T00:00:00Z",
+                    **({"page_token": token} if token else {}),
+                },
+            )
             assert response.status_code == 200 and response.http_version == "HTTP/1.1"
             ports.add(response.extensions["network_stream"].get_extra_info("client_addr"))
             body = response.json()
@@ -58,14 +64,19 @@ def test_trackstar_round_trip_with_keep_alive(servers: SandboxServers) -> None:
 def test_salestrekker_round_trip(servers: SandboxServers) -> None:
     spec = load_connectors()["salestrekker"]
     with httpx.Client(base_url=servers.base_urls["salestrekker"]) as c:
-        login = c.post("/graphql", json={"query": spec.auth.methods[0].mutation, "variables": {"apiKey": "sandbox-st-key"}}).json()
+        login = c.post(
+            "/graphql", json={"query": spec.auth.methods[0].mutation, "variables": {"apiKey": "sandbox-st-key"}}
+        ).json()
         token = login["data"]["authenticate"]["token"]
         body = c.post(
             "/graphql",
             json={"query": spec.streams["deals"].query, "variables": {"limit": 500}},
             headers={"authorization": f"Bearer {token}"},
         ).json()
-        assert len(body["data"]["tickets"]["items"]) == 120 and body["data"]["tickets"]["pageInfo"] == {"endCursor": None, "hasNextPage": False}
+        assert len(body["data"]["tickets"]["items"]) == 120 and body["data"]["tickets"]["pageInfo"] == {
+            "endCursor": None,
+            "hasNextPage": False,
+        }
 
 
 def test_status_faults_and_headers_pass_through(servers: SandboxServers) -> None:
@@ -74,7 +85,11 @@ def test_status_faults_and_headers_pass_through(servers: SandboxServers) -> None
     sandbox.faults.inject("503")
     with httpx.Client(base_url=servers.base_urls["trackstar"], headers=TRACKSTAR_HEADERS) as c:
         limited = c.get("/wms/warehouses")
-        assert limited.status_code == 429 and limited.headers["retry-after"] == "0" and "x-ratelimit-limit" in limited.headers
+        assert (
+            limited.status_code == 429
+            and limited.headers["retry-after"] == "0"
+            and "x-ratelimit-limit" in limited.headers
+        )
         assert c.get("/wms/warehouses").status_code == 503
         assert c.get("/wms/warehouses").status_code == 200
         assert c.get("/nowhere").status_code == 404
@@ -154,7 +169,7 @@ def test_cli_prints_exports_and_serves() -> None:
             line = proc.stdout.readline()
             assert line, "server exited before printing its exports"
             if line.startswith("export "):
-                var, _, value = line[len("export "):].strip().partition("=")
+                var, _, value = line[len("export ") :].strip().partition("=")
                 env[var] = value.strip('"')
         response = httpx.get(
             f"{env['TRACKSTAR_BASE_URL']}/wms/inventory",

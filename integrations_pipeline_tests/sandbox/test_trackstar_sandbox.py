@@ -76,7 +76,11 @@ def test_envelope_and_paging_to_the_end(sandbox: TrackstarSandbox) -> None:
 
 @pytest.mark.parametrize("stream", list(STREAMS))
 def test_every_resource_pages_completely(sandbox: TrackstarSandbox, stream: str) -> None:
-    records = fetch_all(client(sandbox), f"/wms/{STREAMS[stream][0]}", {"limit": 37, "updated_date[gte]": START, "updated_date[lt]": END})
+    records = fetch_all(
+        client(sandbox),
+        f"/wms/{STREAMS[stream][0]}",
+        {"limit": 37, "updated_date[gte]": START, "updated_date[lt]": END},
+    )
     assert [r["id"] for r in sorted(records, key=lambda r: r["id"])] == [r["id"] for r in sandbox.truth(stream)]
 
 
@@ -97,9 +101,13 @@ def test_window_filters_match_truth(sandbox: TrackstarSandbox) -> None:
 
     # created_date and scalar fields filter too.
     created = fetch_all(c, "/wms/orders", {"created_date[gte]": "2026-11-01T00:00:00Z"})
-    assert sorted(r["id"] for r in created) == sorted(r["id"] for r in truth if r["created_date"] >= "2026-11-01T00:00:00Z")
+    assert sorted(r["id"] for r in created) == sorted(
+        r["id"] for r in truth if r["created_date"] >= "2026-11-01T00:00:00Z"
+    )
     cancelled = fetch_all(c, "/wms/orders", {"status[in]": "cancelled,backordered"})
-    assert sorted(r["id"] for r in cancelled) == sorted(r["id"] for r in truth if r["status"] in ("cancelled", "backordered"))
+    assert sorted(r["id"] for r in cancelled) == sorted(
+        r["id"] for r in truth if r["status"] in ("cancelled", "backordered")
+    )
 
 
 def test_page_token_must_repeat_the_filters(sandbox: TrackstarSandbox) -> None:
@@ -107,8 +115,13 @@ def test_page_token_must_repeat_the_filters(sandbox: TrackstarSandbox) -> None:
     params = {"limit": 10, "updated_date[gte]": START, "updated_date[lt]": END}
     token = c.get("/wms/products", params=params).json()["next_token"]
     assert c.get("/wms/products", params={**params, "page_token": token}).status_code == 200
-    assert c.get("/wms/products", params={**params, "limit": 50, "page_token": token}).status_code == 200  # limit may change
-    for bad in ({"limit": 10, "page_token": token}, {**params, "updated_date[lt]": "2026-11-20T00:00:00Z", "page_token": token}):
+    assert (
+        c.get("/wms/products", params={**params, "limit": 50, "page_token": token}).status_code == 200
+    )  # limit may change
+    for bad in (
+        {"limit": 10, "page_token": token},
+        {**params, "updated_date[lt]": "2026-11-20T00:00:00Z", "page_token": token},
+    ):
         response = c.get("/wms/products", params=bad)
         assert response.status_code == 422
         assert "page_token" in response.json()["detail"]["query"]
@@ -144,7 +157,12 @@ def test_limit_bounds_are_accepted(sandbox: TrackstarSandbox) -> None:
 
 
 def test_auth_errors_are_401(sandbox: TrackstarSandbox) -> None:
-    for c in (client(sandbox, key=None), client(sandbox, key="wrong"), client(sandbox, token=None), client(sandbox, token="nope")):
+    for c in (
+        client(sandbox, key=None),
+        client(sandbox, key="wrong"),
+        client(sandbox, token=None),
+        client(sandbox, token="nope"),
+    ):
         response = c.get("/wms/inventory")
         assert response.status_code == 401
         assert response.json()["origin"] == "trackstar" and response.json()["error"]
@@ -169,7 +187,10 @@ def test_single_item_and_ids_in(sandbox: TrackstarSandbox) -> None:
     assert record == next(r for r in sandbox.truth("orders") if r["id"] == "ord_a_000007")
     assert c.get("/wms/orders/ord_a_999999").status_code == 404
     assert c.get("/wms/orders/ord_b_000007").status_code == 404  # another connection's record
-    body = c.get("/wms/orders", params={"ids[in]": "ord_a_000009,ord_a_000003,ord_zz", "updated_date[gte]": "2030-01-01T00:00:00Z"}).json()
+    body = c.get(
+        "/wms/orders",
+        params={"ids[in]": "ord_a_000009,ord_a_000003,ord_zz", "updated_date[gte]": "2030-01-01T00:00:00Z"},
+    ).json()
     assert sorted(r["id"] for r in body["data"]) == ["ord_a_000003", "ord_a_000009"] and body["next_token"] is None
 
 
@@ -220,7 +241,9 @@ def test_duplicate_fault_overlaps_pages_without_losing_progress(sandbox: Trackst
     second = c.get("/wms/inventory", params={**params, "page_token": first["next_token"]}).json()
     assert second["total_count"] == 53 == len(second["data"])
     assert [r["id"] for r in second["data"][:3]] == [r["id"] for r in first["data"][:3]]
-    rest = fetch_all(c, "/wms/inventory", {**params, "page_token": second["next_token"]}) if second["next_token"] else []
+    rest = (
+        fetch_all(c, "/wms/inventory", {**params, "page_token": second["next_token"]}) if second["next_token"] else []
+    )
     ids = [r["id"] for r in first["data"] + second["data"] + rest]
     assert len(ids) == SMALL["inventory"] + 3 and len(set(ids)) == SMALL["inventory"]
     assert sandbox.counts["duplicate"] == 1
@@ -242,9 +265,13 @@ def test_touch_and_add_show_up_in_the_next_window(sandbox: TrackstarSandbox) -> 
     at = datetime(2026, 11, 21, 1, 30, tzinfo=UTC)
     touched = sandbox.touch("inventory", 5, at)
     added = sandbox.add("inventory", 3, at + timedelta(minutes=5))
-    assert len(set(touched)) == 5 and added == [f"inv_a_{i:06d}" for i in range(SMALL["inventory"] + 1, SMALL["inventory"] + 4)]
+    assert len(set(touched)) == 5 and added == [
+        f"inv_a_{i:06d}" for i in range(SMALL["inventory"] + 1, SMALL["inventory"] + 4)
+    ]
 
-    window = fetch_all(c, "/wms/inventory", {"updated_date[gte]": END, "updated_date[lt]": "2026-11-22T00:00:00Z", "limit": 3})
+    window = fetch_all(
+        c, "/wms/inventory", {"updated_date[gte]": END, "updated_date[lt]": "2026-11-22T00:00:00Z", "limit": 3}
+    )
     assert sorted(r["id"] for r in window) == sorted(touched + added)
     assert [r["id"] for r in window][-3:] == added
     for record in window[:5]:
@@ -274,7 +301,11 @@ def test_touch_changes_a_visible_field(sandbox: TrackstarSandbox, stream: str) -
 
 
 def test_same_seed_same_data_other_seed_other_data() -> None:
-    one, two, other = TrackstarSandbox(sizes=SMALL), TrackstarSandbox(sizes=SMALL), TrackstarSandbox(seed=1, sizes=SMALL)
+    one, two, other = (
+        TrackstarSandbox(sizes=SMALL),
+        TrackstarSandbox(sizes=SMALL),
+        TrackstarSandbox(seed=1, sizes=SMALL),
+    )
     for stream in STREAMS:
         dump = json.dumps(one.truth(stream, "conn_a"))
         assert dump == json.dumps(two.truth(stream, "conn_a"))
@@ -330,7 +361,9 @@ def test_a_million_records_are_served_lazily() -> None:
     params = {"limit": 1000, "updated_date[gte]": low, "updated_date[lt]": "2026-11-10T06:00:00Z"}
     page = c.get("/wms/inventory", params=params).json()
     assert page["total_count"] == 1000 and page["data"][0]["updated_date"] >= low
-    assert store.timeline.ts(int(page["data"][0]["id"].rsplit("_", 1)[1]) - 2) < parse_iso(low)  # the previous record is outside
+    assert store.timeline.ts(int(page["data"][0]["id"].rsplit("_", 1)[1]) - 2) < parse_iso(
+        low
+    )  # the previous record is outside
     second = c.get("/wms/inventory", params={**params, "page_token": page["next_token"]}).json()
     assert second["data"][0]["id"] > page["data"][-1]["id"]
     assert store.overrides == {}  # nothing materialised

@@ -54,7 +54,9 @@ def simple_table(unique_schema) -> TableSpec:
     )
 
 
-def inventory_record(i: int, *, connection: str = "conn_a", updated: str = "2026-11-03T10:00:00Z", **overrides: Any) -> dict:
+def inventory_record(
+    i: int, *, connection: str = "conn_a", updated: str = "2026-11-03T10:00:00Z", **overrides: Any
+) -> dict:
     """A Trackstar inventory record as the API returns it (plus ``_connection_id``)."""
     record = {
         "_connection_id": connection,
@@ -62,7 +64,7 @@ def inventory_record(i: int, *, connection: str = "conn_a", updated: str = "2026
         "warehouse_customer_id": f"cust_{i % 7}" if i % 5 else None,
         "created_date": "2026-10-01T08:30:00Z",
         "updated_date": updated,
-        "name": f"Widget {i} — \"deluxe\" \\ edition\nline two ✓",
+        "name": f'Widget {i} — "deluxe" \\ edition\nline two ✓',
         "sku": f"SKU-{i:05d}",
         "unit_cost": round(i * 1.25 + 0.1, 2),
         "active": i % 2 == 0,

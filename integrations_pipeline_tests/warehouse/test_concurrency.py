@@ -132,8 +132,10 @@ WRITER = textwrap.dedent(
 def test_two_processes_write_one_file(warehouse_url, unique_schema):
     schema = unique_schema("procs")
     code = WRITER.format(root=ROOT, schema=schema, url=warehouse_url)
-    procs = [subprocess.Popen([sys.executable, "-c", code, n], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True) for n in ("p", "q")]
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code, n], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for n in ("p", "q")
+    ]
     for p in procs:
         out, err = p.communicate(timeout=180)
         assert p.returncode == 0 and out.strip() == "ok", err

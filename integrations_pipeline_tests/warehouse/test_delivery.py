@@ -28,7 +28,12 @@ def test_nothing_recorded_reads_empty(warehouse):
 
 
 def test_delivery_round_trip_is_per_sink_and_last_row_wins(warehouse):
-    assert warehouse.record_delivery(SINK, [("a@x.test", "h1", None), ("b@x.test", "h2", {"contact_id": "7"}), ("a@x.test", "h3", None)]) == 2
+    assert (
+        warehouse.record_delivery(
+            SINK, [("a@x.test", "h1", None), ("b@x.test", "h2", {"contact_id": "7"}), ("a@x.test", "h3", None)]
+        )
+        == 2
+    )
     warehouse.record_delivery("salesmanago.events", [("a@x.test", "other", None)])
     assert warehouse.read_delivered(SINK) == {"a@x.test": "h3", "b@x.test": "h2"}
     assert warehouse.read_delivered("salesmanago.events") == {"a@x.test": "other"}
@@ -70,8 +75,12 @@ def test_response_is_stored_as_json(warehouse, warehouse_url):
 
 
 def test_rejects_append_in_order(warehouse):
-    warehouse.record_rejects(SINK, [("a@x.test", "contact.name: longer than 255 characters (300)", {"contact": {"email": "a@x.test"}})])
-    warehouse.record_rejects(SINK, [(None, "contact.email: required field is missing", {"contact": {}}), ("a@x.test", "again", [1, "x"])])
+    warehouse.record_rejects(
+        SINK, [("a@x.test", "contact.name: longer than 255 characters (300)", {"contact": {"email": "a@x.test"}})]
+    )
+    warehouse.record_rejects(
+        SINK, [(None, "contact.email: required field is missing", {"contact": {}}), ("a@x.test", "again", [1, "x"])]
+    )
     warehouse.record_rejects("other.sink", [("z", "elsewhere", {})])
     got = warehouse.read_rejects(SINK)
     assert [(r["record_key"], r["reason"], r["record"]) for r in got] == [
@@ -108,9 +117,16 @@ def _run(warehouse, sandbox, records):
     transport = sandbox.transport()
     credentials = Credentials.from_environ(spec.name, secret_env_vars(spec), env)
     return push(
-        records, spec=spec, sink_name="contacts_batch", ledger=warehouse, state_key=SINK,
-        client=lambda: VendorClient(spec, credentials, transport=transport, environ=env, clock=FakeClock(), rng=random.Random(0)),
-        transport=transport, environ=env,
+        records,
+        spec=spec,
+        sink_name="contacts_batch",
+        ledger=warehouse,
+        state_key=SINK,
+        client=lambda: VendorClient(
+            spec, credentials, transport=transport, environ=env, clock=FakeClock(), rng=random.Random(0)
+        ),
+        transport=transport,
+        environ=env,
     )
 
 
@@ -155,10 +171,22 @@ def test_a_rerun_sends_nothing_and_a_change_sends_exactly_it(warehouse):
 
 def test_plans_append_per_run_and_read_back_in_order(warehouse):
     assert warehouse.read_plan(SINK) == []
-    warehouse.record_plan(SINK, "run-1", [("create", "a@x.test", None, {"contact": {"email": "a@x.test"}}),
-                                          ("reject", None, "contact.email: required field is missing", {"contact": {}})])
-    warehouse.record_plan(SINK, "run-2", [("update", "a@x.test", None, {"contact": {"email": "a@x.test", "name": "A"}}),
-                                          ("delete", "gone@x.test", None, None)])
+    warehouse.record_plan(
+        SINK,
+        "run-1",
+        [
+            ("create", "a@x.test", None, {"contact": {"email": "a@x.test"}}),
+            ("reject", None, "contact.email: required field is missing", {"contact": {}}),
+        ],
+    )
+    warehouse.record_plan(
+        SINK,
+        "run-2",
+        [
+            ("update", "a@x.test", None, {"contact": {"email": "a@x.test", "name": "A"}}),
+            ("delete", "gone@x.test", None, None),
+        ],
+    )
     warehouse.record_plan("other.sink", "run-2", [("create", "z", None, {})])
     got = warehouse.read_plan(SINK, "run-2")
     assert [(r["run_id"], r["action"], r["record_key"], r["reason"], r["record"]) for r in got] == [
@@ -185,10 +213,22 @@ def _push(warehouse, sandbox, records, *, dry_run=False, run_id="r"):
 
     def client():
         built.append(1)
-        return VendorClient(spec, credentials, transport=sandbox.transport(), environ=env, clock=FakeClock(), rng=random.Random(0))
+        return VendorClient(
+            spec, credentials, transport=sandbox.transport(), environ=env, clock=FakeClock(), rng=random.Random(0)
+        )
 
-    report = push(records, spec=spec, sink_name="contacts_batch", ledger=warehouse, state_key="sync/contacts",
-                  client=client, dry_run=dry_run, run_id=run_id, transport=sandbox.transport(), environ=env)
+    report = push(
+        records,
+        spec=spec,
+        sink_name="contacts_batch",
+        ledger=warehouse,
+        state_key="sync/contacts",
+        client=client,
+        dry_run=dry_run,
+        run_id=run_id,
+        transport=sandbox.transport(),
+        environ=env,
+    )
     return report, len(built)
 
 
@@ -212,5 +252,7 @@ def test_push_dry_run_plans_everything_and_builds_no_client(warehouse):
     changed = contacts(4, changed=frozenset({2}))
     report, _ = _push(warehouse, sandbox, changed, dry_run=True, run_id="dry-2")
     assert [(r["action"], r["record_key"]) for r in warehouse.read_plan("sync/contacts", "dry-2")] == [
-        ("update", "c2@shop.test"), ("delete", "c4@shop.test")]
+        ("update", "c2@shop.test"),
+        ("delete", "c4@shop.test"),
+    ]
     assert (report.updated, report.deleted, report.unchanged) == (1, 1, 3)

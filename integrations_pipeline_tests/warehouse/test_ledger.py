@@ -14,7 +14,15 @@ import sys
 import pytest
 
 from integrations_pipeline.engine.errors import LeaseLostError
-from integrations_pipeline.engine.write.ledger import InDoubt, Intent, Lease, holder_alive, may_take_from, new_lease, renewed
+from integrations_pipeline.engine.write.ledger import (
+    InDoubt,
+    Intent,
+    Lease,
+    holder_alive,
+    may_take_from,
+    new_lease,
+    renewed,
+)
 
 SYNC = "salesmanago/orders_to_events"
 NOW = 1_800_000_000.0
@@ -101,7 +109,13 @@ def test_an_intent_is_written_with_the_lease_and_closed_with_the_outcome(warehou
     assert warehouse.read_delivered(SYNC) == {"o1": "h-o1"}
     assert [r["record_key"] for r in warehouse.read_rejects(SYNC)] == ["o2"]
     (row,) = warehouse.read_in_doubt(SYNC)
-    assert (row.key, row.hash, row.record, row.call_id, row.reason) == ("o3", "h-o3", {"externalId": "o3"}, "c1", "HTTP 500 after sending")
+    assert (row.key, row.hash, row.record, row.call_id, row.reason) == (
+        "o3",
+        "h-o3",
+        {"externalId": "o3"},
+        "c1",
+        "HTTP 500 after sending",
+    )
     assert row.since is not None
 
 

@@ -35,8 +35,12 @@ def test_duplicates_within_a_load_keep_the_greatest_cursor(warehouse, inventory_
 
 
 def test_duplicates_with_equal_cursor_keep_the_last_written(warehouse, inventory_table):
-    pages = [[inventory_record(1, onhand=1), inventory_record(1, onhand=2)], [inventory_record(1, onhand=3)],
-             [inventory_record(2, onhand=9)], [inventory_record(1, onhand=4), inventory_record(2, onhand=10)]]
+    pages = [
+        [inventory_record(1, onhand=1), inventory_record(1, onhand=2)],
+        [inventory_record(1, onhand=3)],
+        [inventory_record(2, onhand=9)],
+        [inventory_record(1, onhand=4), inventory_record(2, onhand=10)],
+    ]
     result = _commit(warehouse, inventory_table, pages)
     assert result.staged == 2
     back = {r["id"]: r["onhand"] for r in warehouse.read_records(inventory_table)}
@@ -122,7 +126,9 @@ def test_null_cursor_is_the_oldest(warehouse, simple_table):
 
 
 def test_without_cursor_the_latest_write_wins(warehouse, unique_schema):
-    table = TableSpec(unique_schema("wf"), "workflows", (Column("id", "string"), Column("name", "string")), ("id",), None)
+    table = TableSpec(
+        unique_schema("wf"), "workflows", (Column("id", "string"), Column("name", "string")), ("id",), None
+    )
     assert _commit(warehouse, table, [[{"id": "w1", "name": "a"}, {"id": "w1", "name": "b"}]]) == LoadResult(1, 1, 0, 0)
     assert _commit(warehouse, table, [[{"id": "w1", "name": "c"}, {"id": "w2", "name": "x"}]]) == LoadResult(2, 1, 1, 0)
     assert _commit(warehouse, table, [[{"id": "w1", "name": "c"}]]) == LoadResult(1, 0, 0, 1)
@@ -132,14 +138,18 @@ def test_without_cursor_the_latest_write_wins(warehouse, unique_schema):
 def test_cursor_compares_as_time_not_text(warehouse, simple_table):
     # 12:00+02:00 is 10:00Z, earlier than 11:00Z although it sorts later as text
     _commit(warehouse, simple_table, [[simple_record(1, updated="2026-11-03T11:00:00Z", n=1)]])
-    assert _commit(warehouse, simple_table, [[simple_record(1, updated="2026-11-03T12:00:00+02:00", n=2)]]).unchanged == 1
+    assert (
+        _commit(warehouse, simple_table, [[simple_record(1, updated="2026-11-03T12:00:00+02:00", n=2)]]).unchanged == 1
+    )
     assert warehouse.read_records(simple_table)[0]["n"] == 1
 
 
 def test_large_overlapping_loads(warehouse, inventory_table):
     first = [inventory_record(i, updated=NOV3) for i in range(1500)]
     second = [inventory_record(i, updated=NOV5, onhand=-1) for i in range(1000, 2500)]
-    assert _commit(warehouse, inventory_table, [first[i : i + 500] for i in range(0, 1500, 500)]) == LoadResult(1500, 1500, 0, 0)
+    assert _commit(warehouse, inventory_table, [first[i : i + 500] for i in range(0, 1500, 500)]) == LoadResult(
+        1500, 1500, 0, 0
+    )
     # pages overlap: record 1000..1099 appear twice in the second load
     pages = [second[:600], second[500:1500]]
     assert _commit(warehouse, inventory_table, pages) == LoadResult(1500, 1000, 500, 0)

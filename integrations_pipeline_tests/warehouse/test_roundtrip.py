@@ -66,8 +66,15 @@ def test_all_types_nulls_and_absent_fields(warehouse, simple_table):
     # a record lacking some schema fields reads back with them as None
     _load(warehouse, simple_table, [{"id": "t999", "updated_at": "2026-11-03T10:00:00Z"}], key="k2")
     sparse = warehouse.read_records(simple_table)[-1]
-    assert sparse == {"id": "t999", "updated_at": "2026-11-03T10:00:00Z", "name": None, "n": None, "x": None,
-                      "flag": None, "data": None}
+    assert sparse == {
+        "id": "t999",
+        "updated_at": "2026-11-03T10:00:00Z",
+        "name": None,
+        "n": None,
+        "x": None,
+        "flag": None,
+        "data": None,
+    }
 
 
 def test_timestamps_normalise_to_utc_z(warehouse, simple_table):
@@ -157,8 +164,13 @@ def test_camel_case_and_odd_identifiers(warehouse, unique_schema):
     table = TableSpec(
         schema=unique_schema("odd"),
         name="deals",
-        columns=(Column("id", "string"), Column("idOwner", "string"), Column("updatedAt", "timestamp"),
-                 Column('we"ird col', "integer"), Column("select", "json")),
+        columns=(
+            Column("id", "string"),
+            Column("idOwner", "string"),
+            Column("updatedAt", "timestamp"),
+            Column('we"ird col', "integer"),
+            Column("select", "json"),
+        ),
         primary_key=("id",),
         cursor_field="updatedAt",
     )

@@ -38,19 +38,34 @@ def test_added_columns_are_migrated(warehouse, unique_schema):
     warehouse.ensure_table(v1)
     _commit(warehouse, v1, [{"id": "d1", "updatedAt": "2026-11-03T10:00:00Z", "amount": 5, "stage": "won"}])
     # v1 did not know "stage": it was kept in _extra
-    assert warehouse.read_records(v1) == [{"id": "d1", "updatedAt": "2026-11-03T10:00:00Z", "amount": 5, "stage": "won"}]
+    assert warehouse.read_records(v1) == [
+        {"id": "d1", "updatedAt": "2026-11-03T10:00:00Z", "amount": 5, "stage": "won"}
+    ]
 
     v2 = _table(v1.schema, Column("stage", "string"), Column("labels", "json"), Column("closedAt", "timestamp"))
     warehouse.ensure_table(v2)
     assert list(warehouse.read_frame(v2).columns) == [
-        "id", "updatedAt", "amount", "stage", "labels", "closedAt", "_extra", "_synced_at"
+        "id",
+        "updatedAt",
+        "amount",
+        "stage",
+        "labels",
+        "closedAt",
+        "_extra",
+        "_synced_at",
     ]
     # old rows: the new columns are empty, the old _extra still answers for "stage"
     assert warehouse.read_records(v2) == [
         {"id": "d1", "updatedAt": "2026-11-03T10:00:00Z", "amount": 5, "stage": "won", "labels": None, "closedAt": None}
     ]
-    row = {"id": "d2", "updatedAt": "2026-11-04T10:00:00Z", "amount": 1, "stage": "lost", "labels": ["x"],
-           "closedAt": "2026-11-04T09:00:00Z"}
+    row = {
+        "id": "d2",
+        "updatedAt": "2026-11-04T10:00:00Z",
+        "amount": 1,
+        "stage": "lost",
+        "labels": ["x"],
+        "closedAt": "2026-11-04T09:00:00Z",
+    }
     _commit(warehouse, v2, [row])
     assert warehouse.read_records(v2)[1] == row
     frame = warehouse.read_frame(v2)

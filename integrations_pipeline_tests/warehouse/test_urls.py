@@ -126,7 +126,10 @@ def test_password_is_redacted_everywhere():
         ("postgresql://u:p@h/db", "postgresql://u:***@h/db"),
         ("postgresql://u@h/db", "postgresql://u@h/db"),
         ("postgresql://u:p@ss/w@rd@h:5432/db", "postgresql://u:***@h:5432/db"),
-        ("postgresql://h/db?user=u&password=pw&sslmode=require", "postgresql://h/db?user=u&password=***&sslmode=require"),
+        (
+            "postgresql://h/db?user=u&password=pw&sslmode=require",
+            "postgresql://h/db?user=u&password=***&sslmode=require",
+        ),
         ("postgres://:onlypw@h/db", "postgres://:***@h/db"),
         ("duckdb:///data/w.duckdb", "duckdb:///data/w.duckdb"),
     ],
@@ -157,8 +160,11 @@ def test_duckdb_url_options(tmp_path):
 
 @pytest.mark.parametrize(
     ("query", "message"),
-    [("?threads=4", "unknown option 'threads'"), ("?memory_limit=lots", "memory_limit must look like"),
-     ("?lock_timeout=soon", "lock_timeout must be a number")],
+    [
+        ("?threads=4", "unknown option 'threads'"),
+        ("?memory_limit=lots", "memory_limit must look like"),
+        ("?lock_timeout=soon", "lock_timeout must be a number"),
+    ],
 )
 def test_bad_duckdb_url_options(tmp_path, query, message):
     with pytest.raises(ConfigError, match=message):

@@ -74,7 +74,9 @@ class Intent:
         parts = []
         for position, (key, digest, record) in enumerate(self.items):
             text = self.encoded[position] if position < len(self.encoded) else None
-            parts.append(f"[{json.dumps(key)},{json.dumps(digest)},{text if text is not None else json.dumps(record, default=str)}]")
+            parts.append(
+                f"[{json.dumps(key)},{json.dumps(digest)},{text if text is not None else json.dumps(record, default=str)}]"
+            )
         return "[" + ",".join(parts) + "]"
 
 

@@ -158,7 +158,9 @@ class FieldMap(Frozen):
 
     @model_validator(mode="after")
     def _one_source(self) -> FieldMap:
-        given = [k for k, v in (("from", self.from_), ("template", self.template), ("cases", self.cases)) if v is not None]
+        given = [
+            k for k, v in (("from", self.from_), ("template", self.template), ("cases", self.cases)) if v is not None
+        ]
         if "value" in self.model_fields_set:
             given.append("value")
         if len(given) != 1:
@@ -199,11 +201,14 @@ class SyncSpec(Frozen):
     source: str = Field(pattern=ASSET_REF, description="Source asset: '<connector>/<stream>'.")
     target: str = Field(pattern=ASSET_REF, description="Target: '<connector>/<sink>'.")
     via: str | None = Field(
-        default=None, pattern=SNAKE,
+        default=None,
+        pattern=SNAKE,
         description="Send through this proxy connector (datatalks) instead of calling the target directly.",
     )
     lookups: dict[str, Lookup] = Field(default_factory=dict, description="Name → records joined from another stream.")
-    fields: dict[str, FieldMap] = Field(default_factory=dict, description="Target field (dotted path) → how to fill it.")
+    fields: dict[str, FieldMap] = Field(
+        default_factory=dict, description="Target field (dotted path) → how to fill it."
+    )
     emit: list[Emit] = Field(default_factory=list, description="Several target records per source record.")
     where: dict[str, Any] = Field(default_factory=dict, description="Only source records meeting these conditions.")
     routed_from: str | None = Field(
@@ -385,7 +390,9 @@ class LookupIndex:
         return found[0] if found else None
 
 
-def map_records(sync: SyncSpec, record: Mapping[str, Any], lookups: Mapping[str, LookupIndex] | None = None) -> list[dict[str, Any]]:
+def map_records(
+    sync: SyncSpec, record: Mapping[str, Any], lookups: Mapping[str, LookupIndex] | None = None
+) -> list[dict[str, Any]]:
     """Every target record one source record makes: none when ``where`` excludes it, one per matching
     ``emit`` variant (or exactly one without ``emit``).
 
@@ -403,7 +410,9 @@ def map_records(sync: SyncSpec, record: Mapping[str, Any], lookups: Mapping[str,
     return [_fill(fields, record) for _, where, fields in sync.variants() if not where or _matches(record, where)]
 
 
-def map_record(sync: SyncSpec, record: Mapping[str, Any], lookups: Mapping[str, LookupIndex] | None = None) -> dict[str, Any] | None:
+def map_record(
+    sync: SyncSpec, record: Mapping[str, Any], lookups: Mapping[str, LookupIndex] | None = None
+) -> dict[str, Any] | None:
     """The one target record of a sync without ``emit``, or None when ``where`` excludes it."""
     if sync.emit:
         raise ValueError(f"sync '{sync.name}' emits several records per source record: use map_records")
@@ -474,7 +483,9 @@ def _proxied_name(rename: Mapping[str, str], path: str) -> str | None:
 
 def forwards(proxy: ConnectorSpec | None, target: str) -> bool:
     """Whether ``proxy`` has a sink that forwards to ``target`` ('<connector>/<sink>')."""
-    return proxy is not None and any(s.proxy_for is not None and target in s.proxy_for.sinks for s in proxy.sinks.values())
+    return proxy is not None and any(
+        s.proxy_for is not None and target in s.proxy_for.sinks for s in proxy.sinks.values()
+    )
 
 
 def route(sync: SyncSpec, via: str | None, connectors: Mapping[str, ConnectorSpec]) -> SyncSpec:
@@ -488,7 +499,7 @@ def route(sync: SyncSpec, via: str | None, connectors: Mapping[str, ConnectorSpe
     proxy = connectors.get(via)
     if proxy is None:
         raise SpecError(f"{sync.name}.yaml", [f"via: got '{via}', expected one of {sorted(connectors)}"])
-    for sink_name, sink in proxy.sinks.items():
+    for sink_name, sink in proxy.sinks.items():  # noqa: B007  (the sink found is used after the loop)
         if sink.proxy_for is not None and sync.target in sink.proxy_for.sinks:
             break
     else:
@@ -527,7 +538,9 @@ def _target_problems(sync: SyncSpec, connectors: Mapping[str, ConnectorSpec]) ->
         for path in sync.all_fields():
             # 'properties.deals' fills a key inside the object field 'properties'.
             if path not in sink.fields and not any(path.startswith(o + ".") for o in objects):
-                problems.append(f"fields.{path}: not a field of sink '{sync.target}', expected one of {list(sink.fields)}")
+                problems.append(
+                    f"fields.{path}: not a field of sink '{sync.target}', expected one of {list(sink.fields)}"
+                )
     for name, _, fields in sync.variants():
         missing = [p for p, rule in sink.fields.items() if rule.required and p not in fields]
         if missing:

@@ -226,7 +226,10 @@ class Plan:
         ]
         rows += [(r.index, ("reject", r.key, r.reason, r.record)) for r in self.rejected]
         ordered = [row for _, row in sorted(rows, key=lambda r: r[0])]
-        ordered += [("in_doubt", key, "an earlier call's outcome is unknown: settle it with `in-doubt`", None) for key in self.held]
+        ordered += [
+            ("in_doubt", key, "an earlier call's outcome is unknown: settle it with `in-doubt`", None)
+            for key in self.held
+        ]
         ordered += [("delete", key, None, None) for key in self.deleted]
         return ordered
 

@@ -116,7 +116,9 @@ def push(
     say = log or (lambda message: None)
     report = PushReport(state_key=state_key, sink=f"{spec.name}/{sink_name}", dry_run=dry_run, considered=len(records))
     if dry_run:
-        planned = plan(sink, records, ledger.read_delivered(state_key), [d.key for d in ledger.read_in_doubt(state_key)])
+        planned = plan(
+            sink, records, ledger.read_delivered(state_key), [d.key for d in ledger.read_in_doubt(state_key)]
+        )
         if on_plan is not None:
             on_plan(planned)
         _count_plan(report, planned)
@@ -129,7 +131,10 @@ def push(
         return report
 
     settle = read_back_settler(spec, sink_name, client, say, transport, environ)
-    with ledger.session(), hold_lease(ledger, state_key, run_id=run_id, ttl=lease_ttl, wait=lease_wait, clock=clock, sleep=sleep) as lease:
+    with (
+        ledger.session(),
+        hold_lease(ledger, state_key, run_id=run_id, ttl=lease_ttl, wait=lease_wait, clock=clock, sleep=sleep) as lease,
+    ):
         report.recovered_intents, report.settled_by_read = recover_intents(ledger, state_key, sink, say, settle)
         in_doubt = ledger.read_in_doubt(state_key)
         planned = plan(sink, records, ledger.read_delivered(state_key), [d.key for d in in_doubt])
@@ -141,7 +146,10 @@ def push(
         if planned.rejected:
             ledger.record_rejects(state_key, [(r.key, r.reason, r.record) for r in planned.rejected])
         if planned.to_send:
-            with client() as vendor, SinkWriter(vendor, spec, sink_name, transport=transport, environ=environ) as writer:
+            with (
+                client() as vendor,
+                SinkWriter(vendor, spec, sink_name, transport=transport, environ=environ) as writer,
+            ):
                 _send_all(planned.batches(), writer, ledger, state_key, lease, report, run_id, clock, lease_ttl, say)
     report.seconds = round(time.perf_counter() - started, 3)
     return report
@@ -170,7 +178,10 @@ def resend_in_doubt(
     sink = spec.sinks[sink_name]
     say = log or (lambda message: None)
     report = PushReport(state_key=state_key, sink=f"{spec.name}/{sink_name}", dry_run=False)
-    with ledger.session(), hold_lease(ledger, state_key, run_id=run_id, ttl=lease_ttl, wait=lease_wait, clock=clock, sleep=sleep) as lease:
+    with (
+        ledger.session(),
+        hold_lease(ledger, state_key, run_id=run_id, ttl=lease_ttl, wait=lease_wait, clock=clock, sleep=sleep) as lease,
+    ):
         report.recovered_intents, _ = recover_intents(ledger, state_key, sink, say)
         wanted = None if keys is None else set(keys)
         rows = [d for d in ledger.read_in_doubt(state_key) if wanted is None or d.key in wanted]
@@ -178,7 +189,10 @@ def resend_in_doubt(
         items = [Item(index, d.key, d.hash, d.record) for index, d in enumerate(rows)]
         batches = [items[i : i + sink.batch_size] for i in range(0, len(items), sink.batch_size)]
         if batches:
-            with client() as vendor, SinkWriter(vendor, spec, sink_name, transport=transport, environ=environ) as writer:
+            with (
+                client() as vendor,
+                SinkWriter(vendor, spec, sink_name, transport=transport, environ=environ) as writer,
+            ):
                 _send_all(batches, writer, ledger, state_key, lease, report, run_id, clock, lease_ttl, say)
     report.seconds = round(time.perf_counter() - started, 3)
     return report
@@ -203,15 +217,19 @@ def recover_intents(
             settled = settle(intent.items) if settle is not None else []
             read_back += len(settled)
             ledger.close_intent(state_key, intent.call_id, delivered=settled)
-            say(f"{state_key}: call {intent.call_id} of run {intent.run_id} never recorded its answer; "
+            say(
+                f"{state_key}: call {intent.call_id} of run {intent.run_id} never recorded its answer; "
                 f"{len(settled)} of its {len(intent.items)} records read back as delivered, the rest will be sent "
-                "again (the sink is idempotent)")
+                "again (the sink is idempotent)"
+            )
             continue
         reason = (
             f"run {intent.run_id} stopped after writing the intent of call {intent.call_id} and before recording "
             "its answer: the vendor may or may not have applied it"
         )
-        doubts = [InDoubt(key, digest, record, intent.call_id, intent.run_id, reason) for key, digest, record in intent.items]
+        doubts = [
+            InDoubt(key, digest, record, intent.call_id, intent.run_id, reason) for key, digest, record in intent.items
+        ]
         ledger.close_intent(state_key, intent.call_id, in_doubt=doubts)
         say(f"{state_key}: {len(doubts)} records of call {intent.call_id} (run {intent.run_id}) are in doubt: {reason}")
     return len(intents), read_back
@@ -239,7 +257,10 @@ def read_back_settler(
         if not n or -(-n // read.batch_size) > -(-n // sink.batch_size):
             return []
         try:
-            with client() as vendor, SinkReader(vendor, spec, sink_name, transport=transport, environ=environ) as reader:
+            with (
+                client() as vendor,
+                SinkReader(vendor, spec, sink_name, transport=transport, environ=environ) as reader,
+            ):
                 found = reader.read([key for key, _, _ in items]).found
         except SyncError as exc:
             say(f"reading back {n} records in doubt failed ({exc}): they will be sent again")
@@ -336,7 +357,11 @@ def _send_all(
         # by open_intent, before anything is sent.
         writer.pace()
         intent = Intent(
-            uuid.uuid4().hex, run_id, clock(), tuple((i.key, i.hash, i.record) for i in batch), tuple(i.encoded for i in batch)
+            uuid.uuid4().hex,
+            run_id,
+            clock(),
+            tuple((i.key, i.hash, i.record) for i in batch),
+            tuple(i.encoded for i in batch),
         )
         try:
             ledger.open_intent(state_key, intent, renewed(lease, clock(), ttl))
@@ -351,7 +376,9 @@ def _send_all(
         doubtful = result.of("in_doubt")
         if doubtful:
             fate = "in the in-doubt table" if not sink.idempotent else "not recorded as delivered (sent again next run)"
-            report.stopped = f"call {number} of {len(batches)}: {len(doubtful)} records in doubt ({fate}): {doubtful[0].reason}"
+            report.stopped = (
+                f"call {number} of {len(batches)}: {len(doubtful)} records in doubt ({fate}): {doubtful[0].reason}"
+            )
             say(f"{state_key}: {report.stopped}")
             return
 
@@ -382,7 +409,11 @@ def _record(
             if len(report.rejects) < SHOWN:
                 report.rejects.append((item.key, outcome.reason or "rejected"))
         elif not sink.idempotent:
-            doubts.append(InDoubt(item.key, item.hash, item.record, intent.call_id, intent.run_id, outcome.reason or "outcome unknown"))
+            doubts.append(
+                InDoubt(
+                    item.key, item.hash, item.record, intent.call_id, intent.run_id, outcome.reason or "outcome unknown"
+                )
+            )
             report.in_doubt += 1
             if len(report.in_doubt_keys) < SHOWN:
                 report.in_doubt_keys.append(item.key)

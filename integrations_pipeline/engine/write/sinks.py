@@ -225,7 +225,9 @@ class SinkEndpoint:
 
     def _auth_refused(self, exc: SyncError, what: str = "sink") -> AuthError:
         """An ``AuthError`` naming this sink, from the client's (already redacted) error."""
-        refused = AuthError(f"{self.spec.name} {what} '{self.name}': credentials refused: {self.client.redact(str(exc))}")
+        refused = AuthError(
+            f"{self.spec.name} {what} '{self.name}': credentials refused: {self.client.redact(str(exc))}"
+        )
         refused.status, refused.path = exc.status, exc.path  # kept for callers, not repeated
         return refused
 
@@ -242,7 +244,9 @@ class SinkWriter(SinkEndpoint):
     def send(self, items: Sequence[Item]) -> CallResult:
         """One call carrying ``items`` (at most ``batch_size``); see the module docstring."""
         if len(items) > self.sink.batch_size:
-            raise ValueError(f"{self.spec.name} sink '{self.name}': {len(items)} items in one call, batch_size is {self.sink.batch_size}")
+            raise ValueError(
+                f"{self.spec.name} sink '{self.name}': {len(items)} items in one call, batch_size is {self.sink.batch_size}"
+            )
         result = CallResult()
         retries_before = self.client.stats.retries
         outcomes: dict[int, Outcome] = {}
@@ -328,7 +332,13 @@ class SinkWriter(SinkEndpoint):
                     outcomes[item.index] = self._outcome(item, "in_doubt", str(doubt))
             return
 
-    def _outcome(self, item: Item, status: Literal["sent", "rejected", "in_doubt"], reason: str | None = None, response: dict[str, Any] | None = None) -> Outcome:
+    def _outcome(
+        self,
+        item: Item,
+        status: Literal["sent", "rejected", "in_doubt"],
+        reason: str | None = None,
+        response: dict[str, Any] | None = None,
+    ) -> Outcome:
         # Item messages come from bodies the client did not raise on: mask credentials here too.
         shown = self.client.redact(reason) if reason is not None else None
         return Outcome(item.index, item.key, status, shown, response, stage="vendor" if status == "rejected" else None)
@@ -379,21 +389,31 @@ class SinkWriter(SinkEndpoint):
             if r.failed is not None and counts:
                 raw = []  # no failures listed; the counts below must then agree that none failed
             else:
-                raise _InDoubt(f"{self._where()}: the answer has no '{listed_spec.path}'; which records were applied is unknown")
+                raise _InDoubt(
+                    f"{self._where()}: the answer has no '{listed_spec.path}'; which records were applied is unknown"
+                )
         if not isinstance(raw, list | dict):
-            raise _InDoubt(f"{self._where()}: '{listed_spec.path}' in the answer is a {type(raw).__name__}, expected a list or map")
+            raise _InDoubt(
+                f"{self._where()}: '{listed_spec.path}' in the answer is a {type(raw).__name__}, expected a list or map"
+            )
         insensitive = listed_spec.case == "insensitive"
         listed = {key_text(v, case_insensitive=insensitive): (raw[v] if isinstance(raw, dict) else None) for v in raw}
         match = [key_text(get_path(i.record, listed_spec.match), case_insensitive=insensitive) for i in pending]
         message = self._answer_message(body) or (
-            f"listed in '{listed_spec.path}' by the vendor" if r.failed is not None else f"not in the answer's '{listed_spec.path}'"
+            f"listed in '{listed_spec.path}' by the vendor"
+            if r.failed is not None
+            else f"not in the answer's '{listed_spec.path}'"
         )
         if r.applied is not None:
             flagged = [i for i, m in enumerate(match) if m not in listed]
         else:
             flagged = [i for i, m in enumerate(match) if m in listed]
         delivered_count, rejected_count = counts.get("delivered"), counts.get("rejected")
-        if delivered_count is not None and rejected_count is not None and delivered_count + rejected_count != len(pending):
+        if (
+            delivered_count is not None
+            and rejected_count is not None
+            and delivered_count + rejected_count != len(pending)
+        ):
             raise _InDoubt(
                 f"{self._where()}: the answer counts {delivered_count} + {rejected_count} items for the {len(pending)} sent"
             )

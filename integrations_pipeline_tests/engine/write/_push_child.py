@@ -29,7 +29,12 @@ def records(sink: str, n: int) -> list[dict]:
         return [
             {
                 "email": f"c{i % 97}@shop.test",
-                "contactEvent": {"contactExtEventType": "PURCHASE", "externalId": f"o{i}", "value": float(i % 50), "date": 1_790_000_000_000},
+                "contactEvent": {
+                    "contactExtEventType": "PURCHASE",
+                    "externalId": f"o{i}",
+                    "value": float(i % 50),
+                    "date": 1_790_000_000_000,
+                },
             }
             for i in range(n)
         ]

@@ -41,7 +41,14 @@ ORDER = {
 
 def sync(fields: dict, **extra) -> SyncSpec:
     return SyncSpec.model_validate(
-        {"name": "t", "description": "t", "source": "trackstar/orders", "target": "salesmanago/events", "fields": fields, **extra}
+        {
+            "name": "t",
+            "description": "t",
+            "source": "trackstar/orders",
+            "target": "salesmanago/events",
+            "fields": fields,
+            **extra,
+        }
     )
 
 
@@ -57,10 +64,30 @@ def sync(fields: dict, **extra) -> SyncSpec:
         ({"from": "created_date", "transform": ["date"]}, "2026-11-01"),
         ({"from": "nope", "default": 0}, 0),
         ({"from": "order_number", "truncate": 3}, "#10"),
-        ({"cases": [{"when": {"status": "cancelled"}, "value": "CANCELLED"}, {"when": {"status": "shipped"}, "value": "PURCHASE"}]}, "PURCHASE"),
+        (
+            {
+                "cases": [
+                    {"when": {"status": "cancelled"}, "value": "CANCELLED"},
+                    {"when": {"status": "shipped"}, "value": "PURCHASE"},
+                ]
+            },
+            "PURCHASE",
+        ),
         ({"cases": [{"when": {"status": "cancelled"}, "value": "CANCELLED"}], "default": "OTHER"}, "OTHER"),
     ],
-    ids=["from+transforms", "value", "template", "list-join", "number", "epoch_ms", "date", "default", "truncate", "cases", "cases-default"],
+    ids=[
+        "from+transforms",
+        "value",
+        "template",
+        "list-join",
+        "number",
+        "epoch_ms",
+        "date",
+        "default",
+        "truncate",
+        "cases",
+        "cases-default",
+    ],
 )
 def test_each_way_to_fill_a_field(field, expected):
     assert map_record(sync({"x": field}), ORDER) == {"x": expected}
@@ -72,9 +99,13 @@ def test_epoch_ms_is_milliseconds_utc():
 
 def test_dotted_targets_nest_and_unfillable_fields_are_left_out():
     out = map_record(
-        sync({"contactEvent.value": {"from": "total_price", "transform": ["number"]},
-              "contactEvent.description": {"template": "{missing} x"},
-              "email": {"from": "status", "transform": ["number"]}}),
+        sync(
+            {
+                "contactEvent.value": {"from": "total_price", "transform": ["number"]},
+                "contactEvent.description": {"template": "{missing} x"},
+                "email": {"from": "status", "transform": ["number"]},
+            }
+        ),
         ORDER,
     )
     # The template lacks a value and the email cannot be a number: both are left out, so the
@@ -108,27 +139,64 @@ def test_column_lineage_follows_lookups_to_their_stream():
 BROKEN = [
     ({"source": "trackstar/nope"}, "s.yaml: source: got 'trackstar/nope', expected one of ["),
     ({"target": "trakor/nope"}, "s.yaml: target: got 'trakor/nope', expected one of ['datatalks/contact_delete'"),
-    ({"fields": {"name": {"from": "name"}, "colour": {"from": "x"}}}, "s.yaml: fields.colour: not a field of sink 'trakor/products', expected one of ['name', 'description', 'price']"),
-    ({"fields": {"price": {"from": "unit_price"}}}, "s.yaml: fields: sink 'trakor/products' requires ['name'], which this mapping does not fill"),
-    ({"fields": {"name": {"from": "name", "value": "x"}}}, "s.yaml: fields.name: give exactly one of from, value, template, cases (got ['from', 'value'])"),
-    ({"fields": {"name": {"from": "name", "transform": ["shout"]}}}, "s.yaml: fields.name.transform: got 'shout', expected one of ['strip', 'lower'"),
+    (
+        {"fields": {"name": {"from": "name"}, "colour": {"from": "x"}}},
+        "s.yaml: fields.colour: not a field of sink 'trakor/products', expected one of ['name', 'description', 'price']",
+    ),
+    (
+        {"fields": {"price": {"from": "unit_price"}}},
+        "s.yaml: fields: sink 'trakor/products' requires ['name'], which this mapping does not fill",
+    ),
+    (
+        {"fields": {"name": {"from": "name", "value": "x"}}},
+        "s.yaml: fields.name: give exactly one of from, value, template, cases (got ['from', 'value'])",
+    ),
+    (
+        {"fields": {"name": {"from": "name", "transform": ["shout"]}}},
+        "s.yaml: fields.name.transform: got 'shout', expected one of ['strip', 'lower'",
+    ),
     ({"name": "Bad Name"}, "s.yaml: name: String should match pattern"),
-    ({"fields": {"name": {"from": "name", "reduce": "median"}}}, "s.yaml: fields.name.reduce: got 'median', expected one of ['count', 'sum'"),
-    ({"where": {"name": {"like": "x"}}}, "s.yaml: where: name: got operator ['like'], expected one of ['not', 'in', 'exists', 'same_as', 'differs_from']"),
+    (
+        {"fields": {"name": {"from": "name", "reduce": "median"}}},
+        "s.yaml: fields.name.reduce: got 'median', expected one of ['count', 'sum'",
+    ),
+    (
+        {"where": {"name": {"like": "x"}}},
+        "s.yaml: where: name: got operator ['like'], expected one of ['not', 'in', 'exists', 'same_as', 'differs_from']",
+    ),
     ({"fields": {}}, "s.yaml: give fields (one target record per source record) or emit (several)"),
-    ({"lookups": {"inv": {"stream": "trackstar/nope", "key": "sku", "match": "sku"}}}, "s.yaml: lookups.inv.stream: got 'trackstar/nope', expected one of ["),
-    ({"lookups": {"sku": {"stream": "trackstar/inventory", "key": "sku", "match": "sku"}}}, "s.yaml: lookups.sku: 'sku' is a column of trackstar/products; name the lookup otherwise"),
-    ({"emit": [{"name": "a", "fields": {"price": {"value": 1}}}], "fields": {"description": {"value": "x"}}},
-     "s.yaml: emit.a: sink 'trakor/products' requires ['name'], which this mapping does not fill"),
-    ({"via": "datatalks"}, "s.yaml: via: datatalks does not forward to 'trakor/products'; it forwards to ['salesmanago/contacts'"),
+    (
+        {"lookups": {"inv": {"stream": "trackstar/nope", "key": "sku", "match": "sku"}}},
+        "s.yaml: lookups.inv.stream: got 'trackstar/nope', expected one of [",
+    ),
+    (
+        {"lookups": {"sku": {"stream": "trackstar/inventory", "key": "sku", "match": "sku"}}},
+        "s.yaml: lookups.sku: 'sku' is a column of trackstar/products; name the lookup otherwise",
+    ),
+    (
+        {"emit": [{"name": "a", "fields": {"price": {"value": 1}}}], "fields": {"description": {"value": "x"}}},
+        "s.yaml: emit.a: sink 'trakor/products' requires ['name'], which this mapping does not fill",
+    ),
+    (
+        {"via": "datatalks"},
+        "s.yaml: via: datatalks does not forward to 'trakor/products'; it forwards to ['salesmanago/contacts'",
+    ),
     ({"routed_from": "x/y"}, "s.yaml: routed_from: set by the route, not in a sync spec; use via"),
 ]
 
 
-@pytest.mark.parametrize(("change", "message"), BROKEN, ids=[m.split(": ")[1] + str(i) for i, (_, m) in enumerate(BROKEN)])
+@pytest.mark.parametrize(
+    ("change", "message"), BROKEN, ids=[m.split(": ")[1] + str(i) for i, (_, m) in enumerate(BROKEN)]
+)
 def test_broken_sync_specs_name_the_file_and_field(change, message):
-    doc = {"name": "s", "description": "d", "source": "trackstar/products", "target": "trakor/products",
-           "fields": {"name": {"from": "name"}}, **change}
+    doc = {
+        "name": "s",
+        "description": "d",
+        "source": "trackstar/products",
+        "target": "trakor/products",
+        "fields": {"name": {"from": "name"}},
+        **change,
+    }
     with pytest.raises(SpecError) as info:
         parse_sync(doc, "s.yaml", CONNECTORS)
     assert message in str(info.value)
@@ -136,7 +204,10 @@ def test_broken_sync_specs_name_the_file_and_field(change, message):
 
 def _source_records(s):
     """Sandbox truth for a sync's source and lookup streams: ``read('<connector>/<stream>')``."""
-    boxes = {"trackstar": TrackstarSandbox(seed=5), "salestrekker": SalestrekkerSandbox(seed=5, sizes={"deals": 120, "contacts": 150})}
+    boxes = {
+        "trackstar": TrackstarSandbox(seed=5),
+        "salestrekker": SalestrekkerSandbox(seed=5, sizes={"deals": 120, "contacts": 150}),
+    }
 
     def read(stream):
         connector, name = stream.split("/")
@@ -174,43 +245,70 @@ def test_every_syncs_routed_through_datatalks_still_maps_to_valid_records(name):
 
 # -- lookups, emit, conditions, reduce ------------------------------------------------------------
 
-DEAL = {"id": "d1", "idClients": ["c2"], "idContacts": ["c2", "c1"], "idWorkflow": "w1", "idStage": "s2",
-        "isWon": True, "values": {"onceOff": 100.5}}
+DEAL = {
+    "id": "d1",
+    "idClients": ["c2"],
+    "idContacts": ["c2", "c1"],
+    "idWorkflow": "w1",
+    "idStage": "s2",
+    "isWon": True,
+    "values": {"onceOff": 100.5},
+}
 CONTACTS = [{"id": "c1", "email": "one@x.io"}, {"id": "c2", "email": "two@x.io"}]
-WORKFLOWS = [{"id": "w1", "name": "Home loans", "stages": [{"id": "s1", "name": "Lead"}, {"id": "s2", "name": "Offer"}]}]
+WORKFLOWS = [
+    {"id": "w1", "name": "Home loans", "stages": [{"id": "s1", "name": "Lead"}, {"id": "s2", "name": "Offer"}]}
+]
 
 
 def _lookup_sync(**extra):
-    return SyncSpec.model_validate({"name": "t", "description": "t", "source": "salestrekker/deals",
-                                    "target": "salesmanago/events", **extra})
+    return SyncSpec.model_validate(
+        {"name": "t", "description": "t", "source": "salestrekker/deals", "target": "salesmanago/events", **extra}
+    )
 
 
 def _index(s):
-    data = {"salestrekker/contacts": CONTACTS, "salestrekker/workflows": WORKFLOWS,
-            "salestrekker/deals": [DEAL, {**DEAL, "id": "d2", "idContacts": ["c1"], "isWon": False}]}
+    data = {
+        "salestrekker/contacts": CONTACTS,
+        "salestrekker/workflows": WORKFLOWS,
+        "salestrekker/deals": [DEAL, {**DEAL, "id": "d2", "idContacts": ["c1"], "isWon": False}],
+    }
     return build_lookups(s, data.__getitem__)
 
 
 def test_lookups_join_first_match_every_match_and_nested_items():
     s = _lookup_sync(
-        lookups={"client": {"stream": "salestrekker/contacts", "key": "id", "match": "idClients[]"},
-                 "people": {"stream": "salestrekker/contacts", "key": "id", "match": "idContacts[]", "many": True},
-                 "stage": {"stream": "salestrekker/workflows", "items": "stages[]", "key": "id", "match": "idStage"},
-                 "nobody": {"stream": "salestrekker/contacts", "key": "id", "match": "idOwner"}},
-        fields={"a": {"from": "client.email"}, "b": {"from": "people[].email", "join": ","},
-                "c": {"from": "stage.name"}, "d": {"from": "nobody.email", "default": "none"}},
+        lookups={
+            "client": {"stream": "salestrekker/contacts", "key": "id", "match": "idClients[]"},
+            "people": {"stream": "salestrekker/contacts", "key": "id", "match": "idContacts[]", "many": True},
+            "stage": {"stream": "salestrekker/workflows", "items": "stages[]", "key": "id", "match": "idStage"},
+            "nobody": {"stream": "salestrekker/contacts", "key": "id", "match": "idOwner"},
+        },
+        fields={
+            "a": {"from": "client.email"},
+            "b": {"from": "people[].email", "join": ","},
+            "c": {"from": "stage.name"},
+            "d": {"from": "nobody.email", "default": "none"},
+        },
     )
     assert map_records(s, DEAL, _index(s)) == [{"a": "two@x.io", "b": "two@x.io,one@x.io", "c": "Offer", "d": "none"}]
 
 
 def test_many_lookup_by_list_key_and_reduce():
-    s = SyncSpec.model_validate({
-        "name": "t", "description": "t", "source": "salestrekker/contacts", "target": "salesmanago/contacts",
-        "lookups": {"deals": {"stream": "salestrekker/deals", "key": "idContacts[]", "match": "id", "many": True}},
-        "fields": {"n": {"from": "deals[].id", "reduce": "count"}, "won": {"from": "deals[].isWon", "reduce": "sum"},
-                   "value": {"from": "deals[].values.onceOff", "reduce": "sum", "default": 0},
-                   "first": {"from": "deals[].id", "reduce": "first"}},
-    })
+    s = SyncSpec.model_validate(
+        {
+            "name": "t",
+            "description": "t",
+            "source": "salestrekker/contacts",
+            "target": "salesmanago/contacts",
+            "lookups": {"deals": {"stream": "salestrekker/deals", "key": "idContacts[]", "match": "id", "many": True}},
+            "fields": {
+                "n": {"from": "deals[].id", "reduce": "count"},
+                "won": {"from": "deals[].isWon", "reduce": "sum"},
+                "value": {"from": "deals[].values.onceOff", "reduce": "sum", "default": 0},
+                "first": {"from": "deals[].id", "reduce": "first"},
+            },
+        }
+    )
     index = _index(s)
     assert map_records(s, {"id": "c1"}, index) == [{"n": 2, "won": 1, "value": 201.0, "first": "d1"}]
     assert map_records(s, {"id": "c9"}, index) == [{"n": 0, "won": 0, "value": 0}]  # 'first' of nothing: left out
@@ -220,10 +318,15 @@ def test_emit_makes_one_record_per_matching_variant():
     s = _lookup_sync(
         lookups={"workflow": {"stream": "salestrekker/workflows", "key": "id", "match": "idWorkflow"}},
         fields={"email": {"value": "a@b.c"}},
-        emit=[{"name": "created", "fields": {"id": {"template": "{id}-created"}}},
-              {"name": "stage", "where": {"idStage": {"differs_from": "workflow.stages[0].id"}},
-               "fields": {"id": {"template": "{id}-stage-{idStage}"}}},
-              {"name": "won", "where": {"isWon": True}, "fields": {"id": {"template": "{id}-won"}}}],
+        emit=[
+            {"name": "created", "fields": {"id": {"template": "{id}-created"}}},
+            {
+                "name": "stage",
+                "where": {"idStage": {"differs_from": "workflow.stages[0].id"}},
+                "fields": {"id": {"template": "{id}-stage-{idStage}"}},
+            },
+            {"name": "won", "where": {"isWon": True}, "fields": {"id": {"template": "{id}-won"}}},
+        ],
     )
     index = _index(s)
     ids = lambda r: [m["id"] for m in map_records(s, r, index)]  # noqa: E731
@@ -233,9 +336,16 @@ def test_emit_makes_one_record_per_matching_variant():
 
 @pytest.mark.parametrize(
     ("condition", "holds"),
-    [({"status": "shipped"}, True), ({"status": {"not": "shipped"}}, False), ({"status": {"in": ["a", "shipped"]}}, True),
-     ({"nope": {"exists": False}}, True), ({"status": {"exists": True}}, True), ({"order_number": {"same_as": "status"}}, False),
-     ({"order_number": {"differs_from": "status"}}, True), ({"line_items[0].sku": "A-1"}, True)],
+    [
+        ({"status": "shipped"}, True),
+        ({"status": {"not": "shipped"}}, False),
+        ({"status": {"in": ["a", "shipped"]}}, True),
+        ({"nope": {"exists": False}}, True),
+        ({"status": {"exists": True}}, True),
+        ({"order_number": {"same_as": "status"}}, False),
+        ({"order_number": {"differs_from": "status"}}, True),
+        ({"line_items[0].sku": "A-1"}, True),
+    ],
 )
 def test_conditions(condition, holds):
     s = sync({"x": {"value": 1}}, where=condition)
@@ -246,12 +356,21 @@ def test_route_renames_fields_and_prefixes_for_the_proxy():
     routed = route(SYNCS["salestrekker_contacts_to_salesmanago_contacts"], "datatalks", CONNECTORS)
     assert routed.target == "datatalks/contacts" and routed.routed_from == "salesmanago/contacts_batch"
     assert {"email", "name", "phone", "externalId", "salestrekker_deals"} <= set(routed.fields)
-    assert route(SYNCS["trackstar_products_to_trakor_products"], None, CONNECTORS) is SYNCS["trackstar_products_to_trakor_products"]
+    assert (
+        route(SYNCS["trackstar_products_to_trakor_products"], None, CONNECTORS)
+        is SYNCS["trackstar_products_to_trakor_products"]
+    )
 
 
 def test_a_route_the_proxy_cannot_carry_names_the_field():
-    doc = {"name": "s", "description": "d", "source": "salestrekker/contacts", "target": "salesmanago/contacts_batch",
-           "via": "datatalks", "fields": {"contact.email": {"from": "person.contact.email"}, "tags": {"value": ["X"]}}}
+    doc = {
+        "name": "s",
+        "description": "d",
+        "source": "salestrekker/contacts",
+        "target": "salesmanago/contacts_batch",
+        "via": "datatalks",
+        "fields": {"contact.email": {"from": "person.contact.email"}, "tags": {"value": ["X"]}},
+    }
     with pytest.raises(SpecError) as info:
         parse_sync(doc, "s.yaml", CONNECTORS)
     assert str(info.value) == "s.yaml: fields.tags: datatalks/contacts has no field for it"

@@ -46,7 +46,13 @@ def test_hash_is_sha256_of_canonical_json():
 
 @pytest.mark.parametrize(
     ("a", "b"),
-    [({"n": 1}, {"n": 1.0}), ({"n": 1}, {"n": "1"}), ({"l": [1, 2]}, {"l": [2, 1]}), ({"v": None}, {}), ({"b": True}, {"b": 1})],
+    [
+        ({"n": 1}, {"n": 1.0}),
+        ({"n": 1}, {"n": "1"}),
+        ({"l": [1, 2]}, {"l": [2, 1]}),
+        ({"v": None}, {}),
+        ({"b": True}, {"b": 1}),
+    ],
 )
 def test_hash_tells_apart_what_json_tells_apart(a, b):
     assert record_hash(a) != record_hash(b)

@@ -65,7 +65,9 @@ def assert_events_exactly_once(sandbox: SalesmanagoSandbox, n: int = N) -> None:
     assert set(counts) == {f"o{i}" for i in range(n)}
 
 
-def settle_by_looking_at_the_target(warehouse: Any, sandbox: SalesmanagoSandbox, *, client: Callable[[], VendorClient], **push_args: Any) -> None:
+def settle_by_looking_at_the_target(
+    warehouse: Any, sandbox: SalesmanagoSandbox, *, client: Callable[[], VendorClient], **push_args: Any
+) -> None:
     """What a person does with the records in doubt: mark delivered those the target has, resend the rest."""
     doubts = warehouse.read_in_doubt(STATE)
     present = set(event_counts(sandbox))
@@ -74,7 +76,9 @@ def settle_by_looking_at_the_target(warehouse: Any, sandbox: SalesmanagoSandbox,
     if there:
         warehouse.resolve_in_doubt(STATE, there, mark_delivered=True)
     if missing:
-        report = resend_in_doubt(missing, spec=SPEC, sink_name="events_batch", ledger=warehouse, state_key=STATE, client=client, **push_args)
+        report = resend_in_doubt(
+            missing, spec=SPEC, sink_name="events_batch", ledger=warehouse, state_key=STATE, client=client, **push_args
+        )
         assert report.in_doubt == 0 and report.stopped is None
     assert warehouse.read_in_doubt(STATE) == []
 
@@ -89,11 +93,22 @@ def served() -> Iterator[tuple[SalesmanagoSandbox, dict[str, str]]]:
         yield sandbox, sandbox.environment(servers.base_urls["salesmanago"])
 
 
-def start_child(env: dict[str, str], warehouse_url: str, sink: str, *, run_id: str, n: int = N, extra: tuple[str, ...] = (), **env_over: str) -> subprocess.Popen:
+def start_child(
+    env: dict[str, str],
+    warehouse_url: str,
+    sink: str,
+    *,
+    run_id: str,
+    n: int = N,
+    extra: tuple[str, ...] = (),
+    **env_over: str,
+) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "integrations_pipeline_tests.engine.write._push_child", "--warehouse", warehouse_url,
            "--sink", sink, "--state-key", STATE, "--n", str(n), "--run-id", run_id, *extra]  # fmt: skip
     child_env = {**os.environ, **env, **env_over}
-    return subprocess.Popen(cmd, env=child_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=Path(__file__).parents[3])
+    return subprocess.Popen(
+        cmd, env=child_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=Path(__file__).parents[3]
+    )
 
 
 def finish(child: subprocess.Popen, code: int = 0) -> dict:
@@ -187,7 +202,12 @@ def test_kill_between_two_calls(served, warehouse_file):
     wait_for(recorded_two, "the record of call 2")
     kill9(child)
     report = finish(start_child(env, warehouse_file, "events_batch", run_id="run-2"))
-    assert (report["recovered_intents"], report["held_in_doubt"], report["created"], report["write_calls"]) == (0, 0, 4000, 4)
+    assert (report["recovered_intents"], report["held_in_doubt"], report["created"], report["write_calls"]) == (
+        0,
+        0,
+        4000,
+        4,
+    )
     assert_events_exactly_once(sandbox)
 
 
@@ -255,7 +275,9 @@ class Rig:
         self.credentials = Credentials.from_environ(SPEC.name, secret_env_vars(SPEC), self.env)
 
     def client(self) -> VendorClient:
-        return VendorClient(SPEC, self.credentials, transport=self.transport, environ=self.env, clock=self.clock, rng=random.Random(0))
+        return VendorClient(
+            SPEC, self.credentials, transport=self.transport, environ=self.env, clock=self.clock, rng=random.Random(0)
+        )
 
     def args(self, **over: Any) -> dict[str, Any]:
         return {"spec": SPEC, "ledger": self.warehouse, "state_key": STATE, "client": self.client, "transport": self.transport,
@@ -329,7 +351,10 @@ def test_the_vendor_accepted_and_the_warehouse_could_not_record_it(rig, sink):
 
 
 def test_emails_differing_only_in_case_are_one_contact_and_one_delivery(rig):
-    recs = [{"contact": {"email": "Case@Shop.test", "name": "A"}}, {"contact": {"email": "case@shop.test", "name": "B"}}]
+    recs = [
+        {"contact": {"email": "Case@Shop.test", "name": "A"}},
+        {"contact": {"email": "case@shop.test", "name": "B"}},
+    ]
     report = rig.push(recs, sink="contacts_batch")
     assert (report.created, report.superseded, report.write_calls) == (1, 1, 1)
     assert rig.warehouse.read_delivered(STATE).keys() == {"case@shop.test"}
@@ -418,7 +443,9 @@ class CrashingLedger:
 def test_random_crashes_and_failures_never_lose_or_double_a_record(tmp_path, seed, sink):
     rng = random.Random(seed)
     url = f"duckdb://{tmp_path / 'w.duckdb'}"
-    small = SPEC.model_copy(update={"sinks": {**SPEC.sinks, sink: SPEC.sinks[sink].model_copy(update={"batch_size": 5})}})
+    small = SPEC.model_copy(
+        update={"sinks": {**SPEC.sinks, sink: SPEC.sinks[sink].model_copy(update={"batch_size": 5})}}
+    )
     r = Rig(url)
     chaos = Chaos(r.sandbox, rng)
     truth = records(sink, 23)
@@ -427,8 +454,15 @@ def test_random_crashes_and_failures_never_lose_or_double_a_record(tmp_path, see
             try:
                 ledger = CrashingLedger(r.warehouse, rng)
                 transport = chaos if rng.random() < 0.7 else r.transport
-                client = lambda t=transport: VendorClient(small, r.credentials, transport=t, environ=r.env, clock=r.clock, rng=random.Random(0))  # noqa: E731
-                report = push(truth, sink_name=sink, **r.args(spec=small, ledger=ledger, client=client, transport=transport))
+
+                def client(t: httpx.BaseTransport = transport) -> VendorClient:
+                    return VendorClient(
+                        small, r.credentials, transport=t, environ=r.env, clock=r.clock, rng=random.Random(0)
+                    )
+
+                report = push(
+                    truth, sink_name=sink, **r.args(spec=small, ledger=ledger, client=client, transport=transport)
+                )
             except Crash:
                 r.clock.sleep(3600)  # the dead run's lease expires
                 continue
@@ -463,7 +497,9 @@ def test_on_postgresql_a_killed_holder_frees_its_lease_with_its_session(served, 
     assert pause.reached.wait(WAIT)
     kill9(child)
     pause.release()
-    report = finish(start_child(env, postgres_url, "events_batch", run_id="run-2", n=3000, extra=("--lease-wait", "10")))
+    report = finish(
+        start_child(env, postgres_url, "events_batch", run_id="run-2", n=3000, extra=("--lease-wait", "10"))
+    )
     assert (report["recovered_intents"], report["held_in_doubt"], report["created"]) == (1, 1000, 1000)
     with open_warehouse(postgres_url) as warehouse:
         assert sorted(int(d.key[1:]) for d in warehouse.read_in_doubt(STATE)) == list(range(1000, 2000))
@@ -475,7 +511,10 @@ def test_on_postgresql_a_killed_holder_frees_its_lease_with_its_session(served, 
 
 
 def contacts(n: int, version: str = "") -> list[dict]:
-    return [{"contact": {"email": f"c{i}@shop.test", "name": f"Name {i}{version}"}, "properties": {"tier": "gold"}} for i in range(n)]
+    return [
+        {"contact": {"email": f"c{i}@shop.test", "name": f"Name {i}{version}"}, "properties": {"tier": "gold"}}
+        for i in range(n)
+    ]
 
 
 def test_an_upsert_in_doubt_is_settled_by_reading_it_back(rig):

@@ -26,9 +26,9 @@ from integrations_pipeline.engine.auth import Credentials, secret_env_vars
 from integrations_pipeline.engine.client import VendorClient
 from integrations_pipeline.engine.errors import AuthError, ConfigError, FatalError, RequestRejectedError
 from integrations_pipeline.engine.ratelimit import FakeClock
+from integrations_pipeline.engine.spec import ConnectorSpec, parse_spec
 from integrations_pipeline.engine.write.reads import ReadReport, SinkReader
 from integrations_pipeline.engine.write.sinks import SinkWriter
-from integrations_pipeline.engine.spec import ConnectorSpec, parse_spec
 from integrations_pipeline.sandbox.base import VendorSandbox
 from integrations_pipeline.sandbox.datatalks import DatatalksSandbox
 from integrations_pipeline.sandbox.salesmanago import MAX_BASIC_EMAILS, SalesmanagoSandbox
@@ -302,7 +302,12 @@ def test_builtin_reads_are_declared_as_documented():
     sm, dt = spec("salesmanago").sinks, spec("datatalks").sinks
     for name in ("contacts", "contacts_batch"):
         read = sm[name].read
-        assert (read.method, read.path, read.batch_size, read.body) == ("POST", "/api/contact/basic", 50, {"email": "$keys"})
+        assert (read.method, read.path, read.batch_size, read.body) == (
+            "POST",
+            "/api/contact/basic",
+            50,
+            {"email": "$keys"},
+        )
         assert (read.records_path, read.key, read.not_found_statuses) == ("contacts", "email", [])
     assert sm["contacts"].read.batch_size == MAX_BASIC_EMAILS
     read = dt["contacts"].read
@@ -348,8 +353,14 @@ def _v3_reader(connector_spec: ConnectorSpec, rec: Recorder) -> SinkReader:
 
 def test_a_sink_with_its_own_auth_and_host_reads_with_them_and_templates_resolve_secrets():
     connector_spec = _catalog_spec(PRODUCT_READ)
-    assert {"SALESMANAGO_CATALOG_ID", "SALESMANAGO_OWNER"} <= set(secret_env_vars(connector_spec.sinks["products"].read))
-    rec = Recorder(lambda req: json_response(200, {"products": [{"productId": k} for k in json.loads(req.content)["productIds"][:1]]}))
+    assert {"SALESMANAGO_CATALOG_ID", "SALESMANAGO_OWNER"} <= set(
+        secret_env_vars(connector_spec.sinks["products"].read)
+    )
+    rec = Recorder(
+        lambda req: json_response(
+            200, {"products": [{"productId": k} for k in json.loads(req.content)["productIds"][:1]]}
+        )
+    )
     with _v3_reader(connector_spec, rec) as reader:
         report = reader.read([1, "2", "3"])  # ids compare as text: 1 and "1" would be one key
     assert report.calls == 2 and set(report.found) == {"1", "3"} and report.not_found == ["2"]

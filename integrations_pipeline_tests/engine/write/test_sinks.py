@@ -21,18 +21,18 @@ import yaml
 
 from integrations_pipeline.connectors import SPEC_DIR
 from integrations_pipeline.engine.auth import Credentials, secret_env_vars
+from integrations_pipeline.engine.client import VendorClient
 from integrations_pipeline.engine.errors import (
     AuthError,
     MissingCredentialError,
     RequestRejectedError,
     SpecError,
 )
-from integrations_pipeline.engine.client import VendorClient
 from integrations_pipeline.engine.ratelimit import FakeClock
+from integrations_pipeline.engine.spec import ConnectorSpec, parse_spec
 from integrations_pipeline.engine.write.keys import KeyReader
 from integrations_pipeline.engine.write.plan import plan, validate_record
 from integrations_pipeline.engine.write.sinks import SinkWriter, render_body
-from integrations_pipeline.engine.spec import ConnectorSpec, parse_spec
 
 from .._support import SECRETS, Recorder, json_response, spec
 
@@ -65,9 +65,7 @@ def sink_client(connector: str | ConnectorSpec, handler) -> VendorClient:
 
 def writer(connector: str, sink: str, handler, connector_spec: ConnectorSpec | None = None) -> SinkWriter:
     spec_ = connector_spec or spec(connector)
-    return SinkWriter(
-        sink_client(spec_, handler), spec_, sink, transport=httpx.MockTransport(handler), environ=ENV
-    )
+    return SinkWriter(sink_client(spec_, handler), spec_, sink, transport=httpx.MockTransport(handler), environ=ENV)
 
 
 def dt_product(i: int | str, **over: Any) -> dict[str, Any]:
@@ -136,11 +134,21 @@ VALIDATION = [
     ),
     ("salesmanago", "contacts", sm_contact("a@b.se", address={"city": "Oslo"}), []),
     ("salesmanago", "contacts", {"contact": {"name": "A"}}, ["contact.email: required field is missing"]),
-    ("salesmanago", "contacts", {"contact": "a@b.se"}, [
-        "contact.email: required field is missing",
-        "contact: expected object, got string",
-    ]),
-    ("salesmanago", "contacts", sm_contact("a@b.se", nick="x"), ["contact.nick: unknown field (not declared by the sink)"]),
+    (
+        "salesmanago",
+        "contacts",
+        {"contact": "a@b.se"},
+        [
+            "contact.email: required field is missing",
+            "contact: expected object, got string",
+        ],
+    ),
+    (
+        "salesmanago",
+        "contacts",
+        sm_contact("a@b.se", nick="x"),
+        ["contact.nick: unknown field (not declared by the sink)"],
+    ),
     ("salesmanago", "contacts", {**sm_contact("a@b.se"), "tags": "vip"}, ["tags: expected array, got string"]),
 ]
 
@@ -183,27 +191,100 @@ def mutated(*path: Any, delete: bool = False) -> dict[str, Any]:
 
 
 SPEC_ERRORS = [
-    (mutated("sinks", "products", "batch_size", 0), "datatalks.yaml: sinks.products.batch_size: Input should be greater than or equal to 1, got 0"),
-    (mutated("sinks", "products", "batch_size", 1), "datatalks.yaml: sinks.products.body: '$records' does not fit batch_size 1; use '$record' ($record for single-record endpoints, $records for batches)"),
-    (mutated("sinks", "contacts", "batch_size", 10), "datatalks.yaml: sinks.contacts.body: '$record' does not fit batch_size 10; use '$records' ($record for single-record endpoints, $records for batches)"),
-    (mutated("sinks", "contacts", "body", {"data": {}}), "datatalks.yaml: sinks.contacts.body: must contain '$record' exactly once (batch_size 1)"),
+    (
+        mutated("sinks", "products", "batch_size", 0),
+        "datatalks.yaml: sinks.products.batch_size: Input should be greater than or equal to 1, got 0",
+    ),
+    (
+        mutated("sinks", "products", "batch_size", 1),
+        "datatalks.yaml: sinks.products.body: '$records' does not fit batch_size 1; use '$record' ($record for single-record endpoints, $records for batches)",
+    ),
+    (
+        mutated("sinks", "contacts", "batch_size", 10),
+        "datatalks.yaml: sinks.contacts.body: '$record' does not fit batch_size 10; use '$records' ($record for single-record endpoints, $records for batches)",
+    ),
+    (
+        mutated("sinks", "contacts", "body", {"data": {}}),
+        "datatalks.yaml: sinks.contacts.body: must contain '$record' exactly once (batch_size 1)",
+    ),
     (mutated("sinks", "products", "key", "sku"), "datatalks.yaml: sinks.products.key: 'sku' is not in fields"),
-    (mutated("sinks", "products", "key", "color"), "datatalks.yaml: sinks.products.key: 'color' must be a required field (fields.color.required: true)"),
-    (mutated("sinks", "products", "fields", "sex", {"type": "integer", "max_length": 3}), "datatalks.yaml: sinks.products.fields.sex: max_length applies to string and array fields, not integer"),
-    (mutated("sinks", "products", "fields", "name", {"type": "text"}), "datatalks.yaml: sinks.products.fields.name.type: Input should be 'string', 'integer', 'number', 'boolean', 'object' or 'array', got 'text'"),
-    (mutated("sinks", "products", "fields", "detail1.x", {"type": "string"}), "datatalks.yaml: sinks.products.fields.detail1: has sub-fields (detail1.x); declare only the sub-fields"),
-    (mutated("sinks", "products", "method", "GET"), "datatalks.yaml: sinks.products.method: Input should be 'POST', 'PUT' or 'DELETE', got 'GET'"),
-    (mutated("sinks", "products", "batchsize", 3), "datatalks.yaml: sinks.products.batchsize: unknown field (not allowed here)"),
-    (mutated("sinks", "products", "path", delete=True), "datatalks.yaml: sinks.products.path: required field is missing"),
-    (mutated("sinks", "products", "response", "item_index_field", None), "datatalks.yaml: sinks.products.response: item_errors_path needs exactly one of item_index_field or item_index_pattern"),
-    (mutated("sinks", "contacts", "response", "item_results_path", "result"), "datatalks.yaml: sinks.contacts.response: item_results_path/item_errors_path/failed/applied need a batch endpoint (batch_size > 1)"),
-    (mutated("sinks", "products", "response", "failed", {"path": "failed", "match": "nope"}), "datatalks.yaml: sinks.products.response.failed.match: 'nope' is not in fields, expected one of"),
-    (mutated("sinks", "products", "response", "failed", {"path": "failed", "match": "id", "keep_value_as": "x"}), "datatalks.yaml: sinks.products.response.failed.keep_value_as: a list of failed items has no value to keep"),
-    (mutated("sinks", "products", "response", "applied", {"path": "ids", "match": "id"}) | {"sinks": {**RAW_DATATALKS["sinks"], "products": {**RAW_DATATALKS["sinks"]["products"], "response": {**RAW_DATATALKS["sinks"]["products"]["response"], "applied": {"path": "ids", "match": "id"}, "failed": {"path": "bad", "match": "id"}}}}}, "datatalks.yaml: sinks.products.response: declare the items an answer applied (applied) or those it did not (failed), not both"),
-    (mutated("sinks", "products", "key_case", "lower"), "datatalks.yaml: sinks.products.key_case: Input should be 'exact' or 'insensitive', got 'lower'"),
-    (mutated("sinks", "contacts", "body", {"data": "$record", "group_key": {"env": "lower"}}), "datatalks.yaml: sinks.contacts.body.env: String should match pattern '^[A-Z][A-Z0-9_]*$', got 'lower'"),
-    (mutated("sinks", "Products", RAW_DATATALKS["sinks"]["products"]), "datatalks.yaml: sinks.Products: sink name must be snake_case (lowercase letters, digits, '_')"),
-    (mutated("sinks", "contacts", "auth", {"type": "oauth"}), "datatalks.yaml: sinks.contacts.auth.type: got 'oauth', expected one of"),
+    (
+        mutated("sinks", "products", "key", "color"),
+        "datatalks.yaml: sinks.products.key: 'color' must be a required field (fields.color.required: true)",
+    ),
+    (
+        mutated("sinks", "products", "fields", "sex", {"type": "integer", "max_length": 3}),
+        "datatalks.yaml: sinks.products.fields.sex: max_length applies to string and array fields, not integer",
+    ),
+    (
+        mutated("sinks", "products", "fields", "name", {"type": "text"}),
+        "datatalks.yaml: sinks.products.fields.name.type: Input should be 'string', 'integer', 'number', 'boolean', 'object' or 'array', got 'text'",
+    ),
+    (
+        mutated("sinks", "products", "fields", "detail1.x", {"type": "string"}),
+        "datatalks.yaml: sinks.products.fields.detail1: has sub-fields (detail1.x); declare only the sub-fields",
+    ),
+    (
+        mutated("sinks", "products", "method", "GET"),
+        "datatalks.yaml: sinks.products.method: Input should be 'POST', 'PUT' or 'DELETE', got 'GET'",
+    ),
+    (
+        mutated("sinks", "products", "batchsize", 3),
+        "datatalks.yaml: sinks.products.batchsize: unknown field (not allowed here)",
+    ),
+    (
+        mutated("sinks", "products", "path", delete=True),
+        "datatalks.yaml: sinks.products.path: required field is missing",
+    ),
+    (
+        mutated("sinks", "products", "response", "item_index_field", None),
+        "datatalks.yaml: sinks.products.response: item_errors_path needs exactly one of item_index_field or item_index_pattern",
+    ),
+    (
+        mutated("sinks", "contacts", "response", "item_results_path", "result"),
+        "datatalks.yaml: sinks.contacts.response: item_results_path/item_errors_path/failed/applied need a batch endpoint (batch_size > 1)",
+    ),
+    (
+        mutated("sinks", "products", "response", "failed", {"path": "failed", "match": "nope"}),
+        "datatalks.yaml: sinks.products.response.failed.match: 'nope' is not in fields, expected one of",
+    ),
+    (
+        mutated("sinks", "products", "response", "failed", {"path": "failed", "match": "id", "keep_value_as": "x"}),
+        "datatalks.yaml: sinks.products.response.failed.keep_value_as: a list of failed items has no value to keep",
+    ),
+    (
+        mutated("sinks", "products", "response", "applied", {"path": "ids", "match": "id"})
+        | {
+            "sinks": {
+                **RAW_DATATALKS["sinks"],
+                "products": {
+                    **RAW_DATATALKS["sinks"]["products"],
+                    "response": {
+                        **RAW_DATATALKS["sinks"]["products"]["response"],
+                        "applied": {"path": "ids", "match": "id"},
+                        "failed": {"path": "bad", "match": "id"},
+                    },
+                },
+            }
+        },
+        "datatalks.yaml: sinks.products.response: declare the items an answer applied (applied) or those it did not (failed), not both",
+    ),
+    (
+        mutated("sinks", "products", "key_case", "lower"),
+        "datatalks.yaml: sinks.products.key_case: Input should be 'exact' or 'insensitive', got 'lower'",
+    ),
+    (
+        mutated("sinks", "contacts", "body", {"data": "$record", "group_key": {"env": "lower"}}),
+        "datatalks.yaml: sinks.contacts.body.env: String should match pattern '^[A-Z][A-Z0-9_]*$', got 'lower'",
+    ),
+    (
+        mutated("sinks", "Products", RAW_DATATALKS["sinks"]["products"]),
+        "datatalks.yaml: sinks.Products: sink name must be snake_case (lowercase letters, digits, '_')",
+    ),
+    (
+        mutated("sinks", "contacts", "auth", {"type": "oauth"}),
+        "datatalks.yaml: sinks.contacts.auth.type: got 'oauth', expected one of",
+    ),
 ]
 
 
@@ -381,7 +462,10 @@ def test_batch_events_of_a_failed_email_are_in_doubt_when_only_some_failed():
 @pytest.mark.parametrize(
     "answer,why",
     [
-        ({"success": True, "createdAmount": 2, "failedAmount": 1, "failedContacts": []}, "counts 2 + 1 items for the 2 sent"),
+        (
+            {"success": True, "createdAmount": 2, "failedAmount": 1, "failedContacts": []},
+            "counts 2 + 1 items for the 2 sent",
+        ),
         ({"success": True, "createdAmount": 1, "failedAmount": 1, "failedContacts": []}, "counts 1 failed items"),
         ({"success": True}, "the answer has no 'failedContacts'"),
         ({"success": True, "failedContacts": "a@x.se"}, "is a str, expected a list or map"),
@@ -438,7 +522,12 @@ def test_an_event_write_the_vendor_provably_did_not_apply_is_retried(refusal):
 
 
 def test_an_idempotent_write_is_retried_after_a_5xx():
-    rec = Recorder([json_response(500, {"success": False, "message": ["oops"]}), json_response(200, {"success": True, "contactIds": {"a@b.se": "c1"}})])
+    rec = Recorder(
+        [
+            json_response(500, {"success": False, "message": ["oops"]}),
+            json_response(200, {"success": True, "contactIds": {"a@b.se": "c1"}}),
+        ]
+    )
     report = writer("salesmanago", "contacts_batch", rec).write([sm_contact("a@b.se")])
     assert rec.calls == 2 and [o.status for o in report.outcomes] == ["sent"]
 
@@ -447,8 +536,12 @@ def generic_item_results_spec() -> ConnectorSpec:
     """SALESmanago's batch upsert re-declared as a vendor that answers per item (``item_results_path``)."""
     base = spec("salesmanago")
     sink = base.sinks["contacts_batch"]
-    response = sink.response.model_copy(update={"applied": None, "item_results_path": "result", "keep": {"contact_id": "contactId"}})
-    return base.model_copy(update={"sinks": {**base.sinks, "contacts_batch": sink.model_copy(update={"response": response})}})
+    response = sink.response.model_copy(
+        update={"applied": None, "item_results_path": "result", "keep": {"contact_id": "contactId"}}
+    )
+    return base.model_copy(
+        update={"sinks": {**base.sinks, "contacts_batch": sink.model_copy(update={"response": response})}}
+    )
 
 
 def test_a_vendor_answering_per_item_is_read_item_by_item():
@@ -499,7 +592,9 @@ def test_all_or_nothing_400_rejects_the_listed_items_and_resends_the_rest_once()
 def test_salesmanago_v3_problems_are_matched_to_items_by_message():
     problems = [{"reasonCode": 20, "message": "products[0].price: must be numeric"}]
     rec = Recorder([json_response(400, {"problems": problems}), json_response(200, {"productIds": ["b"]})])
-    report = writer("salesmanago", "products", rec).write([{"productId": "a", "name": "A"}, {"productId": "b", "name": "B"}])
+    report = writer("salesmanago", "products", rec).write(
+        [{"productId": "a", "name": "A"}, {"productId": "b", "name": "B"}]
+    )
     assert [(o.key, o.status, o.reason) for o in report.outcomes] == [
         ("a", "rejected", "products[0].price: must be numeric"),
         ("b", "sent", None),
@@ -519,7 +614,9 @@ def test_a_400_about_the_call_itself_raises():
 
 
 def test_a_second_all_or_nothing_400_raises_with_the_partial_report():
-    bad = json_response(400, {"message": "1 invalid product(s)", "errors": [{"index": 0, "field": "id", "reason": "required"}]})
+    bad = json_response(
+        400, {"message": "1 invalid product(s)", "errors": [{"index": 0, "field": "id", "reason": "required"}]}
+    )
     rec = Recorder([bad, bad])
     with pytest.raises(RequestRejectedError) as info:
         writer("datatalks", "products", rec).write([dt_product(0), dt_product(1)])

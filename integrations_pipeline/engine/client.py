@@ -25,6 +25,7 @@ vendor's message echoes back is masked.
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 import sys
@@ -37,6 +38,7 @@ import httpx
 from pydantic import SecretStr
 
 from .auth import AUTH_TYPES, Auth, Credentials, OutgoingRequest, dig
+from .deadline import deadline_transport, request_deadline
 from .errors import (
     AuthError,
     ConfigError,
@@ -158,7 +160,7 @@ class VendorClient:
         self._limits = [_Limit(self._effective(rl, env)) for rl in spec.rate_limits]
         self._connection_secrets: set[str] = set()
         self._http = httpx.Client(
-            transport=transport,
+            transport=transport if transport is not None else deadline_transport(),
             timeout=httpx.Timeout(spec.timeout_seconds),
             headers={"user-agent": USER_AGENT, "accept": "application/json"},
             auth=self.auth.httpx_auth(),
@@ -302,20 +304,30 @@ class VendorClient:
         if out.json is not None:
             content_bytes = json.dumps(out.json, separators=(",", ":")).encode()
             out.headers["content-type"] = "application/json"
+        limits = self.spec.limits
+        deadline = math.inf
         try:
             request = self._http.build_request(
                 out.method, out.url, params=out.params or None, headers=out.headers, content=content_bytes
             )
-            started = time.monotonic()
-            response = self._http.send(request, stream=True)
-            try:
-                content = self._read_body(response, path, started)
-            finally:
-                response.close()
+            # Every socket operation of this request ends by the deadline (engine.deadline), headers too.
+            with request_deadline(limits.deadline_seconds) as deadline:
+                started = time.monotonic()
+                response = self._http.send(request, stream=True)
+                try:
+                    content = self._read_body(response, path, started)
+                finally:
+                    response.close()
         except httpx.TimeoutException as exc:
             self.stats.transport_errors += 1
             # Only a connect or pool timeout proves the request never left this machine.
             sent = not isinstance(exc, httpx.ConnectTimeout | httpx.PoolTimeout)
+            if time.monotonic() >= deadline and sent:
+                raise LimitExceededError(
+                    f"{self.spec.name}: the answer to {path} was not complete after limits.deadline_seconds "
+                    f"({limits.deadline_seconds:g} s)",
+                    path=path,
+                ) from None
             raise TransportError(f"timed out: {type(exc).__name__}", path=path, request_sent=sent) from None
         except httpx.TransportError as exc:
             self.stats.transport_errors += 1
@@ -341,7 +353,7 @@ class VendorClient:
             elapsed = time.monotonic() - started
             if elapsed > limits.deadline_seconds:
                 raise LimitExceededError(
-                    f"{self.spec.name}: the answer to {path} was still arriving after limits.deadline_seconds "
+                    f"{self.spec.name}: the answer to {path} was not complete after limits.deadline_seconds "
                     f"({limits.deadline_seconds:g} s; {size} bytes so far)",
                     status=response.status_code,
                     path=path,

@@ -89,6 +89,14 @@ class Hostile(BaseHTTPRequestHandler):
                     time.sleep(0.2)
             except OSError:
                 return
+        elif path == "/slowheaders":
+            try:
+                for byte in b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n" + b"x-pad: " + b"a" * 200:
+                    self.wfile.write(bytes([byte]))  # the status line and headers, one byte at a time
+                    self.wfile.flush()
+                    time.sleep(0.1)
+            except OSError:
+                return
         elif path == "/endless":
             n = Hostile.calls[path]
             self._send(200, json.dumps({"data": [{"id": str(n)}], "next_token": f"t{n}"}).encode())
@@ -137,7 +145,7 @@ def _stream(path: str, **extra) -> dict:
 
 
 def hostile_spec(**limits):
-    paths = ["/bomb", "/slowloris", "/endless", "/html", "/utf8", "/deep", "/ints", "/cursor", "/echo"]
+    paths = ["/bomb", "/slowloris", "/slowheaders", "/endless", "/html", "/utf8", "/deep", "/ints", "/cursor", "/echo"]
     streams = {p.strip("/"): _stream(p) for p in paths}
     streams["cursor"] = _stream("/cursor", incremental={
         "cursor_field": "updated", "start_input": "updated[gte]", "end_input": "updated[lt]",
@@ -170,7 +178,7 @@ CASES: list[tuple[str, type[Exception], str]] = [
     (
         "slowloris",
         LimitExceededError,
-        "fake stream 'slowloris': the answer to /slowloris was still arriving after limits.deadline_seconds (2 s;",
+        "fake stream 'slowloris': the answer to /slowloris was not complete after limits.deadline_seconds (2 s",
     ),
     (
         "endless",

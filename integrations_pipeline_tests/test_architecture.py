@@ -1,0 +1,91 @@
+"""The layers import one way: engine (no Dagster) ← warehouse ← defs; no module-level import cycle.
+
+Imports are read from the source (``ast``), so the test sees what a module imports, not what happened to be
+imported first in this interpreter. Imports inside functions are not counted here (the warehouse still reaches
+its backends that way, a known circle the architecture issue removes).
+"""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[1] / "integrations_pipeline"
+
+
+def module_imports() -> dict[str, set[str]]:
+    """Module name → the project modules it imports at module level (``from x import y`` counts x and x.y)."""
+    modules: dict[str, Path] = {}
+    for path in PACKAGE.rglob("*.py"):
+        name = ".".join(path.relative_to(PACKAGE.parent).with_suffix("").parts).removesuffix(".__init__")
+        modules[name] = path
+    graph: dict[str, set[str]] = {name: set() for name in modules}
+    for name, path in modules.items():
+        package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+        for node in ast.parse(path.read_text()).body:
+            targets: list[str] = []
+            if isinstance(node, ast.Import):
+                targets = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                if node.level:
+                    parts = package.split(".")
+                    base = ".".join(parts[: len(parts) - node.level + 1] + ([node.module] if node.module else []))
+                else:
+                    base = node.module or ""
+                targets = [base, *(f"{base}.{alias.name}" for alias in node.names)]
+            graph[name] |= {t for t in targets if t in modules and t != name}
+    return graph
+
+
+def test_no_module_level_import_cycle():
+    graph = module_imports()
+    cycles: list[list[str]] = []
+    done: set[str] = set()
+
+    def visit(node: str, path: list[str]) -> None:
+        for nxt in sorted(graph[node]):
+            if nxt in path:
+                cycles.append([*path[path.index(nxt) :], nxt])
+            elif nxt not in done:
+                visit(nxt, [*path, nxt])
+        done.add(node)
+
+    for start in sorted(graph):
+        if start not in done:
+            visit(start, [start])
+    assert cycles == []
+
+
+def test_layers_import_one_way():
+    allowed = {
+        "integrations_pipeline.engine": ("integrations_pipeline.engine",),
+        "integrations_pipeline.warehouse": ("integrations_pipeline.engine", "integrations_pipeline.warehouse"),
+    }
+    wrong = [
+        f"{module} imports {target}"
+        for module, targets in module_imports().items()
+        for layer, ok in allowed.items()
+        if module.startswith(layer)
+        for target in targets
+        if target.startswith("integrations_pipeline.") and not target.startswith(ok)
+    ]
+    assert wrong == []
+
+
+def test_the_engine_imports_no_dagster():
+    engine = sorted(
+        ".".join(p.relative_to(PACKAGE.parent).with_suffix("").parts).removesuffix(".__init__")
+        for p in (PACKAGE / "engine").rglob("*.py")
+    )
+    script = (
+        "import sys\n"
+        + "".join(f"import {m}\n" for m in engine)
+        + (
+            "leaked = sorted(m for m in sys.modules if m == 'dagster' or m.startswith('dagster.'))\n"
+            "print(','.join(leaked))\n"
+        )
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == ""

@@ -30,8 +30,12 @@ class WarehouseResource(dg.ConfigurableResource):
         return connect_warehouse(self.url)
 
     def kind(self) -> str:
-        url = self.url or os.environ.get("WAREHOUSE_URL", "duckdb://")
-        return "postgres" if url.startswith("postgres") else "duckdb"
+        """The backend by the URL's scheme, the variable resolved (an ``EnvVar`` is a name until then)."""
+        url: str | None = self.url
+        if isinstance(url, dg.EnvVar):
+            url = url.get_value()
+        url = url or os.environ.get("WAREHOUSE_URL") or "duckdb://"
+        return "postgres" if url.lower().startswith("postgres") else "duckdb"
 
 
 class ConnectorCredentials(dg.ConfigurableResource):

@@ -152,7 +152,6 @@ class GraphqlLogin(Auth):
         super().__init__(config, **kwargs)
         self._token: SecretStr | None = None
         self._expires_at = 0.0
-        self.logins = 0
 
     def _method(self) -> LoginMethod:
         for method in self.config.methods:
@@ -178,7 +177,6 @@ class GraphqlLogin(Auth):
                 raise AuthError(f"login response has no token at '{self.config.token_path}'")
             self._token = SecretStr(str(token))
             self._expires_at = self.clock() + self.config.ttl_seconds
-            self.logins += 1
         request.headers[self.config.header] = f"{self.config.scheme} {self._token.get_secret_value()}".strip()
 
     def invalidate(self) -> bool:

@@ -114,7 +114,6 @@ def read_pages(
         if spec.connections is not None and connection is not None:
             for record in records:
                 record[CONNECTION_COLUMN] = connection.id
-        paginator.pages = number
         yield Page(number, records)
         nxt = paginator.next(body, records)
         if nxt is None:

@@ -32,7 +32,6 @@ class Paginator:
 
     def __init__(self, config: Frozen):
         self.config = config
-        self.pages = 0
         self._seen: set[str] = set()
 
     def first(self) -> PageInputs:

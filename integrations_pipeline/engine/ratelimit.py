@@ -9,7 +9,8 @@ window is accepted by both server styles we meet (token buckets of the same rate
 Trackstar's per-second limit behaves, and rolling hourly budgets, as SALESmanago's plans do), where a
 pure token bucket on our side would overrun a rolling-hour server after its first burst.
 
-Time is injected (``Clock``) so tests check pacing with a fake clock instead of wall time.
+Time is injected (``Clock``) so tests check pacing with a fake clock (``integrations_pipeline_tests.clock``)
+instead of wall time.
 """
 
 from __future__ import annotations
@@ -38,24 +39,6 @@ class SystemClock:
     def sleep(self, seconds: float) -> None:
         if seconds > 0:
             time.sleep(seconds)
-
-
-class FakeClock:
-    """A clock that only moves when slept on; for tests of pacing and back-off."""
-
-    def __init__(self, start: float = 1_000_000.0):
-        self.now = start
-        self.sleeps: list[float] = []
-
-    def monotonic(self) -> float:
-        return self.now
-
-    def time(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += max(0.0, seconds)
 
 
 class RollingWindowLimiter:

@@ -410,6 +410,15 @@ class SinkSpec(Frozen):
         return self.mode != "append"
 
 
+def _merged(defaults: dict[str, Any], own: dict[str, Any]) -> dict[str, Any]:
+    """``own`` over ``defaults``, nested mappings merged key by key (a stream's own value wins)."""
+    out = dict(defaults)
+    for key, value in own.items():
+        base = out.get(key)
+        out[key] = _merged(base, value) if isinstance(base, dict) and isinstance(value, dict) else value
+    return out
+
+
 def _body_secrets(node: Any) -> Any:
     if isinstance(node, dict):
         if set(node) == {"env"}:
@@ -538,8 +547,27 @@ class ConnectorSpec(Frozen):
     )
     limits: LimitsSpec = Field(default_factory=LimitsSpec)
     errors: ResponseErrorsSpec = Field(default_factory=ResponseErrorsSpec)
+    stream_defaults: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Fields every stream takes unless it says otherwise (records_path, pagination, incremental, "
+        "...); nested blocks merge key by key, so a stream may override one key of its pagination.",
+    )
     streams: dict[str, StreamSpec] = Field(default_factory=dict)
     sinks: dict[str, SinkSpec] = Field(default_factory=dict, description="Write operations (reverse ETL).")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _apply_stream_defaults(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or not isinstance(data.get("stream_defaults"), dict):
+            return data
+        defaults = data["stream_defaults"]
+        streams = data.get("streams")
+        if isinstance(streams, dict):
+            data = {
+                **data,
+                "streams": {n: _merged(defaults, s) if isinstance(s, dict) else s for n, s in streams.items()},
+            }
+        return data
 
     @model_validator(mode="after")
     def _check_streams(self) -> ConnectorSpec:
@@ -617,7 +645,23 @@ def parse_spec(data: Any, source: str) -> ConnectorSpec:
     try:
         return ConnectorSpec.model_validate(data)
     except ValidationError as exc:
-        raise SpecError(source, [_format_error(e, data) for e in exc.errors(include_url=False)]) from None
+        problems = [_format_error(_at_defaults(e, data), data) for e in exc.errors(include_url=False)]
+        raise SpecError(source, list(dict.fromkeys(problems))) from None  # a default broken for every stream: once
+
+
+def _at_defaults(err: Any, document: dict[str, Any]) -> Any:
+    """An error at ``streams.<s>.<path>`` whose value the stream took from ``stream_defaults`` is reported
+    at ``stream_defaults.<path>``, where it can be fixed (and once, not once per stream)."""
+    loc = tuple(err["loc"])
+    defaults = document.get("stream_defaults")
+    if len(loc) < 3 or loc[0] != "streams" or not isinstance(defaults, dict) or loc[2] not in defaults:
+        return err
+    node = (document.get("streams") or {}).get(loc[1])
+    for part in loc[2:]:
+        if not isinstance(node, dict) or part not in node:
+            return {**err, "loc": ("stream_defaults", *loc[2:])}
+        node = node[part]
+    return err
 
 
 def load_spec(path: str | Path, *, allow_env: Collection[str] = ()) -> ConnectorSpec:
@@ -721,6 +765,8 @@ def _yaml_problem(exc: yaml.YAMLError) -> str:
 def spec_json_schema() -> dict[str, Any]:
     """JSON Schema of the spec format, for editor autocompletion (``integrations-pipeline spec-schema``)."""
     schema = ConnectorSpec.model_json_schema(by_alias=True)
+    # A stream may take any field from stream_defaults: the loader, not the editor, checks a stream is whole.
+    schema["$defs"]["StreamSpec"].pop("required", None)
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "integrations_pipeline connector spec"
     return schema

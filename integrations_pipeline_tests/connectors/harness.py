@@ -14,11 +14,11 @@ from typing import Any
 from integrations_pipeline.connectors import load_connectors
 from integrations_pipeline.engine.auth import Credentials, secret_env_vars
 from integrations_pipeline.engine.client import Connection, VendorClient, parse_connections
-from integrations_pipeline.engine.ratelimit import FakeClock
 from integrations_pipeline.engine.spec import ConnectorSpec
 from integrations_pipeline.engine.sync import parse_ts
 from integrations_pipeline.sandbox import VENDORS
 from integrations_pipeline.sandbox.base import VendorSandbox
+from integrations_pipeline_tests.clock import FakeClock
 
 SPECS = load_connectors()
 STREAMS = [(c.name, s) for c in SPECS.values() for s in c.streams]

@@ -23,13 +23,13 @@ import pytest
 from integrations_pipeline.engine.auth import Credentials, secret_env_vars
 from integrations_pipeline.engine.client import VendorClient
 from integrations_pipeline.engine.errors import AuthError, RetriesExhaustedError
-from integrations_pipeline.engine.ratelimit import FakeClock
 from integrations_pipeline.engine.spec import ConnectorSpec, SinkSpec
 from integrations_pipeline.engine.write.sinks import SinkWriter, WriteReport
 from integrations_pipeline.sandbox.base import VendorSandbox, json_response
 from integrations_pipeline.sandbox.datatalks import DatatalksSandbox
 from integrations_pipeline.sandbox.salesmanago import SalesmanagoSandbox
 from integrations_pipeline.sandbox.trakor import TrakorSandbox
+from integrations_pipeline_tests.clock import FakeClock
 
 from .harness import SPECS
 

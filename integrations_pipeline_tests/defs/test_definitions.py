@@ -117,3 +117,10 @@ def test_salesmanago_via_routes_contact_and_event_syncs_but_keeps_their_asset_ke
         assert kind in node.kinds
     # The catalog has no Datatalks route: it stays direct whatever the variable says.
     assert "salesmanago" in graph.get(dg.AssetKey(["salesmanago", "trackstar_products_to_salesmanago_products"])).kinds
+
+
+def test_the_warehouse_kind_follows_the_resolved_url(monkeypatch):
+    # The resource holds EnvVar("WAREHOUSE_URL"), whose text is the variable's name: the kind is the URL's.
+    monkeypatch.setenv("WAREHOUSE_URL", "postgresql://someone@127.0.0.1:5432/db")
+    nodes = _assets(build_definitions())
+    assert all("postgres" in nodes[key].kinds and "duckdb" not in nodes[key].kinds for key in STREAM_ASSETS)

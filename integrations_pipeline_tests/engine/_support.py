@@ -17,8 +17,8 @@ import httpx
 from integrations_pipeline.connectors import SPEC_DIR
 from integrations_pipeline.engine.auth import Credentials
 from integrations_pipeline.engine.client import VendorClient
-from integrations_pipeline.engine.ratelimit import FakeClock
 from integrations_pipeline.engine.spec import ConnectorSpec, load_spec, parse_spec
+from integrations_pipeline_tests.clock import FakeClock
 
 # Every secret value starts with "SECRET-" so a leak check can look for the prefix as well.
 SECRETS: dict[str, dict[str, str]] = {

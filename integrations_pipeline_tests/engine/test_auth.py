@@ -20,7 +20,7 @@ import pytest
 from integrations_pipeline.engine.auth import AUTH_TYPES, Credentials
 from integrations_pipeline.engine.client import parse_connections
 from integrations_pipeline.engine.errors import AuthError, MissingCredentialError
-from integrations_pipeline.engine.ratelimit import FakeClock
+from integrations_pipeline_tests.clock import FakeClock
 
 from ._support import SECRETS, Recorder, fake_spec, json_response, make_client, spec
 

@@ -28,7 +28,7 @@ from integrations_pipeline.engine.errors import (
     SyncError,
     TransportError,
 )
-from integrations_pipeline.engine.ratelimit import FakeClock
+from integrations_pipeline_tests.clock import FakeClock
 
 from ._support import SECRETS, Recorder, fake_spec, json_response, make_client
 

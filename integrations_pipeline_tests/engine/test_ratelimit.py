@@ -8,7 +8,8 @@ import pytest
 
 from integrations_pipeline.engine.client import parse_connections
 from integrations_pipeline.engine.errors import ConfigError
-from integrations_pipeline.engine.ratelimit import FakeClock, RollingWindowLimiter, SystemClock
+from integrations_pipeline.engine.ratelimit import RollingWindowLimiter, SystemClock
+from integrations_pipeline_tests.clock import FakeClock
 
 from ._support import Recorder, fake_spec, json_response, make_client, spec
 

@@ -16,13 +16,19 @@ from integrations_pipeline.connectors import SPEC_DIR, builtin_spec_paths
 from integrations_pipeline.engine.auth import AUTH_TYPES
 from integrations_pipeline.engine.errors import ConfigError, SpecError
 from integrations_pipeline.engine.pagination import PAGINATORS
-from integrations_pipeline.engine.spec import ConnectorSpec, load_spec, parse_spec, spec_json_schema
+from integrations_pipeline.engine.spec import ConnectorSpec, _merged, load_spec, parse_spec, spec_json_schema
 
 DELETE = object()
 
 
 def _raw(name: str) -> dict[str, Any]:
-    return yaml.safe_load((SPEC_DIR / name).read_text())
+    """A built-in spec as a document, its ``stream_defaults`` written into each stream: the broken-spec
+    table below mutates one stream's own fields."""
+    document = yaml.safe_load((SPEC_DIR / name).read_text())
+    defaults = document.pop("stream_defaults", None)
+    if defaults:
+        document["streams"] = {n: _merged(copy.deepcopy(defaults), s) for n, s in document["streams"].items()}
+    return document
 
 
 RAW = {name: _raw(name) for name in ("trackstar.yaml", "salestrekker.yaml", "salesmanago.yaml", "datatalks.yaml")}
@@ -489,8 +495,9 @@ def test_a_real_file_broken_on_disk_names_the_file(tmp_path: Path):
     path.write_text(text)
     with pytest.raises(SpecError) as info:
         load_spec(path)
+    # The pagination lives in stream_defaults: the error is reported there, once, not once per stream.
     assert str(info.value) == (
-        f"trackstar.yaml: streams.inventory.pagination.type: got 'tokn', expected one of {PAGINATOR_NAMES}"
+        f"trackstar.yaml: stream_defaults.pagination.type: got 'tokn', expected one of {PAGINATOR_NAMES}"
     )
 
 
@@ -582,3 +589,37 @@ def test_json_schema_rejects_what_the_loader_rejects(mutate):
         jsonschema.validate(doc, spec_json_schema())
     with pytest.raises(SpecError):
         parse_spec(doc, "trackstar.yaml")
+
+
+def test_stream_defaults_fill_every_stream_and_a_stream_may_override_one_key():
+    base = {
+        "name": "acme",
+        "title": "Acme",
+        "description": "d",
+        "protocol": "rest",
+        "base_url": {"env": "ACME_BASE_URL", "default": "https://acme.test"},
+        "auth": {"type": "none"},
+        "stream_defaults": {
+            "records_path": "data",
+            "primary_key": ["id"],
+            "pagination": {"type": "page_number", "page_size": 100},
+            "schema": {"type": "object", "properties": {"id": {"type": "string"}}},
+        },
+        "streams": {
+            "a": {"description": "A", "path": "/a"},
+            "b": {"description": "B", "path": "/b", "records_path": "items", "pagination": {"page_size": 10}},
+        },
+    }
+    spec = parse_spec(base, "acme.yaml")
+    a, b = spec.streams["a"], spec.streams["b"]
+    assert (a.records_path, a.pagination.type, a.pagination.page_size) == ("data", "page_number", 100)
+    assert (b.records_path, b.pagination.type, b.pagination.page_size) == ("items", "page_number", 10)
+    # A broken default is reported where it is written, once; a stream that merges its own keys into
+    # that block is named too (its pagination is its own, with the broken type under it).
+    broken = {**base, "stream_defaults": {**base["stream_defaults"], "pagination": {"type": "nope"}}}
+    with pytest.raises(SpecError) as info:
+        parse_spec(broken, "acme.yaml")
+    assert [line.split(": got")[0] for line in str(info.value).splitlines()] == [
+        "acme.yaml: stream_defaults.pagination.type",
+        "acme.yaml: streams.b.pagination.type",
+    ]

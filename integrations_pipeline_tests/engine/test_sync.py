@@ -17,8 +17,8 @@ import pytest
 from integrations_pipeline.engine.client import Connection, parse_connections
 from integrations_pipeline.engine.errors import RequestRejectedError, RetriesExhaustedError
 from integrations_pipeline.engine.extract import CONNECTION_COLUMN, Window
-from integrations_pipeline.engine.ratelimit import FakeClock
 from integrations_pipeline.engine.sync import state_key, sync_stream
+from integrations_pipeline_tests.clock import FakeClock
 
 from ._support import SECRETS, json_response, make_client
 

@@ -17,10 +17,10 @@ from integrations_pipeline.connectors import SPEC_DIR
 from integrations_pipeline.engine.auth import Credentials
 from integrations_pipeline.engine.client import VendorClient
 from integrations_pipeline.engine.errors import AuthError, RequestRejectedError
-from integrations_pipeline.engine.ratelimit import FakeClock
 from integrations_pipeline.engine.spec import load_spec
 from integrations_pipeline.sandbox.datatalks import SIGNATURE_MISMATCH, DatatalksSandbox
 from integrations_pipeline.sandbox.salesmanago import SalesmanagoSandbox
+from integrations_pipeline_tests.clock import FakeClock
 
 NEW_HOST = "https://api.datatalks.se"
 OLD_HOST = "https://htpfdjhk3h.execute-api.eu-west-1.amazonaws.com"

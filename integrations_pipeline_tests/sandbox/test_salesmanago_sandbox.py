@@ -23,9 +23,9 @@ from integrations_pipeline.engine.auth import (
 )
 from integrations_pipeline.engine.client import VendorClient
 from integrations_pipeline.engine.errors import RequestRejectedError
-from integrations_pipeline.engine.ratelimit import FakeClock
 from integrations_pipeline.engine.spec import load_spec
 from integrations_pipeline.sandbox.salesmanago import EVENT_TYPES, SalesmanagoSandbox
+from integrations_pipeline_tests.clock import FakeClock
 
 CLASSIC = "https://app.salesmanago.com"
 V3 = "https://api.salesmanago.com"

@@ -9,9 +9,9 @@ from integrations_pipeline.connectors import SPEC_DIR
 from integrations_pipeline.engine.auth import Credentials, OutgoingRequest, StaticHeaders, StaticHeadersConfig
 from integrations_pipeline.engine.client import VendorClient
 from integrations_pipeline.engine.errors import AuthError, RequestRejectedError
-from integrations_pipeline.engine.ratelimit import FakeClock
 from integrations_pipeline.engine.spec import load_spec
 from integrations_pipeline.sandbox.trakor import TrakorSandbox
+from integrations_pipeline_tests.clock import FakeClock
 
 BASE = "https://app.trakor.example/api/public/v1"
 

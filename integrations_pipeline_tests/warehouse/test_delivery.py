@@ -13,10 +13,10 @@ import pytest
 from integrations_pipeline.connectors import load_connectors
 from integrations_pipeline.engine.auth import Credentials, secret_env_vars
 from integrations_pipeline.engine.client import VendorClient
-from integrations_pipeline.engine.ratelimit import FakeClock
 from integrations_pipeline.engine.write.push import push
 from integrations_pipeline.sandbox.salesmanago import SalesmanagoSandbox
 from integrations_pipeline.warehouse import connect_warehouse
+from integrations_pipeline_tests.clock import FakeClock
 
 SINK = "salesmanago.contacts_batch"
 ISO_UTC = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z$"

@@ -37,11 +37,11 @@ from integrations_pipeline.connectors import load_connectors
 from integrations_pipeline.engine.auth import Credentials, secret_env_vars
 from integrations_pipeline.engine.client import VendorClient
 from integrations_pipeline.engine.errors import PushBusyError, SyncError
-from integrations_pipeline.engine.ratelimit import FakeClock
 from integrations_pipeline.engine.write.push import push, resend_in_doubt
 from integrations_pipeline.sandbox.salesmanago import SalesmanagoSandbox
 from integrations_pipeline.sandbox.server import serve
 from integrations_pipeline.warehouse import connect_warehouse
+from integrations_pipeline_tests.clock import FakeClock
 
 from ._push_child import records
 

@@ -25,13 +25,13 @@ from integrations_pipeline.connectors import SPEC_DIR
 from integrations_pipeline.engine.auth import Credentials, secret_env_vars
 from integrations_pipeline.engine.client import VendorClient
 from integrations_pipeline.engine.errors import AuthError, ConfigError, FatalError, RequestRejectedError
-from integrations_pipeline.engine.ratelimit import FakeClock
 from integrations_pipeline.engine.spec import ConnectorSpec, parse_spec
 from integrations_pipeline.engine.write.reads import ReadReport, SinkReader
 from integrations_pipeline.engine.write.sinks import SinkWriter
 from integrations_pipeline.sandbox.base import VendorSandbox
 from integrations_pipeline.sandbox.datatalks import DatatalksSandbox
 from integrations_pipeline.sandbox.salesmanago import MAX_BASIC_EMAILS, SalesmanagoSandbox
+from integrations_pipeline_tests.clock import FakeClock
 
 from .._support import Recorder, json_response, spec
 

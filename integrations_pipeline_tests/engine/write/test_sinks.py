@@ -28,11 +28,11 @@ from integrations_pipeline.engine.errors import (
     RequestRejectedError,
     SpecError,
 )
-from integrations_pipeline.engine.ratelimit import FakeClock
 from integrations_pipeline.engine.spec import ConnectorSpec, parse_spec
 from integrations_pipeline.engine.write.keys import KeyReader
 from integrations_pipeline.engine.write.plan import plan, validate_record
 from integrations_pipeline.engine.write.sinks import SinkWriter, render_body
+from integrations_pipeline_tests.clock import FakeClock
 
 from .._support import SECRETS, Recorder, json_response, spec
 

@@ -16,6 +16,7 @@ from integrations_pipeline.connectors import load_connectors
 from integrations_pipeline.defs import constants as c
 from integrations_pipeline.defs.assets import build_connector_assets
 from integrations_pipeline.defs.checks import build_connector_checks
+from integrations_pipeline.defs.io_managers import WAREHOUSE_IO_MANAGER, WarehouseIOManager
 from integrations_pipeline.defs.resources import WarehouseResource, credentials_resource
 from integrations_pipeline.defs.schedules import build_connector_jobs_and_schedules
 from integrations_pipeline.defs.sensors import build_sync_sensor
@@ -26,7 +27,10 @@ def build_definitions(environ: dict[str, str] | None = None) -> dg.Definitions:
     env = dict(os.environ) if environ is None else environ
     warehouse = WarehouseResource(url=dg.EnvVar("WAREHOUSE_URL")) if env.get("WAREHOUSE_URL") else WarehouseResource()
     assets, checks, jobs, schedules = [], [], [], []
-    resources: dict[str, object] = {c.WAREHOUSE_RESOURCE: warehouse}
+    resources: dict[str, object] = {
+        c.WAREHOUSE_RESOURCE: warehouse,
+        WAREHOUSE_IO_MANAGER: WarehouseIOManager(warehouse=warehouse),
+    }
     connectors = load_connectors()
     for spec in connectors.values():
         credentials = credentials_resource(spec, env)

@@ -6,6 +6,8 @@ ROW_COUNT = "dagster/row_count"
 PRIMARY_KEY = "primary_key"
 CURSOR_FIELD = "cursor_field"
 ENDPOINT = "endpoint"
+CONNECTOR = "integrations_pipeline/connector"  # which spec and stream a stream asset loads: the
+STREAM = "integrations_pipeline/stream"  # warehouse IO manager reads its table for downstream assets
 
 RECORDS_FETCHED = "records_fetched"
 PAGES = "pages"

@@ -16,6 +16,9 @@ from integrations_pipeline.warehouse.tables import TableSpec, table_spec_for
 
 from . import constants
 
+# The stream assets' IO manager (io_managers.py): reads their tables for downstream assets.
+WAREHOUSE_IO_MANAGER = "warehouse_io_manager"
+
 
 @dataclass(frozen=True)
 class StreamProps:
@@ -76,6 +79,8 @@ class ConnectorTranslator:
             constants.PRIMARY_KEY: ", ".join(t.primary_key),
             constants.CURSOR_FIELD: s.incremental.cursor_field if s.incremental else "(full refresh)",
             constants.ENDPOINT: s.path or props.connector.graphql_path,
+            constants.CONNECTOR: props.connector.name,
+            constants.STREAM: props.stream_name,
         }
 
     def get_tags(self, props: StreamProps) -> dict[str, str]:
@@ -92,7 +97,7 @@ class ConnectorTranslator:
             tags=self.get_tags(props),
             partitions_def=self.get_partitions_def(props),
             skippable=True,
-        )
+        ).with_io_manager_key(WAREHOUSE_IO_MANAGER)
 
 
 def column_schema(table: TableSpec) -> dg.TableSchema:

@@ -10,6 +10,7 @@ import json
 from datetime import UTC, datetime
 
 import dagster as dg
+import pandas as pd
 import pytest
 
 from integrations_pipeline.connectors import load_connectors
@@ -170,3 +171,45 @@ def test_secrets_never_reach_logs_metadata_or_errors(sandboxes, sandbox_env, mon
     for secret in secrets:
         assert secret not in blob  # ...without ever showing a credential
     assert json.dumps(sandbox_env).count("sandbox-token-a") == 1  # sanity: the secret is real
+
+
+def test_a_downstream_asset_takes_a_stream_as_a_dataframe(sandboxes, sandbox_env, warehouse_url):
+    """The stream assets' IO manager reads their table: the whole of it, or a daily partition's rows."""
+    from integrations_pipeline.defs.io_managers import WAREHOUSE_IO_MANAGER, WarehouseIOManager
+
+    _, boxes = sandboxes
+    orders_key = dg.AssetKey(["trackstar", "orders"])
+    daily = dg.DailyPartitionsDefinition(start_date="2026-10-01", timezone="UTC")
+
+    @dg.asset(ins={"orders": dg.AssetIn(key=orders_key)})
+    def orders_by_connection(orders: pd.DataFrame) -> dict[str, int]:
+        return orders.groupby("_connection_id").size().to_dict()
+
+    @dg.asset(ins={"orders": dg.AssetIn(key=orders_key)}, partitions_def=daily)
+    def orders_that_day(orders: pd.DataFrame) -> int:
+        return len(orders)
+
+    defs = build_definitions()
+    resources = {
+        **defs.resources,
+        c.WAREHOUSE_RESOURCE: WarehouseResource(url=warehouse_url),
+        WAREHOUSE_IO_MANAGER: WarehouseIOManager(warehouse=WarehouseResource(url=warehouse_url)),
+    }
+    everything = [*defs.assets, orders_by_connection, orders_that_day]
+    instance = dg.DagsterInstance.ephemeral()
+    dg.materialize(
+        everything,
+        selection=[orders_key],
+        resources=resources,
+        instance=instance,
+        tags=_range_tags("2026-10-01", "2026-11-21"),
+    )
+    truth = _truth(boxes, "trackstar", "orders")
+    whole = dg.materialize(everything, selection=[orders_by_connection], resources=resources, instance=instance)
+    counts = whole.output_for_node("orders_by_connection")
+    assert counts == pd.Series([r["_connection_id"] for r in truth]).value_counts().to_dict()
+    day = dg.materialize(
+        everything, selection=[orders_that_day], resources=resources, instance=instance, partition_key="2026-11-03"
+    )
+    expected = sum(1 for r in truth if r["updated_date"].startswith("2026-11-03"))
+    assert day.output_for_node("orders_that_day") == expected > 0

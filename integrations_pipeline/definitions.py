@@ -21,10 +21,16 @@ from integrations_pipeline.defs.resources import WarehouseResource, credentials_
 from integrations_pipeline.defs.schedules import build_connector_jobs_and_schedules
 from integrations_pipeline.defs.sensors import build_sync_sensor
 from integrations_pipeline.defs.syncs import SinkIOManager, build_sync_assets, build_sync_checks, io_manager_key
+from integrations_pipeline.defs.translator import ConnectorTranslator, SyncTranslator
 
 
-def build_definitions(environ: dict[str, str] | None = None) -> dg.Definitions:
+def build_definitions(
+    environ: dict[str, str] | None = None, translator: ConnectorTranslator | None = None
+) -> dg.Definitions:
+    """Every connector's streams and every sync as Dagster definitions. ``translator`` decides every asset key
+    (streams, and through a ``SyncTranslator`` the syncs and what they depend on)."""
     env = dict(os.environ) if environ is None else environ
+    translator = translator or ConnectorTranslator()
     warehouse = WarehouseResource(url=dg.EnvVar("WAREHOUSE_URL")) if env.get("WAREHOUSE_URL") else WarehouseResource()
     assets, checks, jobs, schedules = [], [], [], []
     resources: dict[str, object] = {
@@ -41,12 +47,12 @@ def build_definitions(environ: dict[str, str] | None = None) -> dg.Definitions:
             )
         if not spec.streams:
             continue
-        assets += build_connector_assets(spec, warehouse_kind=warehouse.kind())
-        checks += build_connector_checks(spec)
-        j, s = build_connector_jobs_and_schedules(spec)
+        assets += build_connector_assets(spec, translator, warehouse_kind=warehouse.kind())
+        checks += build_connector_checks(spec, translator)
+        j, s = build_connector_jobs_and_schedules(spec, translator)
         jobs += j
         schedules += s
-    sync_assets = build_sync_assets(connectors, env)
+    sync_assets = build_sync_assets(connectors, env, SyncTranslator(translator))
     return dg.Definitions(
         assets=[*assets, *sync_assets],
         asset_checks=[*checks, *build_sync_checks(sync_assets)],

@@ -87,14 +87,16 @@ def _multi_asset(
                 connections = parse_connections(spec, credentials)
                 for key in selected:
                     props = by_key[key]
-                    yield _sync_one(context, client, warehouse, props, connections, window)
+                    yield _sync_one(context, client, warehouse, key, props, connections, window)
         finally:
             warehouse.close()
 
     return _streams
 
 
-def _sync_one(context, client: VendorClient, warehouse: Warehouse, props: StreamProps, connections, window):
+def _sync_one(
+    context, client: VendorClient, warehouse: Warehouse, key: dg.AssetKey, props: StreamProps, connections, window
+):
     table = props.table
     warehouse.ensure_table(table)
     before = client.stats.as_dict()
@@ -137,4 +139,4 @@ def _sync_one(context, client: VendorClient, warehouse: Warehouse, props: Stream
     }
     if window is not None:
         metadata[c.WINDOW] = dg.MetadataValue.text(str(window))
-    return dg.MaterializeResult(asset_key=dg.AssetKey([props.connector.name, props.stream_name]), metadata=metadata)
+    return dg.MaterializeResult(asset_key=key, metadata=metadata)  # the translator's key, never rebuilt here

@@ -42,6 +42,7 @@ from . import constants as c
 from .checks import build_in_doubt_check
 from .lifecycle import exit_with_parent
 from .resources import ConnectorCredentials, WarehouseResource
+from .translator import SyncTranslator
 
 SINK_METADATA = "integrations_pipeline/sink"
 STATE_METADATA = "integrations_pipeline/delivery_state"  # the key of this sync's delivered state
@@ -259,19 +260,20 @@ class SinkIOManager(dg.ConfigurableIOManager):
         return pd.DataFrame(rows, dtype=object)
 
 
-def sync_asset_key(sync: SyncSpec) -> dg.AssetKey:
-    return dg.AssetKey(sync.asset_ref.split("/"))
+def build_sync_asset(
+    sync: SyncSpec, connectors: dict[str, ConnectorSpec], translator: SyncTranslator | None = None
+) -> dg.AssetsDefinition:
+    """The asset of one (possibly routed: see ``engine.write.mapping.route``) sync; keys by ``translator``."""
+    translator = translator or SyncTranslator()
 
+    def stream_key(ref: str) -> dg.AssetKey:
+        return translator.get_stream_key(connectors, ref)
 
-def build_sync_asset(sync: SyncSpec, connectors: dict[str, ConnectorSpec]) -> dg.AssetsDefinition:
-    """The asset of one (possibly routed: see ``engine.write.mapping.route``) sync."""
-    source_key = dg.AssetKey(sync.source.split("/"))
-    lookup_keys = [dg.AssetKey(lk.stream.split("/")) for lk in sync.lookups.values()]
+    source_key = stream_key(sync.source)
+    lookup_keys = [stream_key(lk.stream) for lk in sync.lookups.values()]
     lineage = dg.TableColumnLineage(
         deps_by_column={
-            target: [
-                dg.TableColumnDep(asset_key=dg.AssetKey(stream.split("/")), column_name=col) for stream, col in deps
-            ]
+            target: [dg.TableColumnDep(asset_key=stream_key(stream), column_name=col) for stream, col in deps]
             for target, deps in column_lineage(sync).items()
         }
     )
@@ -282,11 +284,11 @@ def build_sync_asset(sync: SyncSpec, connectors: dict[str, ConnectorSpec]) -> dg
     columns = list(sync.all_fields())
 
     @dg.asset(
-        key=sync_asset_key(sync),
+        key=translator.get_asset_key(sync),
         deps=list(dict.fromkeys([source_key, *lookup_keys])),
-        group_name="syncs",
+        group_name=translator.get_group_name(sync),
         description=f"{sync.description}\n\n`{sync.source}` → sink `{sync.target}`{via}.",
-        kinds={"python", sync.target_connector},
+        kinds=translator.get_kinds(sync),
         code_version=fingerprint,
         io_manager_key=io_manager_key(sync.target_connector),
         metadata={SINK_METADATA: sync.target_sink, STATE_METADATA: sync.asset_ref, "dagster/column_lineage": lineage},
@@ -344,6 +346,8 @@ def routed_syncs(connectors: dict[str, ConnectorSpec], environ: Mapping[str, str
     return syncs
 
 
-def build_sync_assets(connectors: dict[str, ConnectorSpec], environ: dict[str, str]) -> list[dg.AssetsDefinition]:
-    """One asset per sync spec, each routed as configured (``routed_syncs``)."""
-    return [build_sync_asset(sync, connectors) for sync in routed_syncs(connectors, environ)]
+def build_sync_assets(
+    connectors: dict[str, ConnectorSpec], environ: Mapping[str, str], translator: SyncTranslator | None = None
+) -> list[dg.AssetsDefinition]:
+    """One asset per sync spec, each routed as configured (``routed_syncs``), keyed by ``translator``."""
+    return [build_sync_asset(sync, connectors, translator) for sync in routed_syncs(connectors, environ)]

@@ -6,12 +6,14 @@ Each method takes one ``StreamProps`` so new inputs never break a subclass's sig
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cached_property
 
 import dagster as dg
 
 from integrations_pipeline.engine.spec import ConnectorSpec, StreamSpec
+from integrations_pipeline.engine.write.mapping import SyncSpec
 from integrations_pipeline.warehouse.tables import TableSpec, table_spec_for
 
 from . import constants
@@ -109,3 +111,29 @@ def column_schema(table: TableSpec) -> dg.TableSchema:
             for c in table.columns
         ]
     )
+
+
+class SyncTranslator:
+    """A reverse-ETL sync → its asset's key, group, kinds and the keys of the streams it reads.
+
+    Stream keys come from the ``ConnectorTranslator`` given, so a translator that prefixes stream keys
+    (``acme/trackstar/orders``) makes the syncs depend on, and trace columns to, the prefixed keys.
+    """
+
+    def __init__(self, connectors: ConnectorTranslator | None = None):
+        self.connectors = connectors or ConnectorTranslator()
+
+    def get_asset_key(self, sync: SyncSpec) -> dg.AssetKey:
+        return dg.AssetKey(sync.asset_ref.split("/"))
+
+    def get_stream_key(self, specs: Mapping[str, ConnectorSpec], stream_ref: str) -> dg.AssetKey:
+        """The key of a stream a sync reads (``trackstar/orders``), by the connector translator."""
+        connector, stream = stream_ref.split("/", 1)
+        return self.connectors.get_asset_key(StreamProps(specs[connector], stream))
+
+    def get_group_name(self, sync: SyncSpec) -> str:
+        return "syncs"
+
+    def get_kinds(self, sync: SyncSpec) -> set[str]:
+        # The systems a sync joins, as the UI labels assets by technology: YAML syncs are not "python".
+        return {sync.source_connector, sync.target_connector}

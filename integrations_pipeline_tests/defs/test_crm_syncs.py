@@ -302,3 +302,25 @@ def test_a_downstream_asset_reads_what_the_targets_hold(crm):
     assert got.loc[email, "properties.salestrekker_deals"] == sum(
         1 for d in st.truth("deals") if one["id"] in d["idContacts"]
     )
+
+
+def test_a_key_prefixing_translator_works_end_to_end(crm):
+    """The translator is the one authority on keys: prefix every stream key, and the syncs depend on, trace
+    columns to and run after the prefixed streams (no "asset key salestrekker/workflows not found")."""
+    from integrations_pipeline.defs.translator import ConnectorTranslator, StreamProps
+
+    class Prefixed(ConnectorTranslator):
+        def get_asset_key(self, props: StreamProps) -> dg.AssetKey:
+            return dg.AssetKey(["acme", *super().get_asset_key(props).path])
+
+    defs = build_definitions(translator=Prefixed())
+    graph = defs.resolve_asset_graph()
+    prefixed = [dg.AssetKey(["acme", *k.path]) for k in CRM]
+    assert set(prefixed) <= graph.get_all_asset_keys() and not set(CRM) & graph.get_all_asset_keys()
+    assert graph.get(TO_SM_EVENTS).parent_keys == set(prefixed)  # deals, contacts and workflows (lookups)
+    lineage = graph.get(TO_SM_EVENTS).metadata["dagster/column_lineage"]
+    assert {d.asset_key for deps in lineage.deps_by_column.values() for d in deps} <= set(prefixed)
+    _run(defs, prefixed, CRM_DAYS)
+    md = _run(defs, [TO_SM_EVENTS])[TO_SM_EVENTS]
+    st, sm = crm["salestrekker"], crm["salesmanago"]
+    assert md["created"].value == len(_expected_events(st)) == len(sm.events)

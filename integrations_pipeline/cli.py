@@ -100,7 +100,7 @@ def _cmd_in_doubt(args: argparse.Namespace) -> int:
             sink_name=sync.target_sink,
             warehouse=warehouse,
             state_key=chosen[0],
-            client=lambda: VendorClient(spec, credentials, log=lambda m: print(m, file=sys.stderr)),
+            client=lambda: VendorClient(spec, credentials, environ=os.environ, log=lambda m: print(m, file=sys.stderr)),
             run_id=f"cli-{os.getpid()}",
             log=print,
         )

@@ -1,4 +1,4 @@
-"""The layers import one way: engine (no Dagster) ← warehouse ← defs; no module-level import cycle.
+"""The layers import one way: engine (no Dagster, no environment reads) ← warehouse ← defs; no import cycle.
 
 Imports are read from the source (``ast``), so the test sees what a module imports, not what happened to be
 imported first in this interpreter. Imports inside functions are not counted here (the warehouse still reaches
@@ -89,3 +89,26 @@ def test_the_engine_imports_no_dagster():
     )
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout.strip()
     assert out == ""
+
+
+def test_the_engine_never_reads_the_environment():
+    """The engine is handed its environment (``environ=``); only defs/ and the CLI read ``os.environ``.
+
+    So a test, a benchmark or a user's own project decides what a client sees, and a variable set in the shell
+    cannot change what a run against an injected transport does.
+    """
+    reads = []
+    for path in sorted((PACKAGE / "engine").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if (
+                isinstance(node, ast.Attribute)
+                and isinstance(node.value, ast.Name)
+                and node.value.id == "os"
+                and node.attr in {"environ", "environb", "getenv", "getenvb", "putenv"}
+            ) or (
+                isinstance(node, ast.ImportFrom)
+                and node.module == "os"
+                and {a.name for a in node.names} & {"environ", "environb", "getenv", "getenvb"}
+            ):
+                reads.append(f"{path.relative_to(PACKAGE.parent)}:{node.lineno}")
+    assert reads == []

@@ -15,6 +15,7 @@ sync asset as input gets the target's current records back (``SinkIOManager.load
 
 import hashlib
 import json
+import os
 from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
@@ -150,7 +151,9 @@ class SinkIOManager(dg.ConfigurableIOManager):
         settle = op_config.get("in_doubt", "keep")
         keys = list(op_config.get("in_doubt_keys") or []) or None
         warehouse = self.warehouse.open()
-        new_client = lambda: VendorClient(spec, self.credentials.credentials(), log=context.log.warning)  # noqa: E731
+        new_client = lambda: VendorClient(
+            spec, self.credentials.credentials(), environ=os.environ, log=context.log.warning
+        )  # noqa: E731
         try:
             if settle != "keep" and not dry_run:
                 settle_in_doubt(
@@ -245,7 +248,7 @@ class SinkIOManager(dg.ConfigurableIOManager):
         if spec.sinks[sink_name].read is None or not keys:
             return pd.DataFrame({"key": keys, "hash": [delivered[k] for k in keys]})
         with (
-            VendorClient(spec, self.credentials.credentials(), log=context.log.warning) as client,
+            VendorClient(spec, self.credentials.credentials(), environ=os.environ, log=context.log.warning) as client,
             SinkReader(client, spec, sink_name) as reader,
         ):
             found = reader.read(keys)

@@ -26,11 +26,10 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import random
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -126,17 +125,21 @@ class _Limit:
 
 
 class VendorClient:
-    """Sends a connector's requests. ``transport`` is the test seam (MockTransport, a sandbox)."""
+    """Sends a connector's requests. ``transport`` is the test seam (MockTransport, a sandbox).
+
+    ``environ`` holds the settings a spec names (base URL, plan limits): the engine never reads the process
+    environment itself; the Dagster layer and the CLI hand it in.
+    """
 
     def __init__(
         self,
         spec: ConnectorSpec,
         credentials: Credentials,
         *,
+        environ: Mapping[str, str],
         base_url: str | None = None,
         transport: httpx.BaseTransport | None = None,
         clock: Clock | None = None,
-        environ: dict[str, str] | None = None,
         rng: random.Random | None = None,
         log: Callable[[str], None] | None = None,
     ):
@@ -146,7 +149,7 @@ class VendorClient:
         self.rng = rng or random.Random()
         self.stats = ClientStats()
         self.log = log or (lambda message: None)
-        env = os.environ if environ is None else environ
+        env = self.environ = environ
         self.base_url = (base_url or env.get(spec.base_url.env) or spec.base_url.default or "").rstrip("/")
         if not self.base_url:
             raise MissingCredentialError(spec.base_url.env, spec.name)

@@ -39,7 +39,6 @@ vendor's own (redacted) messages, never from request bodies or headers.
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -204,7 +203,7 @@ class SinkEndpoint:
                 client.credentials,
                 transport=transport,
                 clock=client.clock,
-                environ=dict(os.environ if environ is None else environ),
+                environ=client.environ if environ is None else environ,
                 rng=client.rng,
                 log=client.log,
             )

@@ -56,7 +56,7 @@ def main() -> int:
     warehouse = connect_warehouse(args.warehouse)
     common = dict(
         spec=spec, sink_name=args.sink, ledger=warehouse, state_key=args.state_key,
-        client=lambda: VendorClient(spec, credentials, log=lambda m: print(m, file=sys.stderr)),
+        client=lambda: VendorClient(spec, credentials, environ=os.environ, log=lambda m: print(m, file=sys.stderr)),
         run_id=args.run_id, lease_wait=args.lease_wait, log=lambda m: print(m, file=sys.stderr, flush=True),
     )  # fmt: skip
     try:

@@ -1,6 +1,6 @@
 """The two things the benchmarks time: the real engine path and a bare httpx loop.
 
-- ``run_engine``: ``VendorClient`` + ``sync_stream`` + ``WarehouseDestination`` (the adapter the
+- ``run_engine``: ``VendorClient`` + ``load_stream`` + ``WarehouseDestination`` (the adapter the
   Dagster assets use) into a DuckDB file, exactly as an asset materialisation runs, for the
   trackstar ``inventory`` stream over a window that covers all sandbox data.
 - ``run_bare``: the same pages fetched with plain httpx (same params: ``limit``,
@@ -32,9 +32,9 @@ from integrations_pipeline.connectors import load_connectors
 from integrations_pipeline.defs.assets import WarehouseDestination
 from integrations_pipeline.engine.auth import Credentials, secret_env_vars
 from integrations_pipeline.engine.client import VendorClient, parse_connections
-from integrations_pipeline.engine.extract import Window
+from integrations_pipeline.engine.read.extract import Window
+from integrations_pipeline.engine.read.load import load_stream
 from integrations_pipeline.engine.spec import ConnectorSpec
-from integrations_pipeline.engine.sync import sync_stream
 from integrations_pipeline.warehouse import connect_warehouse, table_spec_for
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -104,7 +104,7 @@ def run_engine(
         with VendorClient(spec, credentials, environ=dict(env), transport=transport) as client:
             started = time.perf_counter()
             warehouse.ensure_table(table)
-            result = sync_stream(
+            result = load_stream(
                 client, STREAM, WarehouseDestination(warehouse, table), connections, window=WINDOW, progress=progress
             )
             finished = time.perf_counter()

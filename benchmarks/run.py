@@ -10,7 +10,7 @@ benchmark reports; it does not gate CI). Progress goes to stderr, the table to s
 throughput target is missed (or with ``--profile``) a cProfile breakdown of the engine follows.
 
 1. Throughput: N inventory records (1000 per page, one connection) into a fresh DuckDB file through
-   the real engine (``sync_stream`` + ``WarehouseDestination``) versus a bare httpx loop fetching
+   the real engine (``load_stream`` + ``WarehouseDestination``) versus a bare httpx loop fetching
    the same pages and ``json.loads``-ing them. 3 runs per side, alternating, medians compared.
    Target: engine <= 1.5 x bare. The engine uses the trackstar spec with ``rate_limits`` removed so
    that pacing (10 GET/s) does not make the comparison about the limiter.
@@ -164,7 +164,7 @@ def bench_throughput(report: Report, sizes: Sizes) -> bool:
     )
     report.info(
         name,
-        "engine sync_stream -> DuckDB",
+        "engine load_stream -> DuckDB",
         f"median {engine_med:.2f} s  (runs {runs([e['wall'] for e in engine_runs])})",
     )
     report.info(
@@ -319,13 +319,13 @@ def bench_diff(report: Report, sizes: Sizes) -> None:
 
 # (label, filename suffix, function name): cumulative times pulled out of the profile.
 PROFILE_PARTS = [
-    ("sync_stream (whole engine path)", "engine/sync.py", "sync_stream"),
+    ("load_stream (whole engine path)", "engine/read/load.py", "load_stream"),
     ("VendorClient.call (HTTP + decode + classify)", "engine/client.py", "call"),
     ("  httpx Client.request (send, wait for server, read)", "httpx/_client.py", "request"),
     ("  json.loads of page bodies (in _classify)", "json/__init__.py", "loads"),
-    ("read_pages: adding _connection_id per record", "engine/extract.py", "read_pages"),
-    ("sync per-record: parse_ts", "engine/sync.py", "parse_ts"),
-    ("sync per-record: _pk", "engine/sync.py", "_pk"),
+    ("read_pages: adding _connection_id per record", "engine/read/extract.py", "read_pages"),
+    ("load per-record: parse_ts", "engine/read/load.py", "parse_ts"),
+    ("load per-record: _pk", "engine/read/load.py", "_pk"),
     ("DuckDBLoad._encode (staging JSON encode)", "warehouse/duckdb.py", "_encode"),
     ("DuckDBLoad._write (encode + file write)", "warehouse/duckdb.py", "_write"),
     ("DuckDBLoad._commit (read_json + merge)", "warehouse/duckdb.py", "_commit"),

@@ -15,9 +15,9 @@ from collections.abc import Iterator
 import dagster as dg
 
 from integrations_pipeline.engine.client import VendorClient, parse_connections
-from integrations_pipeline.engine.extract import Window
+from integrations_pipeline.engine.read.extract import Window
+from integrations_pipeline.engine.read.load import StreamLoadResult, load_stream
 from integrations_pipeline.engine.spec import ConnectorSpec
-from integrations_pipeline.engine.sync import StreamSyncResult, sync_stream
 from integrations_pipeline.warehouse import Warehouse
 from integrations_pipeline.warehouse.tables import TableSpec
 
@@ -109,7 +109,7 @@ def _sync_one(
         if "skipped" in message or pages_logged[0] % 10 == 1:
             context.log.info(message)
 
-    result: StreamSyncResult = sync_stream(
+    result: StreamLoadResult = load_stream(
         client, props.stream_name, WarehouseDestination(warehouse, table), connections, window=window, progress=progress
     )
     after = client.stats.as_dict()

@@ -151,9 +151,10 @@ class SinkIOManager(dg.ConfigurableIOManager):
         settle = op_config.get("in_doubt", "keep")
         keys = list(op_config.get("in_doubt_keys") or []) or None
         warehouse = self.warehouse.open()
-        new_client = lambda: VendorClient(
-            spec, self.credentials.credentials(), environ=os.environ, log=context.log.warning
-        )  # noqa: E731
+
+        def new_client() -> VendorClient:
+            return VendorClient(spec, self.credentials.credentials(), environ=os.environ, log=context.log.warning)
+
         try:
             if settle != "keep" and not dry_run:
                 settle_in_doubt(

@@ -26,7 +26,7 @@ from pydantic import BaseModel, Discriminator, Field, ValidationError, field_val
 from .auth import AUTH_TYPES
 from .errors import SpecError
 from .models import Frozen, Secret, Setting
-from .pagination import PAGINATORS
+from .read.pagination import PAGINATORS
 
 # Unions over every registered type; pydantic picks the member by the ``type`` key.
 # Union[...] of a tuple built at run time: the X | Y spelling cannot express it.

@@ -14,8 +14,8 @@ from typing import Any
 from integrations_pipeline.connectors import load_connectors
 from integrations_pipeline.engine.auth import Credentials, secret_env_vars
 from integrations_pipeline.engine.client import Connection, VendorClient, parse_connections
+from integrations_pipeline.engine.read.load import parse_ts
 from integrations_pipeline.engine.spec import ConnectorSpec
-from integrations_pipeline.engine.sync import parse_ts
 from integrations_pipeline.sandbox import VENDORS
 from integrations_pipeline.sandbox.base import VendorSandbox
 from integrations_pipeline_tests.clock import FakeClock

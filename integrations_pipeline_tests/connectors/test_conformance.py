@@ -14,8 +14,8 @@ import pytest
 from jsonschema import Draft202012Validator, FormatChecker
 
 from integrations_pipeline.engine.errors import EndpointUnsupportedError
-from integrations_pipeline.engine.extract import Window, read_pages
-from integrations_pipeline.engine.sync import sync_stream
+from integrations_pipeline.engine.read.extract import Window, read_pages
+from integrations_pipeline.engine.read.load import load_stream
 
 from .harness import (
     ALL_TIME_END,
@@ -79,7 +79,7 @@ def test_second_incremental_read_starts_where_first_ended(connector, stream):
     dest = destination_for(h, stream)
     connections = h.connections()
     with h.client() as client:
-        first = sync_stream(client, stream, dest, connections, now=ALL_TIME_END)
+        first = load_stream(client, stream, dest, connections, now=ALL_TIME_END)
     supported = [c for c in connections if not h.unsupported(c, stream)]
     assert first.records == sum(len(h.truth(stream, c)) for c in supported)
 
@@ -92,7 +92,7 @@ def test_second_incremental_read_starts_where_first_ended(connector, stream):
     # delivered at that cursor must not be repeated.
     changed += h.sandbox.add(stream, 2, boundary, target.id)
     with h.client() as client:
-        second = sync_stream(client, stream, dest, connections, now=ALL_TIME_END)
+        second = load_stream(client, stream, dest, connections, now=ALL_TIME_END)
     by_conn = {o.connection_id: o for o in second.outcomes}
     assert len(set(changed)) == 5
     assert by_conn[target.id].records == 5
@@ -129,9 +129,9 @@ def test_full_refresh_stream_sees_changes(connector, stream):
     h = vendor_harness(connector)
     dest = destination_for(h, stream)
     with h.client() as client:
-        sync_stream(client, stream, dest, h.connections())
+        load_stream(client, stream, dest, h.connections())
         h.sandbox.touch(stream, 1, ALL_TIME_END - timedelta(hours=1))
-        sync_stream(client, stream, dest, h.connections())
+        load_stream(client, stream, dest, h.connections())
     assert dest.records() == h.truth(stream, h.connections()[0])
 
 

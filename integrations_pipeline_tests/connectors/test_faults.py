@@ -12,8 +12,8 @@ import pytest
 
 from integrations_pipeline.defs.assets import WarehouseDestination
 from integrations_pipeline.engine.errors import RetriesExhaustedError
-from integrations_pipeline.engine.extract import Window
-from integrations_pipeline.engine.sync import sync_stream
+from integrations_pipeline.engine.read.extract import Window
+from integrations_pipeline.engine.read.load import load_stream
 from integrations_pipeline.warehouse import connect_warehouse, table_spec_for
 
 from .harness import ALL_TIME_END, sort_key, vendor_harness
@@ -29,7 +29,7 @@ def _sync(h, stream, url, window=WINDOW, progress=None):
         table = table_spec_for(h.spec, stream)
         wh.ensure_table(table)
         with h.client() as client:
-            result = sync_stream(
+            result = load_stream(
                 client, stream, WarehouseDestination(wh, table), h.connections(), window=window, progress=progress
             )
         return result, client.stats, sorted(wh.read_records(table), key=sort_key(list(table.primary_key)))
@@ -65,7 +65,7 @@ def test_a_window_that_finally_fails_leaves_rows_and_cursor_unchanged(tmp_path):
     wh.ensure_table(table)
     dest = WarehouseDestination(wh, table)
     with h.client() as client:
-        sync_stream(client, "inventory", dest, h.connections(), now=ALL_TIME_END)
+        load_stream(client, "inventory", dest, h.connections(), now=ALL_TIME_END)
     rows_before = sorted(wh.read_records(table), key=sort_key(list(table.primary_key)))
     states_before = {c.id: wh.read_state(f"trackstar.inventory.{c.id}") for c in h.connections()}
     assert all(states_before.values())
@@ -79,7 +79,7 @@ def test_a_window_that_finally_fails_leaves_rows_and_cursor_unchanged(tmp_path):
             h.sandbox.faults.inject("503", times=50)  # more than the retry policy's attempts
 
     with h.client() as client, pytest.raises(RetriesExhaustedError, match="503"):
-        sync_stream(client, "inventory", dest, h.connections(), now=ALL_TIME_END, progress=fail_after_first_page)
+        load_stream(client, "inventory", dest, h.connections(), now=ALL_TIME_END, progress=fail_after_first_page)
 
     assert sorted(wh.read_records(table), key=sort_key(list(table.primary_key))) == rows_before
     assert {c.id: wh.read_state(f"trackstar.inventory.{c.id}") for c in h.connections()} == states_before

@@ -6,10 +6,13 @@ Nothing here touches the network or sleeps: every client gets an ``httpx.MockTra
 
 from __future__ import annotations
 
+import copy
 import json
 import random
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from functools import cache
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
@@ -17,6 +20,7 @@ import httpx
 from integrations_pipeline.connectors import SPEC_DIR
 from integrations_pipeline.engine.auth import Credentials
 from integrations_pipeline.engine.client import VendorClient
+from integrations_pipeline.engine.read.extract import CONNECTION_COLUMN
 from integrations_pipeline.engine.spec import ConnectorSpec, load_spec, parse_spec
 from integrations_pipeline_tests.clock import FakeClock
 
@@ -118,3 +122,60 @@ def make_client(
 
 def json_response(status: int, body: Any = None, headers: dict[str, str] | None = None) -> httpx.Response:
     return httpx.Response(status, json=body, headers=headers)
+
+
+# -- an in-memory destination for stream loads ---------------------------------------------------------
+
+
+@dataclass
+class FakeLoad:
+    destination: FakeDestination
+    key: str
+    batches: list[list[dict]] = field(default_factory=list)
+    status: str = "open"
+    committed_state: Any = "not committed"
+
+    def write_batch(self, records: list[dict]) -> None:
+        assert self.status == "open"
+        self.batches.append(copy.deepcopy(records))
+
+    def commit(self, state: dict | None, merge=None):
+        assert self.status == "open"
+        self.status = "committed"
+        self.committed_state = state
+        if merge is not None:  # what the warehouse does inside its commit transaction
+            state = merge(self.destination.state.get(self.key), state)
+        counts = {"inserted": 0, "updated": 0, "unchanged": 0}
+        for batch in self.batches:
+            for r in batch:
+                row_key = (r.get(CONNECTION_COLUMN), r["id"])
+                old = self.destination.rows.get(row_key)
+                counts["inserted" if old is None else "updated" if old != r else "unchanged"] += 1
+                self.destination.rows[row_key] = r
+        if state is not None:
+            self.destination.state[self.key] = copy.deepcopy(state)
+        return SimpleNamespace(**counts)
+
+    def abort(self) -> None:
+        assert self.status == "open"
+        self.status = "aborted"
+
+
+class FakeDestination:
+    """One table in memory: rows by (connection, id), cursor state by key, every load kept."""
+
+    def __init__(self):
+        self.rows: dict[tuple[str | None, str], dict] = {}
+        self.state: dict[str, dict] = {}
+        self.loads: list[FakeLoad] = []
+
+    def open_load(self, key: str) -> FakeLoad:
+        load = FakeLoad(self, key)
+        self.loads.append(load)
+        return load
+
+    def read_state(self, key: str) -> dict | None:
+        return copy.deepcopy(self.state.get(key))
+
+    def snapshot(self):
+        return copy.deepcopy((self.rows, self.state))

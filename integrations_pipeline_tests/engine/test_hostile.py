@@ -31,9 +31,9 @@ from integrations_pipeline.engine.errors import (
     ResponseFormatError,
     SpecError,
 )
-from integrations_pipeline.engine.extract import read_pages
+from integrations_pipeline.engine.read.extract import read_pages
+from integrations_pipeline.engine.read.load import load_stream
 from integrations_pipeline.engine.spec import load_spec, parse_spec
-from integrations_pipeline.engine.sync import sync_stream
 
 from ._support import fake_spec
 
@@ -213,10 +213,10 @@ def test_a_hostile_vendor_ends_in_one_clear_error_without_retries(hostile_url, s
 
 def test_a_cursor_that_is_not_a_date_names_the_record_and_the_value(hostile_url):
     from integrations_pipeline.engine.client import Connection
-    from integrations_pipeline_tests.engine.test_sync import FakeDestination
+    from integrations_pipeline_tests.engine._support import FakeDestination
 
     with pytest.raises(ResponseFormatError) as info:
-        sync_stream(client_for(hostile_url), "cursor", FakeDestination(), [Connection("default")])
+        load_stream(client_for(hostile_url), "cursor", FakeDestination(), [Connection("default")])
     assert str(info.value) == (
         "fake stream 'cursor': record 'a1' has cursor field 'updated' = 'yesterday-ish', not an ISO 8601 timestamp"
     )

@@ -15,7 +15,7 @@ import yaml
 from integrations_pipeline.connectors import SPEC_DIR, builtin_spec_paths
 from integrations_pipeline.engine.auth import AUTH_TYPES
 from integrations_pipeline.engine.errors import ConfigError, SpecError
-from integrations_pipeline.engine.pagination import PAGINATORS
+from integrations_pipeline.engine.read.pagination import PAGINATORS
 from integrations_pipeline.engine.spec import ConnectorSpec, _merged, load_spec, parse_spec, spec_json_schema
 
 DELETE = object()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from integrations_pipeline.engine.sync import merge_cursor_state
+from integrations_pipeline.engine.read.load import merge_cursor_state
 
 from .conftest import simple_record
 

@@ -15,10 +15,10 @@ import httpx
 import pytest
 
 from integrations_pipeline.engine.errors import PaginationLoopError
-from integrations_pipeline.engine.extract import read_pages
-from integrations_pipeline.engine.pagination import PAGINATORS
+from integrations_pipeline.engine.read.extract import read_pages
+from integrations_pipeline.engine.read.pagination import PAGINATORS
 
-from ._support import Recorder, fake_spec, make_client, spec
+from .._support import Recorder, fake_spec, make_client, spec
 
 SCHEMA = {"type": "object", "properties": {"id": {"type": "integer"}}}
 GQL_QUERY = "query Items($after: String, $first: Int) { items(after: $after, first: $first) { nodes { id } } }"
@@ -276,7 +276,7 @@ def test_next_token_repeats_window_filters_on_every_page():
     from datetime import UTC, datetime
 
     from integrations_pipeline.engine.client import Connection
-    from integrations_pipeline.engine.extract import Window
+    from integrations_pipeline.engine.read.extract import Window
 
     calls: list[dict] = []
 

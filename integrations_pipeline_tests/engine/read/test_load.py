@@ -1,4 +1,4 @@
-"""sync_stream end to end: a fake Trackstar (and Salestrekker) behind httpx.MockTransport, an
+"""load_stream end to end: a fake Trackstar (and Salestrekker) behind httpx.MockTransport, an
 in-memory Destination, and a FakeClock. Windowing, cursor state, repeat-nothing incremental reads,
 all-or-nothing loads, and the Trackstar 501 skip."""
 
@@ -6,21 +6,18 @@ from __future__ import annotations
 
 import copy
 import json
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from types import SimpleNamespace
-from typing import Any
 
 import httpx
 import pytest
 
 from integrations_pipeline.engine.client import Connection, parse_connections
 from integrations_pipeline.engine.errors import RequestRejectedError, RetriesExhaustedError
-from integrations_pipeline.engine.extract import CONNECTION_COLUMN, Window
-from integrations_pipeline.engine.sync import state_key, sync_stream
+from integrations_pipeline.engine.read.extract import CONNECTION_COLUMN, Window
+from integrations_pipeline.engine.read.load import load_stream, state_key
 from integrations_pipeline_tests.clock import FakeClock
 
-from ._support import SECRETS, json_response, make_client
+from .._support import SECRETS, FakeDestination, json_response, make_client
 
 
 def ts(text: str) -> datetime:
@@ -81,60 +78,6 @@ class FakeTrackstar:
         )
 
 
-@dataclass
-class FakeLoad:
-    destination: FakeDestination
-    key: str
-    batches: list[list[dict]] = field(default_factory=list)
-    status: str = "open"
-    committed_state: Any = "not committed"
-
-    def write_batch(self, records: list[dict]) -> None:
-        assert self.status == "open"
-        self.batches.append(copy.deepcopy(records))
-
-    def commit(self, state: dict | None, merge=None):
-        assert self.status == "open"
-        self.status = "committed"
-        self.committed_state = state
-        if merge is not None:  # what the warehouse does inside its commit transaction
-            state = merge(self.destination.state.get(self.key), state)
-        counts = {"inserted": 0, "updated": 0, "unchanged": 0}
-        for batch in self.batches:
-            for r in batch:
-                row_key = (r.get(CONNECTION_COLUMN), r["id"])
-                old = self.destination.rows.get(row_key)
-                counts["inserted" if old is None else "updated" if old != r else "unchanged"] += 1
-                self.destination.rows[row_key] = r
-        if state is not None:
-            self.destination.state[self.key] = copy.deepcopy(state)
-        return SimpleNamespace(**counts)
-
-    def abort(self) -> None:
-        assert self.status == "open"
-        self.status = "aborted"
-
-
-class FakeDestination:
-    """One table in memory: rows by (connection, id), cursor state by key, every load kept."""
-
-    def __init__(self):
-        self.rows: dict[tuple[str | None, str], dict] = {}
-        self.state: dict[str, dict] = {}
-        self.loads: list[FakeLoad] = []
-
-    def open_load(self, key: str) -> FakeLoad:
-        load = FakeLoad(self, key)
-        self.loads.append(load)
-        return load
-
-    def read_state(self, key: str) -> dict | None:
-        return copy.deepcopy(self.state.get(key))
-
-    def snapshot(self):
-        return copy.deepcopy((self.rows, self.state))
-
-
 def rec(id_: str, updated: str, **extra) -> dict:
     return {"id": id_, "updated_date": updated, "sku": f"SKU-{id_}", **extra}
 
@@ -168,7 +111,7 @@ def test_windowed_read_fetches_exactly_its_window_with_filters_on_every_page():
     client, (conn_a,) = trackstar_client(vendor, f"conn_a={A_TOKEN}")
     dest = FakeDestination()
     progress: list[str] = []
-    result = sync_stream(client, "inventory", dest, [conn_a], window=Window(day(2), day(3)), progress=progress.append)
+    result = load_stream(client, "inventory", dest, [conn_a], window=Window(day(2), day(3)), progress=progress.append)
 
     assert sorted(r["id"] for r in dest.rows.values()) == ["i1", "i2", "i3", "i4"]
     assert all(r[CONNECTION_COLUMN] == "conn_a" for r in dest.rows.values())
@@ -189,7 +132,7 @@ def test_each_connection_has_its_own_rows_and_state():
     vendor.add(B_TOKEN, "/wms/orders", rec("o1", "2026-10-02T05:00:00Z"))
     client, conns = trackstar_client(vendor)
     dest = FakeDestination()
-    result = sync_stream(client, "orders", dest, conns, window=Window(day(2), day(3)))
+    result = load_stream(client, "orders", dest, conns, window=Window(day(2), day(3)))
     assert [(o.connection_id, o.records) for o in result.outcomes] == [("conn_a", 2), ("conn_b", 1)]
     assert set(dest.rows) == {("conn_a", "o1"), ("conn_a", "o2"), ("conn_b", "o1")}
     assert dest.state == {
@@ -205,10 +148,10 @@ def test_backfilling_an_older_window_never_moves_the_cursor_back():
     vendor.add(A_TOKEN, "/wms/products", rec("p1", "2026-10-01T10:00:00Z"), rec("p9", "2026-10-05T10:00:00Z"))
     client, (conn_a, _) = trackstar_client(vendor)
     dest = FakeDestination()
-    sync_stream(client, "products", dest, [conn_a], window=Window(day(5), day(6)))
+    load_stream(client, "products", dest, [conn_a], window=Window(day(5), day(6)))
     after_latest = dest.read_state("trackstar.products.conn_a")
     assert after_latest == {"cursor": "2026-10-05T10:00:00Z", "ids_at_cursor": ["p9"]}
-    result = sync_stream(client, "products", dest, [conn_a], window=Window(day(1), day(2)))
+    result = load_stream(client, "products", dest, [conn_a], window=Window(day(1), day(2)))
     assert result.records == 1 and ("conn_a", "p1") in dest.rows
     assert dest.read_state("trackstar.products.conn_a") == after_latest
 
@@ -218,9 +161,9 @@ def test_rewriting_a_window_reports_unchanged_and_updated_rows():
     vendor.add(A_TOKEN, "/wms/products", rec("p1", "2026-10-02T10:00:00Z"), rec("p2", "2026-10-02T11:00:00Z"))
     client, (conn_a, _) = trackstar_client(vendor)
     dest = FakeDestination()
-    sync_stream(client, "products", dest, [conn_a], window=Window(day(2), day(3)))
+    load_stream(client, "products", dest, [conn_a], window=Window(day(2), day(3)))
     vendor.add(A_TOKEN, "/wms/products", rec("p2", "2026-10-02T11:00:00Z", name="renamed"))
-    (outcome,) = sync_stream(client, "products", dest, [conn_a], window=Window(day(2), day(3))).outcomes
+    (outcome,) = load_stream(client, "products", dest, [conn_a], window=Window(day(2), day(3))).outcomes
     assert (outcome.inserted, outcome.updated, outcome.unchanged) == (0, 1, 1)
 
 
@@ -242,7 +185,7 @@ def test_incremental_reads_repeat_nothing_and_lose_nothing_at_the_boundary():
     key = "trackstar.inventory.conn_a"
 
     # First read: from the spec's start_date up to now.
-    first = sync_stream(client, "inventory", dest, [conn_a], now=datetime(2026, 10, 3, 0, 0, 0, 999, tzinfo=UTC))
+    first = load_stream(client, "inventory", dest, [conn_a], now=datetime(2026, 10, 3, 0, 0, 0, 999, tzinfo=UTC))
     assert first.records == 3
     assert first.outcomes[0].window == "[2026-10-01T00:00:00+00:00, 2026-10-03T00:00:00+00:00)"
     assert dest.state[key] == {"cursor": "2026-10-02T12:00:00Z", "ids_at_cursor": ["r2", "r3"]}
@@ -250,7 +193,7 @@ def test_incremental_reads_repeat_nothing_and_lose_nothing_at_the_boundary():
 
     # Nothing changed: the boundary records come back from the vendor (gte) and are dropped.
     vendor.requests.clear()
-    second = sync_stream(client, "inventory", dest, [conn_a], now=day(4))
+    second = load_stream(client, "inventory", dest, [conn_a], now=day(4))
     assert second.records == 0
     assert vendor.params()[0]["updated_date[gte]"] == "2026-10-02T12:00:00Z"
     assert dest.loads[-1].batches == [] and dest.loads[-1].status == "committed"
@@ -264,14 +207,14 @@ def test_incremental_reads_repeat_nothing_and_lose_nothing_at_the_boundary():
         rec("r5", "2026-10-03T09:00:00Z"),
         rec("r2", "2026-10-03T09:00:00Z", sku="changed"),
     )
-    third = sync_stream(client, "inventory", dest, [conn_a], now=day(4))
+    third = load_stream(client, "inventory", dest, [conn_a], now=day(4))
     written = [r["id"] for load in dest.loads[-1:] for b in load.batches for r in b]
     assert sorted(written) == ["r2", "r4", "r5"] and third.records == 3
     assert dest.rows[("conn_a", "r2")]["sku"] == "changed"
     assert dest.state[key] == {"cursor": "2026-10-03T09:00:00Z", "ids_at_cursor": ["r2", "r5"]}
 
     # And again nothing.
-    assert sync_stream(client, "inventory", dest, [conn_a], now=day(5)).records == 0
+    assert load_stream(client, "inventory", dest, [conn_a], now=day(5)).records == 0
     assert sorted(i for _, i in dest.rows) == ["r1", "r2", "r3", "r4", "r5"]
 
 
@@ -285,12 +228,12 @@ def test_incremental_with_sub_second_timestamps_repeats_nothing():
     )
     client, (conn_a, _) = trackstar_client(vendor)
     dest = FakeDestination()
-    assert sync_stream(client, "orders", dest, [conn_a], now=day(3)).records == 2
+    assert load_stream(client, "orders", dest, [conn_a], now=day(3)).records == 2
     state = dest.read_state("trackstar.orders.conn_a")
     assert state == {"cursor": "2026-10-02T12:00:00.750000Z", "ids_at_cursor": ["o2"]}
-    assert sync_stream(client, "orders", dest, [conn_a], now=day(4)).records == 0
+    assert load_stream(client, "orders", dest, [conn_a], now=day(4)).records == 0
     vendor.add(A_TOKEN, "/wms/orders", rec("o3", "2026-10-02T12:00:00.900Z"))
-    assert sync_stream(client, "orders", dest, [conn_a], now=day(4)).records == 1
+    assert load_stream(client, "orders", dest, [conn_a], now=day(4)).records == 1
 
 
 def test_a_cursor_ahead_of_now_never_inverts_the_window():
@@ -298,7 +241,7 @@ def test_a_cursor_ahead_of_now_never_inverts_the_window():
     client, (conn_a, _) = trackstar_client(vendor)
     dest = FakeDestination()
     dest.state["trackstar.returns.conn_a"] = {"cursor": "2026-10-09T00:00:00Z", "ids_at_cursor": ["x"]}
-    result = sync_stream(client, "returns", dest, [conn_a], now=day(8))
+    result = load_stream(client, "returns", dest, [conn_a], now=day(8))
     assert result.outcomes[0].window == "[2026-10-09T00:00:00+00:00, 2026-10-09T00:00:00+00:00)"
     assert result.records == 0
     assert dest.state["trackstar.returns.conn_a"] == {"cursor": "2026-10-09T00:00:00Z", "ids_at_cursor": ["x"]}
@@ -317,7 +260,7 @@ def test_records_without_a_cursor_value_are_kept_but_do_not_move_the_cursor():
 
     client = make_client("trackstar", handler, clock=FakeClock())
     dest = FakeDestination()
-    result = sync_stream(client, "warehouses", dest, [conn_a], window=Window(day(2), day(3)))
+    result = load_stream(client, "warehouses", dest, [conn_a], window=Window(day(2), day(3)))
     assert result.records == 2
     assert dest.state["trackstar.warehouses.conn_a"]["cursor"] == "2026-10-02T01:00:00Z"
 
@@ -329,7 +272,7 @@ def _seeded(vendor: FakeTrackstar):
     vendor.add(A_TOKEN, "/wms/inventory", rec("r1", "2026-10-01T10:00:00Z"), rec("r2", "2026-10-01T11:00:00Z"))
     client, (conn_a, conn_b) = trackstar_client(vendor)
     dest = FakeDestination()
-    sync_stream(client, "inventory", dest, [conn_a], now=day(2))
+    load_stream(client, "inventory", dest, [conn_a], now=day(2))
     vendor.add(
         A_TOKEN,
         "/wms/inventory",
@@ -356,13 +299,13 @@ def test_a_failure_mid_stream_leaves_rows_and_state_as_they_were(failure, error)
     for n in range(2, 2 + client.spec.retry.max_attempts):  # page 1 succeeds; page 2 keeps failing
         vendor.fail_on[n] = failure
     with pytest.raises(error):
-        sync_stream(client, "inventory", dest, [conn_a], now=day(3))
+        load_stream(client, "inventory", dest, [conn_a], now=day(3))
     assert dest.loads[-1].status == "aborted" and dest.loads[-1].batches  # page 1 was staged, then dropped
     assert dest.snapshot() == before
 
     # The re-run is safe and loses nothing.
     vendor.fail_on.clear()
-    result = sync_stream(client, "inventory", dest, [conn_a], now=day(3))
+    result = load_stream(client, "inventory", dest, [conn_a], now=day(3))
     assert result.records == 3
     assert dest.state["trackstar.inventory.conn_a"] == {"cursor": "2026-10-02T12:00:00Z", "ids_at_cursor": ["r5"]}
 
@@ -371,7 +314,7 @@ def test_a_transient_failure_is_retried_inside_the_load():
     vendor = FakeTrackstar()
     client, conn_a, _, dest = _seeded(vendor)
     vendor.fail_on[2] = json_response(502, {"error": "bad gateway"})
-    result = sync_stream(client, "inventory", dest, [conn_a], now=day(3))
+    result = load_stream(client, "inventory", dest, [conn_a], now=day(3))
     assert result.records == 3 and dest.loads[-1].status == "committed"
     assert client.stats.retries == 1
     assert len(client.clock.sleeps) == 1 and 0.25 <= client.clock.sleeps[0] <= 0.5
@@ -385,7 +328,7 @@ def test_a_failing_connection_keeps_the_earlier_connections_commit():
     vendor.fail_on[2] = json_response(401, {"error": "Access token revoked"})
     dest = FakeDestination()
     with pytest.raises(Exception, match="Access token revoked"):
-        sync_stream(client, "orders", dest, conns, window=Window(day(2), day(3)))
+        load_stream(client, "orders", dest, conns, window=Window(day(2), day(3)))
     assert [load.status for load in dest.loads] == ["committed", "aborted"]
     assert set(dest.rows) == {("conn_a", "o1")}
     assert list(dest.state) == ["trackstar.orders.conn_a"]
@@ -409,7 +352,7 @@ def test_an_error_inside_the_destination_aborts_too():
 
     dest.open_load = open_load  # type: ignore[method-assign]
     with pytest.raises(OSError, match="disk full"):
-        sync_stream(client, "orders", dest, [conn_a], window=Window(day(2), day(3)))
+        load_stream(client, "orders", dest, [conn_a], window=Window(day(2), day(3)))
     assert dest.loads[-1].status == "aborted" and dest.state == {} and dest.rows == {}
 
 
@@ -424,7 +367,7 @@ def test_501_skips_that_connection_reports_it_and_makes_one_call():
     dest = FakeDestination()
     dest.state["trackstar.returns.conn_b"] = {"cursor": "2026-10-01T00:00:00Z", "ids_at_cursor": []}
     progress: list[str] = []
-    result = sync_stream(client, "returns", dest, conns, now=day(3), progress=progress.append)
+    result = load_stream(client, "returns", dest, conns, now=day(3), progress=progress.append)
 
     a, b = result.outcomes
     assert (a.connection_id, a.records, a.skipped_reason) == ("conn_a", 1, None)
@@ -476,7 +419,7 @@ def test_graphql_stream_windows_through_variables():
     vendor = FakeSalestrekker(tickets, [])
     client = make_client("salestrekker", vendor, clock=FakeClock())
     dest = FakeDestination()
-    result = sync_stream(client, "deals", dest, [Connection("default")], window=Window(day(2), day(3)))
+    result = load_stream(client, "deals", dest, [Connection("default")], window=Window(day(2), day(3)))
     assert result.records == 5 and result.pages == 3
     assert set(dest.rows) == {(None, f"t{i}") for i in range(5)}  # no per-connection column here
     window_vars = {"updatedFrom": "2026-10-02T00:00:00Z", "updatedTo": "2026-10-03T00:00:00Z", "limit": 200}
@@ -493,6 +436,6 @@ def test_a_stream_without_incremental_keeps_no_state():
     vendor = FakeSalestrekker([], [{"id": "w1", "name": "Home loans", "stages": []}])
     client = make_client("salestrekker", vendor, clock=FakeClock())
     dest = FakeDestination()
-    result = sync_stream(client, "workflows", dest, [Connection("default")])
+    result = load_stream(client, "workflows", dest, [Connection("default")])
     assert result.records == 1 and result.outcomes[0].window is None
     assert dest.loads[0].committed_state is None and dest.state == {}

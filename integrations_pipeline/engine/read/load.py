@@ -1,4 +1,4 @@
-"""Syncing a stream into a destination, window by window, with cursor state committed atomically.
+"""Loading a stream into a destination, window by window, with cursor state committed atomically.
 
 For each connection: open a staged load, stream every page into it, then commit the rows and the new
 cursor state in one transaction. Any failure aborts the load, so a window that finally fails leaves
@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from .client import Connection, VendorClient
-from .errors import EndpointUnsupportedError, ResponseFormatError
+from ..client import Connection, VendorClient
+from ..errors import EndpointUnsupportedError, ResponseFormatError
 from .extract import Window, read_pages
 
 
@@ -55,7 +55,7 @@ class ConnectionOutcome:
 
 
 @dataclass
-class StreamSyncResult:
+class StreamLoadResult:
     connector: str
     stream: str
     outcomes: list[ConnectionOutcome] = field(default_factory=list)
@@ -125,7 +125,7 @@ def cursor_of(record: dict, field: str, connector: str, stream: str, pk: list[st
         ) from None
 
 
-def sync_stream(
+def load_stream(
     client: VendorClient,
     stream_name: str,
     destination: Destination,
@@ -134,14 +134,14 @@ def sync_stream(
     window: Window | None = None,
     now: datetime | None = None,
     progress: Callable[[str], None] | None = None,
-) -> StreamSyncResult:
+) -> StreamLoadResult:
     """Read ``stream_name`` for every connection into ``destination``; see the module docstring."""
     spec = client.spec
     stream = spec.streams[stream_name]
     inc = stream.incremental
     pk = stream.primary_key
     say = progress or (lambda message: None)
-    result = StreamSyncResult(spec.name, stream_name)
+    result = StreamLoadResult(spec.name, stream_name)
     started = time.perf_counter()
     for connection in connections:
         key = state_key(spec.name, stream_name, connection)

@@ -19,10 +19,10 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from .auth import dig
-from .errors import PaginationLoopError
-from .models import Frozen
-from .registry import Registry
+from ..auth import dig
+from ..errors import PaginationLoopError
+from ..models import Frozen
+from ..registry import Registry
 
 PageInputs = dict[str, Any]
 

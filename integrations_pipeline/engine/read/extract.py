@@ -13,11 +13,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from .auth import dig
-from .client import Connection, VendorClient
-from .errors import LimitExceededError, ResponseFormatError
+from ..auth import dig
+from ..client import Connection, VendorClient
+from ..errors import LimitExceededError, ResponseFormatError
+from ..spec import StreamSpec
 from .pagination import PAGINATORS, Paginator
-from .spec import StreamSpec
 
 CONNECTION_COLUMN = "_connection_id"
 

@@ -1,0 +1,1 @@
+"""Tests of the engine's read side: pagination, extraction, stream loads."""

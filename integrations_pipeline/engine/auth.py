@@ -10,9 +10,9 @@ Types:
   SALESmanago v3 ``API-KEY``).
 - ``graphql_login``: a login mutation returns a bearer token, cached until its TTL passes or the
   vendor answers with an auth error (Salestrekker: API key or email/password).
-- ``salesmanago_signed``: the long-documented SALESmanago body credentials, ``sha = SHA1(apiKey +
-  clientId + apiSecret)``; the secret itself never travels.
-- ``salesmanago_v3_body``: the seed's v3 form, ``apiKey``/``apiSecret``/``owner`` in the JSON body.
+- ``body_credentials``: credentials as JSON body fields, with an optional digest of secrets and a request
+  time (SALESmanago's classic form ``sha = SHA1(apiKey + clientId + apiSecret)``, where the secret itself
+  never travels; and its v3 form, ``apiKey``/``apiSecret``/``owner`` in the body).
 - ``aws_sigv4``: AWS Signature V4 (Datatalks), signed by httpx-auth.
 - ``none``: no credentials (local tools, tests).
 """
@@ -27,7 +27,7 @@ from typing import Any, Literal
 
 import httpx
 import httpx_auth
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr, model_validator
 
 from .errors import AuthError, MissingCredentialError
 from .models import Frozen, Secret
@@ -189,56 +189,50 @@ class GraphqlLogin(Auth):
         return super().secret_values() + token
 
 
-class SalesmanagoSignedConfig(Frozen):
-    type: Literal["salesmanago_signed"]
-    client_id: Secret
-    api_key: Secret
-    api_secret: Secret
-    owner: Secret
+class BodyDigest(Frozen):
+    """A hash of secrets sent in place of a secret, e.g. SALESmanago's ``sha = SHA1(apiKey + clientId +
+    apiSecret)``: a secret named only here enters the hash and never the wire."""
+
+    field: str = Field(min_length=1, description="Body field that carries the hex digest.")
+    algorithm: Literal["sha1", "sha256", "sha512", "md5"]
+    of: list[Secret] = Field(min_length=1, description="Secrets concatenated in this order, then hashed.")
 
 
-@AUTH_TYPES.register("salesmanago_signed", SalesmanagoSignedConfig)
-class SalesmanagoSigned(Auth):
-    """Body credentials of the classic API: the secret only enters the SHA-1, never the wire."""
+class BodyCredentialsConfig(Frozen):
+    type: Literal["body_credentials"]
+    fields: dict[str, Secret] = Field(min_length=1, description="JSON body field → environment variable.")
+    digest: BodyDigest | None = None
+    timestamp_ms: str | None = Field(
+        default=None, min_length=1, description="Body field given the request time in epoch milliseconds."
+    )
 
-    config: SalesmanagoSignedConfig
-
-    def apply(self, request: OutgoingRequest, login: LoginSender) -> None:
-        c = self.config
-        client_id, api_key = self.credentials.get(c.client_id.env), self.credentials.get(c.api_key.env)
-        secret = self.credentials.get(c.api_secret.env)
-        body = dict(request.json or {})
-        body.update(
-            clientId=client_id,
-            apiKey=api_key,
-            requestTime=int(time.time() * 1000),
-            sha=hashlib.sha1((api_key + client_id + secret).encode()).hexdigest(),
-            owner=self.credentials.get(c.owner.env),
-        )
-        request.json = body
-
-
-class SalesmanagoV3BodyConfig(Frozen):
-    type: Literal["salesmanago_v3_body"]
-    api_key: Secret
-    api_secret: Secret
-    owner: Secret
+    @model_validator(mode="after")
+    def _one_writer_per_field(self) -> BodyCredentialsConfig:
+        # Two writers of one body field would silently drop a credential: say which field.
+        written = list(self.fields)
+        written += [self.digest.field] if self.digest else []
+        written += [self.timestamp_ms] if self.timestamp_ms else []
+        twice = sorted({name for name in written if written.count(name) > 1})
+        if twice:
+            raise ValueError(f"body field {twice[0]!r} is written twice (fields, digest.field, timestamp_ms)")
+        return self
 
 
-@AUTH_TYPES.register("salesmanago_v3_body", SalesmanagoV3BodyConfig)
-class SalesmanagoV3Body(Auth):
-    """The seed's v3 form: key, secret and owner in the JSON body, server to server only."""
+@AUTH_TYPES.register("body_credentials", BodyCredentialsConfig)
+class BodyCredentials(Auth):
+    """Credentials merged into the JSON body, with an optional digest of secrets and a request time."""
 
-    config: SalesmanagoV3BodyConfig
+    config: BodyCredentialsConfig
 
     def apply(self, request: OutgoingRequest, login: LoginSender) -> None:
         c = self.config
         body = dict(request.json or {})
-        body.update(
-            apiKey=self.credentials.get(c.api_key.env),
-            apiSecret=self.credentials.get(c.api_secret.env),
-            owner=self.credentials.get(c.owner.env),
-        )
+        body.update({name: self.credentials.get(secret.env) for name, secret in c.fields.items()})
+        if c.timestamp_ms:
+            body[c.timestamp_ms] = int(time.time() * 1000)  # wall-clock time: the vendor compares it to its own
+        if c.digest:
+            material = "".join(self.credentials.get(secret.env) for secret in c.digest.of)
+            body[c.digest.field] = hashlib.new(c.digest.algorithm, material.encode()).hexdigest()
         request.json = body
 
 

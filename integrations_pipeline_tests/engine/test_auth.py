@@ -86,7 +86,13 @@ def check_graphql_login() -> None:
     assert json.loads(query.content) == {"query": "query { workflows { id } }", "variables": {}}
 
 
-def check_salesmanago_signed() -> None:
+def check_body_credentials() -> None:
+    _check_body_credentials_with_digest()
+    _check_body_credentials_plain()
+
+
+def _check_body_credentials_with_digest() -> None:
+    """SALESmanago's classic signed body: the secret is hashed, never sent."""
     s = SECRETS["salesmanago"]
     vendor = Recorder(_ok)
     before = int(time.time() * 1000)
@@ -109,12 +115,15 @@ def check_salesmanago_signed() -> None:
     _no_secret_anywhere(request, s["SALESMANAGO_API_SECRET"])
 
 
-def check_salesmanago_v3_body() -> None:
+def _check_body_credentials_plain() -> None:
+    """SALESmanago's v3 body form: every credential travels as a field, no digest, no time."""
     auth = {
-        "type": "salesmanago_v3_body",
-        "api_key": {"env": "SM_API_KEY"},
-        "api_secret": {"env": "SM_API_SECRET"},
-        "owner": {"env": "SM_OWNER"},
+        "type": "body_credentials",
+        "fields": {
+            "apiKey": {"env": "SM_API_KEY"},
+            "apiSecret": {"env": "SM_API_SECRET"},
+            "owner": {"env": "SM_OWNER"},
+        },
     }
     secrets = {"SM_API_KEY": "SECRET-v3-key", "SM_API_SECRET": "SECRET-v3-secret", "SM_OWNER": "owner@example.com"}
     vendor = Recorder(_ok)
@@ -181,8 +190,7 @@ WIRE_CHECKS: dict[str, Callable[[], None]] = {
     "none": check_none,
     "static_headers": check_static_headers,
     "graphql_login": check_graphql_login,
-    "salesmanago_signed": check_salesmanago_signed,
-    "salesmanago_v3_body": check_salesmanago_v3_body,
+    "body_credentials": check_body_credentials,
     "aws_sigv4": check_aws_sigv4,
 }
 

@@ -66,7 +66,7 @@ def both(*mutations: Callable[[dict], None]) -> Callable[[dict], None]:
 
 
 PAGINATOR_NAMES = "['single', 'next_token', 'offset', 'page_number', 'graphql_cursor']"
-AUTH_NAMES = "['none', 'static_headers', 'graphql_login', 'salesmanago_signed', 'salesmanago_v3_body', 'aws_sigv4']"
+AUTH_NAMES = "['none', 'static_headers', 'graphql_login', 'body_credentials', 'aws_sigv4']"
 ENV = "String should match pattern '^[A-Z][A-Z0-9_]*$'"
 
 BROKEN: list[tuple[str, str, Callable[[dict], None], str]] = [
@@ -93,6 +93,18 @@ BROKEN: list[tuple[str, str, Callable[[dict], None], str]] = [
         "salestrekker.yaml",
         setp("auth", "type", DELETE),
         f"auth.type: missing, expected one of {AUTH_NAMES}",
+    ),
+    (
+        "body-credentials-field-written-twice",
+        "salesmanago.yaml",
+        setp("auth", "timestamp_ms", "sha"),
+        "auth: body field 'sha' is written twice (fields, digest.field, timestamp_ms)",
+    ),
+    (
+        "body-credentials-unknown-digest",
+        "salesmanago.yaml",
+        setp("auth", "digest", "algorithm", "crc32"),
+        "auth.digest.algorithm: Input should be 'sha1', 'sha256', 'sha512' or 'md5', got 'crc32'",
     ),
     (
         "unknown-top-level-field",

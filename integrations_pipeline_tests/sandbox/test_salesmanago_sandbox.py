@@ -14,12 +14,10 @@ import pytest
 
 from integrations_pipeline.connectors import SPEC_DIR
 from integrations_pipeline.engine.auth import (
+    BodyCredentials,
+    BodyCredentialsConfig,
     Credentials,
     OutgoingRequest,
-    SalesmanagoSigned,
-    SalesmanagoSignedConfig,
-    SalesmanagoV3Body,
-    SalesmanagoV3BodyConfig,
 )
 from integrations_pipeline.engine.client import VendorClient
 from integrations_pipeline.engine.errors import RequestRejectedError
@@ -37,25 +35,27 @@ SECRETS = {
 }
 
 
-def signed_auth(secrets: dict[str, str] = SECRETS) -> SalesmanagoSigned:
-    config = SalesmanagoSignedConfig(
-        type="salesmanago_signed",
-        client_id={"env": "SM_CLIENT"},
-        api_key={"env": "SM_KEY"},
-        api_secret={"env": "SM_SECRET"},
-        owner={"env": "SM_OWNER"},
+def signed_auth(secrets: dict[str, str] = SECRETS) -> BodyCredentials:
+    """The classic signed body, configured as the packaged spec configures it."""
+    config = BodyCredentialsConfig(
+        type="body_credentials",
+        fields={"clientId": {"env": "SM_CLIENT"}, "apiKey": {"env": "SM_KEY"}, "owner": {"env": "SM_OWNER"}},
+        digest={
+            "field": "sha",
+            "algorithm": "sha1",
+            "of": [{"env": "SM_KEY"}, {"env": "SM_CLIENT"}, {"env": "SM_SECRET"}],
+        },
+        timestamp_ms="requestTime",
     )
-    return SalesmanagoSigned(config, credentials=Credentials("salesmanago", secrets))
+    return BodyCredentials(config, credentials=Credentials("salesmanago", secrets))
 
 
-def v3_body_auth(secrets: dict[str, str] = SECRETS) -> SalesmanagoV3Body:
-    config = SalesmanagoV3BodyConfig(
-        type="salesmanago_v3_body",
-        api_key={"env": "SM_KEY"},
-        api_secret={"env": "SM_SECRET"},
-        owner={"env": "SM_OWNER"},
+def v3_body_auth(secrets: dict[str, str] = SECRETS) -> BodyCredentials:
+    config = BodyCredentialsConfig(
+        type="body_credentials",
+        fields={"apiKey": {"env": "SM_KEY"}, "apiSecret": {"env": "SM_SECRET"}, "owner": {"env": "SM_OWNER"}},
     )
-    return SalesmanagoV3Body(config, credentials=Credentials("salesmanago", secrets))
+    return BodyCredentials(config, credentials=Credentials("salesmanago", secrets))
 
 
 def authed(body: dict[str, Any], auth=None) -> dict[str, Any]:

@@ -27,7 +27,7 @@ from typing import Any
 
 from integrations_pipeline.connectors import load_connectors
 from integrations_pipeline.engine.auth import Credentials, secret_env_vars
-from integrations_pipeline.engine.client import VendorClient
+from integrations_pipeline.engine.client import ClientFactory
 from integrations_pipeline.engine.write.plan import plan, record_hash
 from integrations_pipeline.engine.write.push import push
 from integrations_pipeline.sandbox.salesmanago import SalesmanagoSandbox, normalise_email
@@ -103,9 +103,7 @@ def bench_push_calls(report: Report, n: int) -> None:
                 sink_name=SINK,
                 ledger=warehouse,
                 state_key=STATE_KEY,
-                client=lambda: VendorClient(spec, credentials, transport=transport, environ=env),
-                transport=transport,
-                environ=env,
+                clients=ClientFactory(credentials, transport=transport, environ=env),
             )
         )
         return seconds, result, sandbox.write_calls - before
@@ -316,21 +314,19 @@ def bench_ledger_overhead(report: Report, n: int, repeats: int, latency: float =
                 env = sandbox.environment(servers.base_urls[CONNECTOR])
                 credentials = Credentials.from_environ(spec.name, secret_env_vars(spec), env)
 
-                def client(credentials: Credentials = credentials, env: dict[str, str] = env) -> VendorClient:
-                    return VendorClient(spec, credentials, environ=env)
+                clients = ClientFactory(credentials, environ=env)
 
                 for rep in range(repeats):
                     gc.collect()
                     state = f"bench.ledger.{rep}"
                     seconds, pushed = measure(
-                        lambda state=state, warehouse=warehouse, client=client, env=env: push(
+                        lambda state=state, warehouse=warehouse, clients=clients: push(
                             records,
                             spec=spec,
                             sink_name=SINK,
                             ledger=warehouse,
                             state_key=state + ".with",
-                            client=client,
-                            environ=env,
+                            clients=clients,
                         )
                     )
                     _expect(
@@ -338,10 +334,12 @@ def bench_ledger_overhead(report: Report, n: int, repeats: int, latency: float =
                     )
                     with_runs.append(seconds)
 
-                    def without(state: str = state, warehouse: Any = warehouse, env: dict[str, str] = env) -> int:
+                    def without(
+                        state: str = state, warehouse: Any = warehouse, clients: ClientFactory = clients
+                    ) -> int:
                         planned = plan(sink, records, warehouse.read_delivered(state + ".without"))
                         rows = []
-                        with client() as vendor, SinkWriter(vendor, spec, SINK, environ=env) as writer:
+                        with SinkWriter(clients.sink(spec, SINK), spec, SINK) as writer:
                             for batch in planned.batches():
                                 result = writer.send(batch)
                                 by_index = {i.index: i for i in batch}
@@ -365,8 +363,7 @@ def bench_ledger_overhead(report: Report, n: int, repeats: int, latency: float =
                     sink_name=SINK,
                     ledger=warehouse,
                     state_key="bench.ledger.0.with",
-                    client=client,
-                    environ=env,
+                    clients=clients,
                 )
                 report.check(
                     name,

@@ -63,7 +63,7 @@ def _cmd_in_doubt(args: argparse.Namespace) -> int:
     from integrations_pipeline.connectors import load_connectors
     from integrations_pipeline.defs.syncs import routed_syncs, settle_in_doubt
     from integrations_pipeline.engine.auth import Credentials, secret_env_vars
-    from integrations_pipeline.engine.client import VendorClient
+    from integrations_pipeline.engine.client import ClientFactory
     from integrations_pipeline.warehouse import connect_warehouse
 
     connectors = load_connectors()
@@ -100,7 +100,7 @@ def _cmd_in_doubt(args: argparse.Namespace) -> int:
             sink_name=sync.target_sink,
             warehouse=warehouse,
             state_key=chosen[0],
-            client=lambda: VendorClient(spec, credentials, environ=os.environ, log=lambda m: print(m, file=sys.stderr)),
+            clients=ClientFactory(credentials, environ=os.environ, log=lambda m: print(m, file=sys.stderr)),
             run_id=f"cli-{os.getpid()}",
             log=print,
         )

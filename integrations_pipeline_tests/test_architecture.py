@@ -112,3 +112,37 @@ def test_the_engine_never_reads_the_environment():
             ):
                 reads.append(f"{path.relative_to(PACKAGE.parent)}:{node.lineno}")
     assert reads == []
+
+
+#: The write side in the order a record travels: map → plan → send → record, then what drives them. A module
+#: may import only modules before it, so the path never returns to a step it has left (``reads`` sends read
+#: calls through the sink endpoint; ``push`` is the one module that walks the whole path).
+WRITE_PATH = ["keys", "mapping", "plan", "sinks", "reads", "ledger", "push"]
+
+
+def test_the_write_path_never_returns_to_a_step_it_left():
+    prefix = "integrations_pipeline.engine.write."
+    graph = module_imports()
+    on_path = sorted(m.removeprefix(prefix) for m in graph if m.startswith(prefix))
+    assert on_path == sorted(WRITE_PATH)
+    backwards = [
+        f"{module} imports {target.removeprefix(prefix)}"
+        for i, module in enumerate(WRITE_PATH)
+        for target in graph[prefix + module]
+        if target.startswith(prefix) and WRITE_PATH.index(target.removeprefix(prefix).split(".")[0]) >= i
+    ]
+    assert backwards == []
+
+
+def test_module_level_imports_only_then_the_graph_is_whole():
+    """No function-local import of a project module in the engine: the graph above is the whole graph."""
+    hidden = []
+    for path in sorted((PACKAGE / "engine").rglob("*.py")):
+        for fn in ast.walk(ast.parse(path.read_text())):
+            if isinstance(fn, ast.FunctionDef | ast.AsyncFunctionDef):
+                for node in ast.walk(fn):
+                    if isinstance(node, ast.ImportFrom) and (
+                        node.level or (node.module or "").startswith("integrations_pipeline")
+                    ):
+                        hidden.append(f"{path.relative_to(PACKAGE.parent)}:{node.lineno}")
+    assert hidden == []

@@ -9,7 +9,6 @@ Partitioned streams use ``BackfillPolicy.single_run()``: a backfill of a partiti
 whose window is the whole range, ``[first day 00:00Z, day after the last 00:00Z)``.
 """
 
-import os
 from collections.abc import Iterator
 
 import dagster as dg
@@ -84,7 +83,7 @@ def _multi_asset(
         selected = [k for k in by_key if k in context.selected_asset_keys]
         warehouse = warehouse_resource.open()
         try:
-            with VendorClient(spec, credentials, environ=os.environ, log=context.log.warning) as client:
+            with creds_resource.clients(log=context.log.warning).connector(spec) as client:
                 connections = parse_connections(spec, credentials)
                 for key in selected:
                     props = by_key[key]

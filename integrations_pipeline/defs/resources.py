@@ -10,13 +10,14 @@ bound only for the alternative chosen at load time; the others stay unset rather
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import ClassVar
 
 import dagster as dg
 from pydantic import create_model
 
 from integrations_pipeline.engine.auth import Credentials, GraphqlLoginConfig, secret_env_vars
+from integrations_pipeline.engine.client import ClientFactory
 from integrations_pipeline.engine.spec import ConnectorSpec
 from integrations_pipeline.warehouse import Warehouse, connect_warehouse
 
@@ -46,6 +47,11 @@ class ConnectorCredentials(dg.ConfigurableResource):
     def credentials(self) -> Credentials:
         values = {name: getattr(self, field_name(name)) for name in self.env_var_names()}
         return Credentials(self.connector, values)
+
+    def clients(self, log: Callable[[str], None] | None = None) -> ClientFactory:
+        """The factory of this connector's clients: its credentials, and the run's environment for the
+        settings a spec names (base URLs, plan limits): the Dagster layer hands the engine its environment."""
+        return ClientFactory(self.credentials(), environ=os.environ, log=log)
 
     @classmethod
     def env_var_names(cls) -> list[str]:

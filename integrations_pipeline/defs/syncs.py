@@ -15,7 +15,6 @@ sync asset as input gets the target's current records back (``SinkIOManager.load
 
 import hashlib
 import json
-import os
 from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
@@ -23,7 +22,7 @@ import dagster as dg
 import pandas as pd
 
 from integrations_pipeline.connectors import load_connectors
-from integrations_pipeline.engine.client import VendorClient
+from integrations_pipeline.engine.client import ClientFactory
 from integrations_pipeline.engine.spec import ConnectorSpec
 from integrations_pipeline.engine.write.keys import put_path
 from integrations_pipeline.engine.write.mapping import (
@@ -96,7 +95,7 @@ def settle_in_doubt(
     sink_name: str,
     warehouse: Any,
     state_key: str,
-    client: Callable[[], VendorClient],
+    clients: ClientFactory,
     run_id: str,
     log: Callable[[str], None],
 ) -> PushReport | int:
@@ -114,7 +113,7 @@ def settle_in_doubt(
         sink_name=sink_name,
         ledger=warehouse,
         state_key=state_key,
-        client=client,
+        clients=clients,
         run_id=run_id,
         log=log,
     )
@@ -151,10 +150,7 @@ class SinkIOManager(dg.ConfigurableIOManager):
         settle = op_config.get("in_doubt", "keep")
         keys = list(op_config.get("in_doubt_keys") or []) or None
         warehouse = self.warehouse.open()
-
-        def new_client() -> VendorClient:
-            return VendorClient(spec, self.credentials.credentials(), environ=os.environ, log=context.log.warning)
-
+        clients = self.credentials.clients(log=context.log.warning)
         try:
             if settle != "keep" and not dry_run:
                 settle_in_doubt(
@@ -164,7 +160,7 @@ class SinkIOManager(dg.ConfigurableIOManager):
                     sink_name=sink_name,
                     warehouse=warehouse,
                     state_key=state_key,
-                    client=new_client,
+                    clients=clients,
                     run_id=context.run_id,
                     log=context.log.info,
                 )
@@ -174,7 +170,7 @@ class SinkIOManager(dg.ConfigurableIOManager):
                 sink_name=sink_name,
                 ledger=warehouse,
                 state_key=state_key,
-                client=new_client,
+                clients=clients,
                 dry_run=dry_run,
                 run_id=context.run_id,
                 log=context.log.warning,
@@ -248,10 +244,9 @@ class SinkIOManager(dg.ConfigurableIOManager):
         spec = load_connectors()[self.connector]
         if spec.sinks[sink_name].read is None or not keys:
             return pd.DataFrame({"key": keys, "hash": [delivered[k] for k in keys]})
-        with (
-            VendorClient(spec, self.credentials.credentials(), environ=os.environ, log=context.log.warning) as client,
-            SinkReader(client, spec, sink_name) as reader,
-        ):
+        with SinkReader(
+            self.credentials.clients(log=context.log.warning).sink(spec, sink_name), spec, sink_name
+        ) as reader:
             found = reader.read(keys)
         context.log.info(
             f"{state_key}: read {len(found.found)} of {len(keys)} delivered keys back from "

@@ -125,10 +125,12 @@ class _Limit:
 
 
 class VendorClient:
-    """Sends a connector's requests. ``transport`` is the test seam (MockTransport, a sandbox).
+    """Sends one connector's requests. ``transport`` is the test seam (MockTransport, a sandbox).
 
-    ``environ`` holds the settings a spec names (base URL, plan limits): the engine never reads the process
-    environment itself; the Dagster layer and the CLI hand it in.
+    How it makes requests comes from ``config`` alone: ``spec.client_config(sink)``, the connector's or
+    one of its sinks' (``sink=``). ``spec`` stays the connector's, for the streams and sinks readers and
+    writers look up. ``environ`` holds the settings a spec names (base URL, plan limits): the engine never
+    reads the process environment itself; the Dagster layer and the CLI hand it in (``ClientFactory``).
     """
 
     def __init__(
@@ -137,6 +139,7 @@ class VendorClient:
         credentials: Credentials,
         *,
         environ: Mapping[str, str],
+        sink: str | None = None,
         base_url: str | None = None,
         transport: httpx.BaseTransport | None = None,
         clock: Clock | None = None,
@@ -144,27 +147,29 @@ class VendorClient:
         log: Callable[[str], None] | None = None,
     ):
         self.spec = spec
+        self.sink = sink
+        config = self.config = spec.client_config(sink)
         self.credentials = credentials
         self.clock = clock or SystemClock()
         self.rng = rng or random.Random()
         self.stats = ClientStats()
         self.log = log or (lambda message: None)
         env = self.environ = environ
-        self.base_url = (base_url or env.get(spec.base_url.env) or spec.base_url.default or "").rstrip("/")
+        self.base_url = (base_url or env.get(config.base_url.env) or config.base_url.default or "").rstrip("/")
         if not self.base_url:
-            raise MissingCredentialError(spec.base_url.env, spec.name)
+            raise MissingCredentialError(config.base_url.env, config.connector)
         if not self.base_url.lower().startswith(("http://", "https://")):
             # A file:// or ftp:// base (a typo, or a spec pointing at the local disk) fails here, not after retries.
             raise ConfigError(
-                f"connector '{spec.name}': base URL must start with http:// or https://, got "
-                f"{redact_url(self.base_url).split('://')[0]}:// (from {spec.base_url.env} or the spec's default)"
+                f"connector '{config.connector}': base URL must start with http:// or https://, got "
+                f"{redact_url(self.base_url).split('://')[0]}:// (from {config.base_url.env} or the spec's default)"
             )
-        self.auth: Auth = AUTH_TYPES.build(spec.auth, credentials=credentials, clock=self.clock.monotonic)
-        self._limits = [_Limit(self._effective(rl, env)) for rl in spec.rate_limits]
+        self.auth: Auth = AUTH_TYPES.build(config.auth, credentials=credentials, clock=self.clock.monotonic)
+        self._limits = [_Limit(self._effective(rl, env)) for rl in config.rate_limits]
         self._connection_secrets: set[str] = set()
         self._http = httpx.Client(
             transport=transport if transport is not None else deadline_transport(),
-            timeout=httpx.Timeout(spec.timeout_seconds),
+            timeout=httpx.Timeout(config.timeout_seconds),
             headers={"user-agent": USER_AGENT, "accept": "application/json"},
             auth=self.auth.httpx_auth(),
             event_hooks={"request": [self._remember_signatures]},
@@ -200,7 +205,7 @@ class VendorClient:
         retriable failure may have reached the vendor and raises ``OutcomeUnknownError`` at once.
         ``paced=True``: the caller already took this request's rate-limit slot (``pace``).
         """
-        policy = self.spec.retry
+        policy = self.config.retry
         relogged = False
         attempt = 0
         while True:
@@ -212,7 +217,7 @@ class VendorClient:
                 if not relogged and self.auth.invalidate():
                     relogged = True
                     attempt -= 1  # a fresh login is not a retry: the policy's attempts stay whole
-                    self.log(f"{self.spec.name}: auth refused on {path}; logging in again")
+                    self.log(f"{self.config.connector}: auth refused on {path}; logging in again")
                     continue
                 raise
             except (ResponseFormatError, LimitExceededError) as exc:
@@ -228,15 +233,15 @@ class VendorClient:
                 delay = self._backoff(attempt, exc)
                 self.stats.retries += 1
                 self.stats.backoff_seconds += delay
-                self.log(f"{self.spec.name}: {exc}; retry {attempt}/{policy.max_attempts - 1} in {delay:.2f}s")
+                self.log(f"{self.config.connector}: {exc}; retry {attempt}/{policy.max_attempts - 1} in {delay:.2f}s")
                 self.clock.sleep(delay)
 
     def graphql(self, query: str, variables: dict[str, Any], *, authenticated: bool = True) -> Any:
         """POST a GraphQL document to the connector's endpoint."""
         body = {"query": query, "variables": variables}
         if authenticated:
-            return self.call("POST", self.spec.graphql_path, json_body=body)
-        return self._attempt("POST", self.spec.graphql_path, None, body, None, authenticate=False)
+            return self.call("POST", self.config.graphql_path, json_body=body)
+        return self._attempt("POST", self.config.graphql_path, None, body, None, authenticate=False)
 
     def close(self) -> None:
         self._http.close()
@@ -299,15 +304,15 @@ class VendorClient:
         out = OutgoingRequest(method=method, url=self.base_url + path, params=dict(params or {}), json=json_body)
         if authenticate:
             self.auth.apply(out, self._login)
-        if connection is not None and connection.token is not None and self.spec.connections:
-            out.headers[self.spec.connections.header] = connection.token.get_secret_value()
+        if connection is not None and connection.token is not None and self.config.connections:
+            out.headers[self.config.connections.header] = connection.token.get_secret_value()
             self._connection_secrets.add(connection.token.get_secret_value())
         self.stats.calls += 1
         content_bytes = None
         if out.json is not None:
             content_bytes = json.dumps(out.json, separators=(",", ":")).encode()
             out.headers["content-type"] = "application/json"
-        limits = self.spec.limits
+        limits = self.config.limits
         deadline = math.inf
         try:
             request = self._http.build_request(
@@ -327,7 +332,7 @@ class VendorClient:
             sent = not isinstance(exc, httpx.ConnectTimeout | httpx.PoolTimeout)
             if time.monotonic() >= deadline and sent:
                 raise LimitExceededError(
-                    f"{self.spec.name}: the answer to {path} was not complete after limits.deadline_seconds "
+                    f"{self.config.connector}: the answer to {path} was not complete after limits.deadline_seconds "
                     f"({limits.deadline_seconds:g} s)",
                     path=path,
                 ) from None
@@ -341,14 +346,14 @@ class VendorClient:
     def _read_body(self, response: httpx.Response, path: str, started: float) -> bytes:
         """The decoded body, read chunk by chunk against the spec's deadline and size limit, so a
         decompression bomb or a server trickling bytes is cut off instead of filling memory or hanging."""
-        limits = self.spec.limits
+        limits = self.config.limits
         chunks: list[bytes] = []
         size = 0
         for chunk in response.iter_bytes():
             size += len(chunk)
             if size > limits.max_body_bytes:
                 raise LimitExceededError(
-                    f"{self.spec.name}: the answer to {path} passed limits.max_body_bytes ({limits.max_body_bytes} bytes, "
+                    f"{self.config.connector}: the answer to {path} passed limits.max_body_bytes ({limits.max_body_bytes} bytes, "
                     "counted after decompression); not read further",
                     status=response.status_code,
                     path=path,
@@ -356,7 +361,7 @@ class VendorClient:
             elapsed = time.monotonic() - started
             if elapsed > limits.deadline_seconds:
                 raise LimitExceededError(
-                    f"{self.spec.name}: the answer to {path} was not complete after limits.deadline_seconds "
+                    f"{self.config.connector}: the answer to {path} was not complete after limits.deadline_seconds "
                     f"({limits.deadline_seconds:g} s; {size} bytes so far)",
                     status=response.status_code,
                     path=path,
@@ -372,7 +377,7 @@ class VendorClient:
             return json.loads(content) if content else None
         except RecursionError:
             raise ResponseFormatError(
-                f"{self.spec.name}: the answer to {path} nests JSON deeper than the parser allows "
+                f"{self.config.connector}: the answer to {path} nests JSON deeper than the parser allows "
                 f"(about {sys.getrecursionlimit()} levels)",
                 status=status,
                 path=path,
@@ -397,11 +402,11 @@ class VendorClient:
                     reason = f"answered bytes that are not UTF-8 (at byte {bad.start}: {content[bad.start : bad.start + 1]!r})"
                 else:
                     reason = f"answered text that is not JSON ({exc}): {preview!r}"
-            raise ResponseFormatError(f"{self.spec.name}: {path} {reason}", status=status, path=path) from None
+            raise ResponseFormatError(f"{self.config.connector}: {path} {reason}", status=status, path=path) from None
 
     def _classify(self, response: httpx.Response, content: bytes, path: str) -> Any:
         status = response.status_code
-        errors = self.spec.errors
+        errors = self.config.errors
         body = self._decode(response, content, path)
         message = self.redact(self._message(body) or response.reason_phrase or "no message")
         if status in errors.unsupported_statuses:
@@ -409,7 +414,7 @@ class VendorClient:
         if status == 429:
             self.stats.rate_limited += 1
             raise RateLimitedError(message, status=status, path=path, retry_after=self._retry_after(response))
-        if status in self.spec.retry.retry_statuses or (status >= 500 and status != 501):
+        if status in self.config.retry.retry_statuses or (status >= 500 and status != 501):
             # 501 Not Implemented never heals by waiting: it falls through to the fatal branch.
             self.stats.server_errors += 1
             raise ServerError(message, status=status, path=path, retry_after=self._retry_after(response))
@@ -433,7 +438,7 @@ class VendorClient:
         if not isinstance(body, dict):
             return None
         found: list[str] = []
-        for key in self.spec.errors.message_fields:
+        for key in self.config.errors.message_fields:
             value = body.get(key)
             if value in (None, "", [], {}):
                 continue
@@ -469,10 +474,59 @@ class VendorClient:
         return None
 
     def _backoff(self, attempt: int, exc: RetriableError) -> float:
-        policy = self.spec.retry
+        policy = self.config.retry
         if exc.retry_after is not None:
             # The server said when; add a little jitter so parallel runs don't stampede together.
             return min(exc.retry_after, policy.max_retry_after_seconds) + self.rng.uniform(0, 0.1)
         ceiling = min(policy.max_backoff_seconds, policy.initial_backoff_seconds * policy.multiplier ** (attempt - 1))
         # "Equal jitter": never less than half the exponential step, never more than the step.
         return ceiling / 2 + self.rng.uniform(0, ceiling / 2)
+
+
+class ClientFactory:
+    """Builds the clients of one connector and its sinks from one place: the connector's credentials, the
+    environment the Dagster layer or the CLI hands in, and the transport, clock, rng and log a test or a run
+    injects. The write side takes a factory, so a sink with its own host and auth gets its client here and
+    never builds one itself."""
+
+    def __init__(
+        self,
+        credentials: Credentials,
+        *,
+        environ: Mapping[str, str],
+        transport: httpx.BaseTransport | None = None,
+        clock: Clock | None = None,
+        rng: random.Random | None = None,
+        log: Callable[[str], None] | None = None,
+    ):
+        self.credentials = credentials
+        self.environ = environ
+        self.transport = transport
+        self.clock = clock
+        self.rng = rng
+        self.log = log
+
+    def connector(self, spec: ConnectorSpec) -> VendorClient:
+        """A client for the connector's own API (its streams)."""
+        return self._build(spec, None)
+
+    def sink(self, spec: ConnectorSpec, sink: str) -> VendorClient:
+        """A client for one sink: the connector's API, or the sink's own host and auth when it names them."""
+        return self._build(spec, sink)
+
+    def _build(self, spec: ConnectorSpec, sink: str | None) -> VendorClient:
+        if spec.name != self.credentials.connector:
+            raise ValueError(f"credentials are for '{self.credentials.connector}', not for connector '{spec.name}'")
+        return VendorClient(
+            spec,
+            self.credentials,
+            environ=self.environ,
+            sink=sink,
+            transport=self.transport,
+            clock=self.clock,
+            rng=self.rng,
+            log=self.log,
+        )
+
+    def __repr__(self) -> str:
+        return f"ClientFactory({self.credentials!r})"

@@ -593,6 +593,35 @@ class ConnectorSpec(Frozen):
         dumped = json.dumps(self.model_dump(mode="json", by_alias=True), sort_keys=True)
         return hashlib.sha256(dumped.encode()).hexdigest()[:16]
 
+    def client_config(self, sink: str | None = None) -> ClientConfig:
+        """How a client reaches this connector's API, or the API of its sink ``sink`` (a sink may name
+        its own host and auth: SALESmanago's v3 catalog)."""
+        update: dict[str, Any] = {}
+        if sink is not None:
+            if sink not in self.sinks:
+                raise KeyError(f"connector '{self.name}' has no sink '{sink}'; expected one of {sorted(self.sinks)}")
+            own = self.sinks[sink]
+            update = {k: v for k, v in (("auth", own.auth), ("base_url", own.base_url)) if v is not None}
+        fields = {name: getattr(self, name) for name in ClientConfig.model_fields if name != "connector"}
+        return ClientConfig(connector=self.name, **{**fields, **update})
+
+
+class ClientConfig(Frozen):
+    """Everything a ``VendorClient`` reads to make requests: derived from a connector, or from one of its
+    sinks (``ConnectorSpec.client_config``), so nothing forges a connector spec to change a host or auth."""
+
+    connector: str = Field(description="The connector's name, for messages.")
+    protocol: Literal["rest", "graphql"]
+    base_url: Setting
+    graphql_path: str
+    auth: AuthSpec  # type: ignore[valid-type]
+    connections: ConnectionsSpec | None
+    rate_limits: list[RateLimitSpec]
+    retry: RetrySpec
+    timeout_seconds: float
+    limits: LimitsSpec
+    errors: ResponseErrorsSpec
+
 
 def _format_error(err: Any, document: Any = None) -> str:
     loc = ".".join(str(p) for p in _document_path(err["loc"], document))

@@ -21,9 +21,10 @@ import httpx
 import pytest
 
 from integrations_pipeline.engine.auth import Credentials, secret_env_vars
-from integrations_pipeline.engine.client import VendorClient
+from integrations_pipeline.engine.client import ClientFactory
 from integrations_pipeline.engine.errors import AuthError, RetriesExhaustedError
 from integrations_pipeline.engine.spec import ConnectorSpec, SinkSpec
+from integrations_pipeline.engine.write.push import send_unrecorded
 from integrations_pipeline.engine.write.sinks import SinkWriter, WriteReport
 from integrations_pipeline.sandbox.base import VendorSandbox, json_response
 from integrations_pipeline.sandbox.datatalks import DatatalksSandbox
@@ -191,14 +192,14 @@ class Rig:
         transport = transport or self.sandbox.transport()
         credentials = Credentials.from_environ(spec.name, secret_env_vars(spec), self.env)
         # A fake clock: pacing and back-off advance virtual time, so tests never sleep.
-        client = VendorClient(
-            spec, credentials, transport=transport, environ=self.env, clock=FakeClock(), rng=random.Random(0)
+        clients = ClientFactory(
+            credentials, transport=transport, environ=self.env, clock=FakeClock(), rng=random.Random(0)
         )
-        return SinkWriter(client, spec, self.sink_name, transport=transport, environ=self.env)
+        return SinkWriter(clients.sink(spec, self.sink_name), spec, self.sink_name)
 
     def write(self, records: list[dict], **kwargs: Any) -> WriteReport:
         with self.writer(**kwargs) as w:
-            return w.write(records)
+            return send_unrecorded(w, records)
 
     def records(self, n: int, version: str = "", start: int = 0) -> list[dict]:
         return [self.target.make(i, version) for i in range(start, start + n)]

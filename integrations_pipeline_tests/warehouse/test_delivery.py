@@ -12,7 +12,7 @@ import pytest
 
 from integrations_pipeline.connectors import load_connectors
 from integrations_pipeline.engine.auth import Credentials, secret_env_vars
-from integrations_pipeline.engine.client import VendorClient
+from integrations_pipeline.engine.client import ClientFactory
 from integrations_pipeline.engine.write.push import push
 from integrations_pipeline.sandbox.salesmanago import SalesmanagoSandbox
 from integrations_pipeline.warehouse import connect_warehouse
@@ -122,11 +122,7 @@ def _run(warehouse, sandbox, records):
         sink_name="contacts_batch",
         ledger=warehouse,
         state_key=SINK,
-        client=lambda: VendorClient(
-            spec, credentials, transport=transport, environ=env, clock=FakeClock(), rng=random.Random(0)
-        ),
-        transport=transport,
-        environ=env,
+        clients=ClientFactory(credentials, environ=env, transport=transport, clock=FakeClock(), rng=random.Random(0)),
     )
 
 
@@ -211,11 +207,12 @@ def _push(warehouse, sandbox, records, *, dry_run=False, run_id="r"):
     credentials = Credentials.from_environ(spec.name, secret_env_vars(spec), env)
     built = []
 
-    def client():
-        built.append(1)
-        return VendorClient(
-            spec, credentials, transport=sandbox.transport(), environ=env, clock=FakeClock(), rng=random.Random(0)
-        )
+    class Counting(ClientFactory):
+        def _build(self, spec, sink):
+            built.append(sink)
+            return super()._build(spec, sink)
+
+    clients = Counting(credentials, environ=env, transport=sandbox.transport(), clock=FakeClock(), rng=random.Random(0))
 
     report = push(
         records,
@@ -223,11 +220,9 @@ def _push(warehouse, sandbox, records, *, dry_run=False, run_id="r"):
         sink_name="contacts_batch",
         ledger=warehouse,
         state_key="sync/contacts",
-        client=client,
+        clients=clients,
         dry_run=dry_run,
         run_id=run_id,
-        transport=sandbox.transport(),
-        environ=env,
     )
     return report, len(built)
 

@@ -30,6 +30,7 @@ The delivered state is keyed by ``state_key``, the sync (its asset), not by the 
 into one sink do not see each other's keys as deleted, and routing a sync through a proxy (SALESmanago
 via Datatalks) keeps its history, so events already sent are not sent again by the new route.
 
+``send_unrecorded`` plans and sends with no bookkeeping (one-off sends, the conformance suite).
 ``resend_in_doubt`` and ``resolve_in_doubt`` settle records in doubt, the one through the same intent →
 send → record steps, the other by a person's word that the target has them.
 """
@@ -38,19 +39,19 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..client import VendorClient
+from ..client import ClientFactory
 from ..errors import LeaseLostError, PushBusyError, SyncError
 from ..spec import ConnectorSpec, SinkSpec
 from .keys import MISSING, Record, get_path
 from .ledger import DeliveryLedger, InDoubt, Intent, Lease, may_take_from, new_lease, renewed
 from .plan import Item, Plan, plan
 from .reads import SinkReader
-from .sinks import CallResult, SinkWriter
+from .sinks import CallResult, Outcome, SinkWriter, WriteReport
 
 #: How many rejects and keys in doubt a report keeps for logs (all of them are in the ledger).
 SHOWN = 20
@@ -94,11 +95,9 @@ def push(
     sink_name: str,
     ledger: DeliveryLedger,
     state_key: str,
-    client: Callable[[], VendorClient],
+    clients: ClientFactory,
     dry_run: bool = False,
     run_id: str = "manual",
-    transport: Any = None,
-    environ: Mapping[str, str] | None = None,
     on_plan: Callable[[Plan], None] | None = None,
     log: Callable[[str], None] | None = None,
     clock: Callable[[], float] = time.time,
@@ -108,8 +107,8 @@ def push(
 ) -> PushReport:
     """Push ``records`` to ``spec``'s sink ``sink_name``; see the module docstring.
 
-    ``client`` builds the connector's ``VendorClient``; it is called only when something must be sent
-    (never in a dry run, never for a re-run with nothing changed).
+    ``clients`` builds the sink's client, only when something must be sent or read back (never in a dry
+    run, never for a re-run with nothing changed).
     """
     started = time.perf_counter()
     sink = spec.sinks[sink_name]
@@ -130,7 +129,7 @@ def push(
         report.seconds = round(time.perf_counter() - started, 3)
         return report
 
-    settle = read_back_settler(spec, sink_name, client, say, transport, environ)
+    settle = read_back_settler(spec, sink_name, clients, say)
     with (
         ledger.session(),
         hold_lease(ledger, state_key, run_id=run_id, ttl=lease_ttl, wait=lease_wait, clock=clock, sleep=sleep) as lease,
@@ -147,11 +146,38 @@ def push(
             ledger.record_rejects(state_key, [(r.key, r.reason, r.record) for r in planned.rejected])
         if planned.to_send:
             with (
-                client() as vendor,
-                SinkWriter(vendor, spec, sink_name, transport=transport, environ=environ) as writer,
+                SinkWriter(clients.sink(spec, sink_name), spec, sink_name) as writer,
             ):
                 _send_all(planned.batches(), writer, ledger, state_key, lease, report, run_id, clock, lease_ttl, say)
     report.seconds = round(time.perf_counter() - started, 3)
+    return report
+
+
+def send_unrecorded(writer: SinkWriter, records: Iterable[Record]) -> WriteReport:
+    """Plan ``records`` with nothing delivered before, then send every batch through ``writer``, with no
+    lease, intent or record: for one-off sends and the sink conformance suite (a sync goes through
+    ``push``, which makes each call exactly once across crashes and runs).
+
+    A failure that applied nothing raises the client's error once the completed calls are in
+    ``exc.partial_report``; a call in doubt does not raise (its records say ``in_doubt``) but ends the
+    send: the records after it are not attempted and have no outcome.
+    """
+    planned = plan(writer.sink, list(records), {})
+    report = WriteReport(sink=writer.name, superseded=planned.superseded)
+    outcomes = [Outcome(r.index, r.key, "rejected", r.reason, stage="validation") for r in planned.rejected]
+    try:
+        for batch in planned.batches():
+            result = writer.send(batch)
+            outcomes += result.outcomes
+            report.calls += result.calls
+            report.retries += result.retries
+            if result.error is not None:
+                result.error.partial_report = report  # type: ignore[attr-defined]
+                raise result.error
+            if result.of("in_doubt"):
+                break
+    finally:
+        report.outcomes = sorted(outcomes, key=lambda o: o.index)
     return report
 
 
@@ -162,10 +188,8 @@ def resend_in_doubt(
     sink_name: str,
     ledger: DeliveryLedger,
     state_key: str,
-    client: Callable[[], VendorClient],
+    clients: ClientFactory,
     run_id: str = "manual",
-    transport: Any = None,
-    environ: Mapping[str, str] | None = None,
     log: Callable[[str], None] | None = None,
     clock: Callable[[], float] = time.time,
     sleep: Callable[[float], None] = time.sleep,
@@ -190,8 +214,7 @@ def resend_in_doubt(
         batches = [items[i : i + sink.batch_size] for i in range(0, len(items), sink.batch_size)]
         if batches:
             with (
-                client() as vendor,
-                SinkWriter(vendor, spec, sink_name, transport=transport, environ=environ) as writer,
+                SinkWriter(clients.sink(spec, sink_name), spec, sink_name) as writer,
             ):
                 _send_all(batches, writer, ledger, state_key, lease, report, run_id, clock, lease_ttl, say)
     report.seconds = round(time.perf_counter() - started, 3)
@@ -238,10 +261,8 @@ def recover_intents(
 def read_back_settler(
     spec: ConnectorSpec,
     sink_name: str,
-    client: Callable[[], VendorClient],
+    clients: ClientFactory,
     say: Callable[[str], None],
-    transport: Any = None,
-    environ: Mapping[str, str] | None = None,
 ) -> Settler | None:
     """For an idempotent sink whose ``read`` block says what to ``compare``: a function that reads the
     records of a call in doubt back from the target and returns those it shows as sent. It reads only
@@ -257,10 +278,7 @@ def read_back_settler(
         if not n or -(-n // read.batch_size) > -(-n // sink.batch_size):
             return []
         try:
-            with (
-                client() as vendor,
-                SinkReader(vendor, spec, sink_name, transport=transport, environ=environ) as reader,
-            ):
+            with SinkReader(clients.sink(spec, sink_name), spec, sink_name) as reader:
                 found = reader.read([key for key, _, _ in items]).found
         except SyncError as exc:
             say(f"reading back {n} records in doubt failed ({exc}): they will be sent again")

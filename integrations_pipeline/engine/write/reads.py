@@ -34,11 +34,9 @@ copied.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
-
-import httpx
 
 from ..auth import dig
 from ..client import VendorClient
@@ -75,24 +73,17 @@ class SinkReader(SinkEndpoint):
     Raises ``ConfigError`` when the sink declares no ``read`` block, ``KeyError`` for an unknown sink.
     """
 
-    def __init__(
-        self,
-        client: VendorClient,
-        connector_spec: ConnectorSpec,
-        sink_name: str,
-        *,
-        transport: httpx.BaseTransport | None = None,
-        environ: Mapping[str, str] | None = None,
-    ):
-        sink = connector_spec.sinks.get(sink_name)
-        if sink is not None and sink.read is None:
-            # Checked before SinkEndpoint may build a client of its own: nothing to close then.
+    def _check(self, client: VendorClient, connector_spec: ConnectorSpec, sink_name: str) -> None:
+        super()._check(client, connector_spec, sink_name)
+        if connector_spec.sinks[sink_name].read is None:
             readable = sorted(n for n, s in connector_spec.sinks.items() if s.read is not None)
             raise ConfigError(
                 f"connector '{connector_spec.name}' sink '{sink_name}' has no read operation "
                 f"(no 'read:' block in its spec); sinks that can be read: {readable}"
             )
-        super().__init__(client, connector_spec, sink_name, transport=transport, environ=environ)
+
+    def __init__(self, client: VendorClient, connector_spec: ConnectorSpec, sink_name: str):
+        super().__init__(client, connector_spec, sink_name)
         assert self.sink.read is not None
         self.read_spec: SinkReadSpec = self.sink.read
 

@@ -30,8 +30,9 @@ A failure that applied nothing (401/403, SALESmanago's HTTP-200 "Not authenticat
 refuses as a whole, retries exhausted on an idempotent call) ends the call with ``CallResult.error``;
 the caller records what the result holds, then raises it.
 
-``SinkWriter.write(records)`` plans (no delivered state) and sends every batch, for one-off sends and
-the conformance suite; reverse-ETL syncs go through ``push``, which records an intent before each call.
+This module only sends: it never plans and never records. ``push.push`` is the reverse-ETL write path
+(plan, then intent → send → record per call); ``push.send_unrecorded`` plans with no delivered state and
+sends every batch with no bookkeeping, for one-off sends and the conformance suite.
 
 Secrets stay out of outcomes and errors: reasons are built from field names, types, lengths and the
 vendor's own (redacted) messages, never from request bodies or headers.
@@ -40,11 +41,9 @@ vendor's own (redacted) messages, never from request bodies or headers.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Self
-
-import httpx
 
 from ..auth import Credentials, dig
 from ..client import VendorClient
@@ -52,7 +51,7 @@ from ..errors import AuthError, OutcomeUnknownError, RequestRejectedError, SyncE
 from ..models import Secret
 from ..spec import RECORD, RECORDS, ConnectorSpec, ItemListSpec, SinkSpec
 from .keys import MISSING, Record, get_path, key_text
-from .plan import Item, plan
+from .plan import Item
 
 # Statuses with which a single-record endpoint refuses *the record* (bad field, conflict; SALESmanago's
 # success=false comes with 200). Others (404 no such path, 405, 413, ...) are a broken setup: they raise.
@@ -127,7 +126,7 @@ class CallResult:
 
 @dataclass
 class WriteReport:
-    """Outcomes of one ``write`` (one per record kept after de-duplication, in input order), the write
+    """Outcomes of one ``push.send_unrecorded`` (one per record kept after de-duplication, in input order), the write
     calls made (logical calls; ``retries`` counts the client's extra attempts) and how many records a
     later record with the same key superseded."""
 
@@ -153,68 +152,45 @@ class WriteReport:
         return {o.key: o for o in self.outcomes if o.key is not None}
 
 
-# -- clients -----------------------------------------------------------------------------------
-
-
-def sink_spec_for_client(spec: ConnectorSpec, sink: SinkSpec) -> ConnectorSpec:
-    """The connector spec a sink's calls use: the sink's own auth and base URL, when it has them."""
-    update: dict[str, Any] = {}
-    if sink.auth is not None:
-        update["auth"] = sink.auth
-    if sink.base_url is not None:
-        update["base_url"] = sink.base_url
-    return spec.model_copy(update=update) if update else spec
-
-
 # -- the writer --------------------------------------------------------------------------------
 
 
 class SinkEndpoint:
     """One sink of one connector and the client its calls go through; shared by ``SinkWriter`` and
-    ``engine.reads.SinkReader``, so the write and the read side of a sink reach the same host with the
-    same credentials.
+    ``engine.write.reads.SinkReader``, so the write and the read side of a sink reach the same host with
+    the same credentials.
 
-    ``client`` is the connector's client. A sink with its own ``auth``/``base_url`` (SALESmanago's v3
-    catalog) gets a ``VendorClient`` of its own, built from the derived spec with ``client``'s
-    credentials, clock, rng and log plus ``transport``/``environ`` (both default to the real ones);
-    ``close()`` closes only a client made here.
+    ``client`` is the sink's client, built by ``ClientFactory.sink`` (with the sink's own host and auth when
+    it names them: SALESmanago's v3 catalog); the endpoint owns it: closing the endpoint, or failing to
+    make one, closes it.
     """
 
-    def __init__(
-        self,
-        client: VendorClient,
-        connector_spec: ConnectorSpec,
-        sink_name: str,
-        *,
-        transport: httpx.BaseTransport | None = None,
-        environ: Mapping[str, str] | None = None,
-    ):
+    def __init__(self, client: VendorClient, connector_spec: ConnectorSpec, sink_name: str):
+        try:
+            self._check(client, connector_spec, sink_name)
+        except Exception:
+            client.close()
+            raise
+        self.spec = connector_spec
+        self.name = sink_name
+        self.sink = connector_spec.sinks[sink_name]
+        self.client = client
+
+    def _check(self, client: VendorClient, connector_spec: ConnectorSpec, sink_name: str) -> None:
         if sink_name not in connector_spec.sinks:
             raise KeyError(
                 f"connector '{connector_spec.name}' has no sink '{sink_name}'; "
                 f"expected one of {sorted(connector_spec.sinks)}"
             )
-        self.spec = connector_spec
-        self.name = sink_name
-        self.sink = connector_spec.sinks[sink_name]
-        if self.sink.auth is not None or self.sink.base_url is not None:
-            self.client: VendorClient = VendorClient(
-                sink_spec_for_client(connector_spec, self.sink),
-                client.credentials,
-                transport=transport,
-                clock=client.clock,
-                environ=client.environ if environ is None else environ,
-                rng=client.rng,
-                log=client.log,
+        if client.config != connector_spec.client_config(sink_name):
+            # A connector's client sent to a sink with its own host would carry the wrong credentials there.
+            raise ValueError(
+                f"{connector_spec.name} sink '{sink_name}': the client is not configured for this sink; "
+                "build it with ClientFactory.sink(spec, sink_name)"
             )
-            self._owns_client = True
-        else:
-            self.client = client
-            self._owns_client = False
 
     def close(self) -> None:
-        if self._owns_client:
-            self.client.close()
+        self.client.close()
 
     def __enter__(self) -> Self:
         return self
@@ -257,31 +233,6 @@ class SinkWriter(SinkEndpoint):
             result.outcomes = [outcomes[i.index] for i in items if i.index in outcomes]
             result.retries = self.client.stats.retries - retries_before
         return result
-
-    def write(self, records: Iterable[Record]) -> WriteReport:
-        """Plan ``records`` with nothing delivered before, then ``send`` every batch: no bookkeeping.
-
-        A failure that applied nothing raises the client's error once the completed calls are in
-        ``exc.partial_report``; a call in doubt does not raise (its records say ``in_doubt``) but ends
-        the write: the records after it are not attempted and have no outcome.
-        """
-        planned = plan(self.sink, list(records), {})
-        report = WriteReport(sink=self.name, superseded=planned.superseded)
-        outcomes = [Outcome(r.index, r.key, "rejected", r.reason, stage="validation") for r in planned.rejected]
-        try:
-            for batch in planned.batches():
-                result = self.send(batch)
-                outcomes += result.outcomes
-                report.calls += result.calls
-                report.retries += result.retries
-                if result.error is not None:
-                    result.error.partial_report = report  # type: ignore[attr-defined]
-                    raise result.error
-                if result.of("in_doubt"):
-                    break
-        finally:
-            report.outcomes = sorted(outcomes, key=lambda o: o.index)
-        return report
 
     def pace(self) -> None:
         """Wait for this sink's next rate-limit slot (the next ``send`` then does not wait again)."""

@@ -17,7 +17,7 @@ import sys
 
 from integrations_pipeline.connectors import load_connectors
 from integrations_pipeline.engine.auth import Credentials, secret_env_vars
-from integrations_pipeline.engine.client import VendorClient
+from integrations_pipeline.engine.client import ClientFactory
 from integrations_pipeline.engine.errors import IntegrationsError
 from integrations_pipeline.engine.write.push import push, resend_in_doubt
 from integrations_pipeline.warehouse import connect_warehouse
@@ -56,7 +56,7 @@ def main() -> int:
     warehouse = connect_warehouse(args.warehouse)
     common = dict(
         spec=spec, sink_name=args.sink, ledger=warehouse, state_key=args.state_key,
-        client=lambda: VendorClient(spec, credentials, environ=os.environ, log=lambda m: print(m, file=sys.stderr)),
+        clients=ClientFactory(credentials, environ=os.environ, log=lambda m: print(m, file=sys.stderr)),
         run_id=args.run_id, lease_wait=args.lease_wait, log=lambda m: print(m, file=sys.stderr, flush=True),
     )  # fmt: skip
     try:

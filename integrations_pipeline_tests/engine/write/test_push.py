@@ -35,7 +35,7 @@ import pytest
 
 from integrations_pipeline.connectors import load_connectors
 from integrations_pipeline.engine.auth import Credentials, secret_env_vars
-from integrations_pipeline.engine.client import VendorClient
+from integrations_pipeline.engine.client import ClientFactory
 from integrations_pipeline.engine.errors import PushBusyError, SyncError
 from integrations_pipeline.engine.write.push import push, resend_in_doubt
 from integrations_pipeline.sandbox.salesmanago import SalesmanagoSandbox
@@ -66,7 +66,7 @@ def assert_events_exactly_once(sandbox: SalesmanagoSandbox, n: int = N) -> None:
 
 
 def settle_by_looking_at_the_target(
-    warehouse: Any, sandbox: SalesmanagoSandbox, *, client: Callable[[], VendorClient], **push_args: Any
+    warehouse: Any, sandbox: SalesmanagoSandbox, *, clients: ClientFactory, **push_args: Any
 ) -> None:
     """What a person does with the records in doubt: mark delivered those the target has, resend the rest."""
     doubts = warehouse.read_in_doubt(STATE)
@@ -77,7 +77,13 @@ def settle_by_looking_at_the_target(
         warehouse.resolve_in_doubt(STATE, there, mark_delivered=True)
     if missing:
         report = resend_in_doubt(
-            missing, spec=SPEC, sink_name="events_batch", ledger=warehouse, state_key=STATE, client=client, **push_args
+            missing,
+            spec=SPEC,
+            sink_name="events_batch",
+            ledger=warehouse,
+            state_key=STATE,
+            clients=clients,
+            **push_args,
         )
         assert report.in_doubt == 0 and report.stopped is None
     assert warehouse.read_in_doubt(STATE) == []
@@ -274,14 +280,15 @@ class Rig:
         self.clock = FakeClock(start=1_800_000_000.0)
         self.credentials = Credentials.from_environ(SPEC.name, secret_env_vars(SPEC), self.env)
 
-    def client(self) -> VendorClient:
-        return VendorClient(
-            SPEC, self.credentials, transport=self.transport, environ=self.env, clock=self.clock, rng=random.Random(0)
-        )
+    def clients(self, transport: httpx.BaseTransport | None = None) -> ClientFactory:
+        return ClientFactory(
+            self.credentials, transport=transport or self.transport, environ=self.env, clock=self.clock,
+            rng=random.Random(0),
+        )  # fmt: skip
 
     def args(self, **over: Any) -> dict[str, Any]:
-        return {"spec": SPEC, "ledger": self.warehouse, "state_key": STATE, "client": self.client, "transport": self.transport,
-                "environ": self.env, "clock": self.clock.time, "sleep": self.clock.sleep, **over}  # fmt: skip
+        return {"spec": SPEC, "ledger": self.warehouse, "state_key": STATE, "clients": self.clients(),
+                "clock": self.clock.time, "sleep": self.clock.sleep, **over}  # fmt: skip
 
     def push(self, recs: list[dict], sink: str = "events_batch", **over: Any):
         return push(recs, sink_name=sink, **self.args(**over))
@@ -304,7 +311,7 @@ def test_a_vendor_that_applies_part_of_a_batch_then_answers_500(rig):
     assert len(rig.sandbox.events) == 300  # never retried: no event twice
     again = rig.push(records("events_batch", N))
     assert (again.held_in_doubt, again.created, again.write_calls) == (1000, 5000, 5)
-    settle_by_looking_at_the_target(rig.warehouse, rig.sandbox, client=rig.client, transport=rig.transport, environ=rig.env,
+    settle_by_looking_at_the_target(rig.warehouse, rig.sandbox, clients=rig.clients(),
                                     clock=rig.clock.time, sleep=rig.clock.sleep)  # fmt: skip
     assert_events_exactly_once(rig.sandbox)
 
@@ -342,7 +349,7 @@ def test_the_vendor_accepted_and_the_warehouse_could_not_record_it(rig, sink):
     assert report.recovered_intents == 1
     if sink == "events_batch":
         assert (report.held_in_doubt, report.created) == (1000, 2000)
-        settle_by_looking_at_the_target(rig.warehouse, rig.sandbox, client=rig.client, transport=rig.transport, environ=rig.env,
+        settle_by_looking_at_the_target(rig.warehouse, rig.sandbox, clients=rig.clients(),
                                         clock=rig.clock.time, sleep=rig.clock.sleep)  # fmt: skip
         assert_events_exactly_once(rig.sandbox, 4000)
     else:
@@ -454,15 +461,7 @@ def test_random_crashes_and_failures_never_lose_or_double_a_record(tmp_path, see
             try:
                 ledger = CrashingLedger(r.warehouse, rng)
                 transport = chaos if rng.random() < 0.7 else r.transport
-
-                def client(t: httpx.BaseTransport = transport) -> VendorClient:
-                    return VendorClient(
-                        small, r.credentials, transport=t, environ=r.env, clock=r.clock, rng=random.Random(0)
-                    )
-
-                report = push(
-                    truth, sink_name=sink, **r.args(spec=small, ledger=ledger, client=client, transport=transport)
-                )
+                report = push(truth, sink_name=sink, **r.args(spec=small, ledger=ledger, clients=r.clients(transport)))
             except Crash:
                 r.clock.sleep(3600)  # the dead run's lease expires
                 continue
@@ -471,7 +470,7 @@ def test_random_crashes_and_failures_never_lose_or_double_a_record(tmp_path, see
             if report.stopped is None and report.held_in_doubt == 0:
                 break
             if sink == "events_batch" and rng.random() < 0.5:
-                settle_by_looking_at_the_target(r.warehouse, r.sandbox, client=r.client, transport=r.transport, environ=r.env,
+                settle_by_looking_at_the_target(r.warehouse, r.sandbox, clients=r.clients(),
                                                 clock=r.clock.time, sleep=r.clock.sleep)  # fmt: skip
         else:
             pytest.fail("the pushes never completed")

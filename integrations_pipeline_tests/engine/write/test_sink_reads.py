@@ -23,9 +23,10 @@ import yaml
 
 from integrations_pipeline.connectors import SPEC_DIR
 from integrations_pipeline.engine.auth import Credentials, secret_env_vars
-from integrations_pipeline.engine.client import VendorClient
+from integrations_pipeline.engine.client import ClientFactory, VendorClient
 from integrations_pipeline.engine.errors import AuthError, ConfigError, FatalError, RequestRejectedError
 from integrations_pipeline.engine.spec import ConnectorSpec, parse_spec
+from integrations_pipeline.engine.write.push import send_unrecorded
 from integrations_pipeline.engine.write.reads import ReadReport, SinkReader
 from integrations_pipeline.engine.write.sinks import SinkWriter
 from integrations_pipeline.sandbox.base import VendorSandbox
@@ -68,19 +69,20 @@ class Rig:
 
         self.transport = httpx.MockTransport(handler)
 
-    def client(self) -> VendorClient:
+    def client(self, sink: str) -> VendorClient:
         credentials = Credentials.from_environ(self.spec.name, secret_env_vars(self.spec), self.env)
-        return VendorClient(
-            self.spec, credentials, transport=self.transport, environ=self.env, clock=FakeClock(), rng=random.Random(0)
+        clients = ClientFactory(
+            credentials, transport=self.transport, environ=self.env, clock=FakeClock(), rng=random.Random(0)
         )
+        return clients.sink(self.spec, sink)
 
     def write(self, sink: str, records: list[dict[str, Any]]) -> None:
-        with SinkWriter(self.client(), self.spec, sink, transport=self.transport, environ=self.env) as w:
-            report = w.write(records)
+        with SinkWriter(self.client(sink), self.spec, sink) as w:
+            report = send_unrecorded(w, records)
         assert len(report.sent) == len(records), report.rejected
 
     def reader(self, sink: str) -> SinkReader:
-        return SinkReader(self.client(), self.spec, sink, transport=self.transport, environ=self.env)
+        return SinkReader(self.client(sink), self.spec, sink)
 
     def read(self, sink: str, keys: list[Any]) -> ReadReport:
         self.requests.clear()
@@ -347,8 +349,8 @@ def _v3_reader(connector_spec: ConnectorSpec, rec: Recorder) -> SinkReader:
     env = {**SalesmanagoSandbox().environment("https://app.example.test"), **V3_ENV}
     transport = httpx.MockTransport(rec)
     credentials = Credentials.from_environ("salesmanago", secret_env_vars(connector_spec), env)
-    client = VendorClient(connector_spec, credentials, transport=transport, environ=env, clock=FakeClock())
-    return SinkReader(client, connector_spec, "products", transport=transport, environ=env)
+    clients = ClientFactory(credentials, transport=transport, environ=env, clock=FakeClock())
+    return SinkReader(clients.sink(connector_spec, "products"), connector_spec, "products")
 
 
 def test_a_sink_with_its_own_auth_and_host_reads_with_them_and_templates_resolve_secrets():

@@ -21,7 +21,7 @@ import yaml
 
 from integrations_pipeline.connectors import SPEC_DIR
 from integrations_pipeline.engine.auth import Credentials, secret_env_vars
-from integrations_pipeline.engine.client import VendorClient
+from integrations_pipeline.engine.client import ClientFactory, VendorClient
 from integrations_pipeline.engine.errors import (
     AuthError,
     MissingCredentialError,
@@ -31,6 +31,7 @@ from integrations_pipeline.engine.errors import (
 from integrations_pipeline.engine.spec import ConnectorSpec, parse_spec
 from integrations_pipeline.engine.write.keys import KeyReader
 from integrations_pipeline.engine.write.plan import plan, validate_record
+from integrations_pipeline.engine.write.push import send_unrecorded
 from integrations_pipeline.engine.write.sinks import SinkWriter, render_body
 from integrations_pipeline_tests.clock import FakeClock
 
@@ -51,21 +52,20 @@ def secrets_for(name: str) -> dict[str, str]:
     return {**SECRETS[name], **EXTRA_SECRETS[name]}
 
 
-def sink_client(connector: str | ConnectorSpec, handler) -> VendorClient:
-    spec_ = spec(connector) if isinstance(connector, str) else connector
-    return VendorClient(
-        spec_,
-        Credentials(spec_.name, secrets_for(spec_.name)),
+def sink_client(connector_spec: ConnectorSpec, sink: str, handler) -> VendorClient:
+    clients = ClientFactory(
+        Credentials(connector_spec.name, secrets_for(connector_spec.name)),
         transport=httpx.MockTransport(handler),
         clock=FakeClock(),
-        environ={},
+        environ=ENV,
         rng=random.Random(0),
     )
+    return clients.sink(connector_spec, sink)
 
 
 def writer(connector: str, sink: str, handler, connector_spec: ConnectorSpec | None = None) -> SinkWriter:
     spec_ = connector_spec or spec(connector)
-    return SinkWriter(sink_client(spec_, handler), spec_, sink, transport=httpx.MockTransport(handler), environ=ENV)
+    return SinkWriter(sink_client(spec_, sink, handler), spec_, sink)
 
 
 def dt_product(i: int | str, **over: Any) -> dict[str, Any]:
@@ -376,13 +376,13 @@ def test_render_body_templates():
 
 def test_empty_write_makes_no_call():
     rec = Recorder([json_response(200, {})])
-    report = writer("trakor", "products", rec).write([])
+    report = send_unrecorded(writer("trakor", "products", rec), [])
     assert (rec.calls, report.calls, report.outcomes) == (0, 0, [])
 
 
 def test_invalid_records_are_rejected_before_sending_and_the_rest_go():
     rec = Recorder([json_response(201, {"id": "i1", "sku": "PRD-00001", "name": "ok", "created": True})])
-    report = writer("trakor", "products", rec).write([{"name": "x" * 300}, {"name": "ok"}, {"price": 1}])
+    report = send_unrecorded(writer("trakor", "products", rec), [{"name": "x" * 300}, {"name": "ok"}, {"price": 1}])
     assert rec.bodies() == [{"name": "ok"}]
     assert [(o.index, o.key, o.status, o.stage) for o in report.outcomes] == [
         (0, "x" * 300, "rejected", "validation"),
@@ -396,7 +396,7 @@ def test_invalid_records_are_rejected_before_sending_and_the_rest_go():
 
 def test_superseded_records_are_counted_not_sent():
     rec = Recorder([json_response(200, {"id": "i1", "sku": "PRD-00001", "name": "a", "created": False})])
-    report = writer("trakor", "products", rec).write([{"name": "a", "price": 1}, {"name": "a", "price": 2}])
+    report = send_unrecorded(writer("trakor", "products", rec), [{"name": "a", "price": 1}, {"name": "a", "price": 2}])
     assert rec.bodies() == [{"name": "a", "price": 2}]
     assert report.superseded == 1 and [o.index for o in report.outcomes] == [1]
 
@@ -410,7 +410,7 @@ def test_salesmanago_batchupsert_delivers_what_contact_ids_lists():
     }
     rec = Recorder([json_response(200, answer)])
     w = writer("salesmanago", "contacts_batch", rec)
-    report = w.write([sm_contact("a@b.se"), sm_contact("bad"), sm_contact("C@b.se")])
+    report = send_unrecorded(w, [sm_contact("a@b.se"), sm_contact("bad"), sm_contact("C@b.se")])
     (body,) = rec.bodies()
     assert [d["contact"]["email"] for d in body["upsertDetails"]] == ["a@b.se", "bad", "C@b.se"]
     assert "sha" in body and "SECRET-sm-apisecret" not in json.dumps(body)
@@ -422,7 +422,7 @@ def test_salesmanago_batchupsert_delivers_what_contact_ids_lists():
 
 def test_a_batchupsert_answer_without_contact_ids_is_in_doubt_not_an_error():
     rec = Recorder([json_response(200, {"success": True, "message": []})])
-    report = writer("salesmanago", "contacts_batch", rec).write([sm_contact("a@b.se"), sm_contact("c@b.se")])
+    report = send_unrecorded(writer("salesmanago", "contacts_batch", rec), [sm_contact("a@b.se"), sm_contact("c@b.se")])
     assert [o.status for o in report.outcomes] == ["in_doubt", "in_doubt"]
     assert "the answer has no 'contactIds'" in report.outcomes[0].reason
 
@@ -443,7 +443,7 @@ def batch_events_answer(created: int, failed: int, failed_contacts: list[str], m
 
 def test_batch_events_reject_every_event_of_a_failed_email_when_the_counts_agree():
     rec = Recorder([batch_events_answer(2, 2, ["b@x.se"], "events[1]: date looks like seconds")])
-    report = writer("salesmanago", "events_batch", rec).write(events("a@x.se", "B@x.se", "b@x.se", "c@x.se"))
+    report = send_unrecorded(writer("salesmanago", "events_batch", rec), events("a@x.se", "B@x.se", "b@x.se", "c@x.se"))
     assert [(o.key, o.status) for o in report.outcomes] == [
         ("o0", "sent"), ("o1", "rejected"), ("o2", "rejected"), ("o3", "sent")
     ]  # fmt: skip
@@ -454,7 +454,7 @@ def test_batch_events_reject_every_event_of_a_failed_email_when_the_counts_agree
 def test_batch_events_of_a_failed_email_are_in_doubt_when_only_some_failed():
     # failedAmount 1 for two events of b@x.se: one of them was created, and the answer cannot say which.
     rec = Recorder([batch_events_answer(2, 1, ["b@x.se"])])
-    report = writer("salesmanago", "events_batch", rec).write(events("a@x.se", "b@x.se", "b@x.se"))
+    report = send_unrecorded(writer("salesmanago", "events_batch", rec), events("a@x.se", "b@x.se", "b@x.se"))
     assert [(o.key, o.status) for o in report.outcomes] == [("o0", "sent"), ("o1", "in_doubt"), ("o2", "in_doubt")]
     assert "1 of the 2 items listed in 'failedContacts' failed" in report.outcomes[1].reason
 
@@ -474,14 +474,14 @@ def test_batch_events_of_a_failed_email_are_in_doubt_when_only_some_failed():
 )
 def test_a_batch_events_answer_that_does_not_add_up_puts_the_whole_call_in_doubt(answer, why):
     rec = Recorder([json_response(200, answer)])
-    report = writer("salesmanago", "events_batch", rec).write(events("a@x.se", "b@x.se"))
+    report = send_unrecorded(writer("salesmanago", "events_batch", rec), events("a@x.se", "b@x.se"))
     assert [o.status for o in report.outcomes] == ["in_doubt", "in_doubt"]
     assert why in report.outcomes[0].reason
 
 
 def test_batch_events_counts_alone_prove_a_clean_call():
     rec = Recorder([json_response(200, {"success": True, "createdAmount": 2, "failedAmount": 0})])
-    report = writer("salesmanago", "events_batch", rec).write(events("a@x.se", "b@x.se"))
+    report = send_unrecorded(writer("salesmanago", "events_batch", rec), events("a@x.se", "b@x.se"))
     assert [o.status for o in report.outcomes] == ["sent", "sent"]
 
 
@@ -498,7 +498,7 @@ def test_batch_events_counts_alone_prove_a_clean_call():
 )
 def test_an_event_write_that_may_have_been_applied_is_never_retried(failure):
     rec = Recorder([failure, batch_events_answer(2, 0, [])])
-    report = writer("salesmanago", "events_batch", rec).write(events("a@x.se", "b@x.se"))
+    report = send_unrecorded(writer("salesmanago", "events_batch", rec), events("a@x.se", "b@x.se"))
     assert rec.calls == 1
     assert [o.status for o in report.outcomes] == ["in_doubt", "in_doubt"]
     assert report.outcomes[0].reason.startswith("outcome unknown")
@@ -516,7 +516,7 @@ def test_an_event_write_that_may_have_been_applied_is_never_retried(failure):
 )
 def test_an_event_write_the_vendor_provably_did_not_apply_is_retried(refusal):
     rec = Recorder([refusal, batch_events_answer(2, 0, [])])
-    report = writer("salesmanago", "events_batch", rec).write(events("a@x.se", "b@x.se"))
+    report = send_unrecorded(writer("salesmanago", "events_batch", rec), events("a@x.se", "b@x.se"))
     assert rec.calls == 2 and report.retries == 1
     assert [o.status for o in report.outcomes] == ["sent", "sent"]
 
@@ -528,7 +528,7 @@ def test_an_idempotent_write_is_retried_after_a_5xx():
             json_response(200, {"success": True, "contactIds": {"a@b.se": "c1"}}),
         ]
     )
-    report = writer("salesmanago", "contacts_batch", rec).write([sm_contact("a@b.se")])
+    report = send_unrecorded(writer("salesmanago", "contacts_batch", rec), [sm_contact("a@b.se")])
     assert rec.calls == 2 and [o.status for o in report.outcomes] == ["sent"]
 
 
@@ -549,8 +549,9 @@ def test_a_vendor_answering_per_item_is_read_item_by_item():
         {"success": True, "contactId": "c-1"}, {"success": False, "message": "bad email"}, {"success": True, "contactId": "c-3"}
     ]}  # fmt: skip
     rec = Recorder([json_response(200, answer)])
-    report = writer("salesmanago", "contacts_batch", rec, generic_item_results_spec()).write(
-        [sm_contact("a@b.se"), sm_contact("bad"), sm_contact("c@b.se")]
+    report = send_unrecorded(
+        writer("salesmanago", "contacts_batch", rec, generic_item_results_spec()),
+        [sm_contact("a@b.se"), sm_contact("bad"), sm_contact("c@b.se")],
     )
     assert [(o.key, o.status, o.reason) for o in report.outcomes] == [
         ("a@b.se", "sent", None), ("bad", "rejected", "bad email"), ("c@b.se", "sent", None)
@@ -560,8 +561,9 @@ def test_a_vendor_answering_per_item_is_read_item_by_item():
 
 def test_item_results_that_do_not_line_up_put_the_call_in_doubt():
     rec = Recorder([json_response(200, {"success": True, "result": [{"success": True}]})])
-    report = writer("salesmanago", "contacts_batch", rec, generic_item_results_spec()).write(
-        [sm_contact("a@b.se"), sm_contact("c@b.se")]
+    report = send_unrecorded(
+        writer("salesmanago", "contacts_batch", rec, generic_item_results_spec()),
+        [sm_contact("a@b.se"), sm_contact("c@b.se")],
     )
     assert [o.status for o in report.outcomes] == ["in_doubt", "in_doubt"]
     assert "expected 2 item results at 'result', got 1" in report.outcomes[0].reason
@@ -577,7 +579,7 @@ def test_all_or_nothing_400_rejects_the_listed_items_and_resends_the_rest_once()
         json_response(400, {"message": "2 invalid product(s)", "errors": errors}),
         json_response(200, {"success": True, "productIds": ["p0", "p2"]}),
     ])  # fmt: skip
-    report = writer("datatalks", "products", rec).write([dt_product(i) for i in range(4)])
+    report = send_unrecorded(writer("datatalks", "products", rec), [dt_product(i) for i in range(4)])
     first, second = rec.bodies()
     assert [p["id"] for p in first["data"]] == ["p0", "p1", "p2", "p3"]
     assert [p["id"] for p in second["data"]] == ["p0", "p2"]
@@ -592,8 +594,8 @@ def test_all_or_nothing_400_rejects_the_listed_items_and_resends_the_rest_once()
 def test_salesmanago_v3_problems_are_matched_to_items_by_message():
     problems = [{"reasonCode": 20, "message": "products[0].price: must be numeric"}]
     rec = Recorder([json_response(400, {"problems": problems}), json_response(200, {"productIds": ["b"]})])
-    report = writer("salesmanago", "products", rec).write(
-        [{"productId": "a", "name": "A"}, {"productId": "b", "name": "B"}]
+    report = send_unrecorded(
+        writer("salesmanago", "products", rec), [{"productId": "a", "name": "A"}, {"productId": "b", "name": "B"}]
     )
     assert [(o.key, o.status, o.reason) for o in report.outcomes] == [
         ("a", "rejected", "products[0].price: must be numeric"),
@@ -609,7 +611,7 @@ def test_salesmanago_v3_problems_are_matched_to_items_by_message():
 def test_a_400_about_the_call_itself_raises():
     rec = Recorder([json_response(400, {"problems": [{"reasonCode": 20, "message": "catalogId: required (string)"}]})])
     with pytest.raises(RequestRejectedError, match="catalogId: required"):
-        writer("salesmanago", "products", rec).write([{"productId": "a", "name": "A"}])
+        send_unrecorded(writer("salesmanago", "products", rec), [{"productId": "a", "name": "A"}])
     assert rec.calls == 1
 
 
@@ -619,7 +621,7 @@ def test_a_second_all_or_nothing_400_raises_with_the_partial_report():
     )
     rec = Recorder([bad, bad])
     with pytest.raises(RequestRejectedError) as info:
-        writer("datatalks", "products", rec).write([dt_product(0), dt_product(1)])
+        send_unrecorded(writer("datatalks", "products", rec), [dt_product(0), dt_product(1)])
     assert rec.calls == 2
     assert [(o.key, o.status) for o in info.value.partial_report.outcomes] == [("p0", "rejected")]
 
@@ -629,7 +631,7 @@ def test_single_record_400_rejects_that_record_only():
         json_response(400, {"error": "Schema validation failed: name: must not be empty"}),
         json_response(201, {"id": "i2", "sku": "PRD-00002", "name": "b", "created": True}),
     ])  # fmt: skip
-    report = writer("trakor", "products", rec).write([{"name": " "}, {"name": "b"}])
+    report = send_unrecorded(writer("trakor", "products", rec), [{"name": " "}, {"name": "b"}])
     assert [(o.key, o.status) for o in report.outcomes] == [(" ", "rejected"), ("b", "sent")]
     assert report.outcomes[0].reason == "HTTP 400: Schema validation failed: name: must not be empty (/products)"
 
@@ -637,7 +639,7 @@ def test_single_record_400_rejects_that_record_only():
 def test_single_record_404_is_a_broken_setup_not_a_bad_record():
     rec = Recorder([json_response(404, {"error": "no route"})])
     with pytest.raises(RequestRejectedError, match="HTTP 404"):
-        writer("trakor", "parties", rec).write([{"name": "a"}, {"name": "b"}])
+        send_unrecorded(writer("trakor", "parties", rec), [{"name": "a"}, {"name": "b"}])
     assert rec.calls == 1
 
 
@@ -650,7 +652,7 @@ def test_trakor_403_frozen_fails_fast_with_the_partial_report():
         json_response(403, {"error": "Organisation is frozen"}),
     ])  # fmt: skip
     with pytest.raises(AuthError, match="HTTP 403: Organisation is frozen") as info:
-        writer("trakor", "products", rec).write([{"name": "a"}, {"name": "b"}, {"name": "c"}])
+        send_unrecorded(writer("trakor", "products", rec), [{"name": "a"}, {"name": "b"}, {"name": "c"}])
     assert rec.calls == 2  # never retried, and "c" never tried
     assert [(o.key, o.status) for o in info.value.partial_report.outcomes] == [("a", "sent")]
 
@@ -659,7 +661,7 @@ def test_salesmanago_not_authenticated_in_a_200_is_an_auth_error():
     answer = {"success": False, "message": ["Not authenticated: invalid sha"]}
     rec = Recorder([json_response(200, answer)])
     with pytest.raises(AuthError, match="credentials refused.*Not authenticated: invalid sha") as info:
-        writer("salesmanago", "contacts", rec).write([sm_contact("a@b.se"), sm_contact("c@b.se")])
+        send_unrecorded(writer("salesmanago", "contacts", rec), [sm_contact("a@b.se"), sm_contact("c@b.se")])
     assert rec.calls == 1 and info.value.status == 200
 
 
@@ -673,10 +675,10 @@ def test_secrets_never_reach_outcomes_or_errors():
         json_response(403, {"message": echo}),
     ])  # fmt: skip
     w = writer("datatalks", "contacts", rec)
-    single = w.write([{"email": "a@b.se"}])
-    batch = writer("datatalks", "products", rec).write([dt_product(0), dt_product(1)])
+    single = send_unrecorded(w, [{"email": "a@b.se"}])
+    batch = send_unrecorded(writer("datatalks", "products", rec), [dt_product(0), dt_product(1)])
     with pytest.raises(AuthError) as info:
-        w.write([{"email": "c@b.se"}])
+        send_unrecorded(w, [{"email": "c@b.se"}])
     texts = [str(o) for o in single.outcomes + batch.outcomes] + [str(info.value)]
     assert all("SECRET-" not in t for t in texts), texts
     assert "***" in single.outcomes[0].reason and "***" in batch.outcomes[0].reason
@@ -692,5 +694,47 @@ def test_retries_are_reported_separately_from_calls():
         json_response(503, {"error": "busy"}),
         json_response(201, {"id": "i1", "sku": "PRD-00001", "name": "a", "created": True}),
     ])  # fmt: skip
-    report = writer("trakor", "products", rec).write([{"name": "a"}])
+    report = send_unrecorded(writer("trakor", "products", rec), [{"name": "a"}])
     assert (report.calls, report.retries, rec.calls) == (1, 1, 2)
+
+
+def test_a_sinks_client_reaches_the_sinks_own_host_with_the_sinks_own_auth():
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return json_response(200, {})
+
+    connector_spec = spec("salesmanago")
+    config = connector_spec.client_config("products")
+    assert config.base_url.env == "SALESMANAGO_V3_BASE_URL"
+    assert config.auth.type == "static_headers"
+    assert connector_spec.client_config().auth.type == "body_credentials"
+    w = writer("salesmanago", "products", handler)
+    send_unrecorded(w, [{"productId": "p1", "name": "One"}])
+    assert [str(r.url) for r in seen] == ["https://v3.example.test/v3/product/upsert"]
+    assert seen[0].headers["API-KEY"] == "SECRET-sm-v3-key"
+    # The classic signed body (clientId, apiKey, sha) is the connector's auth, not this sink's.
+    assert "apiKey" not in json.loads(seen[0].content)
+
+
+def test_a_connectors_client_handed_to_a_sink_with_its_own_host_is_refused_and_closed():
+    connector_spec = spec("salesmanago")
+    clients = ClientFactory(
+        Credentials("salesmanago", secrets_for("salesmanago")),
+        environ=ENV,
+        transport=httpx.MockTransport(lambda r: json_response(200, {})),
+    )
+    client = clients.connector(connector_spec)
+    with pytest.raises(ValueError, match="not configured for this sink.*ClientFactory.sink"):
+        SinkWriter(client, connector_spec, "products")
+    with pytest.raises(RuntimeError):
+        client.call("GET", "/anything")  # closed: the endpoint owned it even though it refused it
+    # A sink without its own host shares the connector's configuration, so either client fits.
+    SinkWriter(clients.connector(connector_spec), connector_spec, "events_batch").close()
+
+
+def test_a_factory_builds_clients_only_for_its_credentials_connector():
+    clients = ClientFactory(Credentials("trakor", secrets_for("trakor")), environ=ENV)
+    with pytest.raises(ValueError, match="credentials are for 'trakor', not for connector 'salesmanago'"):
+        clients.sink(spec("salesmanago"), "products")

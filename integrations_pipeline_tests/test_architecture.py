@@ -1,8 +1,8 @@
 """The layers import one way: engine (no Dagster, no environment reads) ← warehouse ← defs; no import cycle.
 
 Imports are read from the source (``ast``), so the test sees what a module imports, not what happened to be
-imported first in this interpreter. Imports inside functions are not counted here (the warehouse still reaches
-its backends that way, a known circle the architecture issue removes).
+imported first in this interpreter. Imports inside functions are not counted here (the warehouse's backends
+still reach ``delivery.py`` that way). No module imports a backend: ``warehouse/registry.py`` loads one by name.
 """
 
 from __future__ import annotations
@@ -72,6 +72,16 @@ def test_layers_import_one_way():
         if target.startswith("integrations_pipeline.") and not target.startswith(ok)
     ]
     assert wrong == []
+
+
+def test_no_module_imports_a_warehouse_backend():
+    """Backends are reached through the registry only: base.py and the rest never import one."""
+    from integrations_pipeline.warehouse.registry import BACKENDS
+
+    backends = {b.target.partition(":")[0] for b in BACKENDS}
+    assert backends == {"integrations_pipeline.warehouse.duckdb", "integrations_pipeline.warehouse.postgres"}
+    importers = sorted(f"{m} imports {t}" for m, targets in module_imports().items() for t in targets & backends)
+    assert importers == []
 
 
 def test_the_engine_imports_no_dagster():

@@ -15,15 +15,14 @@ Row semantics of ``commit`` (both backends):
 - ``LoadResult`` counts keys after dedup: ``inserted`` (new key), ``updated`` (content changed),
   ``unchanged`` (identical content, or an older version than the table's).
 
-URLs: ``duckdb:///abs/path.duckdb``, ``duckdb:///:memory:``, ``postgresql://user@host:port/db``
-(or ``postgres://``). ``Warehouse.url`` never shows a password.
+This module imports no backend: ``registry.py`` maps URL schemes to backend classes and opens them
+(``connect_warehouse``). ``Warehouse.url`` never shows a password.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import os
 import re
 import weakref
 from abc import ABC, abstractmethod
@@ -31,11 +30,10 @@ from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
-from integrations_pipeline.engine.errors import ConfigError, IntegrationsError
+from integrations_pipeline.engine.errors import IntegrationsError
 from integrations_pipeline.engine.redact import redact_url
 
 from .tables import EXTRA_COLUMN, TableSpec
@@ -43,16 +41,8 @@ from .tables import EXTRA_COLUMN, TableSpec
 if TYPE_CHECKING:
     import pandas
 
-WAREHOUSE_URL_ENV = "WAREHOUSE_URL"
 #: ``merge(stored_state, new_state) -> state_to_keep``, run inside a load's commit transaction.
 StateMerge = Callable[["dict | None", "dict | None"], "dict | None"]
-ACCEPTED_URLS = (
-    "duckdb:///<absolute path>.duckdb",
-    "duckdb:///:memory:",
-    "postgresql://user[:password]@host[:port]/database",
-    "postgres://user[:password]@host[:port]/database",
-)
-
 #: The cursor-state table, in both backends: ``_integrations.cursor_state(state_key, state, updated_at)``.
 STATE_SCHEMA = "_integrations"
 STATE_TABLE = "cursor_state"
@@ -115,73 +105,6 @@ class LoadResult:
     inserted: int
     updated: int
     unchanged: int
-
-
-# --------------------------------------------------------------------------------------------- URLs
-
-
-def default_warehouse_url() -> str:
-    """``duckdb:///<cwd>/.data/warehouse.duckdb`` (the directory is created)."""
-    path = Path.cwd() / ".data" / "warehouse.duckdb"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return f"duckdb://{path}"
-
-
-DUCKDB_URL_OPTIONS = ("lock_timeout", "memory_limit")
-
-
-def parse_duckdb_url(url: str) -> tuple[str, dict[str, str]]:
-    """The file path (or ``:memory:``) of a ``duckdb://`` URL, and its query options.
-
-    Relative paths resolve against the cwd. Options: ``?lock_timeout=<seconds>&memory_limit=<size>``.
-    """
-    rest = url.partition("://")[2]
-    rest, _, query = rest.partition("?")
-    options: dict[str, str] = {}
-    for pair in filter(None, query.split("&")):
-        key, _, value = pair.partition("=")
-        if key not in DUCKDB_URL_OPTIONS:
-            raise ConfigError(
-                f"warehouse URL '{url}': unknown option '{key}'; DuckDB URLs accept {list(DUCKDB_URL_OPTIONS)}"
-            )
-        options[key] = value
-    if rest in ("/:memory:", ":memory:", "//:memory:"):
-        return ":memory:", options
-    if not rest or rest == "/":
-        raise ConfigError(f"warehouse URL '{url}' names no DuckDB file; expected one of {list(ACCEPTED_URLS)}")
-    if rest.startswith("//"):
-        rest = "/" + rest.lstrip("/")  # duckdb:////abs/path (SQLAlchemy style) is the same file
-    return str(Path(rest).expanduser().absolute()), options
-
-
-def connect_warehouse(url: str | None = None, **options: Any) -> Warehouse:
-    """Open the warehouse at ``url`` (default: ``$WAREHOUSE_URL``, else a DuckDB file under ``./.data``).
-
-    Nothing is connected yet: the first operation connects. ``options`` go to the backend
-    (DuckDB: ``lock_timeout`` seconds, ``memory_limit`` e.g. "1GB", also as URL query options;
-    PostgreSQL: ``connect_timeout`` seconds).
-    """
-    if url is None:
-        url = os.environ.get(WAREHOUSE_URL_ENV) or default_warehouse_url()
-    if not isinstance(url, str) or not url.strip():
-        raise ConfigError(f"warehouse URL is empty; expected one of {list(ACCEPTED_URLS)}")
-    url = url.strip()
-    scheme, sep, _ = url.partition("://")
-    scheme = scheme.lower() if sep else ""
-    if scheme == "duckdb":
-        from .duckdb import DuckDBWarehouse
-
-        return DuckDBWarehouse(url, **options)
-    if scheme in ("postgresql", "postgres"):
-        from .postgres import PostgresWarehouse
-
-        return PostgresWarehouse(url, **options)
-    shown = redact_url(url)
-    if not scheme:
-        raise ConfigError(f"warehouse URL '{shown}' has no scheme; expected one of {list(ACCEPTED_URLS)}")
-    raise ConfigError(
-        f"unsupported warehouse URL scheme '{scheme}' in '{shown}'; expected one of {list(ACCEPTED_URLS)}"
-    )
 
 
 # ------------------------------------------------------------------------------------ SQL helpers
@@ -400,6 +323,7 @@ class Warehouse(ABC):
 
     backend: str = "abstract"
     url: str  # as given, with any password replaced by ***
+    url_forms: tuple[str, ...] = ()  # the URL forms it opens, for messages (its line in registry.py names them too)
 
     def __init__(self, url: str):
         self.url = redact_url(url)
@@ -584,14 +508,11 @@ def order_by_pk(table: TableSpec, collate: str = "") -> str:
 __all__ = [
     "first_row",
     "one",
-    "ACCEPTED_URLS",
     "EXTRA_COLUMN",
     "Load",
     "LoadResult",
     "Warehouse",
     "WarehouseError",
-    "connect_warehouse",
-    "default_warehouse_url",
     "format_timestamp",
     "redact_url",
 ]

@@ -24,7 +24,8 @@ casts, which accept a few lossy coercions silently: ``"12"`` or ``12.7`` into an
 (→ 12, 13), a number or boolean into a string column (→ its text). Records that follow their JSON
 Schema are stored exactly.
 
-URL options: ``duckdb:///path.duckdb?lock_timeout=60&memory_limit=256MB``.
+URLs: ``duckdb:///abs/path.duckdb`` (relative paths resolve against the cwd) or ``duckdb:///:memory:``;
+options ``?lock_timeout=60&memory_limit=256MB``.
 """
 
 from __future__ import annotations
@@ -62,7 +63,6 @@ from .base import (
     first_row,
     one,
     order_by_pk,
-    parse_duckdb_url,
     qualified,
     quote_ident,
     select_names,
@@ -108,6 +108,9 @@ STALE_STAGING_SECONDS = 24 * 3600
 MAX_LOCK_POLL_SECONDS = 0.1
 #: A session (``DuckDBWarehouse.session``) lets the file go after this long without an operation.
 SESSION_IDLE_SECONDS = 0.5
+
+URL_FORMS = ("duckdb:///<absolute path>.duckdb", "duckdb:///:memory:")
+URL_OPTIONS = ("lock_timeout", "memory_limit")
 
 _process_locks: dict[str, threading.Lock] = {}
 _process_locks_guard = threading.Lock()
@@ -220,10 +223,33 @@ def _rollback(conn: duckdb.DuckDBPyConnection) -> None:
         conn.execute("ROLLBACK")
 
 
+def parse_duckdb_url(url: str) -> tuple[str, dict[str, str]]:
+    """The file path (or ``:memory:``) of a ``duckdb://`` URL, and its query options.
+
+    Relative paths resolve against the cwd. Options: ``?lock_timeout=<seconds>&memory_limit=<size>``.
+    """
+    rest = url.partition("://")[2]
+    rest, _, query = rest.partition("?")
+    options: dict[str, str] = {}
+    for pair in filter(None, query.split("&")):
+        key, _, value = pair.partition("=")
+        if key not in URL_OPTIONS:
+            raise ConfigError(f"warehouse URL '{url}': unknown option '{key}'; DuckDB URLs accept {list(URL_OPTIONS)}")
+        options[key] = value
+    if rest in ("/:memory:", ":memory:", "//:memory:"):
+        return ":memory:", options
+    if not rest or rest == "/":
+        raise ConfigError(f"warehouse URL '{url}' names no DuckDB file; expected one of {list(URL_FORMS)}")
+    if rest.startswith("//"):
+        rest = "/" + rest.lstrip("/")  # duckdb:////abs/path (SQLAlchemy style) is the same file
+    return str(Path(rest).expanduser().absolute()), options
+
+
 class DuckDBWarehouse(Warehouse):
     """A DuckDB file (``duckdb:///abs/path.duckdb``) or an in-process database (``duckdb:///:memory:``)."""
 
     backend = "duckdb"
+    url_forms = URL_FORMS
 
     def __init__(self, url: str, *, lock_timeout: float | None = None, memory_limit: str | None = DEFAULT_MEMORY_LIMIT):
         super().__init__(url)

@@ -9,6 +9,8 @@ transaction locks the target table against concurrent merges, updates changed ro
 ones and upserts the cursor state.
 
 Other operations share one lazily opened connection per warehouse (autocommit; guarded by a lock).
+
+URLs: ``postgresql://user[:password]@host[:port]/database`` (or ``postgres://``), any libpq URL.
 """
 
 from __future__ import annotations
@@ -28,7 +30,6 @@ from psycopg.copy import QueuedLibpqWriter
 from integrations_pipeline.engine.errors import ConfigError, LeaseLostError
 
 from .base import (
-    ACCEPTED_URLS,
     STATE_SCHEMA,
     STATE_TABLE,
     UNSTORABLE_JSON,
@@ -70,6 +71,7 @@ CATALOG_TYPES = {
     "json": "jsonb",
 }
 META_COLUMNS = ((EXTRA_COLUMN, "jsonb"), (SYNCED_AT_COLUMN, "timestamptz"))
+URL_FORMS = ("postgresql://user[:password]@host[:port]/database", "postgres://user[:password]@host[:port]/database")
 ISO_TIMESTAMP = (
     r"^[0-9]{4}-[0-9]{2}-[0-9]{2}([Tt ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]+)?)?)?([Zz]|[+-][0-9]{2}(:?[0-9]{2})?)?$"
 )
@@ -106,6 +108,7 @@ class PostgresWarehouse(Warehouse):
     _json_as_text = False  # psycopg decodes jsonb itself
 
     backend = "postgres"
+    url_forms = URL_FORMS
 
     def __init__(self, url: str, *, connect_timeout: float = 10.0, application_name: str = "integrations_pipeline"):
         super().__init__(url)
@@ -114,7 +117,7 @@ class PostgresWarehouse(Warehouse):
         try:
             params = conninfo_to_dict(url)
         except psycopg.Error:
-            raise ConfigError(f"invalid PostgreSQL URL '{self.url}'; expected one of {list(ACCEPTED_URLS)}") from None
+            raise ConfigError(f"invalid PostgreSQL URL '{self.url}'; expected one of {list(URL_FORMS)}") from None
         password = params.get("password")
         self.url = redact_url(url, str(password) if password else None)
         self._dsn = url

@@ -62,10 +62,8 @@ from .base import (
     encode_json,
     first_row,
     one,
-    order_by_pk,
     qualified,
     quote_ident,
-    select_names,
     storable,
 )
 from .tables import EXTRA_COLUMN, SYNCED_AT_COLUMN, Column, TableSpec
@@ -90,7 +88,8 @@ INFO_TYPES = {
     "timestamp": "TIMESTAMP WITH TIME ZONE",
     "json": "JSON",
 }
-META_COLUMNS = ((EXTRA_COLUMN, "JSON"), (SYNCED_AT_COLUMN, "TIMESTAMPTZ"))
+#: Integer types (as the catalogue spells them) a column may widen from when the spec makes it a number.
+WIDENS_TO_DOUBLE = frozenset({"BIGINT", "INTEGER", "SMALLINT", "TINYINT", "HUGEINT"})
 ISO_TIMESTAMP = r"\d{4}-\d{2}-\d{2}([Tt ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?)?([Zz]|[+-]\d{2}(:?\d{2})?)?"
 STAGE = "__ip_stage"
 STAGE_DEDUP = "__ip_stage_dedup"
@@ -250,6 +249,9 @@ class DuckDBWarehouse(Warehouse):
 
     backend = "duckdb"
     url_forms = URL_FORMS
+    _column_types = SQL_TYPES
+    _catalog_types = INFO_TYPES
+    _widens_to_number = WIDENS_TO_DOUBLE
 
     def __init__(self, url: str, *, lock_timeout: float | None = None, memory_limit: str | None = DEFAULT_MEMORY_LIMIT):
         super().__init__(url)
@@ -373,6 +375,25 @@ class DuckDBWarehouse(Warehouse):
                 self._memory = None
         super().close()
 
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A write connection (writers of this file serialised) inside BEGIN ... COMMIT."""
+        with self._connection(write=True) as conn:
+            conn.execute("BEGIN")
+            try:
+                yield conn
+                conn.execute("COMMIT")
+            except BaseException:
+                _rollback(conn)
+                raise
+
+    @contextlib.contextmanager
+    def _errors(self, what: str) -> Iterator[None]:
+        try:
+            yield
+        except duckdb.Error as exc:
+            raise WarehouseError(f"DuckDB {what} failed on {self.path}: {exc}") from exc
+
     # ------------------------------------------------------------------------------- catalogue
 
     @staticmethod
@@ -385,39 +406,26 @@ class DuckDBWarehouse(Warehouse):
         ).fetchall()
         return {r[0]: r[1] for r in rows}
 
-    def _ensure(self, conn: duckdb.DuckDBPyConnection, table: TableSpec) -> None:
-        target = qualified(table.schema, table.name)
-        existing = self._existing_columns(conn, table.schema, table.name)
-        if not existing:
-            conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(table.schema)}")
-            defs = [f"{quote_ident(c.name)} {SQL_TYPES[c.type]}" for c in table.columns]
-            defs += [f"{quote_ident(n)} {t}" for n, t in META_COLUMNS]
-            # No PRIMARY KEY constraint: DuckDB keeps its index pinned in memory, growing with the
-            # table, and checks it on every insert. One row per key is the merge's job (dedup, then
-            # update-or-insert), and writers of a file are serialised (file lock + process lock).
-            conn.execute(f"CREATE TABLE IF NOT EXISTS {target} ({', '.join(defs)})")
-            return
-        for col in table.columns:
-            have = existing.get(col.name)
-            if have is None:
-                conn.execute(f"ALTER TABLE {target} ADD COLUMN {quote_ident(col.name)} {SQL_TYPES[col.type]}")
-            elif have != INFO_TYPES[col.type]:
-                self._retype(conn, table, col, have)
-        for name, sql_type in META_COLUMNS:
-            if name not in existing:
-                conn.execute(f"ALTER TABLE {target} ADD COLUMN {quote_ident(name)} {sql_type}")
-
     @staticmethod
-    def _retype(conn: duckdb.DuckDBPyConnection, table: TableSpec, col: Column, have: str) -> None:
-        if col.type == "number" and have in ("BIGINT", "INTEGER", "SMALLINT", "TINYINT", "HUGEINT"):
-            conn.execute(
-                f"ALTER TABLE {qualified(table.schema, table.name)} ALTER COLUMN {quote_ident(col.name)} TYPE DOUBLE"
+    def _has_table(conn: duckdb.DuckDBPyConnection, schema: str, name: str) -> bool:
+        return bool(
+            one(
+                conn.execute(
+                    "SELECT count(*) FROM information_schema.tables WHERE table_catalog = current_database() "
+                    "AND table_schema = ? AND table_name = ?",
+                    [schema, name],
+                ).fetchone()
             )
-            return
-        raise WarehouseError(
-            f"column {table.full_name}.{col.name} is stored as {have} but the spec now says {col.type} "
-            f"({INFO_TYPES[col.type]}); migrate or drop the column by hand"
         )
+
+    def _lock_ddl(self, conn: duckdb.DuckDBPyConnection) -> bool:
+        return False  # writers of a file are serialised already (file lock + process lock)
+
+    def _table_constraints(self, table: TableSpec) -> list[str]:
+        # No PRIMARY KEY constraint: DuckDB keeps its index pinned in memory, growing with the table,
+        # and checks it on every insert. One row per key is the merge's job (dedup, then
+        # update-or-insert), and writers of a file are serialised (file lock + process lock).
+        return []
 
     @staticmethod
     def _ensure_state_table(conn: duckdb.DuckDBPyConnection) -> None:
@@ -429,62 +437,18 @@ class DuckDBWarehouse(Warehouse):
 
     # ----------------------------------------------------------------------------------- API
 
-    @contextlib.contextmanager
-    def _errors(self, what: str) -> Iterator[None]:
-        try:
-            yield
-        except duckdb.Error as exc:
-            raise WarehouseError(f"DuckDB {what} failed on {self.path}: {exc}") from exc
-
-    def ensure_table(self, table: TableSpec) -> None:
-        with self._errors(f"ensure_table({table.full_name})"), self._connection(write=True) as conn:
-            conn.execute("BEGIN")
-            try:
-                self._ensure(conn, table)
-                conn.execute("COMMIT")
-            except BaseException:
-                _rollback(conn)
-                raise
-
     def open_load(self, table: TableSpec, state_key: str) -> DuckDBLoad:
         self._require_open()
         self._purge_stale_staging()
         return DuckDBLoad(self, table, state_key)
 
-    def read_state(self, state_key: str) -> dict | None:
-        with self._errors("read_state"), self._connection() as conn:
-            if not self._existing_columns(conn, STATE_SCHEMA, STATE_TABLE):
-                return None
-            row = conn.execute(
-                f"SELECT state FROM {qualified(STATE_SCHEMA, STATE_TABLE)} WHERE state_key = ?", [state_key]
-            ).fetchone()
-        return None if row is None or row[0] is None else json.loads(row[0])
-
-    def read_frame(self, table: TableSpec) -> pandas.DataFrame:
-        with self._errors(f"read_frame({table.full_name})"), self._connection() as conn:
-            existing = self._existing_columns(conn, table.schema, table.name)
-            if not existing:
-                import pandas
-
-                return pandas.DataFrame(columns=[*table.column_names, EXTRA_COLUMN, SYNCED_AT_COLUMN])
-            names = select_names(table, existing)
-            meta = [n for n, _ in META_COLUMNS if n in existing]
-            cols = ", ".join(
-                quote_ident(n) + ("::VARCHAR AS " + quote_ident(n) if existing[n] == "JSON" else "")
-                for n in [*names, *meta]
-            )
-            result = conn.execute(
-                f"SELECT {cols} FROM {qualified(table.schema, table.name)} ORDER BY {order_by_pk(table)}"
-            )
-            with warnings.catch_warnings():  # DuckDB's own pandas conversion uses deprecated pandas API
-                warnings.filterwarnings("ignore", message=".*inplace keyword.*")
-                return result.df()
-
-    def row_count(self, table: TableSpec) -> int:
-        with self._errors(f"row_count({table.full_name})"), self._connection() as conn:
-            if not self._existing_columns(conn, table.schema, table.name):
-                return 0
-            return int(one(conn.execute(f"SELECT count(*) FROM {qualified(table.schema, table.name)}").fetchone()))
+    def _fetch_frame(
+        self, conn: duckdb.DuckDBPyConnection, sql: str, names: list[str], existing: dict[str, str]
+    ) -> pandas.DataFrame:
+        result = conn.execute(sql)
+        with warnings.catch_warnings():  # DuckDB's own pandas conversion uses deprecated pandas API
+            warnings.filterwarnings("ignore", message=".*inplace keyword.*")
+            return result.df()
 
     # ------------------------------------------------------------------ deliveries (delivery.py)
 

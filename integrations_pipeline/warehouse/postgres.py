@@ -41,11 +41,9 @@ from .base import (
     encode_json,
     first_row,
     one,
-    order_by_pk,
     qualified,
     quote_ident,
     redact_url,
-    select_names,
     storable,
 )
 from .tables import EXTRA_COLUMN, SYNCED_AT_COLUMN, Column, TableSpec
@@ -70,7 +68,8 @@ CATALOG_TYPES = {
     "timestamp": "timestamp with time zone",
     "json": "jsonb",
 }
-META_COLUMNS = ((EXTRA_COLUMN, "jsonb"), (SYNCED_AT_COLUMN, "timestamptz"))
+#: Numeric types (as the catalogue spells them) a column may widen from when the spec makes it a number.
+WIDENS_TO_DOUBLE = frozenset({"bigint", "integer", "smallint", "numeric", "real"})
 URL_FORMS = ("postgresql://user[:password]@host[:port]/database", "postgres://user[:password]@host[:port]/database")
 ISO_TIMESTAMP = (
     r"^[0-9]{4}-[0-9]{2}-[0-9]{2}([Tt ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]+)?)?)?([Zz]|[+-][0-9]{2}(:?[0-9]{2})?)?$"
@@ -103,12 +102,15 @@ def _discard_session(conn: psycopg.Connection, writers: list[Any]) -> None:
 class PostgresWarehouse(Warehouse):
     """``postgresql://user[:password]@host[:port]/database`` (or ``postgres://``)."""
 
+    backend = "postgres"
+    url_forms = URL_FORMS
+    _column_types = SQL_TYPES
+    _catalog_types = CATALOG_TYPES
+    _widens_to_number = WIDENS_TO_DOUBLE
+    _add_column = "ADD COLUMN IF NOT EXISTS"
     _placeholder = "%s"
     _order_collation = COLLATE_C
     _json_as_text = False  # psycopg decodes jsonb itself
-
-    backend = "postgres"
-    url_forms = URL_FORMS
 
     def __init__(self, url: str, *, connect_timeout: float = 10.0, application_name: str = "integrations_pipeline"):
         super().__init__(url)
@@ -166,6 +168,18 @@ class PostgresWarehouse(Warehouse):
                 self._conn = None
         super().close()
 
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[psycopg.Connection]:
+        with self._connection() as conn, conn.transaction():
+            yield conn
+
+    @contextlib.contextmanager
+    def _errors(self, what: str) -> Iterator[None]:
+        try:
+            yield
+        except psycopg.Error as exc:
+            raise WarehouseError(f"PostgreSQL {what} failed at {self.url}: {str(exc).strip()}") from exc
+
     # ------------------------------------------------------------------------------- catalogue
 
     @staticmethod
@@ -177,58 +191,23 @@ class PostgresWarehouse(Warehouse):
         ).fetchall()
         return {r[0]: r[1] for r in rows}
 
-    def _ensure(self, conn: psycopg.Connection, table: TableSpec) -> None:
-        """Create or extend ``table``; call inside a transaction. DDL runs under an advisory lock."""
-        existing = self._existing_columns(conn, table.schema, table.name)
-        if existing and self._up_to_date(table, existing):
-            return
+    @staticmethod
+    def _has_table(conn: psycopg.Connection, schema: str, name: str) -> bool:
+        return one(conn.execute("SELECT to_regclass(%s)", [qualified(schema, name)]).fetchone()) is not None
+
+    def _lock_ddl(self, conn: psycopg.Connection) -> bool:
+        """Serialise CREATE/ALTER statements across sessions until the transaction ends."""
         conn.execute("SELECT pg_advisory_xact_lock(%s)", [DDL_LOCK_KEY])
-        existing = self._existing_columns(conn, table.schema, table.name)
-        target = qualified(table.schema, table.name)
-        if not existing:
-            conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(table.schema)}")
-            defs = [f"{quote_ident(c.name)} {SQL_TYPES[c.type]}" for c in table.columns]
-            defs += [f"{quote_ident(n)} {t}" for n, t in META_COLUMNS]
-            pk = ", ".join(quote_ident(k) for k in table.primary_key)
-            conn.execute(f"CREATE TABLE IF NOT EXISTS {target} ({', '.join(defs)}, PRIMARY KEY ({pk}))")
-            return
-        for col in table.columns:
-            have = existing.get(col.name)
-            if have is None:
-                conn.execute(
-                    f"ALTER TABLE {target} ADD COLUMN IF NOT EXISTS {quote_ident(col.name)} {SQL_TYPES[col.type]}"
-                )
-            elif have != CATALOG_TYPES[col.type]:
-                self._retype(conn, table, col, have)
-        for name, sql_type in META_COLUMNS:
-            if name not in existing:
-                conn.execute(f"ALTER TABLE {target} ADD COLUMN IF NOT EXISTS {quote_ident(name)} {sql_type}")
+        return True
 
-    @staticmethod
-    def _up_to_date(table: TableSpec, existing: dict[str, str]) -> bool:
-        return all(existing.get(c.name) == CATALOG_TYPES[c.type] for c in table.columns) and all(
-            n in existing for n, _ in META_COLUMNS
-        )
+    def _table_constraints(self, table: TableSpec) -> list[str]:
+        return [f"PRIMARY KEY ({', '.join(quote_ident(k) for k in table.primary_key)})"]
 
-    @staticmethod
-    def _retype(conn: psycopg.Connection, table: TableSpec, col: Column, have: str) -> None:
-        if col.type == "number" and have in ("bigint", "integer", "smallint", "numeric", "real"):
-            conn.execute(
-                f"ALTER TABLE {qualified(table.schema, table.name)} "
-                f"ALTER COLUMN {quote_ident(col.name)} TYPE double precision"
-            )
-            return
-        raise WarehouseError(
-            f"column {table.full_name}.{col.name} is stored as {have} but the spec now says {col.type} "
-            f"({CATALOG_TYPES[col.type]}); migrate or drop the column by hand"
-        )
-
-    @staticmethod
-    def _ensure_state_table(conn: psycopg.Connection) -> None:
+    def _ensure_state_table(self, conn: psycopg.Connection) -> None:
         state = qualified(STATE_SCHEMA, STATE_TABLE)
-        if one(conn.execute("SELECT to_regclass(%s)", [state]).fetchone()) is not None:
+        if self._has_table(conn, STATE_SCHEMA, STATE_TABLE):
             return
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", [DDL_LOCK_KEY])
+        self._lock_ddl(conn)
         conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(STATE_SCHEMA)}")
         conn.execute(
             f"CREATE TABLE IF NOT EXISTS {state} "
@@ -237,55 +216,20 @@ class PostgresWarehouse(Warehouse):
 
     # ----------------------------------------------------------------------------------- API
 
-    @contextlib.contextmanager
-    def _errors(self, what: str) -> Iterator[None]:
-        try:
-            yield
-        except psycopg.Error as exc:
-            raise WarehouseError(f"PostgreSQL {what} failed at {self.url}: {str(exc).strip()}") from exc
-
-    def ensure_table(self, table: TableSpec) -> None:
-        with self._errors(f"ensure_table({table.full_name})"), self._connection() as conn, conn.transaction():
-            self._ensure(conn, table)
-
     def open_load(self, table: TableSpec, state_key: str) -> PostgresLoad:
         self._require_open()
         return PostgresLoad(self, table, state_key)
 
-    def read_state(self, state_key: str) -> dict | None:
-        state = qualified(STATE_SCHEMA, STATE_TABLE)
-        with self._errors("read_state"), self._connection() as conn:
-            if one(conn.execute("SELECT to_regclass(%s)", [state]).fetchone()) is None:
-                return None
-            row = conn.execute(f"SELECT state FROM {state} WHERE state_key = %s", [state_key]).fetchone()
-        return None if row is None else row[0]
+    def _fetch_frame(
+        self, conn: psycopg.Connection, sql: str, names: list[str], existing: dict[str, str]
+    ) -> pandas.DataFrame:
+        import pandas  # only a reader of frames pays for importing it
 
-    def read_frame(self, table: TableSpec) -> pandas.DataFrame:
-        import pandas
-
-        with self._errors(f"read_frame({table.full_name})"), self._connection() as conn:
-            existing = self._existing_columns(conn, table.schema, table.name)
-            if not existing:
-                return pandas.DataFrame(columns=[*table.column_names, EXTRA_COLUMN, SYNCED_AT_COLUMN])
-            names = select_names(table, existing)
-            meta = [n for n, _ in META_COLUMNS if n in existing]
-            cols = [*names, *meta]
-            select = ", ".join(quote_ident(n) + ("::text" if existing[n] == "jsonb" else "") for n in cols)
-            rows = conn.execute(
-                f"SELECT {select} FROM {qualified(table.schema, table.name)} ORDER BY {order_by_pk(table, COLLATE_C)}"
-            ).fetchall()
-        frame = pandas.DataFrame.from_records(rows, columns=cols)
-        for n in cols:
-            if existing[n] == "timestamp with time zone":
+        frame = pandas.DataFrame.from_records(conn.execute(sql).fetchall(), columns=names)
+        for n in names:
+            if existing[n] == CATALOG_TYPES["timestamp"]:
                 frame[n] = pandas.to_datetime(frame[n], utc=True)
         return frame
-
-    def row_count(self, table: TableSpec) -> int:
-        with self._errors(f"row_count({table.full_name})"), self._connection() as conn:
-            target = qualified(table.schema, table.name)
-            if one(conn.execute("SELECT to_regclass(%s)", [target]).fetchone()) is None:
-                return 0
-            return int(one(conn.execute(f"SELECT count(*) FROM {target}").fetchone()))
 
     # ------------------------------------------------------------------ deliveries (delivery.py)
 

@@ -1,6 +1,8 @@
-"""Warehouse writers (DuckDB embedded, PostgreSQL beyond one machine).
+"""Warehouse writers (DuckDB embedded, PostgreSQL beyond one machine), one module per backend.
 
-``registry.py`` maps URL schemes to the backend classes behind ``connect_warehouse``.
+``base.py`` is the interface and everything written once (schema evolution, readers), ``delivery.py``
+the reverse-ETL bookkeeping written once, ``duckdb.py`` and ``postgres.py`` each a backend with all
+of its SQL, and ``registry.py`` the URL scheme → backend table behind ``connect_warehouse``.
 """
 
 from .base import (

@@ -509,7 +509,8 @@ class Warehouse(ABC):
                 return 0
             return int(one(conn.execute(f"SELECT count(*) FROM {qualified(table.schema, table.name)}").fetchone()))
 
-    # Reverse-ETL bookkeeping (``delivery.py``): not abstract, so other Warehouse classes stay valid.
+    # Reverse-ETL bookkeeping, written once in ``delivery.DeliveryWarehouse`` on dialect hooks; not abstract
+    # here, so a backend without it stays a valid Warehouse.
     def read_delivered(self, sink: str) -> dict[str, str]:
         """Key → hash of every record delivered to ``sink`` (e.g. ``salesmanago.contacts``); {} if none."""
         raise NotImplementedError(f"{type(self).__name__} does not track deliveries")
@@ -537,7 +538,7 @@ class Warehouse(ABC):
         raise NotImplementedError(f"{type(self).__name__} does not record sync plans")
 
     # The delivery ledger (``engine.write.ledger.DeliveryLedger``: intents, records in doubt, leases),
-    # implemented by both backends in ``delivery.py``; documented on the protocol.
+    # also in ``delivery.DeliveryWarehouse``; documented on the protocol.
     def session(self) -> contextlib.AbstractContextManager[None]:
         """A stretch of quick operations (a push's calls); a backend may keep its connection for it."""
         return contextlib.nullcontext()

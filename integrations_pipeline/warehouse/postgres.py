@@ -10,6 +10,10 @@ ones and upserts the cursor state.
 
 Other operations share one lazily opened connection per warehouse (autocommit; guarded by a lock).
 
+The reverse-ETL bookkeeping tables (``delivery.py``) declare their primary keys here: delivered rows
+are upserted with ``ON CONFLICT`` from a ``COPY``-filled temp table, rejects and plan rows appended
+with ``COPY``; a sync's lease is also a session advisory lock (``take_lease``).
+
 URLs: ``postgresql://user[:password]@host[:port]/database`` (or ``postgres://``), any libpq URL.
 """
 
@@ -19,7 +23,7 @@ import contextlib
 import queue
 import threading
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +32,7 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg.copy import QueuedLibpqWriter
 
 from integrations_pipeline.engine.errors import ConfigError, LeaseLostError
+from integrations_pipeline.engine.write.ledger import InDoubt, Intent, Lease
 
 from .base import (
     STATE_SCHEMA,
@@ -35,7 +40,6 @@ from .base import (
     UNSTORABLE_JSON,
     Load,
     LoadResult,
-    Warehouse,
     WarehouseError,
     check_records,
     encode_json,
@@ -45,6 +49,20 @@ from .base import (
     quote_ident,
     redact_url,
     storable,
+)
+from .delivery import (
+    DELIVERED,
+    IN_DOUBT,
+    INTENTS,
+    LEASE_COLUMNS,
+    LEASES,
+    PLANS,
+    REJECTS,
+    DeliveryRow,
+    DeliveryWarehouse,
+    RejectRow,
+    check_sink,
+    lease_values,
 )
 from .tables import EXTRA_COLUMN, SYNCED_AT_COLUMN, Column, TableSpec
 
@@ -99,7 +117,7 @@ def _discard_session(conn: psycopg.Connection, writers: list[Any]) -> None:
     _close_quietly(conn)
 
 
-class PostgresWarehouse(Warehouse):
+class PostgresWarehouse(DeliveryWarehouse):
     """``postgresql://user[:password]@host[:port]/database`` (or ``postgres://``)."""
 
     backend = "postgres"
@@ -231,80 +249,139 @@ class PostgresWarehouse(Warehouse):
                 frame[n] = pandas.to_datetime(frame[n], utc=True)
         return frame
 
-    # ------------------------------------------------------------------ deliveries (delivery.py)
+    # -------------------------------------------------- reverse-ETL bookkeeping (delivery.py)
+    # Keys declared, upserts with ON CONFLICT, appends and bulk upserts through COPY.
 
-    def read_delivered(self, sink: str) -> dict[str, str]:
-        from . import delivery
+    def _ensure_delivery_tables(self, conn: psycopg.Connection) -> None:
+        """Create the tables if missing (DDL under the warehouse's advisory lock)."""
+        tables = [DELIVERED, REJECTS, PLANS, INTENTS, IN_DOUBT, LEASES]
+        have = first_row(conn.execute("SELECT " + ", ".join(["to_regclass(%s)"] * len(tables)), tables).fetchone())
+        if all(v is not None for v in have):
+            return
+        self._lock_ddl(conn)
+        conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(STATE_SCHEMA)}")
+        conn.execute(
+            f"CREATE TABLE IF NOT EXISTS {DELIVERED} (sink text NOT NULL, record_key text NOT NULL, "
+            "hash text NOT NULL, delivered_at timestamptz NOT NULL DEFAULT now(), response jsonb, "
+            "PRIMARY KEY (sink, record_key))"
+        )
+        # A serial id keeps the order rejects were recorded in (rows of one call share rejected_at).
+        conn.execute(
+            f"CREATE TABLE IF NOT EXISTS {REJECTS} (id bigserial PRIMARY KEY, sink text NOT NULL, record_key text, "
+            "reason text NOT NULL, record jsonb, rejected_at timestamptz NOT NULL DEFAULT now())"
+        )
+        conn.execute(f"CREATE INDEX IF NOT EXISTS rejects_sink ON {REJECTS} (sink, id)")
+        conn.execute(
+            f"CREATE TABLE IF NOT EXISTS {PLANS} (id bigserial PRIMARY KEY, sink text NOT NULL, run_id text NOT NULL, "
+            "action text NOT NULL, record_key text, reason text, record jsonb, planned_at timestamptz NOT NULL DEFAULT now())"
+        )
+        conn.execute(f"CREATE INDEX IF NOT EXISTS sync_plans_sink ON {PLANS} (sink, run_id, id)")
+        conn.execute(
+            f"CREATE TABLE IF NOT EXISTS {INTENTS} (sink text NOT NULL, call_id text NOT NULL, run_id text NOT NULL, "
+            "created_at double precision NOT NULL, items text NOT NULL, PRIMARY KEY (sink, call_id))"
+        )
+        conn.execute(
+            f"CREATE TABLE IF NOT EXISTS {IN_DOUBT} (sink text NOT NULL, record_key text NOT NULL, hash text NOT NULL, "
+            "record jsonb, call_id text NOT NULL, run_id text NOT NULL, reason text NOT NULL, "
+            "since timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (sink, record_key))"
+        )
+        conn.execute(
+            f"CREATE TABLE IF NOT EXISTS {LEASES} (name text PRIMARY KEY, token text NOT NULL, run_id text NOT NULL, "
+            "host text NOT NULL, pid bigint NOT NULL, process_started double precision, acquired_at double precision NOT NULL, "
+            "expires_at double precision NOT NULL)"
+        )
 
-        with self._errors("read_delivered"), self._connection() as conn:
-            return delivery.postgres_read_delivered(conn, delivery.check_sink(sink))
+    def _upsert_delivered(
+        self, conn: psycopg.Connection, sink: str, keys: list[str], hashes: list[str], responses: list[str | None]
+    ) -> None:
+        """COPY into a temp table, then one INSERT ... ON CONFLICT."""
+        conn.execute("CREATE TEMP TABLE ip_delivery (record_key text, hash text, response text) ON COMMIT DROP")
+        with conn.cursor() as cur, cur.copy("COPY ip_delivery (record_key, hash, response) FROM STDIN") as copy:
+            for row in zip(keys, hashes, responses, strict=True):
+                copy.write_row(row)
+        conn.execute(
+            f"INSERT INTO {DELIVERED} (sink, record_key, hash, delivered_at, response) "
+            "SELECT %s, record_key, hash, now(), response::jsonb FROM ip_delivery "
+            "ON CONFLICT (sink, record_key) DO UPDATE SET hash = EXCLUDED.hash, "
+            "delivered_at = EXCLUDED.delivered_at, response = EXCLUDED.response",
+            [sink],
+        )
 
-    def record_delivery(self, sink: str, rows) -> int:
-        from . import delivery
+    def _append_rejects(
+        self, conn: psycopg.Connection, sink: str, keys: list[str | None], reasons: list[str], records: list[str]
+    ) -> None:
+        with conn.cursor() as cur, cur.copy(f"COPY {REJECTS} (sink, record_key, reason, record) FROM STDIN") as copy:
+            for row in zip(keys, reasons, records, strict=True):
+                copy.write_row((sink, *row))
 
-        with self._errors("record_delivery"), self._connection() as conn, conn.transaction():
-            return delivery.postgres_record_delivery(conn, delivery.check_sink(sink), rows, DDL_LOCK_KEY)
+    def _append_plan(
+        self,
+        conn: psycopg.Connection,
+        sink: str,
+        run_id: str,
+        actions: list[str],
+        keys: list[str | None],
+        reasons: list[str | None],
+        records: list[str | None],
+    ) -> None:
+        with (
+            conn.cursor() as cur,
+            cur.copy(f"COPY {PLANS} (sink, run_id, action, record_key, reason, record) FROM STDIN") as copy,
+        ):
+            for row in zip(actions, keys, reasons, records, strict=True):
+                copy.write_row((sink, run_id, *row))
 
-    def record_rejects(self, sink: str, rows) -> int:
-        from . import delivery
+    def _select_rejects(self, conn: psycopg.Connection, sink: str) -> list[tuple[Any, ...]]:
+        return conn.execute(
+            f"SELECT record_key, reason, record, rejected_at FROM {REJECTS} WHERE sink = %s ORDER BY id", [sink]
+        ).fetchall()
 
-        with self._errors("record_rejects"), self._connection() as conn, conn.transaction():
-            return delivery.postgres_record_rejects(conn, delivery.check_sink(sink), rows, DDL_LOCK_KEY)
+    def _select_plan(self, conn: psycopg.Connection, sink: str, run_id: str | None) -> list[tuple[Any, ...]]:
+        where, params = ("sink = %s", [sink]) if run_id is None else ("sink = %s AND run_id = %s", [sink, run_id])
+        return conn.execute(
+            f"SELECT run_id, action, record_key, reason, record, planned_at FROM {PLANS} WHERE {where} ORDER BY id",
+            params,
+        ).fetchall()
 
-    def read_rejects(self, sink: str) -> list[dict]:
-        from . import delivery
+    def _upsert_lease(self, conn: psycopg.Connection, lease: Lease) -> None:
+        values = ", ".join(["%s"] * 8)
+        conn.execute(
+            f"INSERT INTO {LEASES} ({LEASE_COLUMNS}) VALUES ({values}) ON CONFLICT (name) DO UPDATE SET "
+            "token = EXCLUDED.token, run_id = EXCLUDED.run_id, host = EXCLUDED.host, pid = EXCLUDED.pid, "
+            "process_started = EXCLUDED.process_started, acquired_at = EXCLUDED.acquired_at, expires_at = EXCLUDED.expires_at",
+            lease_values(lease),
+        )
 
-        with self._errors("read_rejects"), self._connection() as conn:
-            return delivery.postgres_read_rejects(conn, delivery.check_sink(sink))
-
-    def record_plan(self, sink: str, run_id: str, rows) -> int:
-        from . import delivery
-
-        with self._errors("record_plan"), self._connection() as conn, conn.transaction():
-            return delivery.postgres_record_plan(conn, delivery.check_sink(sink), run_id, rows, DDL_LOCK_KEY)
-
-    def read_plan(self, sink: str, run_id: str | None = None) -> list[dict]:
-        from . import delivery
-
-        with self._errors("read_plan"), self._connection() as conn:
-            return delivery.postgres_read_plan(conn, delivery.check_sink(sink), run_id)
+    def _affected_rows(self, cursor: psycopg.Cursor[Any]) -> int:
+        return cursor.rowcount
 
     # -------------------------------------------------- the delivery ledger (engine.write.ledger)
     # A lease is a row (who holds it, for the error a second push shows) AND a session advisory lock
     # on this warehouse's connection: the server releases it when the holder's connection dies, so a
     # killed run frees its syncs at once, on any host.
 
-    def _ledger(self, what: str, work: Any) -> Any:
-        from . import delivery
-
-        with self._errors(what), self._connection() as conn, conn.transaction():
-            delivery.postgres_ensure(conn, DDL_LOCK_KEY)
-            return work(conn)
-
-    def take_lease(self, lease, may_take):
-        from . import delivery
-
+    def take_lease(self, lease: Lease, may_take: Callable[[Lease], bool]) -> Lease | None:
         key = LEASE_LOCK_PREFIX + lease.name
         with self._errors("take_lease"), self._connection() as conn:
             mine = self._lease_locks.get(lease.name)
             if mine is not None and mine[0] != lease.token:
                 # This connection holds it for another push already (advisory locks are re-entrant).
                 with conn.transaction():
-                    delivery.postgres_ensure(conn, DDL_LOCK_KEY)
-                    return delivery.ledger_read_lease(conn, lease.name, postgres=True) or lease
+                    self._ensure_delivery_tables(conn)
+                    return self._read_lease(conn, lease.name) or lease
             if mine is None and not one(
                 conn.execute("SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", [key]).fetchone()
             ):
                 with conn.transaction():
-                    delivery.postgres_ensure(conn, DDL_LOCK_KEY)
-                    held = delivery.ledger_read_lease(conn, lease.name, postgres=True)
+                    self._ensure_delivery_tables(conn)
+                    held = self._read_lease(conn, lease.name)
                 # A holder between its lock and its row: describe it as it stands (rare, and brief).
                 return held or replace(lease, run_id="unknown (starting)", host="another session")
             try:
                 with conn.transaction():
-                    delivery.postgres_ensure(conn, DDL_LOCK_KEY)
+                    self._ensure_delivery_tables(conn)
                     # The lock is ours, so whoever wrote the row before has no session left: take it.
-                    delivery.ledger_take_lease(conn, lease, lambda held: True, postgres=True)
+                    self._take_lease(conn, lease, lambda held: True)
             except BaseException:
                 if mine is None:
                     conn.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", [key])
@@ -313,21 +390,17 @@ class PostgresWarehouse(Warehouse):
         return None
 
     def release_lease(self, name: str, token: str) -> None:
-        from . import delivery
-
         with self._errors("release_lease"), self._connection() as conn:
             with conn.transaction():
-                delivery.postgres_ensure(conn, DDL_LOCK_KEY)
-                delivery.ledger_release_lease(conn, name, token, postgres=True)
+                self._ensure_delivery_tables(conn)
+                self._release_lease(conn, name, token)
             mine = self._lease_locks.get(name)
             if mine is not None and mine[0] == token:
                 del self._lease_locks[name]
                 if mine[1] is conn:
                     conn.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", [LEASE_LOCK_PREFIX + name])
 
-    def open_intent(self, sink: str, intent, lease) -> None:
-        from . import delivery
-
+    def open_intent(self, sink: str, intent: Intent, lease: Lease) -> None:
         mine = self._lease_locks.get(lease.name)
         if mine is None or mine[0] != lease.token or mine[1] is not self._conn or mine[1].closed or mine[1].broken:
             # The session that held the advisory lock is gone (a lost connection): so is the lease.
@@ -335,63 +408,25 @@ class PostgresWarehouse(Warehouse):
             raise LeaseLostError(
                 f"sync {lease.name}: the PostgreSQL session holding this run's lease was lost; nothing more is sent"
             )
-        self._ledger(
-            "open_intent",
-            lambda conn: delivery.ledger_open_intent(conn, delivery.check_sink(sink), intent, lease, postgres=True),
-        )
+        super().open_intent(sink, intent, lease)
 
-    def close_intent(self, sink: str, call_id: str, *, delivered=(), rejects=(), in_doubt=()) -> None:
-        from . import delivery
-
+    def close_intent(
+        self,
+        sink: str,
+        call_id: str,
+        *,
+        delivered: Sequence[DeliveryRow] = (),
+        rejects: Sequence[RejectRow] = (),
+        in_doubt: Sequence[InDoubt] = (),
+    ) -> None:
         def record(conn: psycopg.Connection) -> None:
             # Recording need not wait for the disk: if the server loses this commit in a crash, the
             # intent it closes is back too, and the next push treats the call as in doubt (never as
             # not sent). The intent itself (open_intent) is committed durably, before the vendor call.
             conn.execute("SET LOCAL synchronous_commit = off")
-            delivery.ledger_close_intent(
-                conn,
-                delivery.check_sink(sink),
-                call_id,
-                delivered,
-                rejects,
-                in_doubt,
-                record_delivery=lambda c, s, rows: delivery.postgres_record_delivery(c, s, rows, DDL_LOCK_KEY),
-                record_rejects=lambda c, s, rows: delivery.postgres_record_rejects(c, s, rows, DDL_LOCK_KEY),
-                postgres=True,
-            )
+            self._close_intent(conn, check_sink(sink), call_id, delivered, rejects, in_doubt)
 
         self._ledger("close_intent", record)
-
-    def read_intents(self, sink: str) -> list:
-        from . import delivery
-
-        with self._errors("read_intents"), self._connection() as conn:
-            if one(conn.execute("SELECT to_regclass(%s)", [delivery.INTENTS]).fetchone()) is None:
-                return []
-            return delivery.ledger_read_intents(conn, delivery.check_sink(sink), postgres=True)
-
-    def read_in_doubt(self, sink: str) -> list:
-        from . import delivery
-
-        with self._errors("read_in_doubt"), self._connection() as conn:
-            if one(conn.execute("SELECT to_regclass(%s)", [delivery.IN_DOUBT]).fetchone()) is None:
-                return []
-            return delivery.ledger_read_in_doubt(conn, delivery.check_sink(sink), postgres=True)
-
-    def resolve_in_doubt(self, sink: str, keys, *, mark_delivered: bool) -> list:
-        from . import delivery
-
-        return self._ledger(
-            "resolve_in_doubt",
-            lambda conn: delivery.ledger_resolve_in_doubt(
-                conn,
-                delivery.check_sink(sink),
-                keys,
-                mark_delivered,
-                record_delivery=lambda c, s, rows: delivery.postgres_record_delivery(c, s, rows, DDL_LOCK_KEY),
-                postgres=True,
-            ),
-        )
 
 
 class _BoundedQueuedWriter(QueuedLibpqWriter):

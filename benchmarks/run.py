@@ -331,7 +331,7 @@ PROFILE_PARTS = [
     ("DuckDBLoad._commit (read_json + merge)", "warehouse/duckdb.py", "_commit"),
     ("  _stage (read_json into temp table, dedup check)", "warehouse/duckdb.py", "_stage"),
     ("  _merge (UPDATE + INSERT)", "warehouse/duckdb.py", "_merge"),
-    ("ensure_table", "warehouse/duckdb.py", "ensure_table"),
+    ("ensure_table", "warehouse/base.py", "ensure_table"),
 ]
 
 

@@ -1,8 +1,9 @@
 """The layers import one way: engine (no Dagster, no environment reads) ← warehouse ← defs; no import cycle.
 
 Imports are read from the source (``ast``), so the test sees what a module imports, not what happened to be
-imported first in this interpreter. Imports inside functions are not counted here (the warehouse still reaches
-its backends that way, a known circle the architecture issue removes).
+imported first in this interpreter. Imports inside functions escape the cycle check, so warehouse/ imports no
+project module inside a function: a backend is loaded by name through ``warehouse/registry.py`` (no module
+imports one), and the backends import ``base.py`` and ``delivery.py`` at module level.
 """
 
 from __future__ import annotations
@@ -72,6 +73,31 @@ def test_layers_import_one_way():
         if target.startswith("integrations_pipeline.") and not target.startswith(ok)
     ]
     assert wrong == []
+
+
+def test_no_module_imports_a_warehouse_backend():
+    """Backends are reached through the registry only: base.py and the rest never import one."""
+    from integrations_pipeline.warehouse.registry import BACKENDS
+
+    backends = {b.target.partition(":")[0] for b in BACKENDS}
+    assert backends == {"integrations_pipeline.warehouse.duckdb", "integrations_pipeline.warehouse.postgres"}
+    importers = sorted(f"{m} imports {t}" for m, targets in module_imports().items() for t in targets & backends)
+    assert importers == []
+
+
+def test_the_warehouse_imports_project_modules_at_module_level_only():
+    """No function-local import of a project module in warehouse/ (such imports hid the old base ↔ backend circle)."""
+    local = []
+    for path in sorted((PACKAGE / "warehouse").rglob("*.py")):
+        for function in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(function, ast.FunctionDef | ast.AsyncFunctionDef):
+                continue
+            for node in ast.walk(function):
+                if (
+                    isinstance(node, ast.ImportFrom) and (node.level or (node.module or "").startswith(PACKAGE.name))
+                ) or (isinstance(node, ast.Import) and any(a.name.startswith(PACKAGE.name) for a in node.names)):
+                    local.append(f"{path.relative_to(PACKAGE.parent)}:{node.lineno}")
+    assert local == []
 
 
 def test_the_engine_imports_no_dagster():

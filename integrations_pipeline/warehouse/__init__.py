@@ -1,18 +1,21 @@
-"""Warehouse writers (DuckDB embedded, PostgreSQL beyond one machine)."""
+"""Warehouse writers (DuckDB embedded, PostgreSQL beyond one machine), one module per backend.
+
+``base.py`` is the interface and everything written once (schema evolution, readers), ``delivery.py``
+the reverse-ETL bookkeeping written once, ``duckdb.py`` and ``postgres.py`` each a backend with all
+of its SQL, and ``registry.py`` the URL scheme → backend table behind ``connect_warehouse``.
+"""
 
 from .base import (
-    ACCEPTED_URLS,
     STATE_SCHEMA,
     STATE_TABLE,
     Load,
     LoadResult,
     Warehouse,
     WarehouseError,
-    connect_warehouse,
-    default_warehouse_url,
     format_timestamp,
     redact_url,
 )
+from .registry import ACCEPTED_URLS, backend_class, connect_warehouse, default_warehouse_url
 from .tables import (
     COLUMN_TYPES,
     CONNECTION_COLUMN,
@@ -54,13 +57,8 @@ __all__ = [
 
 
 def __getattr__(name: str):
-    # The backends import their drivers (duckdb, psycopg); load them only when asked for.
-    if name == "DuckDBWarehouse":
-        from .duckdb import DuckDBWarehouse
-
-        return DuckDBWarehouse
-    if name == "PostgresWarehouse":
-        from .postgres import PostgresWarehouse
-
-        return PostgresWarehouse
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    # The backends import their drivers (duckdb, psycopg): a backend class loads only when asked for.
+    cls = backend_class(name)
+    if cls is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return cls

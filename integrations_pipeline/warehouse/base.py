@@ -1,4 +1,4 @@
-"""The warehouse interface both backends implement, and ``connect_warehouse``.
+"""The warehouse interface every backend implements, and what is written once for all of them.
 
 A ``Warehouse`` stores each stream in one table ``<schema>.<name>`` (see ``tables.py``) with exactly
 one row per primary key: the newest version by the stream's cursor field, whatever order windows
@@ -7,7 +7,7 @@ table (``write_batch``, page by page, constant memory), then ``commit`` merges t
 stream's cursor state in ONE transaction. A load that is aborted, or never committed, changes
 nothing.
 
-Row semantics of ``commit`` (both backends):
+Row semantics of ``commit`` (every backend):
 
 - within a load, duplicate keys keep the greatest cursor (ties: the last written);
 - against the table, the incoming row wins when its cursor is newer or equal (idempotent re-runs);
@@ -15,45 +15,38 @@ Row semantics of ``commit`` (both backends):
 - ``LoadResult`` counts keys after dedup: ``inserted`` (new key), ``updated`` (content changed),
   ``unchanged`` (identical content, or an older version than the table's).
 
-URLs: ``duckdb:///abs/path.duckdb``, ``duckdb:///:memory:``, ``postgresql://user@host:port/db``
-(or ``postgres://``). ``Warehouse.url`` never shows a password.
+Written once here, on dialect hooks each backend sets (type spellings, placeholder, catalogue
+query, DDL lock, transactions): schema evolution (``_ensure``), ``ensure_table``, ``read_records``,
+``read_frame``, ``row_count`` and ``read_state``. The staging and the merge of a ``Load`` are each
+backend's own. This module imports no backend: ``registry.py`` maps URL schemes to backend classes.
+``Warehouse.url`` never shows a password.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import os
 import re
 import weakref
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
-from integrations_pipeline.engine.errors import ConfigError, IntegrationsError
+from integrations_pipeline.engine.errors import IntegrationsError
 from integrations_pipeline.engine.redact import redact_url
 
-from .tables import EXTRA_COLUMN, TableSpec
+from .tables import EXTRA_COLUMN, SYNCED_AT_COLUMN, Column, TableSpec
 
 if TYPE_CHECKING:
     import pandas
 
-WAREHOUSE_URL_ENV = "WAREHOUSE_URL"
 #: ``merge(stored_state, new_state) -> state_to_keep``, run inside a load's commit transaction.
 StateMerge = Callable[["dict | None", "dict | None"], "dict | None"]
-ACCEPTED_URLS = (
-    "duckdb:///<absolute path>.duckdb",
-    "duckdb:///:memory:",
-    "postgresql://user[:password]@host[:port]/database",
-    "postgres://user[:password]@host[:port]/database",
-)
-
-#: The cursor-state table, in both backends: ``_integrations.cursor_state(state_key, state, updated_at)``.
+#: The cursor-state table, in every backend: ``_integrations.cursor_state(state_key, state, updated_at)``.
 STATE_SCHEMA = "_integrations"
 STATE_TABLE = "cursor_state"
 
@@ -117,78 +110,11 @@ class LoadResult:
     unchanged: int
 
 
-# --------------------------------------------------------------------------------------------- URLs
-
-
-def default_warehouse_url() -> str:
-    """``duckdb:///<cwd>/.data/warehouse.duckdb`` (the directory is created)."""
-    path = Path.cwd() / ".data" / "warehouse.duckdb"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return f"duckdb://{path}"
-
-
-DUCKDB_URL_OPTIONS = ("lock_timeout", "memory_limit")
-
-
-def parse_duckdb_url(url: str) -> tuple[str, dict[str, str]]:
-    """The file path (or ``:memory:``) of a ``duckdb://`` URL, and its query options.
-
-    Relative paths resolve against the cwd. Options: ``?lock_timeout=<seconds>&memory_limit=<size>``.
-    """
-    rest = url.partition("://")[2]
-    rest, _, query = rest.partition("?")
-    options: dict[str, str] = {}
-    for pair in filter(None, query.split("&")):
-        key, _, value = pair.partition("=")
-        if key not in DUCKDB_URL_OPTIONS:
-            raise ConfigError(
-                f"warehouse URL '{url}': unknown option '{key}'; DuckDB URLs accept {list(DUCKDB_URL_OPTIONS)}"
-            )
-        options[key] = value
-    if rest in ("/:memory:", ":memory:", "//:memory:"):
-        return ":memory:", options
-    if not rest or rest == "/":
-        raise ConfigError(f"warehouse URL '{url}' names no DuckDB file; expected one of {list(ACCEPTED_URLS)}")
-    if rest.startswith("//"):
-        rest = "/" + rest.lstrip("/")  # duckdb:////abs/path (SQLAlchemy style) is the same file
-    return str(Path(rest).expanduser().absolute()), options
-
-
-def connect_warehouse(url: str | None = None, **options: Any) -> Warehouse:
-    """Open the warehouse at ``url`` (default: ``$WAREHOUSE_URL``, else a DuckDB file under ``./.data``).
-
-    Nothing is connected yet: the first operation connects. ``options`` go to the backend
-    (DuckDB: ``lock_timeout`` seconds, ``memory_limit`` e.g. "1GB", also as URL query options;
-    PostgreSQL: ``connect_timeout`` seconds).
-    """
-    if url is None:
-        url = os.environ.get(WAREHOUSE_URL_ENV) or default_warehouse_url()
-    if not isinstance(url, str) or not url.strip():
-        raise ConfigError(f"warehouse URL is empty; expected one of {list(ACCEPTED_URLS)}")
-    url = url.strip()
-    scheme, sep, _ = url.partition("://")
-    scheme = scheme.lower() if sep else ""
-    if scheme == "duckdb":
-        from .duckdb import DuckDBWarehouse
-
-        return DuckDBWarehouse(url, **options)
-    if scheme in ("postgresql", "postgres"):
-        from .postgres import PostgresWarehouse
-
-        return PostgresWarehouse(url, **options)
-    shown = redact_url(url)
-    if not scheme:
-        raise ConfigError(f"warehouse URL '{shown}' has no scheme; expected one of {list(ACCEPTED_URLS)}")
-    raise ConfigError(
-        f"unsupported warehouse URL scheme '{scheme}' in '{shown}'; expected one of {list(ACCEPTED_URLS)}"
-    )
-
-
 # ------------------------------------------------------------------------------------ SQL helpers
 
 
 def quote_ident(name: str) -> str:
-    """A double-quoted SQL identifier (both DuckDB and PostgreSQL)."""
+    """A double-quoted SQL identifier (standard SQL: DuckDB and PostgreSQL alike)."""
     return '"' + name.replace('"', '""') + '"'
 
 
@@ -396,45 +322,142 @@ class Load(ABC):
 
 
 class Warehouse(ABC):
-    """A place to store streams: DuckDB (one file, embedded) or PostgreSQL."""
+    """A place to store streams: DuckDB (one file, embedded), PostgreSQL, or another backend.
+
+    A backend implements the abstract methods (connections, transactions, the catalogue, loads) and
+    sets the dialect attributes below; schema evolution and the readers are written once, here.
+    """
 
     backend: str = "abstract"
     url: str  # as given, with any password replaced by ***
+    url_forms: tuple[str, ...] = ()  # the URL forms it opens, for messages (its line in registry.py names them too)
+
+    # Dialect hooks of the shared code below.
+    #: Column type (``tables.ColumnType``) → its SQL type in DDL; ``string``'s also serves for casts to text.
+    _column_types: Mapping[str, str]
+    #: Column type → the type as ``_existing_columns`` reports it (the catalogue's spelling).
+    _catalog_types: Mapping[str, str]
+    #: Catalogue types of integer columns that may widen in place when the spec makes them ``number``.
+    _widens_to_number: frozenset[str] = frozenset()
+    _add_column = "ADD COLUMN"  # the ALTER TABLE clause adding a column
+    _placeholder = "?"  # query parameter marker
+    _order_collation = ""  # appended to text keys in ORDER BY
+    _json_as_text = True  # JSON columns come back as text to decode
 
     def __init__(self, url: str):
         self.url = redact_url(url)
         self._closed = False
 
     @abstractmethod
-    def ensure_table(self, table: TableSpec) -> None:
-        """Create the schema and table if missing; add columns the spec gained (never drops any)."""
-
-    @abstractmethod
     def open_load(self, table: TableSpec, state_key: str) -> Load:
         """Start staging one window of ``table``; commit it together with ``state_key``'s state."""
 
-    @abstractmethod
-    def read_state(self, state_key: str) -> dict | None:
-        """The cursor state committed with the last load for ``state_key`` (None if never)."""
-
-    # Backend plumbing the shared reader below relies on.
+    # Backend plumbing the shared code below relies on.
     @abstractmethod
     def _errors(self, what: str) -> contextlib.AbstractContextManager[None]:
         """Turn the driver's errors into ``WarehouseError`` naming ``what``."""
 
     @abstractmethod
     def _connection(self) -> contextlib.AbstractContextManager[Any]:
-        """A short-lived connection for one operation."""
+        """A short-lived connection for one operation (reads)."""
+
+    @abstractmethod
+    def _transaction(self) -> contextlib.AbstractContextManager[Any]:
+        """A connection inside one write transaction: committed when the block ends, rolled back on an exception."""
 
     @staticmethod
     @abstractmethod
     def _existing_columns(conn: Any, schema: str, name: str) -> dict[str, str]:
-        """Column name → SQL type of an existing table; empty if the table does not exist."""
+        """Column name → catalogue type of an existing table; empty if the table does not exist."""
 
-    # Dialect hooks for the shared reader below.
-    _placeholder = "?"  # query parameter marker
-    _order_collation = ""  # appended to text keys in ORDER BY
-    _json_as_text = True  # JSON columns come back as text to decode
+    @staticmethod
+    @abstractmethod
+    def _has_table(conn: Any, schema: str, name: str) -> bool:
+        """Whether the table ``schema.name`` exists."""
+
+    @abstractmethod
+    def _lock_ddl(self, conn: Any) -> bool:
+        """Serialise this transaction's DDL against other writers; True when it waited on a lock (the
+        catalogue is then read again), False when the backend's writers are serialised already."""
+
+    @abstractmethod
+    def _fetch_frame(self, conn: Any, sql: str, names: list[str], existing: dict[str, str]) -> pandas.DataFrame:
+        """Run ``read_frame``'s query (columns ``names``; ``existing``: their catalogue types) into a DataFrame."""
+
+    # ------------------------------------------------------------------------- schema evolution
+
+    def ensure_table(self, table: TableSpec) -> None:
+        """Create the schema and table if missing; add columns the spec gained (never drops any)."""
+        with self._errors(f"ensure_table({table.full_name})"), self._transaction() as conn:
+            self._ensure(conn, table)
+
+    def _meta_columns(self) -> tuple[tuple[str, str], ...]:
+        """The columns the warehouse maintains itself, with their DDL types."""
+        return ((EXTRA_COLUMN, self._column_types["json"]), (SYNCED_AT_COLUMN, self._column_types["timestamp"]))
+
+    def _table_constraints(self, table: TableSpec) -> list[str]:
+        """Constraints closing ``CREATE TABLE`` (PostgreSQL: the primary key); none by default."""
+        return []
+
+    def _ensure(self, conn: Any, table: TableSpec) -> None:
+        """Create or extend ``table``; call inside a write transaction (a load's commit runs it too)."""
+        existing = self._existing_columns(conn, table.schema, table.name)
+        if existing and self._up_to_date(table, existing):
+            return
+        if self._lock_ddl(conn):  # another writer may have created or extended it while this one waited
+            existing = self._existing_columns(conn, table.schema, table.name)
+        target = qualified(table.schema, table.name)
+        if not existing:
+            conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(table.schema)}")
+            defs = [f"{quote_ident(c.name)} {self._column_types[c.type]}" for c in table.columns]
+            defs += [f"{quote_ident(n)} {t}" for n, t in self._meta_columns()]
+            defs += self._table_constraints(table)
+            conn.execute(f"CREATE TABLE IF NOT EXISTS {target} ({', '.join(defs)})")
+            return
+        for col in table.columns:
+            have = existing.get(col.name)
+            if have is None:
+                conn.execute(
+                    f"ALTER TABLE {target} {self._add_column} {quote_ident(col.name)} {self._column_types[col.type]}"
+                )
+            elif have != self._catalog_types[col.type]:
+                self._retype(conn, table, col, have)
+        for name, sql_type in self._meta_columns():
+            if name not in existing:
+                conn.execute(f"ALTER TABLE {target} {self._add_column} {quote_ident(name)} {sql_type}")
+
+    def _up_to_date(self, table: TableSpec, existing: dict[str, str]) -> bool:
+        return all(existing.get(c.name) == self._catalog_types[c.type] for c in table.columns) and all(
+            n in existing for n, _ in self._meta_columns()
+        )
+
+    def _retype(self, conn: Any, table: TableSpec, col: Column, have: str) -> None:
+        """Widen an integer column the spec now calls a number; refuse any other change of type."""
+        if col.type == "number" and have in self._widens_to_number:
+            conn.execute(
+                f"ALTER TABLE {qualified(table.schema, table.name)} "
+                f"ALTER COLUMN {quote_ident(col.name)} TYPE {self._column_types['number']}"
+            )
+            return
+        raise WarehouseError(
+            f"column {table.full_name}.{col.name} is stored as {have} but the spec now says {col.type} "
+            f"({self._catalog_types[col.type]}); migrate or drop the column by hand"
+        )
+
+    # ---------------------------------------------------------------------------------- readers
+
+    def read_state(self, state_key: str) -> dict | None:
+        """The cursor state committed with the last load for ``state_key`` (None if never)."""
+        with self._errors("read_state"), self._connection() as conn:
+            if not self._has_table(conn, STATE_SCHEMA, STATE_TABLE):
+                return None
+            row = conn.execute(
+                f"SELECT state FROM {qualified(STATE_SCHEMA, STATE_TABLE)} WHERE state_key = {self._placeholder}",
+                [state_key],
+            ).fetchone()
+        if row is None or row[0] is None:
+            return None
+        return json.loads(row[0]) if self._json_as_text else row[0]
 
     def read_records(self, table: TableSpec, where_connection: str | None = None) -> list[dict]:
         """Rows back in API shape (timestamps as ISO strings, JSON decoded, ``_extra`` merged), by PK."""
@@ -457,15 +480,37 @@ class Warehouse(ABC):
             ).fetchall()
         return rows_to_records(table, names, rows, json_as_text=self._json_as_text)
 
-    @abstractmethod
     def read_frame(self, table: TableSpec) -> pandas.DataFrame:
         """The stored table as a DataFrame: data columns, ``_extra`` (JSON text) and ``_synced_at``, by key."""
+        import pandas  # only a reader of frames pays for importing it
 
-    @abstractmethod
+        with self._errors(f"read_frame({table.full_name})"), self._connection() as conn:
+            existing = self._existing_columns(conn, table.schema, table.name)
+            if not existing:
+                return pandas.DataFrame(columns=[*table.column_names, EXTRA_COLUMN, SYNCED_AT_COLUMN])
+            names = [*select_names(table, existing), *(n for n, _ in self._meta_columns() if n in existing)]
+            as_text = f"::{self._column_types['string']}"
+            select = ", ".join(
+                f"{quote_ident(n)}{as_text} AS {quote_ident(n)}"
+                if existing[n] == self._catalog_types["json"]
+                else quote_ident(n)
+                for n in names
+            )
+            sql = (
+                f"SELECT {select} FROM {qualified(table.schema, table.name)} "
+                f"ORDER BY {order_by_pk(table, self._order_collation)}"
+            )
+            return self._fetch_frame(conn, sql, names, existing)
+
     def row_count(self, table: TableSpec) -> int:
         """Rows in the table (0 when it does not exist yet)."""
+        with self._errors(f"row_count({table.full_name})"), self._connection() as conn:
+            if not self._has_table(conn, table.schema, table.name):
+                return 0
+            return int(one(conn.execute(f"SELECT count(*) FROM {qualified(table.schema, table.name)}").fetchone()))
 
-    # Reverse-ETL bookkeeping (``delivery.py``): not abstract, so other Warehouse classes stay valid.
+    # Reverse-ETL bookkeeping, written once in ``delivery.DeliveryWarehouse`` on dialect hooks; not abstract
+    # here, so a backend without it stays a valid Warehouse.
     def read_delivered(self, sink: str) -> dict[str, str]:
         """Key → hash of every record delivered to ``sink`` (e.g. ``salesmanago.contacts``); {} if none."""
         raise NotImplementedError(f"{type(self).__name__} does not track deliveries")
@@ -493,7 +538,7 @@ class Warehouse(ABC):
         raise NotImplementedError(f"{type(self).__name__} does not record sync plans")
 
     # The delivery ledger (``engine.write.ledger.DeliveryLedger``: intents, records in doubt, leases),
-    # implemented by both backends in ``delivery.py``; documented on the protocol.
+    # also in ``delivery.DeliveryWarehouse``; documented on the protocol.
     def session(self) -> contextlib.AbstractContextManager[None]:
         """A stretch of quick operations (a push's calls); a backend may keep its connection for it."""
         return contextlib.nullcontext()
@@ -584,14 +629,11 @@ def order_by_pk(table: TableSpec, collate: str = "") -> str:
 __all__ = [
     "first_row",
     "one",
-    "ACCEPTED_URLS",
     "EXTRA_COLUMN",
     "Load",
     "LoadResult",
     "Warehouse",
     "WarehouseError",
-    "connect_warehouse",
-    "default_warehouse_url",
     "format_timestamp",
     "redact_url",
 ]

@@ -9,6 +9,12 @@ transaction locks the target table against concurrent merges, updates changed ro
 ones and upserts the cursor state.
 
 Other operations share one lazily opened connection per warehouse (autocommit; guarded by a lock).
+
+The reverse-ETL bookkeeping tables (``delivery.py``) declare their primary keys here: delivered rows
+are upserted with ``ON CONFLICT`` from a ``COPY``-filled temp table, rejects and plan rows appended
+with ``COPY``; a sync's lease is also a session advisory lock (``take_lease``).
+
+URLs: ``postgresql://user[:password]@host[:port]/database`` (or ``postgres://``), any libpq URL.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ import contextlib
 import queue
 import threading
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -26,26 +32,37 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg.copy import QueuedLibpqWriter
 
 from integrations_pipeline.engine.errors import ConfigError, LeaseLostError
+from integrations_pipeline.engine.write.ledger import InDoubt, Intent, Lease
 
 from .base import (
-    ACCEPTED_URLS,
     STATE_SCHEMA,
     STATE_TABLE,
     UNSTORABLE_JSON,
     Load,
     LoadResult,
-    Warehouse,
     WarehouseError,
     check_records,
     encode_json,
     first_row,
     one,
-    order_by_pk,
     qualified,
     quote_ident,
     redact_url,
-    select_names,
     storable,
+)
+from .delivery import (
+    DELIVERED,
+    IN_DOUBT,
+    INTENTS,
+    LEASE_COLUMNS,
+    LEASES,
+    PLANS,
+    REJECTS,
+    DeliveryRow,
+    DeliveryWarehouse,
+    RejectRow,
+    check_sink,
+    lease_values,
 )
 from .tables import EXTRA_COLUMN, SYNCED_AT_COLUMN, Column, TableSpec
 
@@ -69,7 +86,9 @@ CATALOG_TYPES = {
     "timestamp": "timestamp with time zone",
     "json": "jsonb",
 }
-META_COLUMNS = ((EXTRA_COLUMN, "jsonb"), (SYNCED_AT_COLUMN, "timestamptz"))
+#: Numeric types (as the catalogue spells them) a column may widen from when the spec makes it a number.
+WIDENS_TO_DOUBLE = frozenset({"bigint", "integer", "smallint", "numeric", "real"})
+URL_FORMS = ("postgresql://user[:password]@host[:port]/database", "postgres://user[:password]@host[:port]/database")
 ISO_TIMESTAMP = (
     r"^[0-9]{4}-[0-9]{2}-[0-9]{2}([Tt ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]+)?)?)?([Zz]|[+-][0-9]{2}(:?[0-9]{2})?)?$"
 )
@@ -98,14 +117,18 @@ def _discard_session(conn: psycopg.Connection, writers: list[Any]) -> None:
     _close_quietly(conn)
 
 
-class PostgresWarehouse(Warehouse):
+class PostgresWarehouse(DeliveryWarehouse):
     """``postgresql://user[:password]@host[:port]/database`` (or ``postgres://``)."""
 
+    backend = "postgres"
+    url_forms = URL_FORMS
+    _column_types = SQL_TYPES
+    _catalog_types = CATALOG_TYPES
+    _widens_to_number = WIDENS_TO_DOUBLE
+    _add_column = "ADD COLUMN IF NOT EXISTS"
     _placeholder = "%s"
     _order_collation = COLLATE_C
     _json_as_text = False  # psycopg decodes jsonb itself
-
-    backend = "postgres"
 
     def __init__(self, url: str, *, connect_timeout: float = 10.0, application_name: str = "integrations_pipeline"):
         super().__init__(url)
@@ -114,7 +137,7 @@ class PostgresWarehouse(Warehouse):
         try:
             params = conninfo_to_dict(url)
         except psycopg.Error:
-            raise ConfigError(f"invalid PostgreSQL URL '{self.url}'; expected one of {list(ACCEPTED_URLS)}") from None
+            raise ConfigError(f"invalid PostgreSQL URL '{self.url}'; expected one of {list(URL_FORMS)}") from None
         password = params.get("password")
         self.url = redact_url(url, str(password) if password else None)
         self._dsn = url
@@ -163,6 +186,18 @@ class PostgresWarehouse(Warehouse):
                 self._conn = None
         super().close()
 
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[psycopg.Connection]:
+        with self._connection() as conn, conn.transaction():
+            yield conn
+
+    @contextlib.contextmanager
+    def _errors(self, what: str) -> Iterator[None]:
+        try:
+            yield
+        except psycopg.Error as exc:
+            raise WarehouseError(f"PostgreSQL {what} failed at {self.url}: {str(exc).strip()}") from exc
+
     # ------------------------------------------------------------------------------- catalogue
 
     @staticmethod
@@ -174,58 +209,23 @@ class PostgresWarehouse(Warehouse):
         ).fetchall()
         return {r[0]: r[1] for r in rows}
 
-    def _ensure(self, conn: psycopg.Connection, table: TableSpec) -> None:
-        """Create or extend ``table``; call inside a transaction. DDL runs under an advisory lock."""
-        existing = self._existing_columns(conn, table.schema, table.name)
-        if existing and self._up_to_date(table, existing):
-            return
+    @staticmethod
+    def _has_table(conn: psycopg.Connection, schema: str, name: str) -> bool:
+        return one(conn.execute("SELECT to_regclass(%s)", [qualified(schema, name)]).fetchone()) is not None
+
+    def _lock_ddl(self, conn: psycopg.Connection) -> bool:
+        """Serialise CREATE/ALTER statements across sessions until the transaction ends."""
         conn.execute("SELECT pg_advisory_xact_lock(%s)", [DDL_LOCK_KEY])
-        existing = self._existing_columns(conn, table.schema, table.name)
-        target = qualified(table.schema, table.name)
-        if not existing:
-            conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(table.schema)}")
-            defs = [f"{quote_ident(c.name)} {SQL_TYPES[c.type]}" for c in table.columns]
-            defs += [f"{quote_ident(n)} {t}" for n, t in META_COLUMNS]
-            pk = ", ".join(quote_ident(k) for k in table.primary_key)
-            conn.execute(f"CREATE TABLE IF NOT EXISTS {target} ({', '.join(defs)}, PRIMARY KEY ({pk}))")
-            return
-        for col in table.columns:
-            have = existing.get(col.name)
-            if have is None:
-                conn.execute(
-                    f"ALTER TABLE {target} ADD COLUMN IF NOT EXISTS {quote_ident(col.name)} {SQL_TYPES[col.type]}"
-                )
-            elif have != CATALOG_TYPES[col.type]:
-                self._retype(conn, table, col, have)
-        for name, sql_type in META_COLUMNS:
-            if name not in existing:
-                conn.execute(f"ALTER TABLE {target} ADD COLUMN IF NOT EXISTS {quote_ident(name)} {sql_type}")
+        return True
 
-    @staticmethod
-    def _up_to_date(table: TableSpec, existing: dict[str, str]) -> bool:
-        return all(existing.get(c.name) == CATALOG_TYPES[c.type] for c in table.columns) and all(
-            n in existing for n, _ in META_COLUMNS
-        )
+    def _table_constraints(self, table: TableSpec) -> list[str]:
+        return [f"PRIMARY KEY ({', '.join(quote_ident(k) for k in table.primary_key)})"]
 
-    @staticmethod
-    def _retype(conn: psycopg.Connection, table: TableSpec, col: Column, have: str) -> None:
-        if col.type == "number" and have in ("bigint", "integer", "smallint", "numeric", "real"):
-            conn.execute(
-                f"ALTER TABLE {qualified(table.schema, table.name)} "
-                f"ALTER COLUMN {quote_ident(col.name)} TYPE double precision"
-            )
-            return
-        raise WarehouseError(
-            f"column {table.full_name}.{col.name} is stored as {have} but the spec now says {col.type} "
-            f"({CATALOG_TYPES[col.type]}); migrate or drop the column by hand"
-        )
-
-    @staticmethod
-    def _ensure_state_table(conn: psycopg.Connection) -> None:
+    def _ensure_state_table(self, conn: psycopg.Connection) -> None:
         state = qualified(STATE_SCHEMA, STATE_TABLE)
-        if one(conn.execute("SELECT to_regclass(%s)", [state]).fetchone()) is not None:
+        if self._has_table(conn, STATE_SCHEMA, STATE_TABLE):
             return
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", [DDL_LOCK_KEY])
+        self._lock_ddl(conn)
         conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(STATE_SCHEMA)}")
         conn.execute(
             f"CREATE TABLE IF NOT EXISTS {state} "
@@ -234,130 +234,154 @@ class PostgresWarehouse(Warehouse):
 
     # ----------------------------------------------------------------------------------- API
 
-    @contextlib.contextmanager
-    def _errors(self, what: str) -> Iterator[None]:
-        try:
-            yield
-        except psycopg.Error as exc:
-            raise WarehouseError(f"PostgreSQL {what} failed at {self.url}: {str(exc).strip()}") from exc
-
-    def ensure_table(self, table: TableSpec) -> None:
-        with self._errors(f"ensure_table({table.full_name})"), self._connection() as conn, conn.transaction():
-            self._ensure(conn, table)
-
     def open_load(self, table: TableSpec, state_key: str) -> PostgresLoad:
         self._require_open()
         return PostgresLoad(self, table, state_key)
 
-    def read_state(self, state_key: str) -> dict | None:
-        state = qualified(STATE_SCHEMA, STATE_TABLE)
-        with self._errors("read_state"), self._connection() as conn:
-            if one(conn.execute("SELECT to_regclass(%s)", [state]).fetchone()) is None:
-                return None
-            row = conn.execute(f"SELECT state FROM {state} WHERE state_key = %s", [state_key]).fetchone()
-        return None if row is None else row[0]
+    def _fetch_frame(
+        self, conn: psycopg.Connection, sql: str, names: list[str], existing: dict[str, str]
+    ) -> pandas.DataFrame:
+        import pandas  # only a reader of frames pays for importing it
 
-    def read_frame(self, table: TableSpec) -> pandas.DataFrame:
-        import pandas
-
-        with self._errors(f"read_frame({table.full_name})"), self._connection() as conn:
-            existing = self._existing_columns(conn, table.schema, table.name)
-            if not existing:
-                return pandas.DataFrame(columns=[*table.column_names, EXTRA_COLUMN, SYNCED_AT_COLUMN])
-            names = select_names(table, existing)
-            meta = [n for n, _ in META_COLUMNS if n in existing]
-            cols = [*names, *meta]
-            select = ", ".join(quote_ident(n) + ("::text" if existing[n] == "jsonb" else "") for n in cols)
-            rows = conn.execute(
-                f"SELECT {select} FROM {qualified(table.schema, table.name)} ORDER BY {order_by_pk(table, COLLATE_C)}"
-            ).fetchall()
-        frame = pandas.DataFrame.from_records(rows, columns=cols)
-        for n in cols:
-            if existing[n] == "timestamp with time zone":
+        frame = pandas.DataFrame.from_records(conn.execute(sql).fetchall(), columns=names)
+        for n in names:
+            if existing[n] == CATALOG_TYPES["timestamp"]:
                 frame[n] = pandas.to_datetime(frame[n], utc=True)
         return frame
 
-    def row_count(self, table: TableSpec) -> int:
-        with self._errors(f"row_count({table.full_name})"), self._connection() as conn:
-            target = qualified(table.schema, table.name)
-            if one(conn.execute("SELECT to_regclass(%s)", [target]).fetchone()) is None:
-                return 0
-            return int(one(conn.execute(f"SELECT count(*) FROM {target}").fetchone()))
+    # -------------------------------------------------- reverse-ETL bookkeeping (delivery.py)
+    # Keys declared, upserts with ON CONFLICT, appends and bulk upserts through COPY.
 
-    # ------------------------------------------------------------------ deliveries (delivery.py)
+    def _ensure_delivery_tables(self, conn: psycopg.Connection) -> None:
+        """Create the tables if missing (DDL under the warehouse's advisory lock)."""
+        tables = [DELIVERED, REJECTS, PLANS, INTENTS, IN_DOUBT, LEASES]
+        have = first_row(conn.execute("SELECT " + ", ".join(["to_regclass(%s)"] * len(tables)), tables).fetchone())
+        if all(v is not None for v in have):
+            return
+        self._lock_ddl(conn)
+        conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(STATE_SCHEMA)}")
+        conn.execute(
+            f"CREATE TABLE IF NOT EXISTS {DELIVERED} (sink text NOT NULL, record_key text NOT NULL, "
+            "hash text NOT NULL, delivered_at timestamptz NOT NULL DEFAULT now(), response jsonb, "
+            "PRIMARY KEY (sink, record_key))"
+        )
+        # A serial id keeps the order rejects were recorded in (rows of one call share rejected_at).
+        conn.execute(
+            f"CREATE TABLE IF NOT EXISTS {REJECTS} (id bigserial PRIMARY KEY, sink text NOT NULL, record_key text, "
+            "reason text NOT NULL, record jsonb, rejected_at timestamptz NOT NULL DEFAULT now())"
+        )
+        conn.execute(f"CREATE INDEX IF NOT EXISTS rejects_sink ON {REJECTS} (sink, id)")
+        conn.execute(
+            f"CREATE TABLE IF NOT EXISTS {PLANS} (id bigserial PRIMARY KEY, sink text NOT NULL, run_id text NOT NULL, "
+            "action text NOT NULL, record_key text, reason text, record jsonb, planned_at timestamptz NOT NULL DEFAULT now())"
+        )
+        conn.execute(f"CREATE INDEX IF NOT EXISTS sync_plans_sink ON {PLANS} (sink, run_id, id)")
+        conn.execute(
+            f"CREATE TABLE IF NOT EXISTS {INTENTS} (sink text NOT NULL, call_id text NOT NULL, run_id text NOT NULL, "
+            "created_at double precision NOT NULL, items text NOT NULL, PRIMARY KEY (sink, call_id))"
+        )
+        conn.execute(
+            f"CREATE TABLE IF NOT EXISTS {IN_DOUBT} (sink text NOT NULL, record_key text NOT NULL, hash text NOT NULL, "
+            "record jsonb, call_id text NOT NULL, run_id text NOT NULL, reason text NOT NULL, "
+            "since timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (sink, record_key))"
+        )
+        conn.execute(
+            f"CREATE TABLE IF NOT EXISTS {LEASES} (name text PRIMARY KEY, token text NOT NULL, run_id text NOT NULL, "
+            "host text NOT NULL, pid bigint NOT NULL, process_started double precision, acquired_at double precision NOT NULL, "
+            "expires_at double precision NOT NULL)"
+        )
 
-    def read_delivered(self, sink: str) -> dict[str, str]:
-        from . import delivery
+    def _upsert_delivered(
+        self, conn: psycopg.Connection, sink: str, keys: list[str], hashes: list[str], responses: list[str | None]
+    ) -> None:
+        """COPY into a temp table, then one INSERT ... ON CONFLICT."""
+        conn.execute("CREATE TEMP TABLE ip_delivery (record_key text, hash text, response text) ON COMMIT DROP")
+        with conn.cursor() as cur, cur.copy("COPY ip_delivery (record_key, hash, response) FROM STDIN") as copy:
+            for row in zip(keys, hashes, responses, strict=True):
+                copy.write_row(row)
+        conn.execute(
+            f"INSERT INTO {DELIVERED} (sink, record_key, hash, delivered_at, response) "
+            "SELECT %s, record_key, hash, now(), response::jsonb FROM ip_delivery "
+            "ON CONFLICT (sink, record_key) DO UPDATE SET hash = EXCLUDED.hash, "
+            "delivered_at = EXCLUDED.delivered_at, response = EXCLUDED.response",
+            [sink],
+        )
 
-        with self._errors("read_delivered"), self._connection() as conn:
-            return delivery.postgres_read_delivered(conn, delivery.check_sink(sink))
+    def _append_rejects(
+        self, conn: psycopg.Connection, sink: str, keys: list[str | None], reasons: list[str], records: list[str]
+    ) -> None:
+        with conn.cursor() as cur, cur.copy(f"COPY {REJECTS} (sink, record_key, reason, record) FROM STDIN") as copy:
+            for row in zip(keys, reasons, records, strict=True):
+                copy.write_row((sink, *row))
 
-    def record_delivery(self, sink: str, rows) -> int:
-        from . import delivery
+    def _append_plan(
+        self,
+        conn: psycopg.Connection,
+        sink: str,
+        run_id: str,
+        actions: list[str],
+        keys: list[str | None],
+        reasons: list[str | None],
+        records: list[str | None],
+    ) -> None:
+        with (
+            conn.cursor() as cur,
+            cur.copy(f"COPY {PLANS} (sink, run_id, action, record_key, reason, record) FROM STDIN") as copy,
+        ):
+            for row in zip(actions, keys, reasons, records, strict=True):
+                copy.write_row((sink, run_id, *row))
 
-        with self._errors("record_delivery"), self._connection() as conn, conn.transaction():
-            return delivery.postgres_record_delivery(conn, delivery.check_sink(sink), rows, DDL_LOCK_KEY)
+    def _select_rejects(self, conn: psycopg.Connection, sink: str) -> list[tuple[Any, ...]]:
+        return conn.execute(
+            f"SELECT record_key, reason, record, rejected_at FROM {REJECTS} WHERE sink = %s ORDER BY id", [sink]
+        ).fetchall()
 
-    def record_rejects(self, sink: str, rows) -> int:
-        from . import delivery
+    def _select_plan(self, conn: psycopg.Connection, sink: str, run_id: str | None) -> list[tuple[Any, ...]]:
+        where, params = ("sink = %s", [sink]) if run_id is None else ("sink = %s AND run_id = %s", [sink, run_id])
+        return conn.execute(
+            f"SELECT run_id, action, record_key, reason, record, planned_at FROM {PLANS} WHERE {where} ORDER BY id",
+            params,
+        ).fetchall()
 
-        with self._errors("record_rejects"), self._connection() as conn, conn.transaction():
-            return delivery.postgres_record_rejects(conn, delivery.check_sink(sink), rows, DDL_LOCK_KEY)
+    def _upsert_lease(self, conn: psycopg.Connection, lease: Lease) -> None:
+        values = ", ".join(["%s"] * 8)
+        conn.execute(
+            f"INSERT INTO {LEASES} ({LEASE_COLUMNS}) VALUES ({values}) ON CONFLICT (name) DO UPDATE SET "
+            "token = EXCLUDED.token, run_id = EXCLUDED.run_id, host = EXCLUDED.host, pid = EXCLUDED.pid, "
+            "process_started = EXCLUDED.process_started, acquired_at = EXCLUDED.acquired_at, expires_at = EXCLUDED.expires_at",
+            lease_values(lease),
+        )
 
-    def read_rejects(self, sink: str) -> list[dict]:
-        from . import delivery
-
-        with self._errors("read_rejects"), self._connection() as conn:
-            return delivery.postgres_read_rejects(conn, delivery.check_sink(sink))
-
-    def record_plan(self, sink: str, run_id: str, rows) -> int:
-        from . import delivery
-
-        with self._errors("record_plan"), self._connection() as conn, conn.transaction():
-            return delivery.postgres_record_plan(conn, delivery.check_sink(sink), run_id, rows, DDL_LOCK_KEY)
-
-    def read_plan(self, sink: str, run_id: str | None = None) -> list[dict]:
-        from . import delivery
-
-        with self._errors("read_plan"), self._connection() as conn:
-            return delivery.postgres_read_plan(conn, delivery.check_sink(sink), run_id)
+    def _affected_rows(self, cursor: psycopg.Cursor[Any]) -> int:
+        return cursor.rowcount
 
     # -------------------------------------------------- the delivery ledger (engine.write.ledger)
     # A lease is a row (who holds it, for the error a second push shows) AND a session advisory lock
     # on this warehouse's connection: the server releases it when the holder's connection dies, so a
     # killed run frees its syncs at once, on any host.
 
-    def _ledger(self, what: str, work: Any) -> Any:
-        from . import delivery
-
-        with self._errors(what), self._connection() as conn, conn.transaction():
-            delivery.postgres_ensure(conn, DDL_LOCK_KEY)
-            return work(conn)
-
-    def take_lease(self, lease, may_take):
-        from . import delivery
-
+    def take_lease(self, lease: Lease, may_take: Callable[[Lease], bool]) -> Lease | None:
         key = LEASE_LOCK_PREFIX + lease.name
         with self._errors("take_lease"), self._connection() as conn:
             mine = self._lease_locks.get(lease.name)
             if mine is not None and mine[0] != lease.token:
                 # This connection holds it for another push already (advisory locks are re-entrant).
                 with conn.transaction():
-                    delivery.postgres_ensure(conn, DDL_LOCK_KEY)
-                    return delivery.ledger_read_lease(conn, lease.name, postgres=True) or lease
+                    self._ensure_delivery_tables(conn)
+                    return self._read_lease(conn, lease.name) or lease
             if mine is None and not one(
                 conn.execute("SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", [key]).fetchone()
             ):
                 with conn.transaction():
-                    delivery.postgres_ensure(conn, DDL_LOCK_KEY)
-                    held = delivery.ledger_read_lease(conn, lease.name, postgres=True)
+                    self._ensure_delivery_tables(conn)
+                    held = self._read_lease(conn, lease.name)
                 # A holder between its lock and its row: describe it as it stands (rare, and brief).
                 return held or replace(lease, run_id="unknown (starting)", host="another session")
             try:
                 with conn.transaction():
-                    delivery.postgres_ensure(conn, DDL_LOCK_KEY)
+                    self._ensure_delivery_tables(conn)
                     # The lock is ours, so whoever wrote the row before has no session left: take it.
-                    delivery.ledger_take_lease(conn, lease, lambda held: True, postgres=True)
+                    self._take_lease(conn, lease, lambda held: True)
             except BaseException:
                 if mine is None:
                     conn.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", [key])
@@ -366,21 +390,17 @@ class PostgresWarehouse(Warehouse):
         return None
 
     def release_lease(self, name: str, token: str) -> None:
-        from . import delivery
-
         with self._errors("release_lease"), self._connection() as conn:
             with conn.transaction():
-                delivery.postgres_ensure(conn, DDL_LOCK_KEY)
-                delivery.ledger_release_lease(conn, name, token, postgres=True)
+                self._ensure_delivery_tables(conn)
+                self._release_lease(conn, name, token)
             mine = self._lease_locks.get(name)
             if mine is not None and mine[0] == token:
                 del self._lease_locks[name]
                 if mine[1] is conn:
                     conn.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", [LEASE_LOCK_PREFIX + name])
 
-    def open_intent(self, sink: str, intent, lease) -> None:
-        from . import delivery
-
+    def open_intent(self, sink: str, intent: Intent, lease: Lease) -> None:
         mine = self._lease_locks.get(lease.name)
         if mine is None or mine[0] != lease.token or mine[1] is not self._conn or mine[1].closed or mine[1].broken:
             # The session that held the advisory lock is gone (a lost connection): so is the lease.
@@ -388,63 +408,25 @@ class PostgresWarehouse(Warehouse):
             raise LeaseLostError(
                 f"sync {lease.name}: the PostgreSQL session holding this run's lease was lost; nothing more is sent"
             )
-        self._ledger(
-            "open_intent",
-            lambda conn: delivery.ledger_open_intent(conn, delivery.check_sink(sink), intent, lease, postgres=True),
-        )
+        super().open_intent(sink, intent, lease)
 
-    def close_intent(self, sink: str, call_id: str, *, delivered=(), rejects=(), in_doubt=()) -> None:
-        from . import delivery
-
+    def close_intent(
+        self,
+        sink: str,
+        call_id: str,
+        *,
+        delivered: Sequence[DeliveryRow] = (),
+        rejects: Sequence[RejectRow] = (),
+        in_doubt: Sequence[InDoubt] = (),
+    ) -> None:
         def record(conn: psycopg.Connection) -> None:
             # Recording need not wait for the disk: if the server loses this commit in a crash, the
             # intent it closes is back too, and the next push treats the call as in doubt (never as
             # not sent). The intent itself (open_intent) is committed durably, before the vendor call.
             conn.execute("SET LOCAL synchronous_commit = off")
-            delivery.ledger_close_intent(
-                conn,
-                delivery.check_sink(sink),
-                call_id,
-                delivered,
-                rejects,
-                in_doubt,
-                record_delivery=lambda c, s, rows: delivery.postgres_record_delivery(c, s, rows, DDL_LOCK_KEY),
-                record_rejects=lambda c, s, rows: delivery.postgres_record_rejects(c, s, rows, DDL_LOCK_KEY),
-                postgres=True,
-            )
+            self._close_intent(conn, check_sink(sink), call_id, delivered, rejects, in_doubt)
 
         self._ledger("close_intent", record)
-
-    def read_intents(self, sink: str) -> list:
-        from . import delivery
-
-        with self._errors("read_intents"), self._connection() as conn:
-            if one(conn.execute("SELECT to_regclass(%s)", [delivery.INTENTS]).fetchone()) is None:
-                return []
-            return delivery.ledger_read_intents(conn, delivery.check_sink(sink), postgres=True)
-
-    def read_in_doubt(self, sink: str) -> list:
-        from . import delivery
-
-        with self._errors("read_in_doubt"), self._connection() as conn:
-            if one(conn.execute("SELECT to_regclass(%s)", [delivery.IN_DOUBT]).fetchone()) is None:
-                return []
-            return delivery.ledger_read_in_doubt(conn, delivery.check_sink(sink), postgres=True)
-
-    def resolve_in_doubt(self, sink: str, keys, *, mark_delivered: bool) -> list:
-        from . import delivery
-
-        return self._ledger(
-            "resolve_in_doubt",
-            lambda conn: delivery.ledger_resolve_in_doubt(
-                conn,
-                delivery.check_sink(sink),
-                keys,
-                mark_delivered,
-                record_delivery=lambda c, s, rows: delivery.postgres_record_delivery(c, s, rows, DDL_LOCK_KEY),
-                postgres=True,
-            ),
-        )
 
 
 class _BoundedQueuedWriter(QueuedLibpqWriter):

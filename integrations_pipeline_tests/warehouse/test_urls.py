@@ -181,3 +181,13 @@ def test_memory_limit_is_applied(tmp_path, simple_table):
         with wh._connection() as conn:
             limit = conn.execute("SELECT current_setting('memory_limit')").fetchone()[0]
         assert limit.replace(" ", "").upper().startswith(("286.1MIB", "300MB", "300.0MB", "286MIB"))
+
+
+def test_each_registry_line_names_its_backend_and_its_url_forms():
+    """One line per backend: its class loads by name, and the URL forms it lists are the class's own."""
+    from integrations_pipeline.warehouse.registry import BACKENDS
+
+    assert [b.load() for b in BACKENDS] == [DuckDBWarehouse, PostgresWarehouse]
+    for backend in BACKENDS:
+        assert backend.load().url_forms == backend.urls
+    assert ACCEPTED_URLS == tuple(url for b in BACKENDS for url in b.urls)

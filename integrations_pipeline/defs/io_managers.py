@@ -15,7 +15,7 @@ from typing import Any
 import dagster as dg
 import pandas as pd
 
-from integrations_pipeline.connectors import load_connectors
+from integrations_pipeline.connectors import load_connectors, spec_paths
 from integrations_pipeline.warehouse import table_spec_for
 
 from . import constants as c
@@ -27,6 +27,9 @@ class WarehouseIOManager(dg.ConfigurableIOManager):
     """Reads stream tables for downstream assets; stores nothing (the stream assets already did)."""
 
     warehouse: WarehouseResource
+    # The folder the stream's spec came from (None: the built-in and entry-point specs): loading an
+    # input reads the spec in the run's process, and must read the one the definitions were built from.
+    connectors_dir: str | None = None
 
     def handle_output(self, context: dg.OutputContext, obj: Any) -> None:
         if obj is not None:
@@ -40,7 +43,7 @@ class WarehouseIOManager(dg.ConfigurableIOManager):
         assert upstream is not None  # an input of an asset always has the asset that produced it
         metadata = upstream.definition_metadata
         connector, stream = str(metadata[c.CONNECTOR]), str(metadata[c.STREAM])
-        spec = load_connectors()[connector]
+        spec = load_connectors(spec_paths(self.connectors_dir))[connector]
         table = table_spec_for(spec, stream)
         warehouse = self.warehouse.open()
         try:

@@ -62,13 +62,16 @@ def field_name(env_var: str) -> str:
     return env_var.lower()
 
 
-_CLASSES: dict[str, type[ConnectorCredentials]] = {}
+# Keyed by name and variables: a user's own spec may reuse a built-in vendor's name with other variables.
+_CLASSES: dict[tuple[str, tuple[str, ...]], type[ConnectorCredentials]] = {}
 
 
 def credentials_class(spec: ConnectorSpec) -> type[ConnectorCredentials]:
-    """The generated resource class for ``spec`` (cached, so one class per connector name)."""
-    if spec.name not in _CLASSES:
-        fields = {field_name(n): (str | None, None) for n in secret_env_vars(spec)}
+    """The generated resource class for ``spec`` (cached, so one class per connector and its variables)."""
+    names = tuple(secret_env_vars(spec))
+    key = (spec.name, names)
+    if key not in _CLASSES:
+        fields = {field_name(n): (str | None, None) for n in names}
         cls = create_model(  # type: ignore[call-overload]
             f"{spec.title.replace(' ', '')}Credentials",
             __base__=ConnectorCredentials,
@@ -76,8 +79,8 @@ def credentials_class(spec: ConnectorSpec) -> type[ConnectorCredentials]:
             **fields,
         )
         cls.connector = spec.name
-        _CLASSES[spec.name] = cls
-    return _CLASSES[spec.name]
+        _CLASSES[key] = cls
+    return _CLASSES[key]
 
 
 def required_env_vars(spec: ConnectorSpec, environ: Mapping[str, str]) -> list[str]:

@@ -15,13 +15,13 @@ sync asset as input gets the target's current records back (``SinkIOManager.load
 
 import hashlib
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Literal
 
 import dagster as dg
 import pandas as pd
 
-from integrations_pipeline.connectors import load_connectors
+from integrations_pipeline.connectors import load_connectors, spec_paths
 from integrations_pipeline.engine.client import ClientFactory
 from integrations_pipeline.engine.spec import ConnectorSpec
 from integrations_pipeline.engine.write.keys import put_path
@@ -139,9 +139,15 @@ class SinkIOManager(dg.ConfigurableIOManager):
     warehouse: WarehouseResource
     dry_run: bool = False
     read_limit: int = 1000
+    # The folder the connector's spec came from (None: the built-in and entry-point specs): a run reads
+    # the spec again in its own process, and must read the one the definitions were built from.
+    connectors_dir: str | None = None
+
+    def _spec(self) -> ConnectorSpec:
+        return load_connectors(spec_paths(self.connectors_dir))[self.connector]
 
     def handle_output(self, context: dg.OutputContext, obj: pd.DataFrame) -> None:
-        spec = load_connectors()[self.connector]
+        spec = self._spec()
         sink_name = str(context.definition_metadata[SINK_METADATA])
         state_key = str(context.definition_metadata[STATE_METADATA])
         records = [_unflatten(row) for row in obj.to_dict("records")]
@@ -241,7 +247,7 @@ class SinkIOManager(dg.ConfigurableIOManager):
         finally:
             warehouse.close()
         keys = sorted(delivered)[: self.read_limit]
-        spec = load_connectors()[self.connector]
+        spec = self._spec()
         if spec.sinks[sink_name].read is None or not keys:
             return pd.DataFrame({"key": keys, "hash": [delivered[k] for k in keys]})
         with SinkReader(
@@ -328,11 +334,14 @@ def build_sync_checks(sync_assets: list[dg.AssetsDefinition]) -> list[dg.AssetCh
     return checks
 
 
-def routed_syncs(connectors: dict[str, ConnectorSpec], environ: Mapping[str, str]) -> list[SyncSpec]:
-    """Every sync spec, routed as configured: the spec's ``via``, overridden for every sync into a
-    connector by ``<CONNECTOR>_VIA`` (``SALESMANAGO_VIA=datatalks``; ``direct`` = no proxy)."""
-    syncs = []
-    for sync in load_syncs(connectors).values():
+def routed_syncs(
+    connectors: dict[str, ConnectorSpec], environ: Mapping[str, str], syncs: Iterable[SyncSpec] | None = None
+) -> list[SyncSpec]:
+    """Every sync spec (``syncs``, default the built-in ones), routed as configured: the spec's ``via``,
+    overridden for every sync into a connector by ``<CONNECTOR>_VIA`` (``SALESMANAGO_VIA=datatalks``;
+    ``direct`` = no proxy)."""
+    routed = []
+    for sync in load_syncs(connectors).values() if syncs is None else syncs:
         via = sync.via
         override = environ.get(f"{sync.target_connector.upper()}_VIA")
         # The variable routes every sync the proxy can carry; one it cannot (the v3 catalog: Datatalks
@@ -341,12 +350,16 @@ def routed_syncs(connectors: dict[str, ConnectorSpec], environ: Mapping[str, str
             via = None
         elif override and forwards(connectors.get(override), sync.target):
             via = override
-        syncs.append(route(sync, via, connectors))
-    return syncs
+        routed.append(route(sync, via, connectors))
+    return routed
 
 
 def build_sync_assets(
-    connectors: dict[str, ConnectorSpec], environ: Mapping[str, str], translator: SyncTranslator | None = None
+    connectors: dict[str, ConnectorSpec],
+    environ: Mapping[str, str],
+    translator: SyncTranslator | None = None,
+    syncs: Iterable[SyncSpec] | None = None,
 ) -> list[dg.AssetsDefinition]:
-    """One asset per sync spec, each routed as configured (``routed_syncs``), keyed by ``translator``."""
-    return [build_sync_asset(sync, connectors, translator) for sync in routed_syncs(connectors, environ)]
+    """One asset per sync spec (``syncs``, default the built-in ones), each routed as configured
+    (``routed_syncs``), keyed by ``translator``."""
+    return [build_sync_asset(sync, connectors, translator) for sync in routed_syncs(connectors, environ, syncs)]

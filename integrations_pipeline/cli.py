@@ -7,6 +7,8 @@
   instead of calling the targets.
 - ``spec-schema``: the JSON Schema of the connector spec format, for editor autocompletion.
 - ``validate``: load every spec (built-in and entry-point) and report errors with file and field.
+- ``serve``: the service: Trackstar's link flow (``/trackstar/link-token``, ``/trackstar/store-token``) and the
+  webhook receivers (``/webhooks/trackstar``, ``/webhooks/salestrekker/<token>``), storing into the warehouse.
 - ``sandbox``: run the sandbox vendors in the foreground and print the variables that point at them.
 - ``in-doubt list|resend|mark-delivered``: records a vendor call may or may not have applied (see
   ``engine.write.push``): list them, send them again, or record them as delivered.
@@ -122,6 +124,35 @@ def _cmd_sandbox(args: argparse.Namespace) -> int:
                 time.sleep(3600)
         except KeyboardInterrupt:
             return 0
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    """``serve``: the link flow's backend and the webhook receivers (``integrations_pipeline.service``)."""
+    import uvicorn
+
+    from integrations_pipeline.connectors import load_connectors
+    from integrations_pipeline.engine.auth import Credentials, secret_env_vars
+    from integrations_pipeline.engine.client import ClientFactory
+    from integrations_pipeline.service.app import ServiceSettings, create_app
+    from integrations_pipeline.warehouse.inbox import open_inbox
+
+    connectors = load_connectors()
+    settings = ServiceSettings.from_environ(connectors, os.environ)
+    url = os.environ.get("WAREHOUSE_URL")
+
+    def log(message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
+
+    def client_for(spec):
+        credentials = Credentials.from_environ(spec.name, secret_env_vars(spec), os.environ)
+        return ClientFactory(credentials, environ=os.environ, log=log).connector(spec)
+
+    app = create_app(settings, connectors, lambda: open_inbox(url), client_for, log=log)
+    log(
+        f"serving on http://{args.host}:{args.port} (webhooks for {', '.join(sorted(settings.webhook_secrets)) or 'none'})"
+    )
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
+    return 0
 
 
 DEMO_SIZES = {"products": 150, "contacts": 200, "deals": 160}
@@ -300,6 +331,10 @@ def main(argv: list[str] | None = None) -> int:
     doubt.add_argument("--key", action="append", default=[], help="a record key (repeatable)")
     doubt.add_argument("--all", action="store_true", help="every record in doubt of the sync")
     doubt.set_defaults(func=_cmd_in_doubt)
+    srv = sub.add_parser("serve", help="serve the link flow and the webhook receivers (see README: Connections)")
+    srv.add_argument("--host", default="127.0.0.1")
+    srv.add_argument("--port", type=int, default=8090)
+    srv.set_defaults(func=_cmd_serve)
     sb = sub.add_parser("sandbox", help="serve the sandbox vendors on loopback")
     sb.add_argument("--seed", type=int, default=0)
     sb.set_defaults(func=_cmd_sandbox)

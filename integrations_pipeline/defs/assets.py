@@ -13,16 +13,18 @@ from collections.abc import Iterator
 
 import dagster as dg
 
-from integrations_pipeline.engine.client import VendorClient, parse_connections
+from integrations_pipeline.engine.client import Connection, VendorClient, parse_connections
+from integrations_pipeline.engine.connections import usable_connections
 from integrations_pipeline.engine.read.extract import Window
 from integrations_pipeline.engine.read.load import StreamLoadResult, load_stream
 from integrations_pipeline.engine.spec import ConnectorSpec
 from integrations_pipeline.warehouse import Warehouse
+from integrations_pipeline.warehouse.inbox import InboxWarehouse
 from integrations_pipeline.warehouse.tables import TableSpec
 
 from . import constants as c
 from .lifecycle import exit_with_parent
-from .resources import ConnectorCredentials, WarehouseResource
+from .resources import ConnectionVaultResource, ConnectorCredentials, WarehouseResource
 from .translator import ConnectorTranslator, StreamProps, column_schema
 
 
@@ -66,7 +68,7 @@ def _multi_asset(
         specs=specs,
         can_subset=True,
         backfill_policy=dg.BackfillPolicy.single_run() if pdef is not None else None,
-        required_resource_keys={creds_key, c.WAREHOUSE_RESOURCE},
+        required_resource_keys={creds_key, c.WAREHOUSE_RESOURCE, *([c.VAULT_RESOURCE] if spec.connections else [])},
         pool=f"{spec.name}_api",
         op_tags={c.VENDOR_TAG: spec.name},
     )
@@ -84,7 +86,7 @@ def _multi_asset(
         warehouse = warehouse_resource.open()
         try:
             with creds_resource.clients(log=context.log.warning).connector(spec) as client:
-                connections = parse_connections(spec, credentials)
+                connections = _connections(context, spec, credentials, warehouse)
                 for key in selected:
                     props = by_key[key]
                     yield _sync_one(context, client, warehouse, key, props, connections, window)
@@ -92,6 +94,21 @@ def _multi_asset(
             warehouse.close()
 
     return _streams
+
+
+def _connections(context, spec: ConnectorSpec, credentials, warehouse: Warehouse) -> list[Connection]:
+    """The stored connections (the link flow's), then the fallback variable's; see ``usable_connections``."""
+    if spec.connections is None:
+        return parse_connections(spec, credentials)
+    vault_resource: ConnectionVaultResource = getattr(context.resources, c.VAULT_RESOURCE)
+    stored = (
+        [(s.connection_id, s.status, s.token_sealed) for s in warehouse.read_connections(spec.name)]
+        if isinstance(warehouse, InboxWarehouse)
+        else []
+    )
+    connections = usable_connections(spec, credentials, stored, vault_resource.vault())
+    context.log.info(f"{spec.name}: {len(connections)} connections ({', '.join(x.id for x in connections)})")
+    return connections
 
 
 def _sync_one(

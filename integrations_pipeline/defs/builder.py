@@ -21,13 +21,13 @@ from integrations_pipeline.engine.errors import ConfigError, SpecError
 from integrations_pipeline.engine.spec import ConnectorSpec
 from integrations_pipeline.engine.write.mapping import SyncSpec, load_sync
 from integrations_pipeline.syncs import named_connectors, sync_paths
-from integrations_pipeline.warehouse.base import WAREHOUSE_URL_ENV
+from integrations_pipeline.warehouse.registry import WAREHOUSE_URL_ENV
 
 from . import constants as c
 from .assets import build_connector_assets
 from .checks import build_connector_checks
 from .io_managers import WAREHOUSE_IO_MANAGER, WarehouseIOManager
-from .resources import WarehouseResource, credentials_resource
+from .resources import WarehouseResource, credentials_resource, vault_resource
 from .schedules import build_connector_jobs_and_schedules
 from .sensors import build_sync_sensor
 from .syncs import SinkIOManager, build_sync_assets, build_sync_checks, io_manager_key
@@ -75,6 +75,7 @@ def build_definitions(
     assets, checks, jobs, schedules = [], [], [], []
     resources: dict[str, object] = {
         c.WAREHOUSE_RESOURCE: warehouse,
+        c.VAULT_RESOURCE: vault_resource(env),
         WAREHOUSE_IO_MANAGER: WarehouseIOManager(warehouse=warehouse, connectors_dir=spec_dir),
     }
     for spec in specs.values():

@@ -23,6 +23,8 @@ CONNECTIONS = "connections"
 
 VENDOR_TAG = "integrations_pipeline/vendor"
 WAREHOUSE_RESOURCE = "warehouse"
+# Opens the connection tokens the link flow stored (INTEGRATIONS_PIPELINE_SECRET_KEY).
+VAULT_RESOURCE = "connection_vault"
 
 
 def credentials_resource_key(connector: str) -> str:

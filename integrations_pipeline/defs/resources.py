@@ -18,8 +18,11 @@ from pydantic import create_model
 
 from integrations_pipeline.engine.auth import Credentials, GraphqlLoginConfig, secret_env_vars
 from integrations_pipeline.engine.client import ClientFactory
+from integrations_pipeline.engine.connections import TokenVault
 from integrations_pipeline.engine.spec import ConnectorSpec
 from integrations_pipeline.warehouse import Warehouse, connect_warehouse
+
+SECRET_KEY_ENV = "INTEGRATIONS_PIPELINE_SECRET_KEY"
 
 
 class WarehouseResource(dg.ConfigurableResource):
@@ -37,6 +40,22 @@ class WarehouseResource(dg.ConfigurableResource):
             url = url.get_value()
         url = url or os.environ.get("WAREHOUSE_URL") or "duckdb://"
         return "postgres" if url.lower().startswith("postgres") else "duckdb"
+
+
+class ConnectionVaultResource(dg.ConfigurableResource):
+    """The key(s) that open connection tokens the service stored (``engine.connections.TokenVault``);
+    bound to ``EnvVar("INTEGRATIONS_PIPELINE_SECRET_KEY")`` when it is set, so the UI shows its name only."""
+
+    secret_key: str | None = None
+
+    def vault(self) -> TokenVault | None:
+        return TokenVault.from_setting(self.secret_key, source=SECRET_KEY_ENV) if self.secret_key else None
+
+
+def vault_resource(environ: Mapping[str, str]) -> ConnectionVaultResource:
+    if environ.get(SECRET_KEY_ENV):
+        return ConnectionVaultResource(secret_key=dg.EnvVar(SECRET_KEY_ENV))
+    return ConnectionVaultResource()
 
 
 class ConnectorCredentials(dg.ConfigurableResource):
@@ -84,8 +103,18 @@ def credentials_class(spec: ConnectorSpec) -> type[ConnectorCredentials]:
 
 
 def required_env_vars(spec: ConnectorSpec, environ: Mapping[str, str]) -> list[str]:
-    """Variables a run needs: all of them, except unchosen login alternatives."""
+    """Variables a run needs: all of them, except unchosen login alternatives, the webhook secret (only the
+    service verifies webhooks) and, for a vendor with a link flow, the fallback connections variable when it
+    is not set (connections then come from the registry the service fills)."""
     names = secret_env_vars(spec)
+    if spec.webhooks is not None:
+        names = [n for n in names if n != spec.webhooks.verify.secret.env]
+    if (
+        spec.connections is not None
+        and spec.connections.link is not None
+        and not environ.get(spec.connections.token.env)
+    ):
+        names = [n for n in names if n != spec.connections.token.env]
     auth = spec.auth
     if isinstance(auth, GraphqlLoginConfig):
         login: GraphqlLoginConfig = auth  # the spec's auth union is built at run time: name the member for mypy

@@ -453,6 +453,11 @@ class VendorClient:
                 found.append(text)
         return "; ".join(found) or None
 
+    def add_secret(self, value: str) -> None:
+        """Mask ``value`` too from now on (a token a vendor just issued, before anything can echo it)."""
+        if value:
+            self._connection_secrets.add(value)
+
     def redact(self, text: str) -> str:
         """Mask any credential a vendor echoes back (``invalid key 'abc...'``), in any case and its
         common encodings (``engine.redact.mask``), and the signatures this client sent."""

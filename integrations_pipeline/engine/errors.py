@@ -24,8 +24,10 @@ The tree (retries key off the type, never off scattered status checks)::
     │       │                            that is not an object, a cursor that is not a date)
     │       └── LimitExceededError       a safety limit of the spec's ``limits`` (deadline, body size,
     │                                    pages per window) was reached
-    └── PushBusyError                    another run holds the sync's lease: one writer per sync
-        └── LeaseLostError               this run's lease expired and another run took it over
+    ├── PushBusyError                    another run holds the sync's lease: one writer per sync
+    │   └── LeaseLostError               this run's lease expired and another run took it over
+    └── WebhookRejected                  a webhook that is not the vendor's (bad signature, stale,
+                                         wrong path token) or not readable; carries the status to answer
 
 Messages never contain secret values: the client builds them from the status, the
 vendor's error text (with any credential the vendor echoes back masked) and the request path,
@@ -59,12 +61,12 @@ class SpecError(ConfigError):
 class MissingCredentialError(ConfigError):
     """An environment variable the connector needs is not set."""
 
-    def __init__(self, variable: str, connector: str):
+    def __init__(self, variable: str, connector: str, hint: str | None = None):
         self.variable = variable
         self.connector = connector
         super().__init__(
             f"environment variable {variable} is not set (needed by connector '{connector}'); "
-            f"set it, or run against the sandbox with `integrations-pipeline run`"
+            + (hint or "set it, or run against the sandbox with `integrations-pipeline run`")
         )
 
 
@@ -182,3 +184,11 @@ class ResponseFormatError(FatalError):
 
 class LimitExceededError(FatalError):
     """A request or a read passed one of the connector's ``limits``; the message names it and its value."""
+
+
+class WebhookRejected(IntegrationsError):
+    """A webhook we do not accept; ``status`` is what to answer (401 unsigned, 400 malformed, 413 too big)."""
+
+    def __init__(self, message: str, status: int):
+        super().__init__(message)
+        self.status = status

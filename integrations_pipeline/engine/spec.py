@@ -132,8 +132,64 @@ class ConnectionsSpec(Frozen):
     connection id is then ``default``). Every record is stored with its ``_connection_id``.
     """
 
-    token: Secret
+    token: Secret = Field(
+        description="Fallback connections from a variable; connections stored by the link flow come first."
+    )
     header: str = Field(description="Header that carries the connection's token.")
+    link: LinkSpec | None = Field(default=None, description="How customers connect (a vendor's link flow).")
+
+
+class LinkSpec(Frozen):
+    """A vendor's link flow: the organisation asks for a link token, the customer's browser turns it into an
+    auth code, the backend exchanges the code for the connection's access token; a list call names every
+    connection, for reconciling. All these calls carry the organisation's auth only, no connection token."""
+
+    token_path: str = Field(description="POST: a fresh link token for the front end.")
+    token_field: str = Field(description="Answer field holding the link token.")
+    exchange_path: str = Field(description="POST: an auth code (and a customer id) for an access token.")
+    code_field: str = Field(description="Request field carrying the auth code.")
+    customer_field: str = Field(description="Request field carrying our id of the customer.")
+    list_path: str = Field(description="GET: every connection of the organisation.")
+    list_records_path: str = Field(description="Dotted path of the connection list in the list answer.")
+    access_token_field: str = Field(description="Exchange answer field holding the connection's token.")
+    id_field: str = Field(description="Field holding the connection id, in exchange and list answers.")
+    name_field: str = Field(description="Field holding the connected system's name.")
+    actions_field: str = Field(description="Field listing what the connection can do (its endpoints).")
+
+
+class WebhookVerifySpec(Frozen):
+    """How a webhook proves it comes from the vendor: ``svix`` (a signed id, timestamp and body, verified by
+    the svix library with the endpoint's ``whsec_`` secret) or ``path_token`` (the vendor signs nothing, so
+    the receiving URL carries a secret of ours, compared in constant time)."""
+
+    type: Literal["svix", "path_token"]
+    secret: Secret
+
+
+class WebhooksSpec(Frozen):
+    """Change notifications a vendor posts, and how each becomes a change of one stream."""
+
+    verify: WebhookVerifySpec
+    event_type_field: str = Field(description="Body field naming the event type.")
+    connection_field: str | None = Field(default=None, description="Body field naming the connection, if any.")
+    data_field: str | None = Field(
+        default=None, description="Body field holding the changed object, when the event carries it."
+    )
+    id_field: str | None = Field(
+        default=None, description="Body field holding the changed object's id, when the event carries only that."
+    )
+    streams: dict[str, str] = Field(
+        default_factory=dict,
+        description="Event type → the stream it changes; a type ending in '*' matches every type it begins "
+        "('order.*'). Events of other types are stored and reported, never applied to a stream.",
+    )
+
+    def stream_for(self, event_type: str) -> str | None:
+        """The stream an event type changes: its exact entry, else the longest '*' entry it begins with."""
+        if event_type in self.streams:
+            return self.streams[event_type]
+        prefixes = [k for k in self.streams if k.endswith("*") and event_type.startswith(k[:-1])]
+        return self.streams[max(prefixes, key=len)] if prefixes else None
 
 
 class IncrementalSpec(Frozen):
@@ -547,6 +603,7 @@ class ConnectorSpec(Frozen):
     )
     limits: LimitsSpec = Field(default_factory=LimitsSpec)
     errors: ResponseErrorsSpec = Field(default_factory=ResponseErrorsSpec)
+    webhooks: WebhooksSpec | None = Field(default=None, description="Change notifications the vendor posts.")
     stream_defaults: dict[str, Any] = Field(
         default_factory=dict,
         description="Fields every stream takes unless it says otherwise (records_path, pagination, incremental, "
@@ -583,6 +640,12 @@ class ConnectorSpec(Frozen):
             problem = _sink_problem(name, sink)
             if problem:
                 raise ValueError(problem)
+        if self.webhooks is not None:
+            for event, target in self.webhooks.streams.items():
+                if target not in self.streams:
+                    raise ValueError(
+                        f"webhooks.streams.{event}: no stream '{target}'; expected one of {sorted(self.streams)}"
+                    )
         return self
 
     _base_ok = field_validator("base_url")(classmethod(lambda cls, v: check_http_default(v)))

@@ -86,6 +86,65 @@ Route = Callable[[httpx.Request], httpx.Response]
 
 
 @dataclass
+class _Message:
+    msg_id: str
+    body: bytes
+    attempts: int = 0
+
+
+@dataclass
+class WebhookOutbox:
+    """Webhooks a sandbox sends about its own changes, delivered when a test or the demo says so.
+
+    Like Svix (and any sender worth the name), delivery is at-least-once: a message stays queued until the
+    receiver answers 2xx, and ``deliver`` tries every queued message once more. ``sign(msg_id, body)``
+    returns the headers a vendor adds (Svix's ``svix-id``/``svix-timestamp``/``svix-signature``, or none).
+    """
+
+    sign: Callable[[str, bytes], dict[str, str]]
+    url: str | None = None
+    queue: list[_Message] = field(default_factory=list)
+    delivered: list[_Message] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def subscribe(self, url: str) -> None:
+        self.url = url
+
+    def put(self, msg_id: str, payload: dict[str, Any]) -> None:
+        if self.url is None:
+            return  # nobody subscribed: the vendor sends nothing
+        with self.lock:
+            self.queue.append(_Message(msg_id, json.dumps(payload, separators=(",", ":")).encode()))
+
+    def pending(self) -> int:
+        with self.lock:
+            return len(self.queue)
+
+    def deliver(self, client: httpx.Client, *, order: Callable[[list[_Message]], list[_Message]] | None = None) -> int:
+        """POST every queued message once (``order`` may shuffle them); returns how many got a 2xx."""
+        with self.lock:
+            batch = list(self.queue)
+        ok = 0
+        for message in order(batch) if order else batch:
+            message.attempts += 1
+            assert self.url is not None
+            try:
+                response = client.post(
+                    self.url,
+                    content=message.body,
+                    headers={"content-type": "application/json", **self.sign(message.msg_id, message.body)},
+                )
+            except httpx.HTTPError:
+                continue  # stays queued: delivered again next time
+            if 200 <= response.status_code < 300:
+                ok += 1
+                with self.lock:
+                    self.queue.remove(message)
+                    self.delivered.append(message)
+        return ok
+
+
+@dataclass
 class WritePause:
     """A knob for crash tests: write call number ``call`` (1-based, as ``write_calls`` counts it) stops
     ``before`` the vendor applies it or ``after`` (the answer held back), until ``release()``.

@@ -51,7 +51,7 @@ from graphql import (
     validate,
 )
 
-from integrations_pipeline.sandbox.base import VendorSandbox, json_response
+from integrations_pipeline.sandbox.base import VendorSandbox, WebhookOutbox, json_response
 from integrations_pipeline.sandbox.data import (
     Key,
     LazyStore,
@@ -265,6 +265,11 @@ class SalestrekkerSandbox(VendorSandbox):
         self._wire_resolvers()
         self._documents: OrderedDict[str, tuple[DocumentNode | None, list[GraphQLError]]] = OrderedDict()
         self.routes[("POST", "/graphql")] = self._graphql
+        # Webhooks (seed 000 "Webhooks"): {"id": <ticket id>, "event": "DealCreated" | "DealChangesStage" | ...}
+        # posted to the URL pasted in Settings/API, with no signature (so the URL carries our secret token).
+        self.webhooks = WebhookOutbox(sign=lambda msg_id, body: {})
+        self.webhook_token = "sandbox-st-webhook-token"  # the secret end of the URL pasted into Settings/API
+        self._events = 0
 
     # -- data -----------------------------------------------------------------------------------
 
@@ -356,7 +361,17 @@ class SalestrekkerSandbox(VendorSandbox):
                     f"{self.workflows[w]['name'].split(' (')[0]} ({r.choice(('2027', 'new', 'broker', 'priority'))} {self._workflow_renames})"
                 )
             return [self.workflows[w]["id"] for w in picked]
-        return self.stores[stream].touch(n, at, self._touch_deal if stream == "deals" else _touch_contact)
+        ids = self.stores[stream].touch(n, at, self._touch_deal if stream == "deals" else _touch_contact)
+        if stream == "deals":
+            self._announce(ids, "DealChangesStage")
+        return ids
+
+    def _announce(self, ids: list[str], event: str) -> None:
+        for ticket_id in ids:
+            with self._lock:
+                self._events += 1
+                n = self._events
+            self.webhooks.put(f"st-{n}", {"id": ticket_id, "event": event})
 
     def _touch_deal(self, record: dict[str, Any], r: random.Random) -> None:
         workflow = next((w for w in self.workflows if w["id"] == record["idWorkflow"]), None)
@@ -379,7 +394,10 @@ class SalestrekkerSandbox(VendorSandbox):
             start = len(self.workflows)
             self.workflows.extend(self._workflow(w) for w in range(start, start + n))
             return [w["id"] for w in self.workflows[start:]]
-        return self.stores[stream].add(n, at)
+        ids = self.stores[stream].add(n, at)
+        if stream == "deals":
+            self._announce(ids, "DealCreated")
+        return ids
 
     def truth(self, stream: str, connection_id: str | None = None) -> list[dict[str, Any]]:
         """Every current record (deep copies) sorted by id, exactly as the YAML queries select it."""
@@ -400,6 +418,7 @@ class SalestrekkerSandbox(VendorSandbox):
             "SALESTREKKER_API_KEY": self.api_key,
             "SALESTREKKER_EMAIL": self.email,
             "SALESTREKKER_PASSWORD": self.password,
+            "SALESTREKKER_WEBHOOK_TOKEN": self.webhook_token,
         }
 
     def rate_limited_response(

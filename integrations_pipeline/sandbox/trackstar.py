@@ -35,13 +35,14 @@ import re
 import threading
 import time
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl
 
 import httpx
+from svix.webhooks import Webhook
 
-from integrations_pipeline.sandbox.base import VendorSandbox, json_response
+from integrations_pipeline.sandbox.base import VendorSandbox, WebhookOutbox, json_response
 from integrations_pipeline.sandbox.data import (
     CITIES,
     FIRST_NAMES,
@@ -71,6 +72,17 @@ STREAMS: dict[str, tuple[str, str]] = {
     "returns": ("returns", "ret"),
 }
 SEGMENT_TO_STREAM = {segment: stream for stream, (segment, _) in STREAMS.items()}
+# Webhook event type prefixes per stream (openapi.json "webhooks": order.updated, inbound-shipment.created, ...).
+EVENT_PREFIX = {
+    "inventory": "inventory",
+    "products": "product",
+    "orders": "order",
+    "warehouses": "warehouse",
+    "inbound_shipments": "inbound-shipment",
+    "returns": "return",
+}
+#: The sandbox endpoint's Svix signing secret (``whsec_`` + base64), as the Trackstar dashboard shows one.
+SANDBOX_WEBHOOK_SECRET = "whsec_c2FuZGJveC10cmFja3N0YXItd2ViaG9vay1zZWNyZXQ="
 DEFAULT_SIZES = {
     "inventory": 2500,
     "products": 1200,
@@ -877,6 +889,10 @@ class TrackstarSandbox(VendorSandbox):
         self._buckets: dict[str, tuple[float, float]] = {}  # token -> (tokens, last monotonic)
         self._bucket_lock = threading.Lock()
         self._link_tokens = 0
+        self.webhook_secret = SANDBOX_WEBHOOK_SECRET
+        self._svix = Webhook(self.webhook_secret)
+        self._messages = 0
+        self.webhooks = WebhookOutbox(sign=self._sign)
         self.routes[("POST", "/link/token")] = self._link_token
         self.routes[("POST", "/link/exchange")] = self._link_exchange
         self.routes[("GET", "/connections")] = self._list_connections
@@ -896,13 +912,68 @@ class TrackstarSandbox(VendorSandbox):
         return self._tenant(connection_id).stores[stream]
 
     def touch(self, stream: str, n: int, at: datetime, connection_id: str | None = None) -> list[str]:
-        """Change ``n`` existing records (a visible field and ``updated_date = at``); their ids."""
+        """Change ``n`` existing records (a visible field and ``updated_date = at``); their ids. A subscribed
+        webhook endpoint gets one ``<type>.updated`` event per record (``self.webhooks``)."""
         stream = SEGMENT_TO_STREAM.get(stream, stream)
-        return self._store(stream, connection_id).touch(n, at, _MUTATORS[stream])
+        ids = self._store(stream, connection_id).touch(n, at, _MUTATORS[stream])
+        self._announce(stream, ids, "updated", connection_id)
+        return ids
 
     def add(self, stream: str, n: int, at: datetime, connection_id: str | None = None) -> list[str]:
-        """Create ``n`` records created and updated at ``at``; their ids."""
-        return self._store(stream, connection_id).add(n, at)
+        """Create ``n`` records created and updated at ``at``; their ids (and ``<type>.created`` webhooks)."""
+        stream = SEGMENT_TO_STREAM.get(stream, stream)
+        ids = self._store(stream, connection_id).add(n, at)
+        self._announce(stream, ids, "created", connection_id)
+        return ids
+
+    def _announce(self, stream: str, ids: list[str], change: str, connection_id: str | None) -> None:
+        """Queue one webhook per changed record, as Trackstar sends them: the whole object in ``data``
+        (openapi.json WmsOrdersUpdatedWebhookSchema and siblings: connection_id, integration_name,
+        integration_type, event_type, data, previous_attributes)."""
+        tenant = self._tenant(connection_id)
+        store = self._store(stream, tenant.connection_id)
+        for record_id in ids:
+            record = store.by_id(record_id)
+            with self._lock:
+                self._messages += 1
+                msg_id = f"msg_{mix64(self.seed, 'svix', self._messages):016x}"
+            self.webhooks.put(
+                msg_id,
+                {
+                    "connection_id": tenant.connection_id,
+                    "integration_name": tenant.integration,
+                    "integration_type": "wms",
+                    "event_type": f"{EVENT_PREFIX[stream]}.{change}",
+                    "previous_attributes": {},
+                    "data": record,
+                },
+            )
+
+    def announce_connection(self, event_type: str, connection_id: str, data: dict[str, Any] | None = None) -> None:
+        """Queue a connection event (``connection.created|deleted``, ``connection.historical-sync-completed``)."""
+        tenant = self.tenants.get(connection_id)
+        with self._lock:
+            self._messages += 1
+            msg_id = f"msg_{mix64(self.seed, 'svix', self._messages):016x}"
+        self.webhooks.put(
+            msg_id,
+            {
+                "connection_id": connection_id,
+                "integration_name": tenant.integration if tenant else None,
+                "integration_type": "wms",
+                "event_type": event_type,
+                "data": data or {"connection_id": connection_id},
+            },
+        )
+
+    def _sign(self, msg_id: str, body: bytes) -> dict[str, str]:
+        # Signed by the svix library exactly as Svix signs (v1 HMAC-SHA256 over "id.timestamp.body").
+        now = datetime.now(UTC)
+        return {
+            "svix-id": msg_id,
+            "svix-timestamp": str(int(now.timestamp())),
+            "svix-signature": self._svix.sign(msg_id, now, body.decode()),
+        }
 
     def truth(self, stream: str, connection_id: str | None = None) -> list[dict[str, Any]]:
         """Every current record (deep copies) sorted by id; ``[]`` where the stream answers 501."""
@@ -918,6 +989,7 @@ class TrackstarSandbox(VendorSandbox):
             "TRACKSTAR_BASE_URL": base_url,
             "TRACKSTAR_API_KEY": self.api_key,
             "TRACKSTAR_ACCESS_TOKEN": ",".join(f"{cid}={token}" for cid, token in self.connections.items()),
+            "TRACKSTAR_WEBHOOK_SECRET": self.webhook_secret,
         }
 
     # -- plumbing -------------------------------------------------------------------------------

@@ -77,9 +77,9 @@ from .delivery import (
     LEASES,
     PLANS,
     REJECTS,
-    DeliveryWarehouse,
     lease_values,
 )
+from .inbox import InboxWarehouse
 from .tables import EXTRA_COLUMN, SYNCED_AT_COLUMN, Column, TableSpec
 
 if TYPE_CHECKING:
@@ -258,7 +258,7 @@ def parse_duckdb_url(url: str) -> tuple[str, dict[str, str]]:
     return str(Path(rest).expanduser().absolute()), options
 
 
-class DuckDBWarehouse(DeliveryWarehouse):
+class DuckDBWarehouse(InboxWarehouse):
     """A DuckDB file (``duckdb:///abs/path.duckdb``) or an in-process database (``duckdb:///:memory:``)."""
 
     backend = "duckdb"

@@ -59,11 +59,11 @@ from .delivery import (
     PLANS,
     REJECTS,
     DeliveryRow,
-    DeliveryWarehouse,
     RejectRow,
     check_sink,
     lease_values,
 )
+from .inbox import InboxWarehouse
 from .tables import EXTRA_COLUMN, SYNCED_AT_COLUMN, Column, TableSpec
 
 if TYPE_CHECKING:
@@ -117,7 +117,7 @@ def _discard_session(conn: psycopg.Connection, writers: list[Any]) -> None:
     _close_quietly(conn)
 
 
-class PostgresWarehouse(DeliveryWarehouse):
+class PostgresWarehouse(InboxWarehouse):
     """``postgresql://user[:password]@host[:port]/database`` (or ``postgres://``)."""
 
     backend = "postgres"

@@ -58,11 +58,18 @@ def test_editing_a_spec_changes_code_version():
 
 
 def test_credentials_resources_show_env_var_names_only():
-    d = build_definitions(environ={"SALESTREKKER_EMAIL": "x", "SALESTREKKER_PASSWORD": "y"})
+    d = build_definitions(
+        environ={"SALESTREKKER_EMAIL": "x", "SALESTREKKER_PASSWORD": "y", "TRACKSTAR_ACCESS_TOKEN": "conn_a=t"}
+    )
     resources = d.resources
     trackstar = resources["trackstar_credentials"]
     assert trackstar.trackstar_api_key == dg.EnvVar("TRACKSTAR_API_KEY")
     assert trackstar.trackstar_access_token == dg.EnvVar("TRACKSTAR_ACCESS_TOKEN")
+    # Only the service verifies webhooks: a run never needs the webhook secret.
+    assert trackstar.trackstar_webhook_secret is None
+    # The access-token variable is a fallback to the connections the link flow stores: unset, it is not required.
+    unset = build_definitions(environ={}).resources["trackstar_credentials"]
+    assert unset.trackstar_access_token is None and unset.trackstar_api_key == dg.EnvVar("TRACKSTAR_API_KEY")
     st = resources["salestrekker_credentials"]
     # Only the chosen login alternative is required: here email/password, not the API key.
     assert st.salestrekker_email == dg.EnvVar("SALESTREKKER_EMAIL")

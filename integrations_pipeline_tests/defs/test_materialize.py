@@ -121,15 +121,35 @@ def test_materialization_records_metadata(sandboxes, sandbox_env, tmp_path):
 
 
 def test_run_without_credentials_fails_naming_the_variable(sandboxes, sandbox_env, monkeypatch, tmp_path):
-    monkeypatch.delenv("TRACKSTAR_ACCESS_TOKEN")
+    monkeypatch.delenv("TRACKSTAR_API_KEY")
     defs = build_definitions()  # loads fine without it...
-    with pytest.raises(dg.DagsterInvalidConfigError, match="TRACKSTAR_ACCESS_TOKEN"):  # ...the run names it
+    with pytest.raises(dg.DagsterInvalidConfigError, match="TRACKSTAR_API_KEY"):  # ...the run names it
         _materialize(
             defs,
             [dg.AssetKey(["trackstar", "warehouses"])],
             f"duckdb:///{tmp_path / 'w.duckdb'}",
             _range_tags("2026-11-01", "2026-11-01"),
         )
+
+
+def test_run_without_any_connection_fails_naming_the_variable_and_the_link_flow(
+    sandboxes, sandbox_env, monkeypatch, tmp_path
+):
+    # Connections come from the registry the link flow fills, the variable is the fallback: with neither,
+    # the step fails naming both ways.
+    monkeypatch.delenv("TRACKSTAR_ACCESS_TOKEN")
+    defs = build_definitions()
+    result = _materialize(
+        defs,
+        [dg.AssetKey(["trackstar", "warehouses"])],
+        f"duckdb:///{tmp_path / 'w.duckdb'}",
+        _range_tags("2026-11-01", "2026-11-01"),
+        raise_on_error=False,
+    )
+    assert not result.success
+    (failure,) = [e for e in result.all_events if e.is_step_failure]
+    message = failure.step_failure_data.error.to_string()
+    assert "TRACKSTAR_ACCESS_TOKEN is not set" in message and "integrations-pipeline serve" in message
 
 
 def test_secrets_never_reach_logs_metadata_or_errors(sandboxes, sandbox_env, monkeypatch, tmp_path, caplog):

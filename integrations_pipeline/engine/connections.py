@@ -1,0 +1,227 @@
+"""Customer connections: the link flow that creates them, the vault that keeps their tokens, reconciling.
+
+An integrator's customers each connect their own system (a WMS, through Trackstar's link flow) and get their
+own access token. The vendor's ``connections.link`` block says which calls do it, so this module knows no
+vendor:
+
+- ``LinkFlow.link_token()``: a short-lived token the front end opens the vendor's link widget with;
+- ``LinkFlow.exchange(auth_code, customer_id)``: the code the widget hands back becomes a ``LinkedConnection``
+  (its id, system name, available actions and access token, as a ``SecretStr``);
+- ``LinkFlow.listed()``: every connection the vendor knows, for ``reconcile``;
+- ``usable_connections``: what a run reads, stored connections first and the fallback variable after.
+
+Tokens are stored sealed by ``TokenVault`` (Fernet through ``cryptography``'s ``MultiFernet``: AES-128-CBC
+with an HMAC, keys rotate by putting a new key first). The engine never reads the environment: the keys
+are handed in by the caller (``INTEGRATIONS_PIPELINE_SECRET_KEY`` in the service and the Dagster layer).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+from pydantic import SecretStr
+
+from .auth import Credentials, dig
+from .client import Connection, VendorClient, parse_connections
+from .errors import ConfigError, MissingCredentialError, ResponseFormatError
+from .spec import ConnectorSpec, LinkSpec
+
+
+class TokenVault:
+    """Seals and opens connection tokens with one or more Fernet keys (the first seals; all open).
+
+    ``keys`` are url-safe base64 32-byte keys (``Fernet.generate_key()``); ``source`` names where they came
+    from, for messages (never the keys themselves).
+    """
+
+    def __init__(self, keys: Sequence[str | SecretStr], *, source: str = "the secret key"):
+        raw = [k.get_secret_value() if isinstance(k, SecretStr) else k for k in keys]
+        raw = [k.strip() for k in raw if k and k.strip()]
+        if not raw:
+            raise ConfigError(f"{source} is not set: connection tokens are stored encrypted and need a key")
+        try:
+            self._fernet = MultiFernet([Fernet(k.encode()) for k in raw])
+        except (ValueError, TypeError):
+            raise ConfigError(
+                f"{source} is not a Fernet key (32 url-safe base64-encoded bytes; make one with "
+                "`python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())'`)"
+            ) from None
+        self.source = source
+
+    @classmethod
+    def from_setting(cls, value: str | SecretStr | None, *, source: str) -> TokenVault:
+        """Keys from one setting: comma-separated, newest first (``new,old`` while rotating)."""
+        text = value.get_secret_value() if isinstance(value, SecretStr) else (value or "")
+        return cls(text.split(","), source=source)
+
+    def seal(self, token: SecretStr) -> str:
+        return self._fernet.encrypt(token.get_secret_value().encode()).decode()
+
+    def open(self, sealed: str) -> SecretStr:
+        try:
+            return SecretStr(self._fernet.decrypt(sealed.encode()).decode())
+        except InvalidToken:
+            raise ConfigError(
+                f"a stored connection token does not open with {self.source}: the key changed without the old "
+                "one kept after it (new,old)"
+            ) from None
+
+    def rotate(self, sealed: str) -> str:
+        """The same token sealed with the newest key."""
+        try:
+            return self._fernet.rotate(sealed.encode()).decode()
+        except InvalidToken:
+            raise ConfigError(f"a stored connection token does not open with {self.source}") from None
+
+    def __repr__(self) -> str:
+        return f"TokenVault(source={self.source!r})"
+
+
+@dataclass(frozen=True)
+class LinkedConnection:
+    """A connection as the vendor describes it; ``token`` only right after an exchange (lists never carry it)."""
+
+    connection_id: str
+    integration_name: str | None
+    available_actions: tuple[str, ...]
+    customer_id: str | None = None
+    token: SecretStr | None = field(default=None, repr=False)
+
+    def as_connection(self) -> Connection:
+        return Connection(self.connection_id, self.token)
+
+
+class LinkFlow:
+    """The link calls of one connector, through its client (organisation auth only, no connection token)."""
+
+    def __init__(self, client: VendorClient):
+        spec = client.config.connections
+        if spec is None or spec.link is None:
+            raise ConfigError(f"connector '{client.config.connector}' declares no connections.link block")
+        self.client = client
+        self.link: LinkSpec = spec.link
+
+    def link_token(self) -> str:
+        body = self.client.call("POST", self.link.token_path, json_body={})
+        token = dig(body, self.link.token_field)
+        if not isinstance(token, str) or not token:
+            raise ResponseFormatError(
+                f"{self.client.config.connector}: {self.link.token_path} answered no '{self.link.token_field}'",
+                path=self.link.token_path,
+            )
+        return token
+
+    def exchange(self, auth_code: str, customer_id: str | None) -> LinkedConnection:
+        body: dict[str, Any] = {self.link.code_field: auth_code}
+        if customer_id is not None:
+            body[self.link.customer_field] = customer_id
+        # An auth code is spent by its first exchange: a retry after a lost answer would only be refused.
+        answer = self.client.call("POST", self.link.exchange_path, json_body=body, idempotent=False)
+        token = dig(answer, self.link.access_token_field) if isinstance(answer, dict) else None
+        if not isinstance(token, str) or not token:
+            raise ResponseFormatError(
+                f"{self.client.config.connector}: {self.link.exchange_path} answered no "
+                f"'{self.link.access_token_field}'",
+                path=self.link.exchange_path,
+            )
+        self.client.add_secret(token)  # from here on, a vendor message quoting it is masked
+        return self._connection(answer, self.link.exchange_path, token=SecretStr(token), customer_id=customer_id)
+
+    def listed(self) -> list[LinkedConnection]:
+        """Every connection of the organisation, following ``next_token`` pages if the answer has them."""
+        found: list[LinkedConnection] = []
+        params: dict[str, Any] = {}
+        seen_tokens: set[str] = set()
+        while True:
+            answer = self.client.call("GET", self.link.list_path, params=params)
+            rows = dig(answer, self.link.list_records_path)
+            if not isinstance(rows, list):
+                raise ResponseFormatError(
+                    f"{self.client.config.connector}: {self.link.list_path} answered no list at "
+                    f"'{self.link.list_records_path}'",
+                    path=self.link.list_path,
+                )
+            found += [self._connection(r, self.link.list_path) for r in rows]
+            # [unconfirmed] GET /connections takes page_token (openapi.json) and, like the lists, answers next_token.
+            token = answer.get("next_token") if isinstance(answer, dict) else None
+            if not token or token in seen_tokens:
+                return found
+            seen_tokens.add(token)
+            params = {"page_token": token}
+
+    def _connection(
+        self, row: Any, path: str, *, token: SecretStr | None = None, customer_id: str | None = None
+    ) -> LinkedConnection:
+        conn_id = dig(row, self.link.id_field) if isinstance(row, dict) else None
+        if not isinstance(conn_id, str) or not conn_id:
+            raise ResponseFormatError(
+                f"{self.client.config.connector}: {path} answered a connection without '{self.link.id_field}'",
+                path=path,
+            )
+        actions = dig(row, self.link.actions_field)
+        name = dig(row, self.link.name_field)
+        customer = row.get(self.link.customer_field) if isinstance(row, dict) else None
+        return LinkedConnection(
+            connection_id=conn_id,
+            integration_name=name if isinstance(name, str) else None,
+            available_actions=tuple(a for a in actions if isinstance(a, str)) if isinstance(actions, list) else (),
+            customer_id=customer_id if customer_id is not None else (customer if isinstance(customer, str) else None),
+            token=token,
+        )
+
+
+@dataclass(frozen=True)
+class Reconciliation:
+    """What reconciling the stored connections with the vendor's list changes."""
+
+    added: tuple[LinkedConnection, ...]  # listed, never stored: they have no token here (see ``missing_token``)
+    deactivated: tuple[str, ...]  # stored as active, no longer listed
+    refreshed: tuple[LinkedConnection, ...]  # listed and stored: name and actions as listed now
+
+
+def reconcile(stored: Mapping[str, str], listed: Iterable[LinkedConnection]) -> Reconciliation:
+    """``stored``: connection id → status. A connection the vendor no longer lists is deactivated; one it lists
+    that we never stored is added without a token (its token only ever came through an exchange, so it can be
+    read only once someone supplies it: the fallback variable, or linking again)."""
+    listed = list(listed)
+    ids = {c.connection_id for c in listed}
+    return Reconciliation(
+        added=tuple(c for c in listed if c.connection_id not in stored),
+        deactivated=tuple(sorted(i for i, status in stored.items() if status == "active" and i not in ids)),
+        refreshed=tuple(c for c in listed if c.connection_id in stored),
+    )
+
+
+def usable_connections(
+    spec: ConnectorSpec,
+    credentials: Credentials,
+    stored: Sequence[tuple[str, str, str | None]],
+    vault: TokenVault | None,
+) -> list[Connection]:
+    """The connections a run reads: the stored ones that are active (their tokens opened with ``vault``), then
+    those of the fallback variable (``connections.token``) that the registry does not know. ``stored`` holds
+    ``(connection_id, status, token_sealed)``. A stored connection that is deleted or revoked is not read,
+    even when the variable still names it: the vendor (or its 401) said it is gone."""
+    if spec.connections is None:
+        return parse_connections(spec, credentials)
+    env = spec.connections.token.env
+    fallback = parse_connections(spec, credentials) if credentials.has(env) else []
+    known = {connection_id for connection_id, _, _ in stored}
+    found: list[Connection] = []
+    for connection_id, status, sealed in stored:
+        if status != "active" or not sealed:
+            continue
+        if vault is None:
+            raise ConfigError(
+                f"connector '{spec.name}': connection '{connection_id}' is stored with a sealed token, and no key "
+                "to open it is set (INTEGRATIONS_PIPELINE_SECRET_KEY)"
+            )
+        found.append(Connection(connection_id, vault.open(sealed)))
+    found += [c for c in fallback if c.id not in known]
+    if not found:
+        hint = "set it, or connect a customer through the link flow (`integrations-pipeline serve`)"
+        raise MissingCredentialError(env, spec.name, hint if spec.connections.link else None)
+    return found

@@ -1,0 +1,108 @@
+"""Connections the link flow stored are what the stream assets read, over loopback, on DuckDB and PostgreSQL.
+
+A customer connects through the service (``/trackstar/store-token``); with no token pasted anywhere, the next
+run of a Trackstar asset reads that customer's data. The fallback variable still works for single-token users,
+and a connection the registry marks deleted is not read even when the variable still names it.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import dagster as dg
+import pytest
+from cryptography.fernet import Fernet
+from starlette.testclient import TestClient
+
+from integrations_pipeline.connectors import load_connectors
+from integrations_pipeline.definitions import build_definitions
+from integrations_pipeline.defs import constants as c
+from integrations_pipeline.defs.resources import WarehouseResource
+from integrations_pipeline.engine.auth import Credentials, secret_env_vars
+from integrations_pipeline.engine.client import ClientFactory
+from integrations_pipeline.service.app import ServiceSettings, create_app
+from integrations_pipeline.warehouse import table_spec_for
+from integrations_pipeline.warehouse.inbox import open_inbox
+
+SPECS = load_connectors()
+KEY = dg.AssetKey(["trackstar", "orders"])
+RANGE = {"dagster/asset_partition_range_start": "2026-10-01", "dagster/asset_partition_range_end": "2026-11-21"}
+
+
+def _link(env: dict[str, str], url: str, auth_code: str) -> None:
+    def client_for(spec):
+        credentials = Credentials.from_environ(spec.name, secret_env_vars(spec), env)
+        return ClientFactory(credentials, environ=env).connector(spec)
+
+    app = create_app(ServiceSettings.from_environ(SPECS, env), SPECS, lambda: open_inbox(url), client_for)
+    answer = TestClient(app).post(
+        "/trackstar/store-token",
+        headers={"authorization": f"Bearer {env['INTEGRATIONS_PIPELINE_API_KEY']}"},
+        json={"auth_code": auth_code, "customer_id": "cust-1"},
+    )
+    assert answer.status_code == 200, answer.text
+
+
+def _run(url: str, raise_on_error: bool = True) -> dg.ExecuteInProcessResult:
+    defs = build_definitions()
+    return dg.materialize(
+        list(defs.assets),
+        selection=[KEY],
+        resources={**defs.resources, c.WAREHOUSE_RESOURCE: WarehouseResource(url=url)},
+        tags=RANGE,
+        instance=dg.DagsterInstance.ephemeral(),
+        raise_on_error=raise_on_error,
+    )
+
+
+def _connection_ids(url: str) -> set[str]:
+    with open_inbox(url) as wh:
+        return {r["_connection_id"] for r in wh.read_records(table_spec_for(SPECS["trackstar"], "orders"))}
+
+
+@pytest.fixture
+def linked_env(sandbox_env, monkeypatch):
+    env = {
+        **sandbox_env,
+        "INTEGRATIONS_PIPELINE_API_KEY": "svc-key",
+        "INTEGRATIONS_PIPELINE_SECRET_KEY": Fernet.generate_key().decode(),
+    }
+    for name in ("INTEGRATIONS_PIPELINE_API_KEY", "INTEGRATIONS_PIPELINE_SECRET_KEY"):
+        monkeypatch.setenv(name, env[name])
+    monkeypatch.delenv("TRACKSTAR_ACCESS_TOKEN")
+    env.pop("TRACKSTAR_ACCESS_TOKEN")
+    return env
+
+
+def test_a_connection_linked_through_the_service_is_read_with_no_token_pasted(sandboxes, linked_env, warehouse_url):
+    _, boxes = sandboxes
+    _link(linked_env, warehouse_url, "code_b")
+    result = _run(warehouse_url)
+    assert result.success
+    assert _connection_ids(warehouse_url) == {"conn_b"}
+    with open_inbox(warehouse_url) as wh:
+        rows = wh.read_records(table_spec_for(SPECS["trackstar"], "orders"))
+    assert sorted(r["id"] for r in rows) == sorted(r["id"] for r in boxes["trackstar"].truth("orders", "conn_b"))
+
+
+def test_stored_tokens_need_the_key_and_the_run_says_which(sandboxes, linked_env, warehouse_url, monkeypatch):
+    _link(linked_env, warehouse_url, "code_a")
+    monkeypatch.delenv("INTEGRATIONS_PIPELINE_SECRET_KEY")
+    result = _run(warehouse_url, raise_on_error=False)
+    assert not result.success
+    (failure,) = [e for e in result.all_events if e.is_step_failure]
+    message = failure.step_failure_data.error.to_string()  # Dagster's wrapper, then our error as its cause
+    assert "INTEGRATIONS_PIPELINE_SECRET_KEY" in message and "conn_a" in message
+
+
+def test_the_variable_is_a_fallback_and_a_deleted_connection_is_not_read(
+    sandboxes, linked_env, warehouse_url, monkeypatch
+):
+    _, boxes = sandboxes
+    _link(linked_env, warehouse_url, "code_b")
+    with open_inbox(warehouse_url) as wh:
+        assert wh.set_connection_status("trackstar", ["conn_b"], "deleted", now=datetime.now(UTC)) == 1
+    tokens = boxes["trackstar"].connections
+    monkeypatch.setenv("TRACKSTAR_ACCESS_TOKEN", ",".join(f"{cid}={tok}" for cid, tok in tokens.items()))
+    assert _run(warehouse_url).success
+    assert _connection_ids(warehouse_url) == {"conn_a"}

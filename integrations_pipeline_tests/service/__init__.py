@@ -1,0 +1,1 @@
+"""Tests of the service (link flow, webhooks)."""

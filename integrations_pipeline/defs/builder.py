@@ -26,6 +26,7 @@ from integrations_pipeline.warehouse.registry import WAREHOUSE_URL_ENV
 from . import constants as c
 from .assets import build_connector_assets
 from .checks import build_connector_checks
+from .events import build_events_job, build_events_sensor
 from .io_managers import WAREHOUSE_IO_MANAGER, WarehouseIOManager
 from .resources import WarehouseResource, credentials_resource, vault_resource
 from .schedules import build_connector_jobs_and_schedules
@@ -93,13 +94,17 @@ def build_definitions(
         jobs += j
         schedules += s
     sync_assets = build_sync_assets(specs, env, sync_translator, syncs)
+    sensors = [build_sync_sensor(sync_assets)] if sync_assets else []  # no syncs: nothing for it to watch
+    events_job = build_events_job(specs, translator)
+    if events_job is not None:
+        jobs.append(events_job)
+        sensors.append(build_events_sensor(events_job))
     return dg.Definitions(
         assets=[*assets, *sync_assets],
         asset_checks=[*checks, *build_sync_checks(sync_assets)],
         jobs=jobs,
         schedules=schedules,
-        # A project without syncs has nothing for the sensor to watch.
-        sensors=[build_sync_sensor(sync_assets)] if sync_assets else [],
+        sensors=sensors,
         resources=resources,
     )
 

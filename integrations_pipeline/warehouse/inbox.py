@@ -8,9 +8,10 @@ Two small tables beside the delivery bookkeeping, in every backend:
   clear token is never written. ``status`` is ``active``, ``deleted`` (the vendor no longer lists it) or
   ``revoked`` (it answered 401/403).
 - ``_integrations.webhook_events(connector, event_id, event_type, connection_id, stream, object_id, payload,
-  received_at, applied_at)``: one row per verified webhook, keyed by the vendor's delivery id, so a delivery
-  retried by the vendor is stored once. ``applied_at`` is set when the event's change is in its stream's
-  table; events of no stream, or of an unknown connection, stay unapplied and are reported.
+  received_at, applied_at, outcome)``: one row per verified webhook, keyed by the vendor's delivery id, so a
+  delivery retried by the vendor is stored once. ``applied_at`` is set once the event needs nothing more (its
+  change is in its stream's table, or it changes none: ``outcome`` says which); an event that cannot be applied
+  yet (an unknown connection, an object to read by id) keeps ``applied_at`` NULL and says why in ``outcome``.
 
 The SQL is the same in both dialects (``INSERT ... ON CONFLICT``, the backend's placeholder and text type);
 timestamps are ISO 8601 UTC text, which sorts as time does. The tables are tiny next to the stream tables,
@@ -20,7 +21,7 @@ so both declare primary keys.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -41,7 +42,7 @@ CONNECTION_STATUSES = ("active", "deleted", "revoked")
 _CONNECTION_COLUMNS = (
     "connection_id, integration_name, customer_id, available_actions, status, token_sealed, created_at, updated_at"
 )
-_EVENT_COLUMNS = "event_id, event_type, connection_id, stream, object_id, payload, received_at, applied_at"
+_EVENT_COLUMNS = "event_id, event_type, connection_id, stream, object_id, payload, received_at, applied_at, outcome"
 
 
 @dataclass(frozen=True)
@@ -75,6 +76,7 @@ class StoredEvent:
     payload: dict[str, Any]
     received_at: str
     applied_at: str | None
+    outcome: str | None
 
 
 class InboxWarehouse(DeliveryWarehouse):
@@ -92,7 +94,7 @@ class InboxWarehouse(DeliveryWarehouse):
         conn.execute(
             f"CREATE TABLE IF NOT EXISTS {EVENTS} (connector {text} NOT NULL, event_id {text} NOT NULL, "
             f"event_type {text} NOT NULL, connection_id {text}, stream {text}, object_id {text}, "
-            f"payload {text} NOT NULL, received_at {text} NOT NULL, applied_at {text}, "
+            f"payload {text} NOT NULL, received_at {text} NOT NULL, applied_at {text}, outcome {text}, "
             "PRIMARY KEY (connector, event_id))"
         )
 
@@ -207,25 +209,50 @@ class InboxWarehouse(DeliveryWarehouse):
                 "ORDER BY received_at, event_id",
                 [connector],
             ).fetchall()
-            return [StoredEvent(connector, r[0], r[1], r[2], r[3], r[4], json.loads(r[5]), r[6], r[7]) for r in rows]
+            return [
+                StoredEvent(connector, r[0], r[1], r[2], r[3], r[4], json.loads(r[5]), r[6], r[7], r[8]) for r in rows
+            ]
 
         return list(self._inbox("read_events", work))
 
-    def mark_events_applied(self, connector: str, event_ids: Sequence[str], *, now: datetime) -> int:
+    def mark_events(
+        self, connector: str, settled: Mapping[str, str], waiting: Mapping[str, str], *, now: datetime
+    ) -> int:
+        """In one transaction: ``settled`` events (id → outcome) get ``applied_at``; ``waiting`` ones only their
+        reason (they stay pending). Returns how many events were settled now."""
         p = self._placeholder
+        at = format_timestamp(now)
 
         def work(conn: Any) -> int:
             changed = 0
-            for event_id in event_ids:
+            for event_id, outcome in settled.items():
                 cur = conn.execute(
-                    f"UPDATE {EVENTS} SET applied_at = {p} WHERE connector = {p} AND event_id = {p} "
+                    f"UPDATE {EVENTS} SET applied_at = {p}, outcome = {p} WHERE connector = {p} AND event_id = {p} "
                     "AND applied_at IS NULL",
-                    [format_timestamp(now), connector, event_id],
+                    [at, outcome, connector, event_id],
                 )
                 changed += self._affected_rows(cur)
+            for event_id, reason in waiting.items():
+                conn.execute(
+                    f"UPDATE {EVENTS} SET outcome = {p} WHERE connector = {p} AND event_id = {p} AND applied_at IS NULL",
+                    [reason, connector, event_id],
+                )
             return changed
 
-        return int(self._inbox("mark_events_applied", work))
+        return int(self._inbox("mark_events", work))
+
+    def events_since(self, received_after: str | None) -> tuple[int, str | None]:
+        """How many events of any connector arrived after ``received_after`` (None: ever), and the latest
+        ``received_at``: what the events sensor's cursor compares."""
+        p = self._placeholder
+
+        def work(conn: Any) -> tuple[int, str | None]:
+            where, params = ("", []) if received_after is None else (f" WHERE received_at > {p}", [received_after])
+            count, latest = conn.execute(f"SELECT count(*), max(received_at) FROM {EVENTS}{where}", params).fetchone()
+            return int(count), latest
+
+        count, latest = self._inbox("events_since", work)
+        return int(count), latest
 
 
 def open_inbox(url: str | None) -> InboxWarehouse:

@@ -129,7 +129,7 @@ def test_built_in_syncs_are_kept_only_when_their_vendors_are_loaded(tmp_path):
 
     only = build_definitions(connectors_dir=connectors, connectors=["trackstar"], environ={})
     assert _keys(only) == _streams("trackstar")  # no sync: each names a vendor left out
-    assert not only.sensors  # nothing for the sync sensor to watch
+    assert [s.name for s in only.sensors] == ["webhook_events"]  # nothing for the sync sensor to watch
 
 
 def test_defaults_are_the_built_in_specs_and_the_warehouse_url_variable():

@@ -123,3 +123,47 @@ def test_a_run_reads_stored_connections_then_the_fallback_variable():
 def test_event_types_map_to_streams(connector, event_type, stream):
     hooks = SPECS[connector].webhooks
     assert hooks is not None and hooks.stream_for(event_type) == stream
+
+
+def _event(event_type: str, data, connection="conn_a", **extra):
+    from integrations_pipeline.engine.webhooks import ReceivedEvent
+
+    hooks = TRACKSTAR.webhooks
+    assert hooks is not None
+    payload = {"event_type": event_type, "connection_id": connection, "data": data, **extra}
+    object_id = data.get("id") if isinstance(data, dict) else None
+    return ReceivedEvent(
+        "trackstar",
+        f"m-{event_type}-{object_id}",
+        event_type,
+        connection,
+        hooks.stream_for(event_type),
+        object_id,
+        payload,
+    )
+
+
+def test_plan_events_sorts_what_to_merge_what_waits_and_what_is_settled():
+    from integrations_pipeline.engine.read.events import plan_events
+
+    good = {"id": "o1", "updated_date": "2026-11-25T09:00:00Z", "status": "open"}
+    events = [
+        _event("order.updated", good),
+        _event("order.updated", {"id": "o2", "updated_date": "2026-11-25T09:00:00Z"}, connection="conn_zz"),
+        _event("order.updated", {"id": "o3"}, data_truncated=True),
+        _event("order.updated", {"status": "x"}),  # no id, no cursor
+        _event("connection.deleted", {"connection_id": "conn_a"}),
+        _event("product.created", {"id": "p1", "updated_date": "2026-11-25T09:00:00Z"}, connection=None),
+    ]
+    plan = plan_events(TRACKSTAR, events, {"conn_a"})
+    assert plan.records == {"orders": [{**good, "_connection_id": "conn_a"}]}
+    assert plan.applies == {"orders": ["m-order.updated-o1"]}
+    assert plan.waiting == {
+        "m-order.updated-o2": "unknown connection 'conn_zz'",
+        "m-order.updated-o3": "needs a read of orders 'o3' by id",
+    }
+    assert plan.settled == {
+        "m-order.updated-None": "rejected: the object has no id, updated_date",
+        "m-connection.deleted-None": "kept: event type 'connection.deleted' changes no stream",
+        "m-product.created-p1": "rejected: the event names no connection",
+    }

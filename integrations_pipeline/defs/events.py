@@ -1,0 +1,143 @@
+"""Webhook events → stream tables, in Dagster: the ``apply_webhook_events`` job and the sensor that runs it.
+
+The service stores verified webhooks (``_integrations.webhook_events``); this job turns the pending ones into
+changes of their streams' tables with no API call (``engine.read.events.plan_events``), then reports a
+materialization of each changed stream asset, partitioned by the day of the changed records' cursor: the
+``syncs_on_source_update`` sensor sees it and runs exactly the syncs that read the stream. Together: an event
+reaches the target within the two sensors' intervals plus two runs.
+
+Crash-safe by order: the merge commits first, the events are marked after. A run killed between the two applies
+the same events again next time, and merging a record already merged changes nothing (newest by cursor).
+"""
+
+from collections.abc import Iterator, Mapping
+from datetime import UTC, datetime
+
+import dagster as dg
+
+from integrations_pipeline.engine.client import parse_connections
+from integrations_pipeline.engine.read.events import plan_events
+from integrations_pipeline.engine.spec import ConnectorSpec
+from integrations_pipeline.warehouse import table_spec_for
+from integrations_pipeline.warehouse.inbox import InboxWarehouse
+
+from . import constants as c
+from .resources import ConnectorCredentials, WarehouseResource
+from .translator import ConnectorTranslator, StreamProps
+
+JOB_NAME = "apply_webhook_events"
+SENSOR_NAME = "webhook_events"
+
+
+def build_events_job(specs: Mapping[str, ConnectorSpec], translator: ConnectorTranslator) -> dg.JobDefinition | None:
+    """The job, or None when no loaded vendor sends webhooks."""
+    hooked = {name: spec for name, spec in specs.items() if spec.webhooks is not None and spec.streams}
+    if not hooked:
+        return None
+
+    @dg.op(
+        name="apply_webhook_events_op",
+        out={},  # it reports materializations of the stream assets; it passes nothing on
+        required_resource_keys={c.WAREHOUSE_RESOURCE, *(c.credentials_resource_key(n) for n in hooked)},
+        description="Merge pending webhook events into their streams' tables (no API call).",
+    )
+    def _apply(context: dg.OpExecutionContext) -> Iterator[dg.AssetMaterialization]:
+        warehouse_resource: WarehouseResource = getattr(context.resources, c.WAREHOUSE_RESOURCE)
+        warehouse = warehouse_resource.open()
+        try:
+            if not isinstance(warehouse, InboxWarehouse):
+                raise dg.Failure(f"the {warehouse.backend} warehouse keeps no webhook events")
+            for name, spec in hooked.items():
+                creds: ConnectorCredentials = getattr(context.resources, c.credentials_resource_key(name))
+                yield from _apply_connector(context, warehouse, spec, creds, translator)
+        finally:
+            warehouse.close()
+
+    @dg.job(name=JOB_NAME, description="Apply stored webhook events to the stream tables, then report them.")
+    def _job() -> None:
+        _apply()
+
+    return _job
+
+
+def _apply_connector(
+    context: dg.OpExecutionContext,
+    warehouse: InboxWarehouse,
+    spec: ConnectorSpec,
+    creds: ConnectorCredentials,
+    translator: ConnectorTranslator,
+) -> Iterator[dg.AssetMaterialization]:
+    pending = warehouse.read_events(spec.name, pending_only=True)
+    if not pending:
+        return
+    known: set[str] | None = None
+    if spec.connections is not None:
+        known = {s.connection_id for s in warehouse.read_connections(spec.name) if s.status == "active"}
+        credentials = creds.credentials()
+        if credentials.has(spec.connections.token.env):
+            stored = {s.connection_id for s in warehouse.read_connections(spec.name)}
+            known |= {conn.id for conn in parse_connections(spec, credentials) if conn.id not in stored}
+    plan = plan_events(spec, pending, known)
+    settled = dict(plan.settled)
+    for stream, records in plan.records.items():
+        table = table_spec_for(spec, stream)
+        warehouse.ensure_table(table)
+        with warehouse.open_load(table, f"webhooks/{spec.name}/{stream}") as load:
+            load.write_batch(records)
+            result = load.commit({"events": len(records)})
+        settled.update({event_id: "applied" for event_id in plan.applies[stream]})
+        props = StreamProps(spec, stream)
+        key = translator.get_asset_key(props)
+        metadata = {
+            "webhook_events": dg.MetadataValue.int(len(records)),
+            c.INSERTED: dg.MetadataValue.int(result.inserted),
+            c.UPDATED: dg.MetadataValue.int(result.updated),
+            "source": dg.MetadataValue.text("webhooks"),
+        }
+        partitions: list[str | None] = [*_partitions(translator, props, records)] or [None]
+        for partition in partitions:
+            yield dg.AssetMaterialization(asset_key=key, partition=partition, metadata=metadata)
+        context.log.info(
+            f"{spec.name}/{stream}: {len(records)} webhook events merged ({result.inserted} new, "
+            f"{result.updated} updated, {result.unchanged} unchanged), no API call"
+        )
+    warehouse.mark_events(spec.name, settled, plan.waiting, now=datetime.now(UTC))
+    for event_id, reason in sorted(plan.waiting.items())[:20]:
+        context.log.warning(f"{spec.name}: event {event_id} not applied yet: {reason}")
+    if plan.waiting:
+        context.log.warning(f"{spec.name}: {len(plan.waiting)} events wait (kept in _integrations.webhook_events)")
+
+
+def _partitions(translator: ConnectorTranslator, props: StreamProps, records: list[dict]) -> list[str]:
+    """The daily partitions the records fall in, by their cursor (only keys the asset has)."""
+    pdef = translator.get_partitions_def(props)
+    incremental = props.stream.incremental
+    if pdef is None or incremental is None:
+        return []
+    days = {str(r.get(incremental.cursor_field) or "")[:10] for r in records}
+    keys = set(pdef.get_partition_keys())
+    return sorted(d for d in days if d in keys)
+
+
+def build_events_sensor(job: dg.JobDefinition) -> dg.SensorDefinition:
+    @dg.sensor(
+        name=SENSOR_NAME,
+        job=job,
+        minimum_interval_seconds=30,
+        default_status=dg.DefaultSensorStatus.STOPPED,
+        description="Runs apply_webhook_events when the service stored new webhook events.",
+    )
+    def _sensor(context: dg.SensorEvaluationContext, warehouse: WarehouseResource) -> dg.SensorResult | dg.SkipReason:  # noqa: E501
+        opened = warehouse.open()
+        try:
+            if not isinstance(opened, InboxWarehouse):
+                return dg.SkipReason(f"the {opened.backend} warehouse keeps no webhook events")
+            count, latest = opened.events_since(context.cursor or None)
+        finally:
+            opened.close()
+        if not count or latest is None:
+            return dg.SkipReason("no webhook event arrived since the last tick")
+        # The run key names the newest event acted on: a retried tick launches no second run.
+        return dg.SensorResult(run_requests=[dg.RunRequest(run_key=f"events-through-{latest}")], cursor=latest)
+
+    return _sensor

@@ -98,17 +98,19 @@ def create_app(
             return refuse(401, "missing or wrong bearer token")
         return None
 
-    def linkable(name: str) -> ConnectorSpec | JSONResponse:
+    def linkable(request: Request) -> ConnectorSpec | JSONResponse:
+        """The connector a link route names, once the caller is authorised; else the refusal to answer."""
+        denied = authorised(request)
+        if denied is not None:
+            return denied
+        name = request.path_params["connector"]
         spec = connectors.get(name)
         if spec is None or spec.connections is None or spec.connections.link is None:
             return refuse(404, f"no connector '{name}' with a link flow")
         return spec
 
     async def link_token(request: Request) -> JSONResponse:
-        denied = authorised(request)
-        if denied is not None:
-            return denied
-        spec = linkable(request.path_params["connector"])
+        spec = linkable(request)
         if isinstance(spec, JSONResponse):
             return spec
 
@@ -122,10 +124,7 @@ def create_app(
             return _vendor_failure(spec.name, exc, say)
 
     async def store_token(request: Request) -> JSONResponse:
-        denied = authorised(request)
-        if denied is not None:
-            return denied
-        spec = linkable(request.path_params["connector"])
+        spec = linkable(request)
         if isinstance(spec, JSONResponse):
             return spec
         if settings.secret_key is None:

@@ -64,16 +64,9 @@ class StoredConnection:
 
 
 @dataclass(frozen=True)
-class StoredEvent:
-    """A row of ``_integrations.webhook_events``."""
+class StoredEvent(ReceivedEvent):
+    """A row of ``_integrations.webhook_events``: the event as received, and what became of it."""
 
-    connector: str
-    event_id: str
-    event_type: str
-    connection_id: str | None
-    stream: str | None
-    object_id: str | None
-    payload: dict[str, Any]
     received_at: str
     applied_at: str | None
     outcome: str | None

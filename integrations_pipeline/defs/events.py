@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 
 import dagster as dg
 
-from integrations_pipeline.engine.client import parse_connections
+from integrations_pipeline.engine.connections import known_connection_ids
 from integrations_pipeline.engine.read.events import plan_events
 from integrations_pipeline.engine.spec import ConnectorSpec
 from integrations_pipeline.warehouse import table_spec_for
@@ -72,11 +72,8 @@ def _apply_connector(
         return
     known: set[str] | None = None
     if spec.connections is not None:
-        known = {s.connection_id for s in warehouse.read_connections(spec.name) if s.status == "active"}
-        credentials = creds.credentials()
-        if credentials.has(spec.connections.token.env):
-            stored = {s.connection_id for s in warehouse.read_connections(spec.name)}
-            known |= {conn.id for conn in parse_connections(spec, credentials) if conn.id not in stored}
+        stored = [(s.connection_id, s.status, s.token_sealed) for s in warehouse.read_connections(spec.name)]
+        known = known_connection_ids(spec, creds.credentials(), stored)
     plan = plan_events(spec, pending, known)
     settled = dict(plan.settled)
     for stream, records in plan.records.items():

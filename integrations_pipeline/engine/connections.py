@@ -208,8 +208,6 @@ def usable_connections(
     if spec.connections is None:
         return parse_connections(spec, credentials)
     env = spec.connections.token.env
-    fallback = parse_connections(spec, credentials) if credentials.has(env) else []
-    known = {connection_id for connection_id, _, _ in stored}
     found: list[Connection] = []
     for connection_id, status, sealed in stored:
         if status != "active" or not sealed:
@@ -220,8 +218,28 @@ def usable_connections(
                 "to open it is set (INTEGRATIONS_PIPELINE_SECRET_KEY)"
             )
         found.append(Connection(connection_id, vault.open(sealed)))
-    found += [c for c in fallback if c.id not in known]
+    found += _fallback(spec, credentials, stored)
     if not found:
         hint = "set it, or connect a customer through the link flow (`integrations-pipeline serve`)"
         raise MissingCredentialError(env, spec.name, hint if spec.connections.link else None)
     return found
+
+
+def known_connection_ids(
+    spec: ConnectorSpec, credentials: Credentials, stored: Sequence[tuple[str, str, str | None]]
+) -> set[str]:
+    """The connections whose data a run may hold (``usable_connections``' choice, by id, tokens unopened):
+    active stored ones, then the fallback variable's that the registry does not know."""
+    active = {connection_id for connection_id, status, _ in stored if status == "active"}
+    return active | {c.id for c in _fallback(spec, credentials, stored)}
+
+
+def _fallback(
+    spec: ConnectorSpec, credentials: Credentials, stored: Sequence[tuple[str, str, str | None]]
+) -> list[Connection]:
+    """The fallback variable's connections the registry does not know (a stored one, even deleted, wins)."""
+    assert spec.connections is not None
+    if not credentials.has(spec.connections.token.env):
+        return []
+    known = {connection_id for connection_id, _, _ in stored}
+    return [c for c in parse_connections(spec, credentials) if c.id not in known]

@@ -92,8 +92,17 @@ class InboxWarehouse(DeliveryWarehouse):
         )
 
     def _inbox(self, what: str, work: Any) -> Any:
+        """A write: ``work(conn)`` in one transaction, the tables in place."""
         with self._errors(what), self._transaction() as conn:
             self._ensure_inbox_tables(conn)
+            return work(conn)
+
+    def _inbox_read(self, what: str, table: str, work: Any, empty: Any) -> Any:
+        """A read on a plain connection, like the ledger's reads: no DDL and no write lock (the events sensor
+        polls every 30 s); ``empty`` when nothing was ever stored."""
+        with self._errors(what), self._connection() as conn:
+            if not self._has_table(conn, STATE_SCHEMA, table):
+                return empty
             return work(conn)
 
     # -- connections ---------------------------------------------------------------------------
@@ -164,7 +173,7 @@ class InboxWarehouse(DeliveryWarehouse):
                 for r in rows
             ]
 
-        return list(self._inbox("read_connections", work))
+        return list(self._inbox_read("read_connections", CONNECTIONS_TABLE, work, []))
 
     # -- webhook events ------------------------------------------------------------------------
 
@@ -206,7 +215,7 @@ class InboxWarehouse(DeliveryWarehouse):
                 StoredEvent(connector, r[0], r[1], r[2], r[3], r[4], json.loads(r[5]), r[6], r[7], r[8]) for r in rows
             ]
 
-        return list(self._inbox("read_events", work))
+        return list(self._inbox_read("read_events", EVENTS_TABLE, work, []))
 
     def mark_events(
         self, connector: str, settled: Mapping[str, str], waiting: Mapping[str, str], *, now: datetime
@@ -244,7 +253,7 @@ class InboxWarehouse(DeliveryWarehouse):
             count, latest = conn.execute(f"SELECT count(*), max(received_at) FROM {EVENTS}{where}", params).fetchone()
             return int(count), latest
 
-        count, latest = self._inbox("events_since", work)
+        count, latest = self._inbox_read("events_since", EVENTS_TABLE, work, (0, None))
         return int(count), latest
 
 

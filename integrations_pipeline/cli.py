@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import secrets
 import sys
 import time
 from contextlib import ExitStack
@@ -165,6 +166,7 @@ def _partition_range(start_date: str, today: date) -> tuple[str, str]:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     import dagster as dg
+    from cryptography.fernet import Fernet
     from rich.console import Console
     from rich.table import Table
 
@@ -188,24 +190,65 @@ def _cmd_run(args: argparse.Namespace) -> int:
             from integrations_pipeline.sandbox.server import serve
 
             # Trakor and Datatalks take one record per call (10/s): demo-sized catalogue and CRM keep the job quick.
-            servers = stack.enter_context(serve(default_sandboxes(seed=args.seed, sizes=DEMO_SIZES)))
-            os.environ.update(sandbox_environment(servers.base_urls))
+            boxes = default_sandboxes(seed=args.seed, sizes=DEMO_SIZES)
+            servers = stack.enter_context(serve(boxes))
+            os.environ.update(sandbox_environment(servers.base_urls, boxes))
             console.print(f"[bold]sandbox vendors[/] on loopback: {', '.join(servers.base_urls)}")
+            # Connections come through the link flow, as in production: no access token in the environment. The
+            # service's keys live for this run only (the registry's tokens are sealed again on every run).
+            os.environ.pop("TRACKSTAR_ACCESS_TOKEN", None)
+            os.environ.setdefault("INTEGRATIONS_PIPELINE_API_KEY", secrets.token_urlsafe(24))
+            os.environ["INTEGRATIONS_PIPELINE_SECRET_KEY"] = Fernet.generate_key().decode()
 
+        from integrations_pipeline.connectors import load_connectors
         from integrations_pipeline.definitions import build_definitions
+        from integrations_pipeline.defs.connections import add_partitions, connection_states
+        from integrations_pipeline.defs.translator import CONNECTION_DIMENSION
+        from integrations_pipeline.engine.auth import Credentials, secret_env_vars
+        from integrations_pipeline.warehouse.registry import connect_warehouse
 
         defs = build_definitions()
         instance = dg.DagsterInstance.get()
+        specs = load_connectors(environ=dict(os.environ))
+        http = None
+        if not args.no_sandbox:
+            from integrations_pipeline.demo import onboard, service_client
+
+            http = stack.enter_context(service_client(specs, dict(os.environ), os.environ.get("WAREHOUSE_URL")))
+            for linked in onboard(http, dict(os.environ), boxes["trackstar"]):
+                console.print(
+                    f"[bold]onboarded[/] {linked.connection_id} ({linked.integration_name}) through the link flow: "
+                    "link token → auth code → /trackstar/store-token (token stored sealed)"
+                )
+        connections: dict[str, list[str]] = {}  # vendor → its usable connections, each given its partition
+        for spec in specs.values():
+            if spec.connections is None or not spec.streams:
+                continue
+            warehouse = connect_warehouse(os.environ.get("WAREHOUSE_URL"))
+            try:
+                credentials = Credentials.from_environ(spec.name, secret_env_vars(spec), os.environ)
+                states = connection_states(spec, warehouse, credentials)
+            finally:
+                warehouse.close()
+            add_partitions(instance, spec, states.known)
+            connections[spec.name] = states.usable
         assets = [a for a in defs.assets or [] if isinstance(a, dg.AssetsDefinition)]
-        groups: dict[tuple[str, str | None], list] = {}
+        groups: dict[tuple[str, str | None, str | None], list] = {}
         for ad in assets:
             pdef = ad.partitions_def
-            start = None
-            if isinstance(pdef, dg.TimeWindowPartitionsDefinition):
-                start = pdef.start.strftime("%Y-%m-%d")
-            groups.setdefault((ad.node_def.name if ad.node_def else ad.key.to_python_identifier(), start), []).extend(
-                ad.keys
-            )
+            start = vendor = None
+            days = pdef
+            if isinstance(pdef, dg.MultiPartitionsDefinition | dg.DynamicPartitionsDefinition):
+                vendor = ad.op.tags.get(c.VENDOR_TAG)  # the stream assets' op names its vendor
+                if isinstance(pdef, dg.MultiPartitionsDefinition):
+                    days = next(d.partitions_def for d in pdef.partitions_defs if d.name != CONNECTION_DIMENSION)
+            if isinstance(days, dg.TimeWindowPartitionsDefinition):
+                start = days.start.strftime("%Y-%m-%d")
+            name = ad.node_def.name if ad.node_def else ad.key.to_python_identifier()
+            if vendor is not None and not connections.get(vendor):
+                console.print(f"[yellow]skipped[/] {name}: no usable {vendor} connection")
+                continue
+            groups.setdefault((name, start, vendor), []).extend(ad.keys)
         rows: list[tuple[str, int, int, int, float, str]] = []
         failures = 0
         today = datetime.now(UTC).date()
@@ -215,17 +258,27 @@ def _cmd_run(args: argparse.Namespace) -> int:
         sync_keys = {key for ad in assets for key, group in ad.group_names_by_key.items() if group == "syncs"}
 
         def order(item):
-            (op_name, _), keys = item
+            (op_name, _, _), keys = item
             return (any(k in dependent for k in keys), op_name)
 
         with console.status("") as status:
-            for n, ((op_name, start), keys) in enumerate(sorted(groups.items(), key=order), 1):
+            for n, ((op_name, start, vendor), keys) in enumerate(sorted(groups.items(), key=order), 1):
                 tags = {}
                 label = op_name
+                ends = ("", "")
+                if vendor is not None:  # per connection: the rectangle of every usable connection
+                    conns = connections[vendor]
+                    ends = (f"{conns[0]}|", f"{conns[-1]}|") if start is not None else (conns[0], conns[-1])
+                    label += f" {{{', '.join(conns)}}}"
                 if start is not None:
                     first, last = _partition_range(start, today)
-                    tags = {"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last}
+                    ends = (f"{ends[0]}{first}", f"{ends[1]}{last}")
                     label += f" [{first} … {last}]"
+                if ends != ("", ""):
+                    tags = {
+                        "dagster/asset_partition_range_start": ends[0],
+                        "dagster/asset_partition_range_end": ends[1],
+                    }
                 status.update(f"[{n}/{len(groups)}] materializing {label}")
                 run_config: dict[str, Any] = dict(quiet)
                 if args.dry_run and keys[0] in sync_keys:
@@ -265,6 +318,20 @@ def _cmd_run(args: argparse.Namespace) -> int:
                         )
                     )
                 console.print(f"[green]done[/] {label} in {took:.1f}s")
+
+        if http is not None and not args.dry_run and not failures:
+            from integrations_pipeline.demo import follow_one_webhook
+
+            status_line = "following one webhook: a new WMS order → SALESmanago"
+            with console.status(status_line):
+                trip = follow_one_webhook(defs, instance, http, boxes)
+            console.print(
+                f"[bold]webhook[/] order.created {trip.order_id} ({trip.connection_id}) → stored in {trip.stored:.2f}s"
+                f" → merged into trackstar.orders in {trip.merged:.2f}s (no Trackstar call) → "
+                f"{', '.join(trip.syncs)} sent {trip.events_sent} SALESmanago event(s) in {trip.synced:.2f}s; "
+                f"{trip.total:.1f}s in all, plus the sensors' intervals (webhook_events 30 s, "
+                "syncs_on_source_update 60 s) when they run in the daemon"
+            )
 
     table = Table(title="integrations_pipeline: sync summary")
     for col in ("asset", "rows", "calls", "retries", "seconds", "skipped connections"):

@@ -7,14 +7,24 @@ selecting several runs them in one process with one ``VendorClient``, so the ven
 
 Partitioned streams use ``BackfillPolicy.single_run()``: a backfill of a partition range is one run
 whose window is the whole range, ``[first day 00:00Z, day after the last 00:00Z)``.
+
+A vendor with per-customer connections partitions by connection too (``connections.py``). A run reads the
+connections of its partitions one by one: one whose token was revoked (401), or whose reads keep failing,
+fails alone. The others' partitions are reported materialized one by one, then the step fails naming the
+failed connections, so the UI marks exactly their partitions failed; a revoked or deleted connection is
+marked so in the registry and is not scheduled again until it is linked again.
 """
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
 
 import dagster as dg
 
 from integrations_pipeline.engine.client import Connection, VendorClient, parse_connections
-from integrations_pipeline.engine.connections import usable_connections
+from integrations_pipeline.engine.connections import LinkFlow, usable_connections
+from integrations_pipeline.engine.errors import AuthError, SyncError
 from integrations_pipeline.engine.read.extract import Window
 from integrations_pipeline.engine.read.load import StreamLoadResult, load_stream
 from integrations_pipeline.engine.spec import ConnectorSpec
@@ -23,9 +33,10 @@ from integrations_pipeline.warehouse.inbox import InboxWarehouse
 from integrations_pipeline.warehouse.tables import TableSpec
 
 from . import constants as c
+from .connections import connection_states
 from .lifecycle import exit_with_parent
 from .resources import ConnectionVaultResource, ConnectorCredentials, WarehouseResource
-from .translator import ConnectorTranslator, StreamProps, column_schema
+from .translator import ConnectorTranslator, StreamProps, column_schema, has_days, split_partition_key
 
 
 class WarehouseDestination:
@@ -72,51 +83,113 @@ def _multi_asset(
         pool=f"{spec.name}_api",
         op_tags={c.VENDOR_TAG: spec.name},
     )
-    def _streams(context: dg.AssetExecutionContext) -> Iterator[dg.MaterializeResult]:
+    def _streams(context: dg.AssetExecutionContext) -> Iterator[dg.MaterializeResult | dg.AssetMaterialization]:
         exit_with_parent()  # a step whose run worker was killed must not sync on as an orphan
         creds_resource: ConnectorCredentials = getattr(context.resources, creds_key)
         warehouse_resource: WarehouseResource = getattr(context.resources, c.WAREHOUSE_RESOURCE)
         credentials = creds_resource.credentials()
         window = None
+        wanted: dict[str, list[str]] | None = None  # connection → its partition keys in this run
         if pdef is not None:
-            tw = context.partition_time_window
-            window = Window(tw.start, tw.end)
-            context.log.info(f"{spec.name}: window {window}")
+            if has_days(pdef):
+                tw = context.partition_time_window
+                window = Window(tw.start, tw.end)
+                context.log.info(f"{spec.name}: window {window}")
+            if spec.connections is not None:
+                wanted = {}
+                for key in context.partition_keys:
+                    conn, _ = split_partition_key(key, pdef)
+                    wanted.setdefault(conn or "", []).append(key)
         selected = [k for k in by_key if k in context.selected_asset_keys]
         warehouse = warehouse_resource.open()
         try:
             with creds_resource.clients(log=context.log.warning).connector(spec) as client:
-                connections = _connections(context, spec, credentials, warehouse)
+                connections, failed = _connections(context, spec, credentials, warehouse, wanted)
+                done: dict[dg.AssetKey, dict[str, Loaded]] = {}
+                rows: dict[dg.AssetKey, int] = {}
                 for key in selected:
                     props = by_key[key]
-                    yield _sync_one(context, client, warehouse, key, props, connections, window)
+                    done[key] = _sync_one(context, client, warehouse, props, connections, window, failed)
+                    rows[key] = warehouse.row_count(props.table)
+                    connections = [x for x in connections if x.id not in failed]
         finally:
             warehouse.close()
+        if not failed:
+            for key, results in done.items():
+                yield dg.MaterializeResult(asset_key=key, metadata=_metadata(by_key[key], results, window, rows[key]))
+            return
+        # Some connections failed: the others' partitions are reported materialized one by one, then the step
+        # fails, so the UI marks exactly the failed connections' partitions failed.
+        for key, results in done.items():
+            for conn, result in results.items():
+                for partition in (wanted or {}).get(conn, []):
+                    yield dg.AssetMaterialization(
+                        asset_key=key,
+                        partition=partition,
+                        metadata=_metadata(by_key[key], {conn: result}, window, rows[key]),
+                    )
+        reasons = "; ".join(f"{k}: {v}" for k, v in sorted(failed.items()))
+        raise dg.Failure(
+            description=f"{spec.name}: {len(failed)} of {len(wanted or failed)} connections failed ({reasons}); "
+            "the others were loaded and their partitions reported",
+            metadata={"failed_connections": dg.MetadataValue.text(reasons)},
+        )
 
     return _streams
 
 
-def _connections(context, spec: ConnectorSpec, credentials, warehouse: Warehouse) -> list[Connection]:
-    """The stored connections (the link flow's), then the fallback variable's; see ``usable_connections``."""
+@dataclass(frozen=True)
+class Loaded:
+    """One connection's load of one stream, and the client calls it took."""
+
+    result: StreamLoadResult
+    stats: dict[str, float]
+
+
+def _connections(
+    context, spec: ConnectorSpec, credentials, warehouse: Warehouse, wanted: Mapping[str, list[str]] | None
+) -> tuple[list[Connection], dict[str, str]]:
+    """The connections this run reads, and those it was asked for and cannot read (id → why).
+
+    Without connection partitions: every usable connection (the stored ones, then the fallback variable's; see
+    ``usable_connections``). With them: the usable ones among the run's partitions."""
     if spec.connections is None:
-        return parse_connections(spec, credentials)
+        return parse_connections(spec, credentials), {}
     vault_resource: ConnectionVaultResource = getattr(context.resources, c.VAULT_RESOURCE)
     stored = (
         [(s.connection_id, s.status, s.token_sealed) for s in warehouse.read_connections(spec.name)]
         if isinstance(warehouse, InboxWarehouse)
         else []
     )
-    connections = usable_connections(spec, credentials, stored, vault_resource.vault())
+    failed: dict[str, str] = {}
+    if wanted is None:
+        connections = usable_connections(spec, credentials, stored, vault_resource.vault())
+    else:
+        states = connection_states(spec, warehouse, credentials)
+        usable = set(states.usable) & set(wanted)
+        connections = (
+            [x for x in usable_connections(spec, credentials, stored, vault_resource.vault()) if x.id in usable]
+            if usable
+            else []
+        )
+        failed = {k: states.why_not(k) for k in wanted if k not in usable}
     context.log.info(f"{spec.name}: {len(connections)} connections ({', '.join(x.id for x in connections)})")
-    return connections
+    return connections, failed
 
 
 def _sync_one(
-    context, client: VendorClient, warehouse: Warehouse, key: dg.AssetKey, props: StreamProps, connections, window
-):
+    context,
+    client: VendorClient,
+    warehouse: Warehouse,
+    props: StreamProps,
+    connections: list[Connection],
+    window: Window | None,
+    failed: dict[str, str],
+) -> dict[str, Loaded]:
+    """Load one stream, connection by connection: a vendor error of one connection (its revoked token, an
+    endpoint that keeps failing) fails that connection only, named in ``failed``; the others load."""
     table = props.table
     warehouse.ensure_table(table)
-    before = client.stats.as_dict()
     pages_logged = [0]
 
     def progress(message: str) -> None:
@@ -125,35 +198,84 @@ def _sync_one(
         if "skipped" in message or pages_logged[0] % 10 == 1:
             context.log.info(message)
 
-    result: StreamLoadResult = load_stream(
-        client, props.stream_name, WarehouseDestination(warehouse, table), connections, window=window, progress=progress
-    )
-    after = client.stats.as_dict()
-    delta = {k: after[k] - before[k] for k in after}
-    for outcome in result.skipped:
-        context.log.warning(
-            f"{props.connector.name}/{props.stream_name}: connection {outcome.connection_id} skipped: {outcome.skipped_reason}"
+    results: dict[str, Loaded] = {}
+    name = f"{props.connector.name}/{props.stream_name}"
+    for connection in connections:
+        before = client.stats.as_dict()
+        try:
+            result = load_stream(
+                client,
+                props.stream_name,
+                WarehouseDestination(warehouse, table),
+                [connection],
+                window=window,
+                progress=progress,
+            )
+        except AuthError as exc:
+            failed[connection.id] = _refused(context, client, warehouse, props.connector, connection, exc)
+            continue
+        except SyncError as exc:
+            if props.connector.connections is None:
+                raise
+            failed[connection.id] = f"{type(exc).__name__}: {exc}"
+            context.log.error(f"{name} [{connection.id}] failed: {failed[connection.id]}")
+            continue
+        after = client.stats.as_dict()
+        stats = {k: after[k] - before[k] for k in after}
+        results[connection.id] = Loaded(result, stats)
+        for outcome in result.skipped:
+            context.log.warning(f"{name}: connection {outcome.connection_id} skipped: {outcome.skipped_reason}")
+        context.log.info(
+            f"{name} [{connection.id}]: {result.records} records in {result.pages} pages, "
+            f"{int(stats['calls'])} calls, {int(stats['retries'])} retries, {result.seconds:.2f}s"
         )
-    context.log.info(
-        f"{props.connector.name}/{props.stream_name}: {result.records} records in {result.pages} pages, "
-        f"{int(delta['calls'])} calls, {int(delta['retries'])} retries, {result.seconds:.2f}s"
+    return results
+
+
+def _refused(context, client: VendorClient, warehouse: Warehouse, spec: ConnectorSpec, connection, exc) -> str:
+    """A 401 while reading one connection: its token was revoked, the connection deleted, or our organisation
+    key is wrong. The vendor's list (organisation key only) tells which; a wrong key fails the whole run."""
+    if spec.connections is None or spec.connections.link is None:
+        raise exc
+    try:
+        listed = {x.connection_id for x in LinkFlow(client).listed()}
+    except AuthError:
+        raise exc from None  # the organisation key itself is refused: no connection is to blame
+    status = "revoked" if connection.id in listed else "deleted"
+    marked = isinstance(warehouse, InboxWarehouse) and warehouse.set_connection_status(
+        spec.name, [connection.id], status, now=datetime.now(UTC)
     )
-    metadata = {
-        c.ROW_COUNT: dg.MetadataValue.int(warehouse.row_count(table)),
-        c.RECORDS_FETCHED: dg.MetadataValue.int(result.records),
-        c.PAGES: dg.MetadataValue.int(result.pages),
-        c.API_CALLS: dg.MetadataValue.int(int(delta["calls"])),
-        c.RETRIES: dg.MetadataValue.int(int(delta["retries"])),
-        c.RATE_LIMITED: dg.MetadataValue.int(int(delta["rate_limited"])),
-        c.SECONDS: dg.MetadataValue.float(round(result.seconds, 3)),
-        c.INSERTED: dg.MetadataValue.int(sum(o.inserted for o in result.outcomes)),
-        c.UPDATED: dg.MetadataValue.int(sum(o.updated for o in result.outcomes)),
-        c.CONNECTIONS: dg.MetadataValue.int(len(result.outcomes)),
+    if marked:
+        reason = f"{status} (marked so in the registry; link it again): {exc}"
+    else:  # the fallback variable's: what to fix is the variable, which a mark in the registry would override
+        reason = f"{status} (its token comes from {spec.connections.token.env}: update it): {exc}"
+    context.log.error(f"{spec.name}: connection {connection.id} {reason}")
+    return reason
+
+
+def _metadata(
+    props: StreamProps, results: Mapping[str, Loaded], window: Window | None, row_count: int
+) -> dict[str, Any]:
+    """A materialization's metadata: the run's figures summed over ``results`` (one per connection)."""
+    values = [x.result for x in results.values()]
+    stats = {k: sum(int(x.stats.get(k, 0)) for x in results.values()) for k in ("calls", "retries", "rate_limited")}
+    skipped = [o for r in values for o in r.skipped]
+    metadata: dict[str, Any] = {
+        c.ROW_COUNT: dg.MetadataValue.int(row_count),
+        c.RECORDS_FETCHED: dg.MetadataValue.int(sum(r.records for r in values)),
+        c.PAGES: dg.MetadataValue.int(sum(r.pages for r in values)),
+        c.API_CALLS: dg.MetadataValue.int(stats["calls"]),
+        c.RETRIES: dg.MetadataValue.int(stats["retries"]),
+        c.RATE_LIMITED: dg.MetadataValue.int(stats["rate_limited"]),
+        c.SECONDS: dg.MetadataValue.float(round(sum(r.seconds for r in values), 3)),
+        c.INSERTED: dg.MetadataValue.int(sum(o.inserted for r in values for o in r.outcomes)),
+        c.UPDATED: dg.MetadataValue.int(sum(o.updated for r in values for o in r.outcomes)),
+        c.CONNECTIONS: dg.MetadataValue.int(sum(len(r.outcomes) for r in values)),
         c.SKIPPED: dg.MetadataValue.text(
-            "; ".join(f"{o.connection_id}: {o.skipped_reason}" for o in result.skipped) or "none"
+            "; ".join(f"{o.connection_id}: {o.skipped_reason}" for o in skipped) or "none"
         ),
         c.COLUMN_SCHEMA: dg.MetadataValue.table_schema(column_schema(props.table)),
     }
     if window is not None:
         metadata[c.WINDOW] = dg.MetadataValue.text(str(window))
-    return dg.MaterializeResult(asset_key=key, metadata=metadata)  # the translator's key, never rebuilt here
+    return metadata

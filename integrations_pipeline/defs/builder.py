@@ -26,6 +26,7 @@ from integrations_pipeline.warehouse.registry import WAREHOUSE_URL_ENV
 from . import constants as c
 from .assets import build_connector_assets
 from .checks import build_connector_checks
+from .connections import build_connections_asset, build_connections_sensor
 from .events import build_events_job, build_events_sensor
 from .io_managers import WAREHOUSE_IO_MANAGER, WarehouseIOManager
 from .resources import WarehouseResource, credentials_resource, vault_resource
@@ -73,7 +74,7 @@ def build_definitions(
     # (a run's working directory need not be the one the definitions were loaded from).
     spec_dir = None if connectors_dir is None else str(Path(connectors_dir).resolve())
     warehouse = warehouse_resource(warehouse_url, env)
-    assets, checks, jobs, schedules = [], [], [], []
+    assets, checks, jobs, schedules, sensors = [], [], [], [], []
     resources: dict[str, object] = {
         c.WAREHOUSE_RESOURCE: warehouse,
         c.VAULT_RESOURCE: vault_resource(env),
@@ -89,12 +90,17 @@ def build_definitions(
         if not spec.streams:
             continue
         assets += build_connector_assets(spec, translator, warehouse_kind=warehouse.kind())
+        if spec.connections is not None:
+            sensors.append(build_connections_sensor(spec, translator))
+            if spec.connections.link is not None:
+                assets.append(build_connections_asset(spec, translator))
         checks += build_connector_checks(spec, translator)
         j, s = build_connector_jobs_and_schedules(spec, translator)
         jobs += j
         schedules += s
     sync_assets = build_sync_assets(specs, env, sync_translator, syncs)
-    sensors = [build_sync_sensor(sync_assets)] if sync_assets else []  # no syncs: nothing for it to watch
+    if sync_assets:  # no syncs: nothing for the sync sensor to watch
+        sensors.append(build_sync_sensor(sync_assets))
     events_job = build_events_job(specs, translator)
     if events_job is not None:
         jobs.append(events_job)

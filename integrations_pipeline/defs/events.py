@@ -15,15 +15,27 @@ from datetime import UTC, datetime
 
 import dagster as dg
 
-from integrations_pipeline.engine.connections import known_connection_ids
-from integrations_pipeline.engine.read.events import plan_events
+from integrations_pipeline.engine.connections import (
+    ConnectionChange,
+    LinkedConnection,
+    connection_change,
+    known_connection_ids,
+)
+from integrations_pipeline.engine.read.events import CONNECTION_COLUMN, plan_events
 from integrations_pipeline.engine.spec import ConnectorSpec
 from integrations_pipeline.warehouse import table_spec_for
 from integrations_pipeline.warehouse.inbox import InboxWarehouse
 
 from . import constants as c
 from .resources import ConnectorCredentials, WarehouseResource
-from .translator import ConnectorTranslator, StreamProps
+from .translator import (
+    DAY_DIMENSION,
+    ConnectorTranslator,
+    StreamProps,
+    connection_partitions,
+    has_days,
+    partition_key,
+)
 
 JOB_NAME = "apply_webhook_events"
 SENSOR_NAME = "webhook_events"
@@ -70,12 +82,16 @@ def _apply_connector(
     pending = warehouse.read_events(spec.name, pending_only=True)
     if not pending:
         return
+    now = datetime.now(UTC)
+    changes = {e.event_id: ch for e in pending if (ch := connection_change(spec, e)) is not None}
+    settled = _apply_connection_changes(context, warehouse, spec, list(changes.values()), now)
+    pending = [e for e in pending if e.event_id not in changes]
     known: set[str] | None = None
     if spec.connections is not None:
         stored = [(s.connection_id, s.status, s.token_sealed) for s in warehouse.read_connections(spec.name)]
         known = known_connection_ids(spec, creds.credentials(), stored)
     plan = plan_events(spec, pending, known)
-    settled = dict(plan.settled)
+    settled.update(plan.settled)
     for stream, records in plan.records.items():
         table = table_spec_for(spec, stream)
         warehouse.ensure_table(table)
@@ -91,29 +107,69 @@ def _apply_connector(
             c.UPDATED: dg.MetadataValue.int(result.updated),
             "source": dg.MetadataValue.text("webhooks"),
         }
-        partitions: list[str | None] = [*_partitions(translator, props, records)] or [None]
+        partitions: list[str | None] = [*_partitions(context.instance, translator, props, records)] or [None]
         for partition in partitions:
             yield dg.AssetMaterialization(asset_key=key, partition=partition, metadata=metadata)
         context.log.info(
             f"{spec.name}/{stream}: {len(records)} webhook events merged ({result.inserted} new, "
             f"{result.updated} updated, {result.unchanged} unchanged), no API call"
         )
-    warehouse.mark_events(spec.name, settled, plan.waiting, now=datetime.now(UTC))
+    warehouse.mark_events(spec.name, settled, plan.waiting, now=now)
     for event_id, reason in sorted(plan.waiting.items())[:20]:
         context.log.warning(f"{spec.name}: event {event_id} not applied yet: {reason}")
     if plan.waiting:
         context.log.warning(f"{spec.name}: {len(plan.waiting)} events wait (kept in _integrations.webhook_events)")
 
 
-def _partitions(translator: ConnectorTranslator, props: StreamProps, records: list[dict]) -> list[str]:
-    """The daily partitions the records fall in, by their cursor (only keys the asset has)."""
+def _partitions(
+    instance: dg.DagsterInstance, translator: ConnectorTranslator, props: StreamProps, records: list[dict]
+) -> list[str]:
+    """The partitions the records fall in, by their cursor's day (and their connection, when the stream is
+    partitioned by connection); only keys the asset has."""
     pdef = translator.get_partitions_def(props)
     incremental = props.stream.incremental
-    if pdef is None or incremental is None:
+    if pdef is None or incremental is None or not has_days(pdef):
         return []
-    days = {str(r.get(incremental.cursor_field) or "")[:10] for r in records}
-    keys = set(pdef.get_partition_keys())
-    return sorted(d for d in days if d in keys)
+    daily = pdef
+    if isinstance(pdef, dg.MultiPartitionsDefinition):
+        daily = next(d.partitions_def for d in pdef.partitions_defs if d.name == DAY_DIMENSION)
+    days = set(daily.get_partition_keys())
+    if daily is pdef:
+        return sorted({d for r in records if (d := str(r.get(incremental.cursor_field) or "")[:10]) in days})
+    name = connection_partitions(props.connector.name).name
+    assert name is not None
+    conns = set(instance.get_dynamic_partitions(name))
+    pairs = {(str(r.get(CONNECTION_COLUMN)), str(r.get(incremental.cursor_field) or "")[:10]) for r in records}
+    return sorted(str(partition_key(conn, day)) for conn, day in pairs if conn in conns and day in days)
+
+
+def _apply_connection_changes(
+    context: dg.OpExecutionContext,
+    warehouse: InboxWarehouse,
+    spec: ConnectorSpec,
+    changes: list[ConnectionChange],
+    now: datetime,
+) -> dict[str, str]:
+    """Connection events into the registry: created → stored active (with the token the receiver sealed, when
+    it kept one), deleted → marked deleted; a history completion changes no row (the connections sensor reads
+    it and runs the stream's history again). Returns event id → outcome."""
+    outcomes: dict[str, str] = {}
+    for change in changes:
+        if change.problem:
+            outcomes[change.event_id] = f"rejected: {change.problem}"
+        elif change.kind == "created":
+            linked = LinkedConnection(change.connection_id, change.integration_name, available_actions=())
+            warehouse.store_connection(spec.name, linked, change.token_sealed, now=now)
+            token = "with its token (sealed)" if change.token_sealed else "without a token (none kept)"
+            outcomes[change.event_id] = f"connection stored {token}"
+        elif change.kind == "deleted":
+            n = warehouse.set_connection_status(spec.name, [change.connection_id], "deleted", now=now)
+            outcomes[change.event_id] = "connection marked deleted" if n else "connection was not active here"
+        else:
+            days = f"{change.oldest or '?'} … {change.newest or '?'}"
+            outcomes[change.event_id] = f"history of {change.stream} complete ({days}): read again by the sensor"
+        context.log.info(f"{spec.name}: {change.kind} {change.connection_id}: {outcomes[change.event_id]}")
+    return outcomes
 
 
 def build_events_sensor(job: dg.JobDefinition) -> dg.SensorDefinition:

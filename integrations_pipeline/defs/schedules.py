@@ -1,7 +1,7 @@
 """Jobs and schedules: per connector, a daily job over its incremental streams and one for the rest.
 
 The daily schedule materializes yesterday's partition (UTC) an hour after midnight, after Trackstar's
-own hourly WMS sync has run. Full-refresh streams (Salestrekker workflows) refresh daily too.
+own hourly WMS sync has run; for a vendor with per-customer connections, one run per connection. Full-refresh streams (Salestrekker workflows) refresh daily too.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import dagster as dg
 
 from integrations_pipeline.engine.spec import ConnectorSpec
 
+from .connections import build_connection_schedules
 from .translator import ConnectorTranslator, StreamProps
 
 
@@ -19,6 +20,9 @@ def build_connector_jobs_and_schedules(
     spec: ConnectorSpec, translator: ConnectorTranslator | None = None
 ) -> tuple[list[dg.UnresolvedAssetJobDefinition], list[Any]]:
     translator = translator or ConnectorTranslator()
+    if spec.connections is not None:
+        # Partitioned by connection: one run per connection (connections.py).
+        return build_connection_schedules(spec, translator)
     incremental = [translator.get_asset_key(StreamProps(spec, n)) for n, s in spec.streams.items() if s.incremental]
     full = [translator.get_asset_key(StreamProps(spec, n)) for n, s in spec.streams.items() if not s.incremental]
     jobs: list[dg.UnresolvedAssetJobDefinition] = []

@@ -41,6 +41,11 @@ class StreamProps:
 
 _PARTITIONS: dict[str, dg.DailyPartitionsDefinition] = {}
 
+#: The dimensions of a per-connection incremental stream's partitions: ``<connection>|<YYYY-MM-DD>``
+#: (Dagster orders a multi-partition key's parts by dimension name).
+CONNECTION_DIMENSION = "connection"
+DAY_DIMENSION = "day"
+
 
 def daily_partitions(start_date: str) -> dg.DailyPartitionsDefinition:
     """One shared definition per start date, so streams that agree can share a multi-asset."""
@@ -49,9 +54,58 @@ def daily_partitions(start_date: str) -> dg.DailyPartitionsDefinition:
     return _PARTITIONS[start_date]
 
 
+def connection_partitions(connector: str) -> dg.DynamicPartitionsDefinition:
+    """The connections of ``connector`` as Dagster dynamic partitions (named ``<connector>_connections``): the
+    connections sensor and the ``<connector>/connections`` asset add one per connection the registry or the
+    fallback variable knows."""
+    return dg.DynamicPartitionsDefinition(name=f"{connector}_connections")
+
+
+def per_connection_partitions(connector: str, start_date: str) -> dg.MultiPartitionsDefinition:
+    """Connection × day, so each customer's days succeed or fail on their own in the UI."""
+    return dg.MultiPartitionsDefinition(
+        {CONNECTION_DIMENSION: connection_partitions(connector), DAY_DIMENSION: daily_partitions(start_date)}
+    )
+
+
+def partition_key(connection: str, day: str | None) -> str:
+    """The partition key of one connection's day (``day=None``: of a per-connection full-refresh stream)."""
+    if day is None:
+        return connection
+    return dg.MultiPartitionKey({CONNECTION_DIMENSION: connection, DAY_DIMENSION: day})
+
+
+def has_days(partitions_def: dg.PartitionsDefinition) -> bool:
+    """Whether ``partitions_def`` has a daily dimension (the run then has a time window)."""
+    if isinstance(partitions_def, dg.MultiPartitionsDefinition):
+        return any(
+            isinstance(d.partitions_def, dg.TimeWindowPartitionsDefinition) for d in partitions_def.partitions_defs
+        )
+    return isinstance(partitions_def, dg.TimeWindowPartitionsDefinition)
+
+
+def split_partition_key(key: str, partitions_def: dg.PartitionsDefinition) -> tuple[str | None, str | None]:
+    """``(connection, day)`` of a partition key of ``partitions_def`` (None for a dimension it does not have)."""
+    if isinstance(partitions_def, dg.MultiPartitionsDefinition):
+        parts = partitions_def.get_partition_key_from_str(key).keys_by_dimension
+        return parts[CONNECTION_DIMENSION], parts[DAY_DIMENSION]
+    if isinstance(partitions_def, dg.DynamicPartitionsDefinition):
+        return key, None
+    return None, key
+
+
 class ConnectorTranslator:
+    def get_connector_asset_key(self, connector: ConnectorSpec, name: str) -> dg.AssetKey:
+        """The key of asset ``name`` of ``connector``: a stream, or the ``connections`` registry. Override this to
+        rename every asset of a connector (a prefix), ``get_asset_key`` to rename streams only."""
+        return dg.AssetKey([connector.name, name])
+
     def get_asset_key(self, props: StreamProps) -> dg.AssetKey:
-        return dg.AssetKey([props.connector.name, props.stream_name])
+        return self.get_connector_asset_key(props.connector, props.stream_name)
+
+    def get_connections_asset_key(self, connector: ConnectorSpec) -> dg.AssetKey:
+        """The key of the connector's connection registry asset (``trackstar/connections``)."""
+        return self.get_connector_asset_key(connector, "connections")
 
     def get_group_name(self, props: StreamProps) -> str:
         return props.connector.name
@@ -70,7 +124,12 @@ class ConnectorTranslator:
         return {props.connector.protocol, props.warehouse_kind}
 
     def get_partitions_def(self, props: StreamProps) -> dg.PartitionsDefinition | None:
+        """Daily on the cursor for an incremental stream; for a vendor with per-customer connections, by
+        connection too (connection × day, or connection alone for a full-refresh stream)."""
         inc = props.stream.incremental
+        if props.connector.connections is not None:
+            name = props.connector.name
+            return per_connection_partitions(name, inc.start_date) if inc else connection_partitions(name)
         return daily_partitions(inc.start_date) if inc else None
 
     def get_metadata(self, props: StreamProps) -> dict[str, object]:
@@ -87,6 +146,22 @@ class ConnectorTranslator:
 
     def get_tags(self, props: StreamProps) -> dict[str, str]:
         return {constants.VENDOR_TAG: props.connector.name}
+
+    def get_connections_asset_spec(self, connector: ConnectorSpec) -> dg.AssetSpec:
+        """The connection registry asset (``connections.link`` vendors): reconciled with the vendor's list."""
+        link = connector.connections.link if connector.connections else None
+        listed = f"`GET {link.list_path}`" if link else "the vendor's list"
+        return dg.AssetSpec(
+            key=self.get_connections_asset_key(connector),
+            group_name=connector.name,
+            description=(
+                f"{connector.title} connections: the registry (`_integrations.connections`) reconciled with "
+                f"{listed}: new ones added, gone ones marked deleted, available actions refreshed; one partition "
+                "per connection for the streams."
+            ),
+            kinds={connector.protocol},
+            tags={constants.VENDOR_TAG: connector.name},
+        )
 
     def get_asset_spec(self, props: StreamProps) -> dg.AssetSpec:
         return dg.AssetSpec(

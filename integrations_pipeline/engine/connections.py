@@ -18,8 +18,8 @@ are handed in by the caller (``INTEGRATIONS_PIPELINE_SECRET_KEY`` in the service
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, replace
+from typing import Any, Protocol
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from pydantic import SecretStr
@@ -237,9 +237,112 @@ def known_connection_ids(
 def _fallback(
     spec: ConnectorSpec, credentials: Credentials, stored: Sequence[tuple[str, str, str | None]]
 ) -> list[Connection]:
-    """The fallback variable's connections the registry does not know (a stored one, even deleted, wins)."""
+    """The fallback variable's connections the registry does not know, or knows as active with no token (a
+    connection reconciling found, whose token only the variable has). A stored token, or a stored deleted or
+    revoked status, wins over the variable."""
     assert spec.connections is not None
     if not credentials.has(spec.connections.token.env):
         return []
-    known = {connection_id for connection_id, _, _ in stored}
+    known = {connection_id for connection_id, status, sealed in stored if status != "active" or sealed}
     return [c for c in parse_connections(spec, credentials) if c.id not in known]
+
+
+# -- connection events (webhooks about a connection itself) -----------------------------------------------------
+
+#: A secret in a stored event body is replaced by ``{SEALED_KEY: <Fernet token>}``, or, with no vault, by
+#: ``{DROPPED_KEY: <why>}``: the clear value is never written.
+SEALED_KEY = "sealed"
+DROPPED_KEY = "dropped"
+
+
+def seal_event_secrets(spec: ConnectorSpec, payload: dict[str, Any], vault: TokenVault | None) -> dict[str, Any]:
+    """A copy of ``payload`` whose secret fields (``webhooks.secret_fields()``) are sealed with ``vault``, or
+    dropped when there is none; the input is left unchanged."""
+    hooks = spec.webhooks
+    paths = hooks.secret_fields() if hooks is not None else []
+    if not paths:
+        return payload
+    copy = json_copy(payload)
+    for path in paths:
+        *parents, leaf = path.split(".")
+        node: Any = copy
+        for part in parents:
+            node = node.get(part) if isinstance(node, dict) else None
+        if not isinstance(node, dict) or not isinstance(node.get(leaf), str):
+            continue
+        if vault is None:
+            node[leaf] = {DROPPED_KEY: "no INTEGRATIONS_PIPELINE_SECRET_KEY to seal it with"}
+        else:
+            node[leaf] = {SEALED_KEY: vault.seal(SecretStr(node[leaf]))}
+    return copy
+
+
+def json_copy(value: Any) -> Any:
+    """A deep copy of a JSON value (dicts and lists copied, scalars shared)."""
+    if isinstance(value, dict):
+        return {k: json_copy(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [json_copy(v) for v in value]
+    return value
+
+
+@dataclass(frozen=True)
+class ConnectionChange:
+    """What one connection event changes: ``kind`` is ``created``, ``deleted`` or ``history_completed``."""
+
+    event_id: str
+    kind: str
+    connection_id: str
+    integration_name: str | None = None
+    token_sealed: str | None = None  # created: the token as the receiver sealed it (None: not kept)
+    stream: str | None = None  # history_completed: the stream whose history is complete
+    oldest: str | None = None  # history_completed: first day (YYYY-MM-DD) the history holds
+    newest: str | None = None  # history_completed: last day it holds
+    problem: str | None = None  # why the event changes nothing (an unknown resource, no connection id)
+
+    def __repr__(self) -> str:
+        return f"ConnectionChange({self.kind!r}, {self.connection_id!r})"
+
+
+class ConnectionEvent(Protocol):
+    @property
+    def event_id(self) -> str: ...
+    @property
+    def event_type(self) -> str: ...
+    @property
+    def connection_id(self) -> str | None: ...
+    @property
+    def payload(self) -> dict[str, Any]: ...
+
+
+def connection_change(spec: ConnectorSpec, event: ConnectionEvent) -> ConnectionChange | None:
+    """The change a connection event makes; None when ``event`` is not about a connection."""
+    hooks = spec.webhooks
+    ce = hooks.connection_events if hooks is not None else None
+    kind = ce.kind(event.event_type) if ce is not None else None
+    if ce is None or kind is None:
+        return None
+    if not event.connection_id:
+        return ConnectionChange(event.event_id, kind, "", problem="the event names no connection")
+    name = event.payload.get("integration_name")
+    change = ConnectionChange(
+        event.event_id, kind, event.connection_id, integration_name=name if isinstance(name, str) else None
+    )
+    if kind == "created" and ce.token_field:
+        token = dig(event.payload, ce.token_field)
+        sealed = token.get(SEALED_KEY) if isinstance(token, dict) else None
+        return replace(change, token_sealed=sealed if isinstance(sealed, str) else None)
+    if kind == "history_completed":
+        resource = dig(event.payload, ce.resource_field) if ce.resource_field else None
+        stream = ce.resource_streams.get(resource) if isinstance(resource, str) else None
+        if stream is None:
+            return replace(change, problem=f"history of resource {resource!r}, which maps to no stream")
+        oldest = dig(event.payload, ce.oldest_field) if ce.oldest_field else None
+        newest = dig(event.payload, ce.newest_field) if ce.newest_field else None
+        return replace(
+            change,
+            stream=stream,
+            oldest=oldest[:10] if isinstance(oldest, str) and len(oldest) >= 10 else None,
+            newest=newest[:10] if isinstance(newest, str) and len(newest) >= 10 else None,
+        )
+    return change

@@ -166,6 +166,40 @@ class WebhookVerifySpec(Frozen):
     secret: Secret
 
 
+class ConnectionEventsSpec(Frozen):
+    """Webhook events about a connection itself, which change the connection registry rather than a stream.
+
+    ``created`` may carry the connection's access token (``token_field``): the receiver seals it with the
+    registry's key before the event is stored, so it is never written in clear. ``history_completed`` says the
+    vendor finished reading a resource's history from the customer's system: the rows it can serve for that
+    resource are complete, so the connection's history for the resource's stream is read again.
+    """
+
+    created: str | None = Field(default=None, description="Event type: a customer connected.")
+    deleted: str | None = Field(default=None, description="Event type: a connection was deleted.")
+    history_completed: str | None = Field(
+        default=None, description="Event type: the vendor's historical sync of one resource completed."
+    )
+    token_field: str | None = Field(
+        default=None, description="Dotted path of the access token in a created event's body."
+    )
+    resource_field: str | None = Field(
+        default=None, description="Dotted path of the resource a history event names (e.g. 'data.resource')."
+    )
+    resource_streams: dict[str, str] = Field(
+        default_factory=dict, description="Resource name in a history event → the stream it fills."
+    )
+    oldest_field: str | None = Field(default=None, description="Dotted path of the oldest date the history holds.")
+    newest_field: str | None = Field(default=None, description="Dotted path of the newest date the history holds.")
+
+    def kind(self, event_type: str) -> str | None:
+        """``created``, ``deleted``, ``history_completed``, or None for any other event type."""
+        for kind in ("created", "deleted", "history_completed"):
+            if getattr(self, kind) == event_type:
+                return kind
+        return None
+
+
 class WebhooksSpec(Frozen):
     """Change notifications a vendor posts, and how each becomes a change of one stream."""
 
@@ -183,6 +217,15 @@ class WebhooksSpec(Frozen):
         description="Event type → the stream it changes; a type ending in '*' matches every type it begins "
         "('order.*'). Events of other types are stored and reported, never applied to a stream.",
     )
+
+    connection_events: ConnectionEventsSpec | None = Field(
+        default=None, description="Events about connections (created, deleted, history completed)."
+    )
+
+    def secret_fields(self) -> list[str]:
+        """Dotted body paths holding secrets: sealed (or dropped) before an event is stored."""
+        ce = self.connection_events
+        return [ce.token_field] if ce is not None and ce.token_field else []
 
     def stream_for(self, event_type: str) -> str | None:
         """The stream an event type changes: its exact entry, else the longest '*' entry it begins with."""
@@ -636,6 +679,9 @@ class ConnectorSpec(Frozen):
                 raise ValueError(f"streams.{name}.path: required for a REST stream (protocol: rest)")
             if self.protocol == "graphql" and not stream.query:
                 raise ValueError(f"streams.{name}.query: required for a GraphQL stream (protocol: graphql)")
+        if self.connections is not None and "connections" in self.streams:
+            # The connection registry is an asset of its own, keyed <connector>/connections.
+            raise ValueError("streams.connections: the name is taken by the connection registry of `connections:`")
         for name, sink in self.sinks.items():
             problem = _sink_problem(name, sink)
             if problem:
@@ -646,6 +692,15 @@ class ConnectorSpec(Frozen):
                     raise ValueError(
                         f"webhooks.streams.{event}: no stream '{target}'; expected one of {sorted(self.streams)}"
                     )
+            ce = self.webhooks.connection_events
+            for resource, target in (ce.resource_streams if ce else {}).items():
+                if target not in self.streams:
+                    raise ValueError(
+                        f"webhooks.connection_events.resource_streams.{resource}: no stream '{target}'; expected one "
+                        f"of {sorted(self.streams)}"
+                    )
+            if ce is not None and self.connections is None:
+                raise ValueError("webhooks.connection_events: the connector has no connections")
         return self
 
     _base_ok = field_validator("base_url")(classmethod(lambda cls, v: check_http_default(v)))

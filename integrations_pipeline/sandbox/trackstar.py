@@ -886,6 +886,7 @@ class TrackstarSandbox(VendorSandbox):
             for n, (cid, token) in enumerate(self.connections.items())
         }
         self._by_token = {t.token: t for t in self.tenants.values()}
+        self._gone: dict[str, _Tenant] = {}  # deleted connections (their events still name them)
         self._buckets: dict[str, tuple[float, float]] = {}  # token -> (tokens, last monotonic)
         self._bucket_lock = threading.Lock()
         self._link_tokens = 0
@@ -950,8 +951,21 @@ class TrackstarSandbox(VendorSandbox):
             )
 
     def announce_connection(self, event_type: str, connection_id: str, data: dict[str, Any] | None = None) -> None:
-        """Queue a connection event (``connection.created|deleted``, ``connection.historical-sync-completed``)."""
-        tenant = self.tenants.get(connection_id)
+        """Queue a connection event with the body openapi.json gives it (``data`` overrides): connection.created
+        → ConnectionCreatedSchema {created_date, access_token}; connection.deleted → ConnectionDeletedSchema
+        {deleted_date}; connection.historical-sync-completed → HistoricalSyncCompletedSchema {oldest_data_date,
+        newest_data_date, resource} (resource "orders" unless ``data`` says otherwise)."""
+        tenant = self.tenants.get(connection_id) or self._gone.get(connection_id)
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        if data is None:
+            if event_type == "connection.created":
+                data = {"created_date": now, "access_token": tenant.token if tenant else ""}
+            elif event_type == "connection.deleted":
+                data = {"deleted_date": now}
+            elif event_type == "connection.historical-sync-completed":
+                data = {"oldest_data_date": "2026-10-01T00:00:00Z", "newest_data_date": now, "resource": "orders"}
+            else:
+                data = {}
         with self._lock:
             self._messages += 1
             msg_id = f"msg_{mix64(self.seed, 'svix', self._messages):016x}"
@@ -960,11 +974,52 @@ class TrackstarSandbox(VendorSandbox):
             {
                 "connection_id": connection_id,
                 "integration_name": tenant.integration if tenant else None,
-                "integration_type": "wms",
+                "integration_type": "general",  # GeneralConnections*WebhookSchema examples
                 "event_type": event_type,
-                "data": data or {"connection_id": connection_id},
+                "data": data,
             },
         )
+
+    def connect(self, connection_id: str, token: str | None = None) -> str:
+        """A customer links a new WMS now: it is listed, its auth code (returned, ``code_<id>``) exchanges for
+        its token, and a ``connection.created`` event carrying the token is queued, as Trackstar sends one."""
+        if connection_id in self.tenants:
+            raise ValueError(f"connection '{connection_id}' exists")
+        token = token or f"tok-{mix64(self.seed, 'token', connection_id):016x}"
+        n = len(self.tenants) + len(self._gone)
+        tenant = _Tenant(self.seed, connection_id, token, INTEGRATIONS[n % len(INTEGRATIONS)], self.sizes)
+        with self._lock:
+            self.connections[connection_id] = token
+            self.tenants[connection_id] = tenant
+            self._by_token[token] = tenant
+        self.announce_connection("connection.created", connection_id)
+        return f"code_{connection_id}"
+
+    def relink(self, connection_id: str) -> str:
+        """The customer links the same WMS again: a new token (the old one stays refused); its auth code."""
+        tenant = self._tenant(connection_id)
+        with self._lock:
+            self._by_token.pop(tenant.token, None)
+            tenant.token = f"tok-{mix64(self.seed, 'relink', tenant.token):016x}"
+            self.connections[connection_id] = tenant.token
+            self._by_token[tenant.token] = tenant
+        return f"code_{connection_id}"
+
+    def revoke(self, connection_id: str) -> None:
+        """The customer revokes access in their WMS: the connection is still listed, its token answers 401."""
+        tenant = self._tenant(connection_id)
+        with self._lock:
+            self._by_token.pop(tenant.token, None)
+
+    def delete_connection(self, connection_id: str) -> None:
+        """The connection is deleted in Trackstar: no longer listed, its token refused, ``connection.deleted``
+        queued."""
+        tenant = self._tenant(connection_id)
+        with self._lock:
+            self._gone[connection_id] = self.tenants.pop(connection_id)
+            self.connections.pop(connection_id, None)
+            self._by_token.pop(tenant.token, None)
+        self.announce_connection("connection.deleted", connection_id)
 
     def _sign(self, msg_id: str, body: bytes) -> dict[str, str]:
         # Signed by the svix library exactly as Svix signs (v1 HMAC-SHA256 over "id.timestamp.body").

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -33,7 +33,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from integrations_pipeline.engine.client import VendorClient
-from integrations_pipeline.engine.connections import LinkFlow, TokenVault
+from integrations_pipeline.engine.connections import LinkFlow, TokenVault, seal_event_secrets
 from integrations_pipeline.engine.errors import (
     AuthError,
     ConfigError,
@@ -186,6 +186,17 @@ def create_app(
         except WebhookRejected as exc:
             say(str(exc))
             return refuse(exc.status, str(exc))
+
+        if spec.webhooks.secret_fields():
+            # A connection.created event carries the customer's access token: sealed before it is written, like
+            # the link flow's, or dropped when there is no key (the connection is then stored without a token).
+            try:
+                vault = (
+                    TokenVault.from_setting(settings.secret_key, source=SECRET_KEY_ENV) if settings.secret_key else None
+                )
+            except ConfigError as exc:
+                return refuse(503, str(exc))
+            event = replace(event, payload=seal_event_secrets(spec, event.payload, vault))
 
         def store() -> bool:
             warehouse = open_warehouse()

@@ -133,7 +133,9 @@ class InboxWarehouse(DeliveryWarehouse):
                 "integration_name = COALESCE(excluded.integration_name, "
                 f"{CONNECTIONS_TABLE}.integration_name), "
                 f"customer_id = COALESCE(excluded.customer_id, {CONNECTIONS_TABLE}.customer_id), "
-                "available_actions = excluded.available_actions, status = excluded.status, "
+                # An event or a list without actions keeps those known (a connection.created carries none).
+                f"available_actions = CASE WHEN excluded.available_actions = '[]' THEN {CONNECTIONS_TABLE}.available_actions "
+                "ELSE excluded.available_actions END, status = excluded.status, "
                 f"token_sealed = COALESCE(excluded.token_sealed, {CONNECTIONS_TABLE}.token_sealed), "
                 "updated_at = excluded.updated_at",
                 values,
@@ -201,15 +203,33 @@ class InboxWarehouse(DeliveryWarehouse):
 
         return bool(self._inbox("store_event", work))
 
-    def read_events(self, connector: str, *, pending_only: bool = False) -> list[StoredEvent]:
-        """Events of ``connector`` in the order received (ties by id)."""
-        pending = " AND applied_at IS NULL" if pending_only else ""
+    def read_events(
+        self,
+        connector: str,
+        *,
+        pending_only: bool = False,
+        event_types: Sequence[str] | None = None,
+        received_after: str | None = None,
+    ) -> list[StoredEvent]:
+        """Events of ``connector`` in the order received (ties by id): only pending ones, only of
+        ``event_types``, only received after ``received_after`` (an ISO timestamp), as asked."""
+        p = self._placeholder
+        where, params = [f"connector = {p}"], [connector]
+        if pending_only:
+            where.append("applied_at IS NULL")
+        if event_types is not None:
+            if not event_types:
+                return []
+            where.append(f"event_type IN ({', '.join([p] * len(event_types))})")
+            params += list(event_types)
+        if received_after is not None:
+            where.append(f"received_at > {p}")
+            params.append(received_after)
 
         def work(conn: Any) -> list[StoredEvent]:
             rows = conn.execute(
-                f"SELECT {_EVENT_COLUMNS} FROM {EVENTS} WHERE connector = {self._placeholder}{pending} "
-                "ORDER BY received_at, event_id",
-                [connector],
+                f"SELECT {_EVENT_COLUMNS} FROM {EVENTS} WHERE {' AND '.join(where)} ORDER BY received_at, event_id",
+                params,
             ).fetchall()
             return [
                 StoredEvent(connector, r[0], r[1], r[2], r[3], r[4], json.loads(r[5]), r[6], r[7], r[8]) for r in rows

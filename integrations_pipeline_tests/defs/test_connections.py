@@ -23,10 +23,10 @@ from integrations_pipeline.engine.client import ClientFactory
 from integrations_pipeline.service.app import ServiceSettings, create_app
 from integrations_pipeline.warehouse import table_spec_for
 from integrations_pipeline.warehouse.inbox import open_inbox
+from integrations_pipeline_tests.partitions import connected_instance, trackstar_days
 
 SPECS = load_connectors()
 KEY = dg.AssetKey(["trackstar", "orders"])
-RANGE = {"dagster/asset_partition_range_start": "2026-10-01", "dagster/asset_partition_range_end": "2026-11-21"}
 
 
 def _link(env: dict[str, str], url: str, auth_code: str) -> None:
@@ -43,16 +43,26 @@ def _link(env: dict[str, str], url: str, auth_code: str) -> None:
     assert answer.status_code == 200, answer.text
 
 
-def _run(url: str, raise_on_error: bool = True) -> dg.ExecuteInProcessResult:
+def _run(url: str, connections=("conn_a", "conn_b"), raise_on_error: bool = True) -> dg.ExecuteInProcessResult:
+    """One run of ``trackstar/orders`` over every day of ``connections``' partitions."""
     defs = build_definitions()
     return dg.materialize(
         list(defs.assets),
         selection=[KEY],
         resources={**defs.resources, c.WAREHOUSE_RESOURCE: WarehouseResource(url=url)},
-        tags=RANGE,
-        instance=dg.DagsterInstance.ephemeral(),
+        tags=trackstar_days("2026-10-01", "2026-11-21", connections),
+        instance=connected_instance(connections),
         raise_on_error=raise_on_error,
     )
+
+
+def _failure(result: dg.ExecuteInProcessResult) -> str:
+    (failure,) = [e for e in result.all_events if e.is_step_failure]
+    return failure.step_failure_data.error.to_string()  # Dagster's wrapper, then our error as its cause
+
+
+def _partitions(result: dg.ExecuteInProcessResult) -> set[str]:
+    return {str(e.partition).split("|")[0] for e in result.get_asset_materialization_events()}
 
 
 def _connection_ids(url: str) -> set[str]:
@@ -77,9 +87,12 @@ def linked_env(sandbox_env, monkeypatch):
 def test_a_connection_linked_through_the_service_is_read_with_no_token_pasted(sandboxes, linked_env, warehouse_url):
     _, boxes = sandboxes
     _link(linked_env, warehouse_url, "code_b")
-    result = _run(warehouse_url)
+    result = _run(warehouse_url, ["conn_b"])
     assert result.success
     assert _connection_ids(warehouse_url) == {"conn_b"}
+    # conn_a was never linked and no variable names it: a run of its partitions fails, saying so.
+    refused = _run(warehouse_url, ["conn_a"], raise_on_error=False)
+    assert not refused.success and "conn_a: unknown" in _failure(refused)
     with open_inbox(warehouse_url) as wh:
         rows = wh.read_records(table_spec_for(SPECS["trackstar"], "orders"))
     assert sorted(r["id"] for r in rows) == sorted(r["id"] for r in boxes["trackstar"].truth("orders", "conn_b"))
@@ -88,10 +101,9 @@ def test_a_connection_linked_through_the_service_is_read_with_no_token_pasted(sa
 def test_stored_tokens_need_the_key_and_the_run_says_which(sandboxes, linked_env, warehouse_url, monkeypatch):
     _link(linked_env, warehouse_url, "code_a")
     monkeypatch.delenv("INTEGRATIONS_PIPELINE_SECRET_KEY")
-    result = _run(warehouse_url, raise_on_error=False)
+    result = _run(warehouse_url, ["conn_a"], raise_on_error=False)
     assert not result.success
-    (failure,) = [e for e in result.all_events if e.is_step_failure]
-    message = failure.step_failure_data.error.to_string()  # Dagster's wrapper, then our error as its cause
+    message = _failure(result)
     assert "INTEGRATIONS_PIPELINE_SECRET_KEY" in message and "conn_a" in message
 
 
@@ -104,5 +116,8 @@ def test_the_variable_is_a_fallback_and_a_deleted_connection_is_not_read(
         assert wh.set_connection_status("trackstar", ["conn_b"], "deleted", now=datetime.now(UTC)) == 1
     tokens = boxes["trackstar"].connections
     monkeypatch.setenv("TRACKSTAR_ACCESS_TOKEN", ",".join(f"{cid}={tok}" for cid, tok in tokens.items()))
-    assert _run(warehouse_url).success
+    result = _run(warehouse_url, raise_on_error=False)
+    # conn_a (the variable's) is read and its partitions reported; conn_b's fail, naming why.
+    assert not result.success and "conn_b: deleted" in _failure(result)
+    assert _partitions(result) == {"conn_a"}
     assert _connection_ids(warehouse_url) == {"conn_a"}

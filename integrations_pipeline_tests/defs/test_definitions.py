@@ -12,7 +12,9 @@ from integrations_pipeline.syncs import load_syncs
 SPECS = load_connectors()
 STREAM_ASSETS = {f"{c.name}/{s}" for c in SPECS.values() for s in c.streams}
 SYNC_ASSETS = {f"{s.target_connector}/{s.name}" for s in load_syncs(SPECS).values()}
-EXPECTED = STREAM_ASSETS | SYNC_ASSETS
+# Vendors with a link flow have a connection registry asset besides their streams.
+REGISTRY_ASSETS = {f"{c.name}/connections" for c in SPECS.values() if c.connections and c.connections.link}
+EXPECTED = STREAM_ASSETS | SYNC_ASSETS | REGISTRY_ASSETS
 
 
 def _assets(d: dg.Definitions) -> dict[str, dg.AssetSpec]:
@@ -28,7 +30,7 @@ def test_load_with_empty_environment_and_assets_are_described():
     nodes = _assets(build_definitions(environ={}))
     assert set(nodes) == EXPECTED
     for key, node in nodes.items():
-        if key in SYNC_ASSETS:
+        if key in SYNC_ASSETS or key in REGISTRY_ASSETS:
             continue
         vendor, stream = key.split("/")
         spec = SPECS[vendor]
@@ -38,7 +40,18 @@ def test_load_with_empty_environment_and_assets_are_described():
         assert {spec.protocol, "duckdb"} <= set(node.kinds)
         assert node.metadata["dagster/table_name"] == f"{vendor}.{stream}"
         assert isinstance(node.metadata["dagster/column_schema"], dg.TableSchema)
-        if spec.streams[stream].incremental:
+        if spec.connections is not None:
+            # Per customer: connection × day, or connection alone for a full-refresh stream.
+            pdef = node.partitions_def
+            if spec.streams[stream].incremental:
+                assert isinstance(pdef, dg.MultiPartitionsDefinition)
+                dims = {d.name: d.partitions_def for d in pdef.partitions_defs}
+                assert isinstance(dims["connection"], dg.DynamicPartitionsDefinition)
+                assert dims["connection"].name == f"{vendor}_connections"
+                assert dims["day"].start.strftime("%Y-%m-%d") == spec.streams[stream].incremental.start_date
+            else:
+                assert isinstance(pdef, dg.DynamicPartitionsDefinition)
+        elif spec.streams[stream].incremental:
             assert isinstance(node.partitions_def, dg.DailyPartitionsDefinition)
             assert node.partitions_def.start.strftime("%Y-%m-%d") == spec.streams[stream].incremental.start_date
         else:

@@ -22,12 +22,13 @@ from integrations_pipeline.engine.client import ClientFactory
 from integrations_pipeline.service.app import ServiceSettings, create_app
 from integrations_pipeline.warehouse import table_spec_for
 from integrations_pipeline.warehouse.inbox import open_inbox
+from integrations_pipeline_tests.partitions import connected_instance, trackstar_days
 
 SPECS = load_connectors()
 ORDERS = dg.AssetKey(["trackstar", "orders"])
 # After every generated record (the sandbox data ends 2026-11-21): a real change only moves a cursor forward.
 AT = datetime(2026, 11, 25, 9, 30, tzinfo=UTC)
-RANGE = {"dagster/asset_partition_range_start": "2026-10-01", "dagster/asset_partition_range_end": "2026-11-21"}
+RANGE = trackstar_days("2026-10-01", "2026-11-21")
 
 
 def _service(env: dict[str, str], url: str) -> TestClient:
@@ -59,7 +60,7 @@ def test_webhooks_reach_the_stream_tables_with_no_api_call(sandboxes, sandbox_en
     _, boxes = sandboxes
     trackstar, salestrekker = boxes["trackstar"], boxes["salestrekker"]
     defs = build_definitions(warehouse_url=warehouse_url)
-    instance = dg.DagsterInstance.ephemeral()
+    instance = connected_instance()
     first = dg.materialize(
         list(defs.assets), selection=[ORDERS], resources=defs.resources, tags=RANGE, instance=instance
     )
@@ -124,7 +125,7 @@ def test_webhooks_reach_the_stream_tables_with_no_api_call(sandboxes, sandbox_en
         for e in result.all_events
         if e.event_type_value == "ASSET_MATERIALIZATION"
     ]
-    assert {(m.asset_key, m.partition) for m in mats} == {(ORDERS, "2026-11-25")}
+    assert {(m.asset_key, m.partition) for m in mats} == {(ORDERS, "conn_a|2026-11-25"), (ORDERS, "conn_b|2026-11-25")}
     sync_sensor = next(s for s in defs.sensors if s.name == SYNC_SENSOR)
     due = sync_sensor(dg.build_sensor_context(instance=instance, cursor=None))
     selected = {k.to_user_string() for r in due.run_requests for k in r.asset_selection}

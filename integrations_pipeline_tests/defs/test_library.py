@@ -38,8 +38,10 @@ def _keys(defs: dg.Definitions) -> set[str]:
 
 
 def _streams(vendor: str) -> set[str]:
+    """The vendor's stream assets, and its connection registry asset when it has a link flow."""
     spec = yaml.safe_load((SPEC_DIR / f"{vendor}.yaml").read_text())
-    return {f"{vendor}/{s}" for s in spec["streams"]}
+    registry = {f"{vendor}/connections"} if (spec.get("connections") or {}).get("link") else set()
+    return {f"{vendor}/{s}" for s in spec["streams"]} | registry
 
 
 def _copy(names: list[str], source: Path, folder: Path) -> Path:
@@ -129,7 +131,7 @@ def test_built_in_syncs_are_kept_only_when_their_vendors_are_loaded(tmp_path):
 
     only = build_definitions(connectors_dir=connectors, connectors=["trackstar"], environ={})
     assert _keys(only) == _streams("trackstar")  # no sync: each names a vendor left out
-    assert [s.name for s in only.sensors] == ["webhook_events"]  # nothing for the sync sensor to watch
+    assert sorted(s.name for s in only.sensors) == ["trackstar_connections", "webhook_events"]  # no sync sensor
 
 
 def test_defaults_are_the_built_in_specs_and_the_warehouse_url_variable():
@@ -191,11 +193,20 @@ def test_a_missing_folder_or_unknown_vendor_is_a_clear_error(tmp_path):
 
 def test_a_translator_keys_the_users_streams():
     class Prefixed(ConnectorTranslator):
+        def get_connector_asset_key(self, connector, name):
+            return dg.AssetKey(["acme", *super().get_connector_asset_key(connector, name).path])
+
+    keys = _keys(build_definitions(translator=Prefixed(), connectors=["trackstar"], environ={}))
+    # Every asset of the vendor, the connection registry included.
+    assert keys == {f"acme/{k}" for k in _streams("trackstar")}
+    assert "acme/trackstar/connections" in keys
+
+    class StreamsOnly(ConnectorTranslator):
         def get_asset_key(self, props):
             return dg.AssetKey(["acme", *super().get_asset_key(props).path])
 
-    keys = _keys(build_definitions(translator=Prefixed(), connectors=["trackstar"], environ={}))
-    assert keys == {f"acme/{k}" for k in _streams("trackstar")}
+    keys = _keys(build_definitions(translator=StreamsOnly(), connectors=["trackstar"], environ={}))
+    assert keys == {f"acme/{k}" for k in _streams("trackstar") - {"trackstar/connections"}} | {"trackstar/connections"}
 
 
 # --- the Component, in a scratch Dagster project ------------------------------------------------------------

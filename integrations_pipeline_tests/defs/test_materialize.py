@@ -18,6 +18,7 @@ from integrations_pipeline.definitions import build_definitions
 from integrations_pipeline.defs import constants as c
 from integrations_pipeline.defs.resources import WarehouseResource
 from integrations_pipeline.warehouse import connect_warehouse, table_spec_for
+from integrations_pipeline_tests.partitions import connected_instance, days, trackstar_days
 
 SPECS = load_connectors()
 # Overlapping ranges, deliberately out of order; together they cover every partition.
@@ -31,8 +32,9 @@ RANGES = [
 TOUCH_AT = datetime(2026, 11, 20, 10, 0, tzinfo=UTC)
 
 
-def _range_tags(first: str, last: str) -> dict[str, str]:
-    return {"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last}
+def _range_tags(first: str, last: str, vendor: str = "trackstar") -> dict[str, str]:
+    """Days ``[first, last]``: of both sandbox connections for Trackstar (partitioned by connection × day)."""
+    return trackstar_days(first, last) if vendor == "trackstar" else days(first, last)
 
 
 def _materialize(defs: dg.Definitions, keys, url: str, tags=None, raise_on_error=True):
@@ -41,7 +43,7 @@ def _materialize(defs: dg.Definitions, keys, url: str, tags=None, raise_on_error
         selection=keys,
         resources={**defs.resources, c.WAREHOUSE_RESOURCE: WarehouseResource(url=url)},
         tags=tags or {},
-        instance=dg.DagsterInstance.ephemeral(),
+        instance=connected_instance(),
         raise_on_error=raise_on_error,
     )
 
@@ -64,17 +66,23 @@ def _key(pk):
 def test_shuffled_overlapping_partitions_equal_sandbox_truth(sandboxes, sandbox_env, warehouse_url):
     _, boxes = sandboxes
     defs = build_definitions()
-    daily = [dg.AssetKey([v, s]) for v, spec in SPECS.items() for s, st in spec.streams.items() if st.incremental]
     for n, (first, last) in enumerate(RANGES):
         if n == 2:
             # Vendor-side changes mid-backfill; a later range covers their new cursor date.
             boxes["trackstar"].touch("inventory", 4, TOUCH_AT, "conn_a")
             boxes["trackstar"].add("orders", 3, TOUCH_AT, "conn_b")
             boxes["salestrekker"].touch("deals", 2, TOUCH_AT)
-        result = _materialize(defs, daily, warehouse_url, _range_tags(first, last))
-        assert result.success
-    full = [dg.AssetKey([v, s]) for v, spec in SPECS.items() for s, st in spec.streams.items() if not st.incremental]
-    assert _materialize(defs, full, warehouse_url).success
+        for vendor, spec in SPECS.items():  # one run per vendor: their partitions differ
+            daily = [dg.AssetKey([vendor, s]) for s, st in spec.streams.items() if st.incremental]
+            if daily:
+                assert _materialize(defs, daily, warehouse_url, _range_tags(first, last, vendor)).success
+    for vendor, spec in SPECS.items():
+        full = [dg.AssetKey([vendor, s]) for s, st in spec.streams.items() if not st.incremental]
+        if full and spec.connections is None:
+            assert _materialize(defs, full, warehouse_url).success
+        elif full:  # partitioned by connection: every connection in one run
+            tags = {"dagster/asset_partition_range_start": "conn_a", "dagster/asset_partition_range_end": "conn_b"}
+            assert _materialize(defs, full, warehouse_url, tags).success
 
     wh = connect_warehouse(warehouse_url)
     try:
@@ -149,7 +157,8 @@ def test_run_without_any_connection_fails_naming_the_variable_and_the_link_flow(
     assert not result.success
     (failure,) = [e for e in result.all_events if e.is_step_failure]
     message = failure.step_failure_data.error.to_string()
-    assert "TRACKSTAR_ACCESS_TOKEN is not set" in message and "integrations-pipeline serve" in message
+    assert "conn_a: unknown" in message and "conn_b: unknown" in message
+    assert "set TRACKSTAR_ACCESS_TOKEN" in message and "integrations-pipeline serve" in message
 
 
 def test_secrets_never_reach_logs_metadata_or_errors(sandboxes, sandbox_env, monkeypatch, tmp_path, caplog):
@@ -164,11 +173,11 @@ def test_secrets_never_reach_logs_metadata_or_errors(sandboxes, sandbox_env, mon
     url = f"duckdb:///{tmp_path / 'w.duckdb'}"
     boxes["trackstar"].faults.inject("503", times=2)
     boxes["trackstar"].faults.inject("429", times=1)
-    ok = _materialize(
-        defs,
-        [dg.AssetKey(["trackstar", "orders"]), dg.AssetKey(["salestrekker", "deals"])],
-        url,
-        _range_tags("2026-11-01", "2026-11-03"),
+    ok_trackstar = _materialize(
+        defs, [dg.AssetKey(["trackstar", "orders"])], url, _range_tags("2026-11-01", "2026-11-03")
+    )
+    ok_salestrekker = _materialize(
+        defs, [dg.AssetKey(["salestrekker", "deals"])], url, _range_tags("2026-11-01", "2026-11-03", "salestrekker")
     )
     # A failing run too: the vendor refuses the key, so the error path is exercised.
     monkeypatch.setenv("TRACKSTAR_API_KEY", sandbox_env["TRACKSTAR_API_KEY"] + "-wrong")
@@ -180,9 +189,9 @@ def test_secrets_never_reach_logs_metadata_or_errors(sandboxes, sandbox_env, mon
         _range_tags("2026-11-01", "2026-11-01"),
         raise_on_error=False,
     )
-    assert ok.success and not bad.success
+    assert ok_trackstar.success and ok_salestrekker.success and not bad.success
     texts = [caplog.text]
-    for result in (ok, bad):
+    for result in (ok_trackstar, ok_salestrekker, bad):
         for event in result.all_events:
             texts.append(str(event.message))
             texts.append(repr(event.event_specific_data))
@@ -216,7 +225,7 @@ def test_a_downstream_asset_takes_a_stream_as_a_dataframe(sandboxes, sandbox_env
         WAREHOUSE_IO_MANAGER: WarehouseIOManager(warehouse=WarehouseResource(url=warehouse_url)),
     }
     everything = [*defs.assets, orders_by_connection, orders_that_day]
-    instance = dg.DagsterInstance.ephemeral()
+    instance = connected_instance()
     dg.materialize(
         everything,
         selection=[orders_key],

@@ -15,6 +15,7 @@ from integrations_pipeline.engine.write.mapping import map_record
 from integrations_pipeline.sandbox import default_sandboxes, sandbox_environment
 from integrations_pipeline.sandbox.server import serve
 from integrations_pipeline.syncs import load_syncs
+from integrations_pipeline_tests.partitions import connected_instance, trackstar_days
 
 CONNECTORS = load_connectors()
 SYNCS = load_syncs(CONNECTORS)
@@ -23,7 +24,7 @@ PRODUCTS_TO_SM = dg.AssetKey(["salesmanago", "trackstar_products_to_salesmanago_
 PRODUCTS_TO_TRAKOR = dg.AssetKey(["trakor", "trackstar_products_to_trakor_products"])
 ORDERS_TO_EVENTS = dg.AssetKey(["salesmanago", "trackstar_orders_to_salesmanago_events"])
 TARGETS = [PRODUCTS_TO_SM, PRODUCTS_TO_TRAKOR, ORDERS_TO_EVENTS]
-ALL_DAYS = {"dagster/asset_partition_range_start": "2026-10-01", "dagster/asset_partition_range_end": "2026-11-21"}
+ALL_DAYS = trackstar_days("2026-10-01", "2026-11-21")
 
 
 def _run(defs, keys, tags=None):
@@ -32,7 +33,7 @@ def _run(defs, keys, tags=None):
         selection=keys,
         resources=defs.resources,
         tags=tags or {},
-        instance=dg.DagsterInstance.ephemeral(),
+        instance=connected_instance(),
     )
     assert result.success
     return {
@@ -99,7 +100,7 @@ def test_syncs_deliver_exactly_the_mapped_records_and_only_changes(small_sandbox
     _run(
         defs,
         [dg.AssetKey(["trackstar", "products"])],
-        {"dagster/asset_partition_range_start": "2026-11-20", "dagster/asset_partition_range_end": "2026-11-20"},
+        trackstar_days("2026-11-20", "2026-11-20"),
     )
     third = _run(defs, [PRODUCTS_TO_SM, PRODUCTS_TO_TRAKOR])
     # Trakor is keyed by name: a renamed product is a new product there, one call each.

@@ -173,3 +173,13 @@ def test_an_answer_without_the_record_path_fails_rather_than_settling():
     plan = plan_events(SPEC, _received(box), None)
     summary = read_by_id(_client(box, transport=httpx.MockTransport(vendor)), plan)
     assert summary.failure and "data.ticket" in summary.failure and plan.settled == {} and len(plan.waiting) == 1
+
+
+def test_the_same_notice_twice_is_two_events():
+    # A deal that moves stage twice posts the same body twice: a digest of the body as the id would drop the
+    # second change, so each delivery is its own event (both pending: one read serves them).
+    body = json.dumps({"id": "t-1", "event": "DealChangesStage"}).encode()
+    first, second = (receive(SPEC, "t", body, {}, path_token="t") for _ in range(2))
+    assert first.event_id != second.event_id and first.event_id.startswith("sha256:")
+    plan = plan_events(SPEC, [first, second], None)
+    assert plan.reads == {"deals": {"t-1": [first.event_id, second.event_id]}}

@@ -1,15 +1,22 @@
 """Webhook events → stream tables, in Dagster: the ``apply_webhook_events`` job and the sensor that runs it.
 
 The service stores verified webhooks (``_integrations.webhook_events``); this job turns the pending ones into
-changes of their streams' tables with no API call (``engine.read.events.plan_events``), then reports a
-materialization of each changed stream asset, partitioned by the day of the changed records' cursor: the
-``syncs_on_source_update`` sensor sees it and runs exactly the syncs that read the stream. Together: an event
-reaches the target within the two sensors' intervals plus two runs.
+changes of their streams' tables (``engine.read.events``): an event that carries its object (Trackstar) is
+merged with no API call; one that names its object by id only (Salestrekker) is applied by reading the object
+with the stream's ``webhooks.fetch`` query, once per distinct id, through the connector's client from its
+credentials resource, as the stream assets make it. Both merge by the newest-by-cursor rule. The job then
+reports a materialization of each changed stream asset, partitioned by the day of the changed records' cursor:
+the ``syncs_on_source_update`` sensor sees it and runs exactly the syncs that read the stream. Together: an
+event reaches the target within the two sensors' intervals plus two runs.
 
 Crash-safe by order: the merge commits first, the events are marked after. A run killed between the two applies
-the same events again next time, and merging a record already merged changes nothing (newest by cursor).
+the same events again next time, and merging a record already merged changes nothing (newest by cursor). A
+read that fails leaves its events pending with the reason: ``retry: ...`` for a transient failure, which the
+sensor retries within ``RETRY_SECONDS`` even if no new event arrives; anything else fails the run (after the
+rest is applied), so a person sees it.
 """
 
+import time
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 
@@ -21,7 +28,14 @@ from integrations_pipeline.engine.connections import (
     connection_change,
     known_connection_ids,
 )
-from integrations_pipeline.engine.read.events import CONNECTION_COLUMN, plan_events
+from integrations_pipeline.engine.read.events import (
+    APPLIED_BY_READ,
+    CONNECTION_COLUMN,
+    RETRY,
+    ReadSummary,
+    plan_events,
+    read_by_id,
+)
 from integrations_pipeline.engine.spec import ConnectorSpec
 from integrations_pipeline.warehouse import table_spec_for
 from integrations_pipeline.warehouse.inbox import InboxWarehouse
@@ -39,6 +53,8 @@ from .translator import (
 
 JOB_NAME = "apply_webhook_events"
 SENSOR_NAME = "webhook_events"
+#: How often events waiting on a transient read failure are tried again when nothing new arrives.
+RETRY_SECONDS = 300
 
 
 def build_events_job(specs: Mapping[str, ConnectorSpec], translator: ConnectorTranslator) -> dg.JobDefinition | None:
@@ -51,19 +67,24 @@ def build_events_job(specs: Mapping[str, ConnectorSpec], translator: ConnectorTr
         name="apply_webhook_events_op",
         out={},  # it reports materializations of the stream assets; it passes nothing on
         required_resource_keys={c.WAREHOUSE_RESOURCE, *(c.credentials_resource_key(n) for n in hooked)},
-        description="Merge pending webhook events into their streams' tables (no API call).",
+        description="Merge pending webhook events into their streams' tables: the objects they carry, or those "
+        "they name, read once per distinct id.",
     )
     def _apply(context: dg.OpExecutionContext) -> Iterator[dg.AssetMaterialization]:
         warehouse_resource: WarehouseResource = getattr(context.resources, c.WAREHOUSE_RESOURCE)
         warehouse = warehouse_resource.open()
+        failures: list[str] = []
         try:
             if not isinstance(warehouse, InboxWarehouse):
                 raise dg.Failure(f"the {warehouse.backend} warehouse keeps no webhook events")
             for name, spec in hooked.items():
                 creds: ConnectorCredentials = getattr(context.resources, c.credentials_resource_key(name))
-                yield from _apply_connector(context, warehouse, spec, creds, translator)
+                yield from _apply_connector(context, warehouse, spec, creds, translator, failures)
         finally:
             warehouse.close()
+        if failures:
+            # After every vendor's events were applied and marked: one vendor's broken read holds up no other.
+            raise dg.Failure("; ".join(failures))
 
     @dg.job(name=JOB_NAME, description="Apply stored webhook events to the stream tables, then report them.")
     def _job() -> None:
@@ -78,6 +99,7 @@ def _apply_connector(
     spec: ConnectorSpec,
     creds: ConnectorCredentials,
     translator: ConnectorTranslator,
+    failures: list[str],
 ) -> Iterator[dg.AssetMaterialization]:
     pending = warehouse.read_events(spec.name, pending_only=True)
     if not pending:
@@ -91,18 +113,29 @@ def _apply_connector(
         stored = [(s.connection_id, s.status, s.token_sealed) for s in warehouse.read_connections(spec.name)]
         known = known_connection_ids(spec, creds.credentials(), stored)
     plan = plan_events(spec, pending, known)
+    by_read = {event_id for ids in plan.reads.values() for events in ids.values() for event_id in events}
+    summary = ReadSummary()
+    if plan.reads:
+        with creds.clients(log=context.log.warning).connector(spec) as client:
+            summary = read_by_id(client, plan)
+        context.log.info(
+            f"{spec.name}: {summary.calls} reads by id for {len(by_read)} events ({summary.gone} objects gone)"
+        )
     settled.update(plan.settled)
     for stream, records in plan.records.items():
         table = table_spec_for(spec, stream)
         warehouse.ensure_table(table)
         with warehouse.open_load(table, f"webhooks/{spec.name}/{stream}") as load:
             load.write_batch(records)
-            result = load.commit({"events": len(records)})
-        settled.update({event_id: "applied" for event_id in plan.applies[stream]})
+            result = load.commit({"events": len(plan.applies[stream])})
+        settled.update({e: APPLIED_BY_READ if e in by_read else "applied" for e in plan.applies[stream]})
         props = StreamProps(spec, stream)
         key = translator.get_asset_key(props)
+        reads = summary.reads.get(stream, 0)
         metadata = {
-            "webhook_events": dg.MetadataValue.int(len(records)),
+            "webhook_events": dg.MetadataValue.int(len(plan.applies[stream])),
+            c.RECORDS_FETCHED: dg.MetadataValue.int(len(records)),
+            c.API_CALLS: dg.MetadataValue.int(reads),
             c.INSERTED: dg.MetadataValue.int(result.inserted),
             c.UPDATED: dg.MetadataValue.int(result.updated),
             "source": dg.MetadataValue.text("webhooks"),
@@ -111,14 +144,17 @@ def _apply_connector(
         for partition in partitions:
             yield dg.AssetMaterialization(asset_key=key, partition=partition, metadata=metadata)
         context.log.info(
-            f"{spec.name}/{stream}: {len(records)} webhook events merged ({result.inserted} new, "
-            f"{result.updated} updated, {result.unchanged} unchanged), no API call"
+            f"{spec.name}/{stream}: {len(plan.applies[stream])} webhook events merged as {len(records)} records "
+            f"({result.inserted} new, {result.updated} updated, {result.unchanged} unchanged or older), "
+            f"{reads} API calls"
         )
     warehouse.mark_events(spec.name, settled, plan.waiting, now=now)
     for event_id, reason in sorted(plan.waiting.items())[:20]:
         context.log.warning(f"{spec.name}: event {event_id} not applied yet: {reason}")
     if plan.waiting:
         context.log.warning(f"{spec.name}: {len(plan.waiting)} events wait (kept in _integrations.webhook_events)")
+    if summary.failure:
+        failures.append(f"{spec.name}: {summary.failure} (its events wait in _integrations.webhook_events)")
 
 
 def _partitions(
@@ -178,7 +214,8 @@ def build_events_sensor(job: dg.JobDefinition) -> dg.SensorDefinition:
         job=job,
         minimum_interval_seconds=30,
         default_status=dg.DefaultSensorStatus.STOPPED,
-        description="Runs apply_webhook_events when the service stored new webhook events.",
+        description="Runs apply_webhook_events when the service stored new webhook events, and every "
+        f"{RETRY_SECONDS} s while events wait on a vendor's transient failure.",
     )
     def _sensor(context: dg.SensorEvaluationContext, warehouse: WarehouseResource) -> dg.SensorResult | dg.SkipReason:  # noqa: E501
         opened = warehouse.open()
@@ -186,11 +223,17 @@ def build_events_sensor(job: dg.JobDefinition) -> dg.SensorDefinition:
             if not isinstance(opened, InboxWarehouse):
                 return dg.SkipReason(f"the {opened.backend} warehouse keeps no webhook events")
             count, latest = opened.events_since(context.cursor or None)
+            retry = opened.count_pending(RETRY) if not count else 0
         finally:
             opened.close()
-        if not count or latest is None:
-            return dg.SkipReason("no webhook event arrived since the last tick")
-        # The run key names the newest event acted on: a retried tick launches no second run.
-        return dg.SensorResult(run_requests=[dg.RunRequest(run_key=f"events-through-{latest}")], cursor=latest)
+        if count and latest is not None:
+            # The run key names the newest event acted on: a retried tick launches no second run.
+            return dg.SensorResult(run_requests=[dg.RunRequest(run_key=f"events-through-{latest}")], cursor=latest)
+        if retry:
+            # Events that wait on a transient failure (the vendor was down): tried again every RETRY_SECONDS even
+            # if nothing new arrives; the run key names the period, so the ticks within it launch one run.
+            period = int(time.time() // RETRY_SECONDS)
+            return dg.SensorResult(run_requests=[dg.RunRequest(run_key=f"events-retry-{period}")])
+        return dg.SkipReason("no webhook event arrived since the last tick, and none waits to be retried")
 
     return _sensor

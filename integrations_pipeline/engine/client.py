@@ -428,7 +428,9 @@ class VendorClient:
             text = self.redact("; ".join(str(e.get("message", e)) if isinstance(e, dict) else str(e) for e in gql))
             if codes & set(errors.graphql_auth_codes):
                 raise AuthError(f"GraphQL: {text}", status=status, path=path)
-            raise RequestRejectedError(f"GraphQL: {text}", status=status, path=path)
+            # The body goes along (never into the message): a field error leaves null where the object
+            # would be, which a read by id takes as "not there" (engine.read.events).
+            raise RequestRejectedError(f"GraphQL: {text}", status=status, path=path, body=body)
         if errors.success_field and isinstance(body, dict) and body.get(errors.success_field) is False:
             raise RequestRejectedError(f"{errors.success_field}=false: {message}", status=status, path=path)
         return body

@@ -200,6 +200,30 @@ class ConnectionEventsSpec(Frozen):
         return None
 
 
+class WebhookFetchSpec(Frozen):
+    """How to read the one object an id-only event names (Salestrekker posts ``{id, event}``, nothing more):
+    a GraphQL query taking the id, whose answer holds the object at ``record_path``. The object is read once
+    per distinct id however many pending events name it, and merged into its stream by the stream load's
+    newest-by-cursor rule. ``null`` there (or a GraphQL error with ``null`` there) means the object no longer
+    exists for these credentials: the event is settled saying so."""
+
+    query: str = Field(
+        description="GraphQL query reading one object by id, e.g. 'query T($id: ID!) { ticket(id: $id) { ... } }'."
+    )
+    id_variable: str = Field(
+        default="id", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", description="The query's variable that takes the id."
+    )
+    variables: dict[str, Any] = Field(default_factory=dict, description="Fixed GraphQL variables.")
+    record_path: str = Field(description="Dotted path of the object in the answer, e.g. 'data.ticket'.")
+
+    @model_validator(mode="after")
+    def _check_variable(self) -> WebhookFetchSpec:
+        # A query that never uses the id would read the same thing for every event: a typo, caught at load.
+        if not re.search(rf"\${re.escape(self.id_variable)}\b", self.query):
+            raise ValueError(f"query declares no ${self.id_variable} (id_variable)")
+        return self
+
+
 class WebhooksSpec(Frozen):
     """Change notifications a vendor posts, and how each becomes a change of one stream."""
 
@@ -216,6 +240,11 @@ class WebhooksSpec(Frozen):
         default_factory=dict,
         description="Event type → the stream it changes; a type ending in '*' matches every type it begins "
         "('order.*'). Events of other types are stored and reported, never applied to a stream.",
+    )
+    fetch: dict[str, WebhookFetchSpec] = Field(
+        default_factory=dict,
+        description="Stream → how to read one of its objects by id, for events that carry only the id "
+        "(id_field). Events of a stream without an entry here must carry their object (data_field).",
     )
 
     connection_events: ConnectionEventsSpec | None = Field(
@@ -701,6 +730,11 @@ class ConnectorSpec(Frozen):
                     )
             if ce is not None and self.connections is None:
                 raise ValueError("webhooks.connection_events: the connector has no connections")
+
+            for target in self.webhooks.fetch:
+                problem = _fetch_problem(self, self.webhooks, target)
+                if problem:
+                    raise ValueError(f"webhooks.fetch.{target}: {problem}")
         return self
 
     _base_ok = field_validator("base_url")(classmethod(lambda cls, v: check_http_default(v)))
@@ -722,6 +756,20 @@ class ConnectorSpec(Frozen):
             update = {k: v for k, v in (("auth", own.auth), ("base_url", own.base_url)) if v is not None}
         fields = {name: getattr(self, name) for name in ClientConfig.model_fields if name != "connector"}
         return ClientConfig(connector=self.name, **{**fields, **update})
+
+
+def _fetch_problem(spec: ConnectorSpec, hooks: WebhooksSpec, stream: str) -> str | None:
+    """Why ``webhooks.fetch.<stream>`` cannot work for ``spec``, or None."""
+    if stream not in spec.streams:
+        return f"no stream '{stream}'; expected one of {sorted(spec.streams)}"
+    if spec.protocol != "graphql":
+        return "reading an object by id takes a GraphQL query: the connector's protocol must be graphql"
+    if spec.connections is not None:
+        # The read would need the connection's token, and a GraphQL call carries none yet.
+        return "reading by id is not supported for a connector with per-customer connections"
+    if hooks.id_field is None and hooks.data_field is None:
+        return "the events name no object: set webhooks.id_field (or data_field, whose 'id' is read)"
+    return None
 
 
 class ClientConfig(Frozen):

@@ -6,8 +6,11 @@ Two ways of proving the sender, as vendors do it:
   endpoint's ``whsec_`` secret, and refuses a timestamp more than five minutes off (replays of old captures).
   The ``svix-id`` is the event's id: the same delivery retried by Svix is stored once.
 - ``path_token`` (Salestrekker, which signs nothing): the URL we gave the vendor carries a secret token,
-  compared in constant time. The body has no delivery id, so the id is a digest of the body: a repeated
-  notice of the same change is stored once, and applying it is idempotent anyway (it re-reads the object).
+  compared in constant time. The body has no delivery id and no time (``{id, event}``): the same deal moving
+  stage twice sends the same body twice, and a digest of the body as the id would drop the second change. So
+  every delivery is its own event (a digest of the body plus a random part); a notice the vendor repeats costs
+  at most one more read by id, since applying one re-reads the object and pending notices of one object are
+  read once (``engine.read.events``).
 
 ``receive`` returns a ``ReceivedEvent`` or raises ``WebhookRejected`` (with the HTTP status to answer); it never
 logs or returns the secret, and the body is parsed only after the signature holds.
@@ -18,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -70,7 +74,7 @@ def receive(
         event_id = ""
     payload = _json_object(spec.name, body)
     if not event_id:
-        event_id = "sha256:" + hashlib.sha256(body).hexdigest()
+        event_id = f"sha256:{hashlib.sha256(body).hexdigest()[:32]}:{uuid.uuid4().hex}"
     return _read(spec.name, hooks, event_id, payload)
 
 

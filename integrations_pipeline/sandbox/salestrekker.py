@@ -19,6 +19,14 @@ failure is HTTP 200 with an ``errors`` array, as GraphQL servers answer: bad cre
 missing/unknown/expired tokens carry ``extensions.code = "UNAUTHENTICATED"``, bad arguments
 ``BAD_USER_INPUT``; syntax and validation errors are graphql-core's own.
 
+Webhooks (seed 000 "Webhooks"; the body as public integration code reads it): after a change the sandbox
+posts ``{"id": <ticket id>, "event": <name>}``, unsigned, to the URL ``webhooks.subscribe`` gave it, at least
+once (``WebhookOutbox``): ``DealCreated`` on ``add``, ``DealChangesStage`` when ``touch`` or ``change_deal``
+moves a deal to its next stage (the last stage wins and settles it), and [unconfirmed] ``DealUpdated`` for
+another edit. The receiver then reads ``ticket(id: ID!)`` (public integration code queries
+``ticket(id: "...")`` and reads ``data.ticket``), which answers the deal or ``null`` for an id that names none.
+``counts`` has ``"graphql <root field>"`` per operation and ``"ticket <id>"`` per read by id.
+
 Records hold exactly the fields the YAML queries select, so ``truth()`` equals what a sync with the
 shipped queries should store. ``Ticket.contacts``, ``Ticket.workflow`` and ``Ticket.stage`` are
 extra resolvable fields for users who edit the queries.
@@ -65,6 +73,7 @@ from integrations_pipeline.sandbox.data import (
     iso,
     mix64,
     parse_iso_lenient,
+    to_epoch,
 )
 
 SDL = """
@@ -348,8 +357,9 @@ class SalestrekkerSandbox(VendorSandbox):
         return stream
 
     def touch(self, stream: str, n: int, at: datetime, connection_id: str | None = None) -> list[str]:
-        """Change ``n`` records visibly (deals: stage or value; contacts: phone; workflows: name) and
-        set ``updatedAt = at`` (workflows have no cursor). ``connection_id`` is ignored (one tenant)."""
+        """Change ``n`` records visibly (deals: the next stage, won at the last, else the value, each with its
+        webhook; contacts: phone; workflows: name) and set ``updatedAt = at`` (workflows have no cursor).
+        ``connection_id`` is ignored (one tenant)."""
         stream = self._stream(stream)
         if stream == "workflows":
             with self._lock:
@@ -361,19 +371,45 @@ class SalestrekkerSandbox(VendorSandbox):
                     f"{self.workflows[w]['name'].split(' (')[0]} ({r.choice(('2027', 'new', 'broker', 'priority'))} {self._workflow_renames})"
                 )
             return [self.workflows[w]["id"] for w in picked]
-        ids = self.stores[stream].touch(n, at, self._touch_deal if stream == "deals" else _touch_contact)
-        if stream == "deals":
-            self._announce(ids, "DealChangesStage")
+        if stream == "contacts":
+            return self.stores[stream].touch(n, at, _touch_contact)
+        events: dict[str, str] = {}
+        ids = self.stores[stream].touch(
+            n, at, lambda record, r: events.update({record["id"]: self._touch_deal(record, r, at)})
+        )
+        for ticket_id in ids:
+            self.announce(ticket_id, events[ticket_id])
         return ids
 
-    def _announce(self, ids: list[str], event: str) -> None:
-        for ticket_id in ids:
-            with self._lock:
-                self._events += 1
-                n = self._events
-            self.webhooks.put(f"st-{n}", {"id": ticket_id, "event": event})
+    def change_deal(self, ticket_id: str, at: datetime) -> str:
+        """Change one deal as ``touch`` does (the next stage, won at the last; else the value), ``updatedAt = at``,
+        and post its webhook; returns the event name."""
+        store = self.stores["deals"]
+        with store.lock:
+            index = _uuid_index(ticket_id)
+            current = store.by_id(ticket_id)
+            if index is None or current is None:
+                raise KeyError(f"no deal '{ticket_id}'")
+            record = copy.deepcopy(current)
+            event = self._touch_deal(record, random.Random(mix64(self.key, "change", ticket_id, iso(to_epoch(at)))), at)
+            record["updatedAt"] = iso(to_epoch(at))
+            if record["timeStamp"] and record["timeStamp"] > record["updatedAt"]:
+                record["timeStamp"] = record["updatedAt"]  # as LazyStore.touch: never created after its update
+            store.set_record(index, record)
+        self.announce(ticket_id, event)
+        return event
 
-    def _touch_deal(self, record: dict[str, Any], r: random.Random) -> None:
+    def announce(self, ticket_id: str, event: str) -> None:
+        """Post ``{"id": ticket_id, "event": event}`` as Salestrekker does after an action (to a subscriber)."""
+        with self._lock:
+            self._events += 1
+            n = self._events
+        self.webhooks.put(f"st-{n}", {"id": ticket_id, "event": event})
+
+    def _touch_deal(self, record: dict[str, Any], r: random.Random, at: datetime) -> str:
+        """Move the deal to its workflow's next stage (the last one wins and settles it, as generated deals at the
+        last stage are) or, when it cannot move, raise its value. Returns the webhook's event name: the
+        documented ``DealChangesStage`` for a move; [unconfirmed] ``DealUpdated`` for another edit."""
         workflow = next((w for w in self.workflows if w["id"] == record["idWorkflow"]), None)
         stage_ids = [s["id"] for s in workflow["stages"]] if workflow else []
         if (
@@ -382,10 +418,12 @@ class SalestrekkerSandbox(VendorSandbox):
             and not record["isLost"]
         ):
             record["idStage"] = stage_ids[stage_ids.index(record["idStage"]) + 1]
-        else:
-            record["values"] = {
-                "onceOff": round((record["values"] or {}).get("onceOff", 0) + r.uniform(1_000, 50_000), 2)
-            }
+            if record["idStage"] == stage_ids[-1]:
+                when = iso(to_epoch(at))
+                record.update(isWon=True, isSettled=True, settledAt=when, wonAt=record["wonAt"] or when)
+            return "DealChangesStage"
+        record["values"] = {"onceOff": round((record["values"] or {}).get("onceOff", 0) + r.uniform(1_000, 50_000), 2)}
+        return "DealUpdated"
 
     def add(self, stream: str, n: int, at: datetime, connection_id: str | None = None) -> list[str]:
         """Create ``n`` records at ``at`` (workflows: appended, ``at`` unused); their ids."""
@@ -396,7 +434,8 @@ class SalestrekkerSandbox(VendorSandbox):
             return [w["id"] for w in self.workflows[start:]]
         ids = self.stores[stream].add(n, at)
         if stream == "deals":
-            self._announce(ids, "DealCreated")
+            for ticket_id in ids:
+                self.announce(ticket_id, "DealCreated")
         return ids
 
     def truth(self, stream: str, connection_id: str | None = None) -> list[dict[str, Any]]:
@@ -502,6 +541,11 @@ class SalestrekkerSandbox(VendorSandbox):
         document, errors = self._document(payload["query"])
         if errors or document is None:
             return json_response(200, {"errors": [e.formatted for e in errors]})
+        operation = get_operation_ast(document, operation_name)
+        for selection in operation.selection_set.selections if operation else ():
+            if isinstance(selection, FieldNode):
+                # Per root field ("graphql ticket", "graphql tickets"): tests tell a read by id from a list read.
+                self.count(f"graphql {selection.name.value}")
         if self._needs_auth(document, operation_name):
             try:
                 self._check_token(request)
@@ -529,12 +573,18 @@ class SalestrekkerSandbox(VendorSandbox):
             "authenticate": self._authenticate,
             "tickets": lambda _info, **args: self._page("deals", path, **args),
             "contacts": lambda _info, **args: self._page("contacts", path, **args),
-            "ticket": lambda _info, id: self.stores["deals"].by_id(id),  # noqa: A006 - GraphQL arg name
+            "ticket": lambda _info, id: self._ticket_by_id(id),  # noqa: A006 - GraphQL arg name
             "contact": lambda _info, id: self.stores["contacts"].by_id(id),  # noqa: A006
             "workflow": lambda _info, id: self._find_workflow(id),  # noqa: A006
             "workflows": lambda _info: self.workflows,
             "labels": lambda _info: self.labels,
         }
+
+    def _ticket_by_id(self, ticket_id: str) -> dict[str, Any] | None:
+        """``ticket(id)``: the deal, or null for an id that names none (GraphQL's answer for a missing nullable
+        object; [unconfirmed] that Salestrekker answers a deleted ticket so and not with an error)."""
+        self.count(f"ticket {ticket_id}")
+        return self.stores["deals"].by_id(ticket_id)
 
     def _authenticate(
         self, _info: Any, apiKey: str | None = None, email: str | None = None, password: str | None = None

@@ -276,6 +276,22 @@ class InboxWarehouse(DeliveryWarehouse):
         count, latest = self._inbox_read("events_since", EVENTS_TABLE, work, (0, None))
         return int(count), latest
 
+    def count_pending(self, outcome_prefix: str) -> int:
+        """How many events of any connector are pending with an outcome that begins ``outcome_prefix``: the
+        events sensor asks for those that wait on a transient failure (``engine.read.events.RETRY``)."""
+        p = self._placeholder
+
+        def work(conn: Any) -> int:
+            # substr, not LIKE: the prefix is compared as it is, with no wildcard to escape.
+            (count,) = conn.execute(
+                f"SELECT count(*) FROM {EVENTS} WHERE applied_at IS NULL "
+                f"AND substr(outcome, 1, {len(outcome_prefix)}) = {p}",
+                [outcome_prefix],
+            ).fetchone()
+            return int(count)
+
+        return int(self._inbox_read("count_pending", EVENTS_TABLE, work, 0))
+
 
 def open_inbox(url: str | None) -> InboxWarehouse:
     """The warehouse at ``url`` (None: the embedded default), which must keep connections and webhooks."""

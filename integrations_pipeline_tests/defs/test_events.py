@@ -26,6 +26,7 @@ from integrations_pipeline_tests.partitions import connected_instance, trackstar
 
 SPECS = load_connectors()
 ORDERS = dg.AssetKey(["trackstar", "orders"])
+DEALS = dg.AssetKey(["salestrekker", "deals"])
 # After every generated record (the sandbox data ends 2026-11-21): a real change only moves a cursor forward.
 AT = datetime(2026, 11, 25, 9, 30, tzinfo=UTC)
 RANGE = trackstar_days("2026-10-01", "2026-11-21")
@@ -100,7 +101,7 @@ def test_webhooks_reach_the_stream_tables_with_no_api_call(sandboxes, sandbox_en
     job = defs.resolve_job_def(JOB_NAME)
     result = job.execute_in_process(instance=instance)
     assert result.success
-    assert trackstar.counts["requests"] == calls_before  # zero API calls for changes that came by webhook
+    assert trackstar.counts["requests"] == calls_before  # zero Trackstar calls: its events carry the objects
 
     stored, truth = _orders(warehouse_url), _truth(trackstar)
     assert stored.keys() == truth.keys()
@@ -116,8 +117,8 @@ def test_webhooks_reach_the_stream_tables_with_no_api_call(sandboxes, sandbox_en
         deals = wh.read_events("salestrekker")
     assert len(events) == 200 and {e.outcome for e in events} == {"applied"}
     assert all(e.applied_at for e in events)
-    # Salestrekker sends ids only: the deal must be read by id, which this job does not do yet; they wait.
-    assert {e.applied_at for e in deals} == {None} and all("needs a read of deals" in (e.outcome or "") for e in deals)
+    # Salestrekker sends ids only: each deal was read by id (test_salestrekker_events.py has the details).
+    assert len(deals) == 3 and {e.outcome for e in deals} == {"applied: read by id"}
 
     # The streams are reported materialized for the day the changes carry, so the sync sensor acts on them.
     mats = [
@@ -125,7 +126,11 @@ def test_webhooks_reach_the_stream_tables_with_no_api_call(sandboxes, sandbox_en
         for e in result.all_events
         if e.event_type_value == "ASSET_MATERIALIZATION"
     ]
-    assert {(m.asset_key, m.partition) for m in mats} == {(ORDERS, "conn_a|2026-11-25"), (ORDERS, "conn_b|2026-11-25")}
+    assert {(m.asset_key, m.partition) for m in mats} == {
+        (ORDERS, "conn_a|2026-11-25"),
+        (ORDERS, "conn_b|2026-11-25"),
+        (DEALS, "2026-11-25"),
+    }
     sync_sensor = next(s for s in defs.sensors if s.name == SYNC_SENSOR)
     due = sync_sensor(dg.build_sensor_context(instance=instance, cursor=None))
     selected = {k.to_user_string() for r in due.run_requests for k in r.asset_selection}

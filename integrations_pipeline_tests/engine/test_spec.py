@@ -404,6 +404,28 @@ BROKEN: list[tuple[str, str, Callable[[dict], None], str]] = [
         setp("sinks", "contacts", "proxy_for", "sinks", []),
         "sinks.contacts.proxy_for.sinks: List should have at least 1 item after validation, not 0",
     ),
+    (
+        "webhook-fetch-unknown-stream",
+        "salestrekker.yaml",
+        lambda doc: doc["webhooks"]["fetch"].update(tickets=doc["webhooks"]["fetch"]["deals"]),
+        "webhooks.fetch.tickets: no stream 'tickets'; expected one of ['contacts', 'deals', 'workflows']",
+    ),
+    (
+        "webhook-fetch-without-its-variable",
+        "salestrekker.yaml",
+        setp("webhooks", "fetch", "deals", "id_variable", "ticketId"),
+        "webhooks.fetch.deals: query declares no $ticketId (id_variable)",
+    ),
+    (
+        "webhook-fetch-on-rest",
+        "trackstar.yaml",
+        setp(
+            "webhooks",
+            "fetch",
+            {"orders": {"query": "query O($id: ID!) { order(id: $id) { id } }", "record_path": "data.order"}},
+        ),
+        "webhooks.fetch.orders: reading an object by id takes a GraphQL query: the connector's protocol must be graphql",
+    ),
 ]
 
 

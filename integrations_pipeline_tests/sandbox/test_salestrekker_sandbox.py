@@ -283,3 +283,33 @@ def test_same_seed_same_data() -> None:
     for stream in ("deals", "contacts", "workflows"):
         assert json.dumps(one.truth(stream)) == json.dumps(two.truth(stream))
         assert json.dumps(one.truth(stream)) != json.dumps(other.truth(stream))
+
+
+def test_yaml_fetch_query_reads_one_deal_exactly_as_the_list_query_does(
+    sandbox: SalestrekkerSandbox, c: httpx.Client
+) -> None:
+    token = login(c)
+    fetch = SPEC.webhooks.fetch["deals"]
+    for deal in sandbox.truth("deals")[:3]:
+        body = gql(c, fetch.query, {fetch.id_variable: deal["id"]}, token)
+        assert body == {"data": {"ticket": deal}}
+    assert gql(c, fetch.query, {fetch.id_variable: "no-such-ticket"}, token) == {"data": {"ticket": None}}
+    assert sandbox.counts["graphql ticket"] == 4 and sandbox.counts["graphql tickets"] == 0
+
+
+def test_changes_post_id_only_webhooks(sandbox: SalestrekkerSandbox) -> None:
+    at = datetime(2026, 11, 25, 9, tzinfo=UTC)
+    sandbox.touch("deals", 1, at)  # nobody subscribed: nothing is queued
+    assert sandbox.webhooks.pending() == 0
+    sandbox.webhooks.subscribe("http://receiver.test/hook")
+    touched = sandbox.touch("deals", 3, at)
+    added = sandbox.add("deals", 1, at)
+    open_deal = next(d for d in sandbox.truth("deals") if not d["isWon"] and not d["isLost"])
+    assert sandbox.change_deal(open_deal["id"], at + timedelta(hours=1)) == "DealChangesStage"
+    bodies = [json.loads(m.body) for m in sandbox.webhooks.queue]
+    assert [b["id"] for b in bodies] == [*touched, *added, open_deal["id"]]
+    assert all(set(b) == {"id", "event"} for b in bodies)
+    assert bodies[3]["event"] == "DealCreated"
+    assert {b["event"] for b in bodies[:3]} <= {"DealChangesStage", "DealUpdated"}
+    changed = next(d for d in sandbox.truth("deals") if d["id"] == open_deal["id"])
+    assert changed["idStage"] != open_deal["idStage"] and changed["updatedAt"] == "2026-11-25T10:00:00Z"

@@ -2,7 +2,8 @@
 
 A spec says everything the engine needs to read a vendor: base URL, auth, rate limits, retry
 policy, per-connection tokens, and streams (REST path or GraphQL query, where the records are,
-primary key, cursor field and how a time window becomes request filters, JSON schema); and to
+primary key, cursor field and how a time window becomes request filters, JSON schema, the parent
+stream a child stream is read once per record of, the vendor action a connection must list); and to
 write to it: sinks (endpoint, batch size, record key, field rules, body template, where the
 per-record outcomes are in the response; run by ``engine.write.sinks``), and, where a sink has a ``read``
 block, how to fetch the target's current records by key (run by ``engine.write.reads``).
@@ -103,7 +104,11 @@ class LimitsSpec(Frozen):
         gt=0,
         description="Largest answer accepted, counted after decompression, while reading.",
     )
-    max_pages: int = Field(default=100_000, gt=0, description="Most pages one stream reads per window and connection.")
+    max_pages: int = Field(
+        default=100_000,
+        gt=0,
+        description="Most pages one stream reads per window and connection (a child stream: per parent).",
+    )
 
 
 class ResponseErrorsSpec(Frozen):
@@ -121,8 +126,21 @@ class ResponseErrorsSpec(Frozen):
     )
     unsupported_statuses: list[int] = Field(
         default_factory=list,
-        description="Statuses that mean 'this connection lacks the endpoint' (Trackstar 501): skip, never retry.",
+        description="Statuses that mean 'this connection cannot read the endpoint' (Trackstar 501: the WMS lacks "
+        "it; 403: it is disabled for the organisation or connection): skip the stream for that connection, never "
+        "retry. Never 401: refused credentials (a revoked token) must fail, not pass for a missing endpoint.",
     )
+
+    @field_validator("unsupported_statuses")
+    @classmethod
+    def _unsupported_ok(cls, statuses: list[int]) -> list[int]:
+        for status in statuses:
+            if status == 401 or status == 429 or not 400 <= status < 600:
+                raise ValueError(
+                    f"{status} cannot mean 'endpoint unsupported' (4xx or 5xx only; 401 is refused credentials, "
+                    "which must fail the run, and 429 is retried)"
+                )
+        return statuses
 
 
 class ConnectionsSpec(Frozen):
@@ -202,6 +220,60 @@ class IncrementalSpec(Frozen):
     start_date: str = Field(default="2026-10-01", pattern=r"^\d{4}-\d{2}-\d{2}$", description="First daily partition.")
 
 
+class ParentSpec(Frozen):
+    """A child stream is read once per record of its parent stream (same connector, same connection): the
+    parent's ``field`` fills the ``{param}`` placeholder of the child's path, and every child row carries it in
+    ``column`` (part of the child's primary key), so ``/wms/warehouses/{warehouse_id}/locations`` becomes one
+    table of every warehouse's locations.
+
+    The parent's keys come from the parent's own list, read through the API in the same load (its paging and
+    filters), not from the parent's table: the child then never depends on another asset having run first, or
+    on the warehouse at all, and sees exactly the parents the vendor lists now. That costs one list page per
+    page of parents, next to one child call per parent.
+
+    ``window`` says which side a time window filters. ``child``: the child's own requests take it (the child
+    endpoint filters on its cursor) and every parent is listed. ``parent``: the parent's list takes it and the
+    child endpoint is called for the parents changed in the window only (an endpoint that neither pages nor
+    filters, Trackstar's order packs); the child's cursor is then the parent's, copied onto each row by
+    ``fields``.
+    """
+
+    stream: str = Field(description="The parent stream, in this connector.")
+    field: str = Field(default="id", description="Parent record field holding the key the child path takes.")
+    param: str = Field(pattern=SNAKE, description="Placeholder of the child's path, written {param}.")
+    column: str | None = Field(
+        default=None, description="Child column holding the parent key (default: param); part of primary_key."
+    )
+    fields: dict[str, str] = Field(
+        default_factory=dict,
+        description="Parent field → child column, copied onto every child row (the parent's cursor, for window: parent).",
+    )
+    window: Literal["child", "parent"] = Field(
+        default="child", description="child: the window filters the child's requests; parent: the parent's list."
+    )
+    not_found_statuses: list[int] = Field(
+        default_factory=list,
+        description="Statuses of a child call that mean 'no such parent' (it was deleted after it was listed): "
+        "that parent is counted and passed over, the others are read. 4xx only, and not 401/403 or 429.",
+    )
+
+    @field_validator("not_found_statuses")
+    @classmethod
+    def _not_found_ok(cls, statuses: list[int]) -> list[int]:
+        for status in statuses:
+            if not 400 <= status < 500 or status in (401, 403, 429):
+                raise ValueError(
+                    f"{status} cannot mean 'no such parent' (4xx only; 401/403 are refused credentials or a "
+                    "disabled endpoint, 429 is retried)"
+                )
+        return statuses
+
+    @property
+    def key_column(self) -> str:
+        """The child column that holds the parent key."""
+        return self.column or self.param
+
+
 class StreamSpec(Frozen):
     """One readable resource of a vendor; it becomes one Dagster asset and one warehouse table."""
 
@@ -212,10 +284,21 @@ class StreamSpec(Frozen):
     query: str | None = Field(default=None, description="GraphQL query text (GraphQL connectors).")
     variables: dict[str, Any] = Field(default_factory=dict, description="Fixed GraphQL variables.")
     records_path: str = Field(description="Dotted path of the record list in a response body.")
+    single_record: bool = Field(
+        default=False,
+        description="The answer holds one record (an object) at records_path, not a list (a child endpoint "
+        "answering one object per parent: Trackstar order packs).",
+    )
     primary_key: list[str] = Field(min_length=1)
     incremental: IncrementalSpec | None = None
     pagination: PaginationSpec  # type: ignore[valid-type]
     json_schema: dict[str, Any] = Field(alias="schema", description="JSON Schema of one record.")
+    parent: ParentSpec | None = Field(default=None, description="Read once per record of another stream.")
+    action: str | None = Field(
+        default=None,
+        description="The vendor's name for this read in a connection's list of what it can do (Trackstar "
+        "available_actions: get_orders): a connection known to lack it is skipped without a call. Unset: always read.",
+    )
 
     _path_ok = field_validator("path")(classmethod(lambda cls, v: check_path(v)))
 
@@ -229,7 +312,31 @@ class StreamSpec(Frozen):
                 raise ValueError(f"primary_key field '{key}' is not in schema.properties")
         if self.incremental and self.incremental.cursor_field not in props:
             raise ValueError(f"cursor_field '{self.incremental.cursor_field}' is not in schema.properties")
+        if self.parent is not None:
+            column = self.parent.key_column
+            if column not in props:
+                raise ValueError(f"parent: column '{column}' (the parent key) is not in schema.properties")
+            if column not in self.primary_key:
+                raise ValueError(
+                    f"parent: column '{column}' must be in primary_key: a child is one of its parent's, "
+                    f"e.g. primary_key: [{', '.join([column, *(k for k in self.primary_key if k != column)])}]"
+                )
+            for target in self.parent.fields.values():
+                if target not in props:
+                    raise ValueError(f"parent.fields: column '{target}' is not in schema.properties")
+            placeholders = _PLACEHOLDER.findall(self.path or "")
+            if placeholders != [self.parent.param]:
+                raise ValueError(
+                    f"parent: the path must hold the placeholder {{{self.parent.param}}} once and no other, "
+                    f"got {self.path!r}"
+                )
+        elif _PLACEHOLDER.search(self.path or ""):
+            raise ValueError(f"path {self.path!r} holds a placeholder; only a child stream (parent:) fills one")
         return self
+
+
+# A path placeholder of a child stream: {warehouse_id}.
+_PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
 
 
 # -- sinks (reverse ETL) --------------------------------------------------------------------------
@@ -467,11 +574,20 @@ class SinkSpec(Frozen):
 
 
 def _merged(defaults: dict[str, Any], own: dict[str, Any]) -> dict[str, Any]:
-    """``own`` over ``defaults``, nested mappings merged key by key (a stream's own value wins)."""
+    """``own`` over ``defaults``, nested mappings merged key by key (a stream's own value wins). A block that
+    names another ``type`` than the default's replaces it whole (``pagination: {type: single}`` takes none of
+    the default ``next_token``'s keys); ``null`` removes a default block (``incremental: null``)."""
     out = dict(defaults)
     for key, value in own.items():
         base = out.get(key)
-        out[key] = _merged(base, value) if isinstance(base, dict) and isinstance(value, dict) else value
+        if (
+            isinstance(base, dict)
+            and isinstance(value, dict)
+            and value.get("type", base.get("type")) == base.get("type")
+        ):
+            out[key] = _merged(base, value)
+        else:
+            out[key] = value
     return out
 
 
@@ -636,6 +752,10 @@ class ConnectorSpec(Frozen):
                 raise ValueError(f"streams.{name}.path: required for a REST stream (protocol: rest)")
             if self.protocol == "graphql" and not stream.query:
                 raise ValueError(f"streams.{name}.query: required for a GraphQL stream (protocol: graphql)")
+            if stream.parent is not None:
+                problem = self._parent_problem(name, stream)
+                if problem:
+                    raise ValueError(problem)
         for name, sink in self.sinks.items():
             problem = _sink_problem(name, sink)
             if problem:
@@ -650,6 +770,38 @@ class ConnectorSpec(Frozen):
 
     _base_ok = field_validator("base_url")(classmethod(lambda cls, v: check_http_default(v)))
     _graphql_path_ok = field_validator("graphql_path")(classmethod(lambda cls, v: check_path(v)))
+
+    def _parent_problem(self, name: str, stream: StreamSpec) -> str | None:
+        """The first problem of a child stream's ``parent`` block, as ``streams.<name>.parent...: ...``."""
+        parent = stream.parent
+        assert parent is not None
+        at = f"streams.{name}.parent"
+        if self.protocol != "rest":
+            return f"{at}: a child stream fills a REST path; GraphQL streams have none"
+        if parent.stream == name or parent.stream not in self.streams:
+            others = sorted(n for n in self.streams if n != name)
+            return f"{at}.stream: no stream '{parent.stream}' to read parents from; expected one of {others}"
+        of = self.streams[parent.stream]
+        if of.parent is not None:
+            return f"{at}.stream: '{parent.stream}' is itself a child; a parent must be a plain list"
+        if parent.field not in of.json_schema.get("properties", {}):
+            return f"{at}.field: '{parent.field}' is not in the schema of '{parent.stream}'"
+        for source in parent.fields:
+            if source not in of.json_schema.get("properties", {}):
+                return f"{at}.fields.{source}: not in the schema of '{parent.stream}'"
+        if parent.window == "parent":
+            inc, parent_inc = stream.incremental, of.incremental
+            if inc is None or parent_inc is None:
+                return (
+                    f"{at}.window: 'parent' needs both streams incremental (the window selects the parents "
+                    f"changed in it); use window: child"
+                )
+            if parent.fields.get(parent_inc.cursor_field) != inc.cursor_field:
+                return (
+                    f"{at}.fields: window 'parent' needs the parent's cursor copied into the child's: "
+                    f"fields: {{{parent_inc.cursor_field}: {inc.cursor_field}}}"
+                )
+        return None
 
     def fingerprint(self) -> str:
         """Stable hash of the spec's content: Dagster's ``code_version`` for its assets."""

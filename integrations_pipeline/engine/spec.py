@@ -1009,8 +1009,10 @@ def _yaml_problem(exc: yaml.YAMLError) -> str:
 def spec_json_schema() -> dict[str, Any]:
     """JSON Schema of the spec format, for editor autocompletion (``integrations-pipeline spec-schema``)."""
     schema = ConnectorSpec.model_json_schema(by_alias=True)
-    # A stream may take any field from stream_defaults: the loader, not the editor, checks a stream is whole.
+    # A stream may take any field from stream_defaults, and nested blocks merge key by key (an incremental
+    # block naming only its cursor_field): the loader, not the editor, checks a stream is whole.
     schema["$defs"]["StreamSpec"].pop("required", None)
+    schema["$defs"]["IncrementalSpec"].pop("required", None)
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "integrations_pipeline connector spec"
     return schema

@@ -112,7 +112,9 @@ def test_a_run_reads_stored_connections_then_the_fallback_variable():
         ("trackstar", "order.updated", "orders"),
         ("trackstar", "order.shipment.created", None),  # a shipment, not the order object
         ("trackstar", "inventory.created", "inventory"),
-        ("trackstar", "inventory_ledger.created", None),  # not the inventory stream
+        ("trackstar", "inventory_ledger.created", "inventory_ledger"),  # not the inventory stream
+        ("trackstar", "warehouse-location.updated", "warehouse_locations"),  # not the warehouses stream
+        ("trackstar", "bill.created", "bills"),
         ("trackstar", "inbound-shipment.updated", "inbound_shipments"),
         ("trackstar", "inbound_shipment.updated", "inbound_shipments"),
         ("trackstar", "connection.deleted", None),

@@ -529,7 +529,7 @@ def test_builtin_specs_are_the_five_vendors():
 
 def test_builtin_facts():
     trackstar = load_spec(SPEC_DIR / "trackstar.yaml")
-    assert trackstar.errors.unsupported_statuses == [501]
+    assert trackstar.errors.unsupported_statuses == [501, 403]  # 401 (a revoked token) is not among them
     assert 428 not in trackstar.retry.retry_statuses
     limits = [(r.requests, r.per_seconds, r.methods, r.scope) for r in trackstar.rate_limits]
     assert limits == [(10, 1, ["GET"], "connection"), (50, 1, ["POST", "PUT", "PATCH", "DELETE"], "connection")]

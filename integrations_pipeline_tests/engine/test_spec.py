@@ -404,6 +404,76 @@ BROKEN: list[tuple[str, str, Callable[[dict], None], str]] = [
         setp("sinks", "contacts", "proxy_for", "sinks", []),
         "sinks.contacts.proxy_for.sinks: List should have at least 1 item after validation, not 0",
     ),
+    # -- child streams (parent:) and unsupported statuses --
+    (
+        "parent-unknown-stream",
+        "trackstar.yaml",
+        setp("streams", "warehouse_locations", "parent", "stream", "warehouse"),
+        "streams.warehouse_locations.parent.stream: no stream 'warehouse' to read parents from; expected one of "
+        "['bills', 'inbound_shipment_suppliers', 'inbound_shipments', 'inventory', 'inventory_ledger', "
+        "'labor_activities', 'order_channels', 'order_packs', 'orders', 'products', 'returns', 'shipping_methods', "
+        "'warehouse_customers', 'warehouses']",
+    ),
+    (
+        "parent-is-a-child",
+        "trackstar.yaml",
+        setp("streams", "order_packs", "parent", "stream", "warehouse_locations"),
+        "streams.order_packs.parent.stream: 'warehouse_locations' is itself a child; a parent must be a plain list",
+    ),
+    (
+        "parent-field-unknown",
+        "trackstar.yaml",
+        setp("streams", "warehouse_locations", "parent", "field", "uuid"),
+        "streams.warehouse_locations.parent.field: 'uuid' is not in the schema of 'warehouses'",
+    ),
+    (
+        "parent-placeholder-missing",
+        "trackstar.yaml",
+        setp("streams", "warehouse_locations", "path", "/wms/warehouses/{id}/locations"),
+        "streams.warehouse_locations: parent: the path must hold the placeholder {warehouse_id} once and no other, "
+        "got '/wms/warehouses/{id}/locations'",
+    ),
+    (
+        "placeholder-without-parent",
+        "trackstar.yaml",
+        setp("streams", "orders", "path", "/wms/orders/{order_id}"),
+        "streams.orders: path '/wms/orders/{order_id}' holds a placeholder; only a child stream (parent:) fills one",
+    ),
+    (
+        "parent-key-not-in-primary-key",
+        "trackstar.yaml",
+        setp("streams", "warehouse_locations", "primary_key", ["id"]),
+        "streams.warehouse_locations: parent: column 'warehouse_id' must be in primary_key: a child is one of its "
+        "parent's, e.g. primary_key: [warehouse_id, id]",
+    ),
+    (
+        "parent-window-without-the-cursor-copied",
+        "trackstar.yaml",
+        setp("streams", "order_packs", "parent", "fields", {}),
+        "streams.order_packs.parent.fields: window 'parent' needs the parent's cursor copied into the child's: "
+        "fields: {updated_date: order_updated_date}",
+    ),
+    (
+        "parent-window-on-a-full-refresh-child",
+        "trackstar.yaml",
+        setp("streams", "order_packs", "incremental", None),
+        "streams.order_packs.parent.window: 'parent' needs both streams incremental (the window selects the "
+        "parents changed in it); use window: child",
+    ),
+    (
+        "parent-not-found-401",
+        "trackstar.yaml",
+        setp("streams", "order_packs", "parent", "not_found_statuses", [404, 401]),
+        "streams.order_packs.parent.not_found_statuses: 401 cannot mean 'no such parent' (4xx only; 401/403 are "
+        "refused credentials or a disabled endpoint, 429 is retried)",
+    ),
+    (
+        "unsupported-401",
+        "trackstar.yaml",
+        setp("errors", "unsupported_statuses", [501, 401]),
+        "errors.unsupported_statuses: 401 cannot mean 'endpoint unsupported' (4xx or 5xx only; 401 is refused "
+        "credentials, which must fail the run, and 429 is retried)",
+    ),
 ]
 
 
@@ -635,3 +705,20 @@ def test_stream_defaults_fill_every_stream_and_a_stream_may_override_one_key():
         "acme.yaml: stream_defaults.pagination.type",
         "acme.yaml: streams.b.pagination.type",
     ]
+
+
+def test_a_stream_naming_another_block_type_replaces_the_default_block():
+    """A child endpoint that does not page (Trackstar order packs) says ``pagination: {type: single}``: it takes
+    none of the default next_token's keys; ``incremental: null`` drops a default block."""
+    defaults = {
+        "pagination": {"type": "next_token", "token_path": "next_token", "token_param": "page_token"},
+        "incremental": {"cursor_field": "updated_date", "start_input": "a", "end_input": "b"},
+    }
+    merged = _merged(defaults, {"pagination": {"type": "single"}, "incremental": None})
+    assert merged == {"pagination": {"type": "single"}, "incremental": None}
+    assert _merged(defaults, {"pagination": {"token_param": "t"}})["pagination"] == {
+        **defaults["pagination"],
+        "token_param": "t",
+    }
+    packs = load_spec(SPEC_DIR / "trackstar.yaml").streams["order_packs"]
+    assert packs.pagination.type == "single" and packs.incremental.start_input == "updated_date[gte]"

@@ -192,7 +192,9 @@ def load_stream(
                     outcome.parents += 1
                 if page.parent_gone:
                     outcome.parents_gone += 1
-                    say(f"{spec.name}/{stream_name} [{connection.id}] parent {page.parent!r} is gone; passed over")
+                    say(
+                        f"{spec.name}/{stream_name} [{connection.id}] parent {page.parent!r} is gone: its children skipped"
+                    )
                     continue
                 records = page.records
                 if inc is not None:

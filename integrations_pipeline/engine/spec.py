@@ -464,13 +464,20 @@ class ProxySpec(Frozen):
 class SinkReadSpec(Frozen):
     """The read side of a sink: how to fetch the target's current records for a list of keys.
 
+    The key goes where the template says: a query parameter or the body, or one whole segment of the path
+    (``/contact/$key``, one key per call, escaped so it stays one segment).
+
     Records come back in the shape the vendor stores and answers with, which need not be the sink's
     write shape (SALESmanago answers flat contact fields where the upsert nests them under
     ``contact``); ``key`` names the key inside a *returned* record.
     """
 
     description: str
-    path: str = Field(pattern=r"^/", description="Endpoint path, appended to the (sink's or connector's) base URL.")
+    path: str = Field(
+        pattern=r"^/",
+        description=f"Endpoint path, appended to the (sink's or connector's) base URL; may hold '{KEY}' as one "
+        "whole segment (batch_size 1).",
+    )
     method: Literal["GET", "POST"] = "GET"
     batch_size: int = Field(ge=1, description=f"Most keys per call; 1 = one key per call ('{KEY}').")
     params: dict[str, Any] = Field(
@@ -556,6 +563,12 @@ class SinkSpec(Frozen):
     read: SinkReadSpec | None = Field(
         default=None,
         description="How to fetch the target's current records by key (uses the sink's auth/base_url too).",
+    )
+    lookups: dict[str, SinkReadSpec] = Field(
+        default_factory=dict,
+        description="Other reads of the target, each by another key than the sink's (Datatalks: a contact by its "
+        "SALESmanago id beside the read by email); run by SinkReader(..., lookup=name). Their key is compared "
+        "exactly, and they settle no delivery (no compare).",
     )
 
     @field_validator("body")
@@ -659,6 +672,14 @@ def _sink_problem(name: str, sink: SinkSpec) -> str | None:
             return f"{at}.response.{name}.match: '{listed.match}' is not in fields, expected one of {list(sink.fields)}"
     if r.failed is not None and r.failed.keep_value_as:
         return f"{at}.response.failed.keep_value_as: a list of failed items has no value to keep"
+    for lookup, spec in sink.lookups.items():
+        if not re.match(SNAKE, lookup):
+            return f"{at}.lookups.{lookup}: a lookup name must be snake_case (lowercase letters, digits, '_')"
+        if spec.compare:
+            return f"{at}.lookups.{lookup}.compare: only the read block settles deliveries (by the sink's key)"
+        problem = _read_problem(f"{at}.lookups.{lookup}", spec)
+        if problem:
+            return problem
     if sink.read is not None:
         for field_path in sink.read.compare:
             if field_path not in sink.fields and not sink.allow_extra_fields:
@@ -683,9 +704,17 @@ def _read_problem(at: str, read: SinkReadSpec) -> str | None:
                 f"{at}.{name}: '{other}' does not fit batch_size {read.batch_size}; use '{want}' "
                 f"({KEY} for one key per call, {KEYS} for a list)"
             )
+    segments = read.path.split("/")
+    if any(KEY in segment and segment != KEY for segment in segments):
+        return f"{at}.path: a key in the path is one whole segment '{KEY}' (/contact/{KEY}), one key per call"
+    in_path = segments.count(KEY)
+    if in_path and read.batch_size != 1:
+        return f"{at}.path: '{KEY}' in the path takes one key per call; set batch_size 1"
+    if in_path and (_count_placeholders(read.params, KEY) or _count_placeholders(read.body, KEY)):
+        return f"{at}.path: holds '{KEY}' already; take it out of params and body"
     if template == "body" and _count_placeholders(read.params, want):
         return f"{at}.params: a POST read sends its keys in the body; put '{want}' in body"
-    if _count_placeholders(getattr(read, template), want) != 1:
+    if in_path + _count_placeholders(getattr(read, template), want) != 1:
         return f"{at}.{template}: must contain '{want}' exactly once (batch_size {read.batch_size})"
     for name, value in read.params.items():
         if not isinstance(value, str | int | float | bool | Secret):

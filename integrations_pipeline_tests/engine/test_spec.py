@@ -404,6 +404,31 @@ BROKEN: list[tuple[str, str, Callable[[dict], None], str]] = [
         setp("sinks", "contacts", "proxy_for", "sinks", []),
         "sinks.contacts.proxy_for.sinks: List should have at least 1 item after validation, not 0",
     ),
+    (
+        "lookup-key-inside-a-segment",
+        "datatalks.yaml",
+        setp("sinks", "contacts", "lookups", "by_sm_id", "path", "/contact/id-$key"),
+        "sinks.contacts.lookups.by_sm_id.path: a key in the path is one whole segment '$key' (/contact/$key), "
+        "one key per call",
+    ),
+    (
+        "lookup-path-key-batched",
+        "datatalks.yaml",
+        setp("sinks", "contacts", "lookups", "by_sm_id", "batch_size", 5),
+        "sinks.contacts.lookups.by_sm_id.path: '$key' in the path takes one key per call; set batch_size 1",
+    ),
+    (
+        "lookup-key-twice",
+        "datatalks.yaml",
+        setp("sinks", "contacts", "lookups", "by_sm_id", "params", {"id": "$key"}),
+        "sinks.contacts.lookups.by_sm_id.path: holds '$key' already; take it out of params and body",
+    ),
+    (
+        "lookup-settles-nothing",
+        "datatalks.yaml",
+        setp("sinks", "contacts", "lookups", "by_sm_id", "compare", {"name": "name"}),
+        "sinks.contacts.lookups.by_sm_id.compare: only the read block settles deliveries (by the sink's key)",
+    ),
     # -- child streams (parent:) and unsupported statuses --
     (
         "parent-unknown-stream",

@@ -156,7 +156,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-DEMO_SIZES = {"products": 150, "contacts": 200, "deals": 160}
+# Trackstar's order packs take one call per order (10/s per connection): 300 orders keep that to a minute.
+DEMO_SIZES = {"products": 150, "contacts": 200, "deals": 160, "orders": 300}
 
 
 def _partition_range(start_date: str, today: date) -> tuple[str, str]:
@@ -253,8 +254,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
         failures = 0
         today = datetime.now(UTC).date()
         quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
-        # Sources before syncs: sync assets depend on the stream tables; stream assets depend on nothing.
-        dependent = {key for ad in assets for key, deps in ad.asset_deps.items() if deps}
+        # Sources before syncs: sync assets depend on the stream tables; stream assets depend on nothing outside
+        # their own multi-asset (a child stream's lineage names its parent, in the same one).
+        dependent = {key for ad in assets for key, deps in ad.asset_deps.items() if deps - set(ad.keys)}
         sync_keys = {key for ad in assets for key, group in ad.group_names_by_key.items() if group == "syncs"}
 
         def order(item):

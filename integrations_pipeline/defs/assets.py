@@ -157,7 +157,10 @@ def _connections(
         return parse_connections(spec, credentials), {}
     vault_resource: ConnectionVaultResource = getattr(context.resources, c.VAULT_RESOURCE)
     stored = (
-        [(s.connection_id, s.status, s.token_sealed) for s in warehouse.read_connections(spec.name)]
+        [
+            (s.connection_id, s.status, s.token_sealed, s.available_actions)
+            for s in warehouse.read_connections(spec.name)
+        ]
         if isinstance(warehouse, InboxWarehouse)
         else []
     )

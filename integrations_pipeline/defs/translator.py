@@ -163,6 +163,12 @@ class ConnectorTranslator:
             tags={constants.VENDOR_TAG: connector.name},
         )
 
+    def get_deps(self, props: StreamProps) -> list[dg.AssetKey]:
+        """Lineage: a child stream (``parent:``) depends on its parent's asset, whose records it is read per.
+        Lineage only: the child lists its parents through the API itself, so it never waits for the parent."""
+        parent = props.stream.parent
+        return [] if parent is None else [self.get_asset_key(StreamProps(props.connector, parent.stream))]
+
     def get_asset_spec(self, props: StreamProps) -> dg.AssetSpec:
         return dg.AssetSpec(
             key=self.get_asset_key(props),
@@ -173,6 +179,7 @@ class ConnectorTranslator:
             metadata=self.get_metadata(props),
             tags=self.get_tags(props),
             partitions_def=self.get_partitions_def(props),
+            deps=self.get_deps(props),
             skippable=True,
         ).with_io_manager_key(WAREHOUSE_IO_MANAGER)
 

@@ -7,8 +7,10 @@ decoded JSON body, or raises an error from ``engine.errors``:
 - transport failures (timeouts, resets, truncated or undecodable bodies) become ``TransportError``;
 - 429 → ``RateLimitedError`` honouring ``retry-after`` / ``x-ratelimit-reset``; 5xx (but not 501) and
   the spec's extra retry statuses → ``ServerError``; both retried with exponential back-off and jitter;
-- the spec's ``unsupported_statuses`` (Trackstar 501) → ``EndpointUnsupportedError``, never retried;
-- 401/403 → ``AuthError`` (after one fresh login when the auth type caches a token);
+- the spec's ``unsupported_statuses`` (Trackstar 501, and 403: an endpoint disabled for the connection)
+  → ``EndpointUnsupportedError``, never retried;
+- 401/403 (403 unless the spec lists it as unsupported) → ``AuthError`` (after one fresh login when the
+  auth type caches a token);
 - other 4xx (and a 501 the spec does not list as unsupported) → ``RequestRejectedError`` with the
   vendor's message;
 - HTTP-200 bodies are checked too: GraphQL ``errors`` and SALESmanago ``success: false``;
@@ -78,10 +80,17 @@ def _may_have_applied(exc: RetriableError) -> bool:
 
 @dataclass(frozen=True)
 class Connection:
-    """One customer connection (Trackstar): its id, and the token sent in the spec's header."""
+    """One customer connection (Trackstar): its id, the token sent in the spec's header, and what the vendor
+    says it can do (``available_actions``: ``get_orders``, ...; ``None`` = unknown, so every stream is read
+    and the vendor's own answer, a 501, decides)."""
 
     id: str
     token: SecretStr | None = None
+    available_actions: frozenset[str] | None = None
+
+    def lacks(self, action: str | None) -> bool:
+        """Whether the vendor said this connection cannot do ``action`` (never when either is unknown)."""
+        return action is not None and self.available_actions is not None and action not in self.available_actions
 
     def __repr__(self) -> str:
         return f"Connection({self.id!r})"

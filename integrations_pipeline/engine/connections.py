@@ -8,7 +8,8 @@ vendor:
 - ``LinkFlow.exchange(auth_code, customer_id)``: the code the widget hands back becomes a ``LinkedConnection``
   (its id, system name, available actions and access token, as a ``SecretStr``);
 - ``LinkFlow.listed()``: every connection the vendor knows, for ``reconcile``;
-- ``usable_connections``: what a run reads, stored connections first and the fallback variable after.
+- ``usable_connections``: what a run reads, stored connections first and the fallback variable after, each
+  with the actions the vendor lists for it when the registry kept them.
 
 Tokens are stored sealed by ``TokenVault`` (Fernet through ``cryptography``'s ``MultiFernet``: AES-128-CBC
 with an HMAC, keys rotate by putting a new key first). The engine never reads the environment: the keys
@@ -17,7 +18,7 @@ are handed in by the caller (``INTEGRATIONS_PIPELINE_SECRET_KEY`` in the service
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
@@ -91,7 +92,7 @@ class LinkedConnection:
     token: SecretStr | None = field(default=None, repr=False)
 
     def as_connection(self) -> Connection:
-        return Connection(self.connection_id, self.token)
+        return Connection(self.connection_id, self.token, frozenset(self.available_actions) or None)
 
 
 class LinkFlow:
@@ -195,21 +196,37 @@ def reconcile(stored: Mapping[str, str], listed: Iterable[LinkedConnection]) -> 
     )
 
 
+#: A stored connection as the registry hands it over: ``(connection_id, status, token_sealed)``, optionally
+#: followed by its ``available_actions`` as the vendor last listed them.
+StoredRow = tuple[str, str, str | None] | tuple[str, str, str | None, Collection[str] | None]
+
+
+def stored_actions(row: StoredRow) -> frozenset[str] | None:
+    """The actions a stored row lists, or ``None`` (unknown: every stream is read) when it has none. An empty
+    list counts as unknown too: a row stored before actions were kept, or from an answer without the field,
+    must not silence every stream of the connection."""
+    actions = row[3] if len(row) > 3 else None
+    return frozenset(actions) if actions else None
+
+
 def usable_connections(
     spec: ConnectorSpec,
     credentials: Credentials,
-    stored: Sequence[tuple[str, str, str | None]],
+    stored: Sequence[StoredRow],
     vault: TokenVault | None,
 ) -> list[Connection]:
     """The connections a run reads: the stored ones that are active (their tokens opened with ``vault``), then
     those of the fallback variable (``connections.token``) that the registry does not know. ``stored`` holds
-    ``(connection_id, status, token_sealed)``. A stored connection that is deleted or revoked is not read,
-    even when the variable still names it: the vendor (or its 401) said it is gone."""
+    ``(connection_id, status, token_sealed)`` or ``(connection_id, status, token_sealed, available_actions)``:
+    with the actions, a stream whose action the connection lacks is skipped without a call (``load_stream``);
+    the fallback variable's connections have none (unknown). A stored connection that is deleted or revoked is
+    not read, even when the variable still names it: the vendor (or its 401) said it is gone."""
     if spec.connections is None:
         return parse_connections(spec, credentials)
     env = spec.connections.token.env
     found: list[Connection] = []
-    for connection_id, status, sealed in stored:
+    for row in stored:
+        connection_id, status, sealed = row[0], row[1], row[2]
         if status != "active" or not sealed:
             continue
         if vault is None:
@@ -217,7 +234,7 @@ def usable_connections(
                 f"connector '{spec.name}': connection '{connection_id}' is stored with a sealed token, and no key "
                 "to open it is set (INTEGRATIONS_PIPELINE_SECRET_KEY)"
             )
-        found.append(Connection(connection_id, vault.open(sealed)))
+        found.append(Connection(connection_id, vault.open(sealed), stored_actions(row)))
     found += _fallback(spec, credentials, stored)
     if not found:
         hint = "set it, or connect a customer through the link flow (`integrations-pipeline serve`)"
@@ -225,25 +242,21 @@ def usable_connections(
     return found
 
 
-def known_connection_ids(
-    spec: ConnectorSpec, credentials: Credentials, stored: Sequence[tuple[str, str, str | None]]
-) -> set[str]:
+def known_connection_ids(spec: ConnectorSpec, credentials: Credentials, stored: Sequence[StoredRow]) -> set[str]:
     """The connections whose data a run may hold (``usable_connections``' choice, by id, tokens unopened):
     active stored ones, then the fallback variable's that the registry does not know."""
-    active = {connection_id for connection_id, status, _ in stored if status == "active"}
+    active = {row[0] for row in stored if row[1] == "active"}
     return active | {c.id for c in _fallback(spec, credentials, stored)}
 
 
-def _fallback(
-    spec: ConnectorSpec, credentials: Credentials, stored: Sequence[tuple[str, str, str | None]]
-) -> list[Connection]:
+def _fallback(spec: ConnectorSpec, credentials: Credentials, stored: Sequence[StoredRow]) -> list[Connection]:
     """The fallback variable's connections the registry does not know, or knows as active with no token (a
     connection reconciling found, whose token only the variable has). A stored token, or a stored deleted or
     revoked status, wins over the variable."""
     assert spec.connections is not None
     if not credentials.has(spec.connections.token.env):
         return []
-    known = {connection_id for connection_id, status, sealed in stored if status != "active" or sealed}
+    known = {row[0] for row in stored if row[1] != "active" or row[2]}
     return [c for c in parse_connections(spec, credentials) if c.id not in known]
 
 

@@ -14,9 +14,11 @@ The tree (retries key off the type, never off scattered status checks)::
     │   ├── OutcomeUnknownError          a write that may have reached the vendor got no readable answer;
     │   │                                never retried when re-sending is not harmless (events)
     │   └── FatalError                   retrying cannot help; the run fails with the vendor's message
-    │       ├── AuthError                401/403, GraphQL auth errors after one re-login
+    │       ├── AuthError                401/403, GraphQL auth errors after one re-login (a revoked
+    │       │                            Trackstar access token: 401, never a skip)
     │       ├── RequestRejectedError     other 4xx, GraphQL ``errors``, SALESmanago ``success: false``
-    │       ├── EndpointUnsupportedError Trackstar 501: this connection's WMS lacks the endpoint
+    │       ├── EndpointUnsupportedError a status the spec lists as unsupported: Trackstar 501 (this
+    │       │                            connection's WMS lacks the endpoint), 403 (it is disabled)
     │       ├── PaginationLoopError      a paginator saw the same token twice
     │       ├── RetriesExhaustedError    a retriable error persisted past the retry policy
     │       ├── ResponseFormatError      a complete answer that is not what JSON and the spec say
@@ -138,7 +140,9 @@ class RequestRejectedError(FatalError):
 
 
 class EndpointUnsupportedError(FatalError):
-    """Trackstar 501: the connected WMS does not implement this endpoint."""
+    """The connection cannot read this endpoint (the spec's ``errors.unsupported_statuses``: Trackstar 501, the
+    connected WMS does not implement it; 403, it is disabled for the organisation or connection): the stream is
+    skipped for that connection."""
 
 
 class PaginationLoopError(FatalError):

@@ -2,7 +2,8 @@
 
 A spec says everything the engine needs to read a vendor: base URL, auth, rate limits, retry
 policy, per-connection tokens, and streams (REST path or GraphQL query, where the records are,
-primary key, cursor field and how a time window becomes request filters, JSON schema); and to
+primary key, cursor field and how a time window becomes request filters, JSON schema, the parent
+stream a child stream is read once per record of, the vendor action a connection must list); and to
 write to it: sinks (endpoint, batch size, record key, field rules, body template, where the
 per-record outcomes are in the response; run by ``engine.write.sinks``), and, where a sink has a ``read``
 block, how to fetch the target's current records by key (run by ``engine.write.reads``).
@@ -103,7 +104,11 @@ class LimitsSpec(Frozen):
         gt=0,
         description="Largest answer accepted, counted after decompression, while reading.",
     )
-    max_pages: int = Field(default=100_000, gt=0, description="Most pages one stream reads per window and connection.")
+    max_pages: int = Field(
+        default=100_000,
+        gt=0,
+        description="Most pages one stream reads per window and connection (a child stream: per parent).",
+    )
 
 
 class ResponseErrorsSpec(Frozen):
@@ -121,8 +126,21 @@ class ResponseErrorsSpec(Frozen):
     )
     unsupported_statuses: list[int] = Field(
         default_factory=list,
-        description="Statuses that mean 'this connection lacks the endpoint' (Trackstar 501): skip, never retry.",
+        description="Statuses that mean 'this connection cannot read the endpoint' (Trackstar 501: the WMS lacks "
+        "it; 403: it is disabled for the organisation or connection): skip the stream for that connection, never "
+        "retry. Never 401: refused credentials (a revoked token) must fail, not pass for a missing endpoint.",
     )
+
+    @field_validator("unsupported_statuses")
+    @classmethod
+    def _unsupported_ok(cls, statuses: list[int]) -> list[int]:
+        for status in statuses:
+            if status == 401 or status == 429 or not 400 <= status < 600:
+                raise ValueError(
+                    f"{status} cannot mean 'endpoint unsupported' (4xx or 5xx only; 401 is refused credentials, "
+                    "which must fail the run, and 429 is retried)"
+                )
+        return statuses
 
 
 class ConnectionsSpec(Frozen):
@@ -274,6 +292,60 @@ class IncrementalSpec(Frozen):
     start_date: str = Field(default="2026-10-01", pattern=r"^\d{4}-\d{2}-\d{2}$", description="First daily partition.")
 
 
+class ParentSpec(Frozen):
+    """A child stream is read once per record of its parent stream (same connector, same connection): the
+    parent's ``field`` fills the ``{param}`` placeholder of the child's path, and every child row carries it in
+    ``column`` (part of the child's primary key), so ``/wms/warehouses/{warehouse_id}/locations`` becomes one
+    table of every warehouse's locations.
+
+    The parent's keys come from the parent's own list, read through the API in the same load (its paging and
+    filters), not from the parent's table: the child then never depends on another asset having run first, or
+    on the warehouse at all, and sees exactly the parents the vendor lists now. That costs one list page per
+    page of parents, next to one child call per parent.
+
+    ``window`` says which side a time window filters. ``child``: the child's own requests take it (the child
+    endpoint filters on its cursor) and every parent is listed. ``parent``: the parent's list takes it and the
+    child endpoint is called for the parents changed in the window only (an endpoint that neither pages nor
+    filters, Trackstar's order packs); the child's cursor is then the parent's, copied onto each row by
+    ``fields``.
+    """
+
+    stream: str = Field(description="The parent stream, in this connector.")
+    field: str = Field(default="id", description="Parent record field holding the key the child path takes.")
+    param: str = Field(pattern=SNAKE, description="Placeholder of the child's path, written {param}.")
+    column: str | None = Field(
+        default=None, description="Child column holding the parent key (default: param); part of primary_key."
+    )
+    fields: dict[str, str] = Field(
+        default_factory=dict,
+        description="Parent field → child column, copied onto every child row (the parent's cursor, for window: parent).",
+    )
+    window: Literal["child", "parent"] = Field(
+        default="child", description="child: the window filters the child's requests; parent: the parent's list."
+    )
+    not_found_statuses: list[int] = Field(
+        default_factory=list,
+        description="Statuses of a child call that mean 'no such parent' (it was deleted after it was listed): "
+        "that parent is counted and passed over, the others are read. 4xx only, and not 401/403 or 429.",
+    )
+
+    @field_validator("not_found_statuses")
+    @classmethod
+    def _not_found_ok(cls, statuses: list[int]) -> list[int]:
+        for status in statuses:
+            if not 400 <= status < 500 or status in (401, 403, 429):
+                raise ValueError(
+                    f"{status} cannot mean 'no such parent' (4xx only; 401/403 are refused credentials or a "
+                    "disabled endpoint, 429 is retried)"
+                )
+        return statuses
+
+    @property
+    def key_column(self) -> str:
+        """The child column that holds the parent key."""
+        return self.column or self.param
+
+
 class StreamSpec(Frozen):
     """One readable resource of a vendor; it becomes one Dagster asset and one warehouse table."""
 
@@ -284,10 +356,21 @@ class StreamSpec(Frozen):
     query: str | None = Field(default=None, description="GraphQL query text (GraphQL connectors).")
     variables: dict[str, Any] = Field(default_factory=dict, description="Fixed GraphQL variables.")
     records_path: str = Field(description="Dotted path of the record list in a response body.")
+    single_record: bool = Field(
+        default=False,
+        description="The answer holds one record (an object) at records_path, not a list (a child endpoint "
+        "answering one object per parent: Trackstar order packs).",
+    )
     primary_key: list[str] = Field(min_length=1)
     incremental: IncrementalSpec | None = None
     pagination: PaginationSpec  # type: ignore[valid-type]
     json_schema: dict[str, Any] = Field(alias="schema", description="JSON Schema of one record.")
+    parent: ParentSpec | None = Field(default=None, description="Read once per record of another stream.")
+    action: str | None = Field(
+        default=None,
+        description="The vendor's name for this read in a connection's list of what it can do (Trackstar "
+        "available_actions: get_orders): a connection known to lack it is skipped without a call. Unset: always read.",
+    )
 
     _path_ok = field_validator("path")(classmethod(lambda cls, v: check_path(v)))
 
@@ -301,7 +384,31 @@ class StreamSpec(Frozen):
                 raise ValueError(f"primary_key field '{key}' is not in schema.properties")
         if self.incremental and self.incremental.cursor_field not in props:
             raise ValueError(f"cursor_field '{self.incremental.cursor_field}' is not in schema.properties")
+        if self.parent is not None:
+            column = self.parent.key_column
+            if column not in props:
+                raise ValueError(f"parent: column '{column}' (the parent key) is not in schema.properties")
+            if column not in self.primary_key:
+                raise ValueError(
+                    f"parent: column '{column}' must be in primary_key: a child is one of its parent's, "
+                    f"e.g. primary_key: [{', '.join([column, *(k for k in self.primary_key if k != column)])}]"
+                )
+            for target in self.parent.fields.values():
+                if target not in props:
+                    raise ValueError(f"parent.fields: column '{target}' is not in schema.properties")
+            placeholders = _PLACEHOLDER.findall(self.path or "")
+            if placeholders != [self.parent.param]:
+                raise ValueError(
+                    f"parent: the path must hold the placeholder {{{self.parent.param}}} once and no other, "
+                    f"got {self.path!r}"
+                )
+        elif _PLACEHOLDER.search(self.path or ""):
+            raise ValueError(f"path {self.path!r} holds a placeholder; only a child stream (parent:) fills one")
         return self
+
+
+# A path placeholder of a child stream: {warehouse_id}.
+_PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
 
 
 # -- sinks (reverse ETL) --------------------------------------------------------------------------
@@ -429,13 +536,20 @@ class ProxySpec(Frozen):
 class SinkReadSpec(Frozen):
     """The read side of a sink: how to fetch the target's current records for a list of keys.
 
+    The key goes where the template says: a query parameter or the body, or one whole segment of the path
+    (``/contact/$key``, one key per call, escaped so it stays one segment).
+
     Records come back in the shape the vendor stores and answers with, which need not be the sink's
     write shape (SALESmanago answers flat contact fields where the upsert nests them under
     ``contact``); ``key`` names the key inside a *returned* record.
     """
 
     description: str
-    path: str = Field(pattern=r"^/", description="Endpoint path, appended to the (sink's or connector's) base URL.")
+    path: str = Field(
+        pattern=r"^/",
+        description=f"Endpoint path, appended to the (sink's or connector's) base URL; may hold '{KEY}' as one "
+        "whole segment (batch_size 1).",
+    )
     method: Literal["GET", "POST"] = "GET"
     batch_size: int = Field(ge=1, description=f"Most keys per call; 1 = one key per call ('{KEY}').")
     params: dict[str, Any] = Field(
@@ -522,6 +636,12 @@ class SinkSpec(Frozen):
         default=None,
         description="How to fetch the target's current records by key (uses the sink's auth/base_url too).",
     )
+    lookups: dict[str, SinkReadSpec] = Field(
+        default_factory=dict,
+        description="Other reads of the target, each by another key than the sink's (Datatalks: a contact by its "
+        "SALESmanago id beside the read by email); run by SinkReader(..., lookup=name). Their key is compared "
+        "exactly, and they settle no delivery (no compare).",
+    )
 
     @field_validator("body")
     @classmethod
@@ -539,11 +659,20 @@ class SinkSpec(Frozen):
 
 
 def _merged(defaults: dict[str, Any], own: dict[str, Any]) -> dict[str, Any]:
-    """``own`` over ``defaults``, nested mappings merged key by key (a stream's own value wins)."""
+    """``own`` over ``defaults``, nested mappings merged key by key (a stream's own value wins). A block that
+    names another ``type`` than the default's replaces it whole (``pagination: {type: single}`` takes none of
+    the default ``next_token``'s keys); ``null`` removes a default block (``incremental: null``)."""
     out = dict(defaults)
     for key, value in own.items():
         base = out.get(key)
-        out[key] = _merged(base, value) if isinstance(base, dict) and isinstance(value, dict) else value
+        if (
+            isinstance(base, dict)
+            and isinstance(value, dict)
+            and value.get("type", base.get("type")) == base.get("type")
+        ):
+            out[key] = _merged(base, value)
+        else:
+            out[key] = value
     return out
 
 
@@ -615,6 +744,14 @@ def _sink_problem(name: str, sink: SinkSpec) -> str | None:
             return f"{at}.response.{name}.match: '{listed.match}' is not in fields, expected one of {list(sink.fields)}"
     if r.failed is not None and r.failed.keep_value_as:
         return f"{at}.response.failed.keep_value_as: a list of failed items has no value to keep"
+    for lookup, spec in sink.lookups.items():
+        if not re.match(SNAKE, lookup):
+            return f"{at}.lookups.{lookup}: a lookup name must be snake_case (lowercase letters, digits, '_')"
+        if spec.compare:
+            return f"{at}.lookups.{lookup}.compare: only the read block settles deliveries (by the sink's key)"
+        problem = _read_problem(f"{at}.lookups.{lookup}", spec)
+        if problem:
+            return problem
     if sink.read is not None:
         for field_path in sink.read.compare:
             if field_path not in sink.fields and not sink.allow_extra_fields:
@@ -639,9 +776,17 @@ def _read_problem(at: str, read: SinkReadSpec) -> str | None:
                 f"{at}.{name}: '{other}' does not fit batch_size {read.batch_size}; use '{want}' "
                 f"({KEY} for one key per call, {KEYS} for a list)"
             )
+    segments = read.path.split("/")
+    if any(KEY in segment and segment != KEY for segment in segments):
+        return f"{at}.path: a key in the path is one whole segment '{KEY}' (/contact/{KEY}), one key per call"
+    in_path = segments.count(KEY)
+    if in_path and read.batch_size != 1:
+        return f"{at}.path: '{KEY}' in the path takes one key per call; set batch_size 1"
+    if in_path and (_count_placeholders(read.params, KEY) or _count_placeholders(read.body, KEY)):
+        return f"{at}.path: holds '{KEY}' already; take it out of params and body"
     if template == "body" and _count_placeholders(read.params, want):
         return f"{at}.params: a POST read sends its keys in the body; put '{want}' in body"
-    if _count_placeholders(getattr(read, template), want) != 1:
+    if in_path + _count_placeholders(getattr(read, template), want) != 1:
         return f"{at}.{template}: must contain '{want}' exactly once (batch_size {read.batch_size})"
     for name, value in read.params.items():
         if not isinstance(value, str | int | float | bool | Secret):
@@ -708,6 +853,10 @@ class ConnectorSpec(Frozen):
                 raise ValueError(f"streams.{name}.path: required for a REST stream (protocol: rest)")
             if self.protocol == "graphql" and not stream.query:
                 raise ValueError(f"streams.{name}.query: required for a GraphQL stream (protocol: graphql)")
+            if stream.parent is not None:
+                problem = self._parent_problem(name, stream)
+                if problem:
+                    raise ValueError(problem)
         if self.connections is not None and "connections" in self.streams:
             # The connection registry is an asset of its own, keyed <connector>/connections.
             raise ValueError("streams.connections: the name is taken by the connection registry of `connections:`")
@@ -739,6 +888,38 @@ class ConnectorSpec(Frozen):
 
     _base_ok = field_validator("base_url")(classmethod(lambda cls, v: check_http_default(v)))
     _graphql_path_ok = field_validator("graphql_path")(classmethod(lambda cls, v: check_path(v)))
+
+    def _parent_problem(self, name: str, stream: StreamSpec) -> str | None:
+        """The first problem of a child stream's ``parent`` block, as ``streams.<name>.parent...: ...``."""
+        parent = stream.parent
+        assert parent is not None
+        at = f"streams.{name}.parent"
+        if self.protocol != "rest":
+            return f"{at}: a child stream fills a REST path; GraphQL streams have none"
+        if parent.stream == name or parent.stream not in self.streams:
+            others = sorted(n for n in self.streams if n != name)
+            return f"{at}.stream: no stream '{parent.stream}' to read parents from; expected one of {others}"
+        of = self.streams[parent.stream]
+        if of.parent is not None:
+            return f"{at}.stream: '{parent.stream}' is itself a child; a parent must be a plain list"
+        if parent.field not in of.json_schema.get("properties", {}):
+            return f"{at}.field: '{parent.field}' is not in the schema of '{parent.stream}'"
+        for source in parent.fields:
+            if source not in of.json_schema.get("properties", {}):
+                return f"{at}.fields.{source}: not in the schema of '{parent.stream}'"
+        if parent.window == "parent":
+            inc, parent_inc = stream.incremental, of.incremental
+            if inc is None or parent_inc is None:
+                return (
+                    f"{at}.window: 'parent' needs both streams incremental (the window selects the parents "
+                    f"changed in it); use window: child"
+                )
+            if parent.fields.get(parent_inc.cursor_field) != inc.cursor_field:
+                return (
+                    f"{at}.fields: window 'parent' needs the parent's cursor copied into the child's: "
+                    f"fields: {{{parent_inc.cursor_field}: {inc.cursor_field}}}"
+                )
+        return None
 
     def fingerprint(self) -> str:
         """Stable hash of the spec's content: Dagster's ``code_version`` for its assets."""
@@ -960,8 +1141,10 @@ def _yaml_problem(exc: yaml.YAMLError) -> str:
 def spec_json_schema() -> dict[str, Any]:
     """JSON Schema of the spec format, for editor autocompletion (``integrations-pipeline spec-schema``)."""
     schema = ConnectorSpec.model_json_schema(by_alias=True)
-    # A stream may take any field from stream_defaults: the loader, not the editor, checks a stream is whole.
+    # A stream may take any field from stream_defaults, and nested blocks merge key by key (an incremental
+    # block naming only its cursor_field): the loader, not the editor, checks a stream is whole.
     schema["$defs"]["StreamSpec"].pop("required", None)
+    schema["$defs"]["IncrementalSpec"].pop("required", None)
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "integrations_pipeline connector spec"
     return schema

@@ -433,6 +433,8 @@ class DatatalksSandbox(VendorSandbox):
         return self._contact_answer(self._store.find_contact(email))
 
     def _contact_by_id(self, request: httpx.Request) -> httpx.Response:
+        # Seed 002 "Get information about a Salesmanago contact": [GET] .../Production/contact/sm_id, the
+        # SALESmanago contact id (contactId) in the path; served under /v1 too [unconfirmed], as the others.
         sm_id = request.url.path.rsplit("/", 1)[-1]
         return self._contact_answer(self._store.contact_by_id(sm_id))
 

@@ -2,18 +2,25 @@
 
 What it serves (all JSON):
 
-- ``GET /wms/inventory|products|orders|warehouses|inbound-shipments|returns`` with headers
-  ``x-trackstar-api-key`` and ``x-trackstar-access-token``; envelope ``{"data", "next_token",
+- ``GET /wms/inventory|products|orders|warehouses|inbound-shipments|returns|billing|inventory/ledger|
+  shipping-methods|warehouse-customers|labor-activities|orders/channels|inbound-shipments/suppliers`` with
+  headers ``x-trackstar-api-key`` and ``x-trackstar-access-token``; envelope ``{"data", "next_token",
   "total_count"}`` (``total_count`` = records in this page); ``limit`` 1..1000 (default 1000);
   filters ``field[op]=value`` with ops ``eq neq gt gte lt lte in nin`` on ``updated_date``,
   ``created_date`` (strict ``YYYY-MM-DDTHH:MM:SSZ``) and a few scalar fields per resource;
   ``ids[in]`` (≤ 100, overrides every other filter). Records come in ``(updated_date, id)`` order.
+- ``GET /wms/warehouses/{warehouse_id}/locations``: a list like the others, of one warehouse's locations;
+  ``GET /wms/orders/{order_id}/packs`` → ``{"data": OrderPackSchema}``, no query parameters, no paging.
+  Both answer 404 (``{"error", "id"}``, openapi.json HTTPError) for an unknown parent.
 - ``GET /wms/<resource>/<id>`` → ``{"data": {...}}`` or 404.
-- ``POST /link/token``, ``POST /link/exchange``, ``GET /connections[/<id>]`` (API key only).
+- ``POST /link/token``, ``POST /link/exchange``, ``GET /connections[/<id>]`` (API key only); a connection's
+  ``available_actions`` use openapi.json's names (``get_orders``, ``get_bills``, ...).
 
 Each connection (access token) is its own WMS with its own data: ids carry the connection's letter
 (``inv_a_000001`` for ``conn_a``). Streams listed in ``unsupported`` for a connection answer 501
-with ``origin: "integration"``, as Trackstar does when the underlying WMS lacks the endpoint.
+with ``origin: "integration"`` and the documented body (``Endpoint get_returns is not implemented for
+...``), as Trackstar does when the underlying WMS lacks the endpoint; those in ``disabled`` answer 403
+(disabled for the connection); ``revoke(connection_id)`` makes a token answer 401 like any invalid token.
 
 Page tokens are opaque keyset tokens (base64 of the last ``(updated_date, id)`` served plus a
 fingerprint of connection, resource and filters); a token sent with different filters is a 422.
@@ -62,7 +69,7 @@ from integrations_pipeline.sandbox.data import (
     parse_iso,
 )
 
-# stream name -> (URL segment under /wms/, id prefix)
+# List stream name -> (URL path under /wms/, id prefix): openapi.json's GET /wms/... list paths.
 STREAMS: dict[str, tuple[str, str]] = {
     "inventory": ("inventory", "inv"),
     "products": ("products", "prod"),
@@ -70,9 +77,41 @@ STREAMS: dict[str, tuple[str, str]] = {
     "warehouses": ("warehouses", "wh"),
     "inbound_shipments": ("inbound-shipments", "ibs"),
     "returns": ("returns", "ret"),
+    "bills": ("billing", "bill"),
+    "inventory_ledger": ("inventory/ledger", "led"),
+    "shipping_methods": ("shipping-methods", "shm"),
+    "warehouse_customers": ("warehouse-customers", "wc"),
+    "labor_activities": ("labor-activities", "lab"),
+    "order_channels": ("orders/channels", "ch"),
+    "inbound_shipment_suppliers": ("inbound-shipments/suppliers", "sup"),
 }
 SEGMENT_TO_STREAM = {segment: stream for stream, (segment, _) in STREAMS.items()}
-# Webhook event type prefixes per stream (openapi.json "webhooks": order.updated, inbound-shipment.created, ...).
+# Child stream -> (parent list stream, URL segment after the parent's id): GET /wms/warehouses/{warehouse_id}/
+# locations (WmsWarehouseLocationsListEndpoint, pages and filters like a list) and GET /wms/orders/{order_id}/
+# packs (WmsOrderPacksSingleItemEndpoint: one object, no query parameters). Both answer 404 for an unknown parent.
+CHILDREN: dict[str, tuple[str, str]] = {
+    "warehouse_locations": ("warehouses", "locations"),
+    "order_packs": ("orders", "packs"),
+}
+ID_PREFIX = {**{stream: prefix for stream, (_, prefix) in STREAMS.items()}, "warehouse_locations": "loc"}
+# What a connection lists in available_actions for each stream: openapi.json ConnectionResourceSyncSchema
+# functions_to_sync enum (get_inventory ... get_shipments; the 501 body of docs.trackstarhq.com "About the API"
+# names get_returns too). Labor activities, order channels, suppliers and packs have no name there: none listed.
+ACTIONS: dict[str, str] = {
+    "inventory": "get_inventory",
+    "products": "get_products",
+    "orders": "get_orders",
+    "warehouses": "get_warehouses",
+    "inbound_shipments": "get_inbound_shipments",
+    "returns": "get_returns",
+    "bills": "get_bills",
+    "inventory_ledger": "get_inventory_ledger",
+    "shipping_methods": "get_shipping_methods",
+    "warehouse_customers": "get_warehouse_customers",
+    "warehouse_locations": "get_warehouse_locations",
+}
+# Webhook event type prefixes per stream (openapi.json "webhooks": order.updated, inbound-shipment.created, ...;
+# labor_activity.created from the documentation repository's webhook pages). Streams without one send none.
 EVENT_PREFIX = {
     "inventory": "inventory",
     "products": "product",
@@ -80,6 +119,12 @@ EVENT_PREFIX = {
     "warehouses": "warehouse",
     "inbound_shipments": "inbound-shipment",
     "returns": "return",
+    "bills": "bill",
+    "inventory_ledger": "inventory_ledger",
+    "shipping_methods": "shipping-method",
+    "warehouse_customers": "warehouse-customer",
+    "labor_activities": "labor_activity",
+    "warehouse_locations": "warehouse-location",
 }
 #: The sandbox endpoint's Svix signing secret (``whsec_`` + base64), as the Trackstar dashboard shows one.
 SANDBOX_WEBHOOK_SECRET = "whsec_c2FuZGJveC10cmFja3N0YXItd2ViaG9vay1zZWNyZXQ="
@@ -90,6 +135,14 @@ DEFAULT_SIZES = {
     "warehouses": 5,
     "inbound_shipments": 400,
     "returns": 300,
+    "bills": 800,
+    "inventory_ledger": 1500,
+    "shipping_methods": 6,
+    "warehouse_customers": 3,
+    "labor_activities": 900,
+    "order_channels": 4,
+    "inbound_shipment_suppliers": 6,
+    "warehouse_locations": 60,  # spread over the warehouses; order packs follow the orders
 }
 DEFAULT_CONNECTIONS = {"conn_a": "sandbox-token-a", "conn_b": "sandbox-token-b"}
 DEFAULT_UNSUPPORTED = {"conn_b": ["returns"]}
@@ -106,6 +159,15 @@ FILTER_FIELDS: dict[str, tuple[str, ...]] = {
     "warehouses": ("name", "code"),
     "inbound_shipments": ("status", "supplier", "warehouse_id", "purchase_order_number", "warehouse_customer_id"),
     "returns": ("status", "order_id", "warehouse_customer_id"),
+    # The parameters openapi.json lists for each path (fields the records do not carry are left out).
+    "bills": ("warehouse_customer_id",),
+    "inventory_ledger": ("event_type",),
+    "shipping_methods": (),
+    "warehouse_customers": (),
+    "labor_activities": ("activity_type", "associated_object_id", "associated_object_type", "user_id", "warehouse_id"),
+    "order_channels": ("warehouse_customer_id",),
+    "inbound_shipment_suppliers": ("warehouse_customer_id",),
+    "warehouse_locations": ("type",),
 }
 MAX_LIMIT = 1000
 MAX_IN_VALUES = 100
@@ -186,6 +248,36 @@ _RETURN_REASONS = (
     None,
 )
 _WAREHOUSE_SITES = ("Reno", "Columbus", "Dallas", "Atlanta", "Newark", "Ontario", "Louisville", "Phoenix")
+# (charge_type, object_type, stream the object is in): BillSchema.object_type/charge_type are free text.
+_CHARGES = (
+    ("pick_fee", "order", "orders"),
+    ("packaging", "order", "orders"),
+    ("shipping_label", "order", "orders"),
+    ("receiving", "inbound_shipment", "inbound_shipments"),
+    ("storage", "inventory", "inventory"),
+    ("return_processing", "return", "returns"),
+)
+# (event_type, object_type, stream, sign, raw_event_type): InventoryLedgerSchema.event_type and object_type enums.
+_LEDGER_EVENTS = (
+    ("order_shipment", "order", "orders", -1, "Shipped"),
+    ("order_shipment", "order", "orders", -1, "Shipped"),
+    ("inbound_receipt", "inbound_shipment", "inbound_shipments", 1, "Received"),
+    ("return_receipt", "return", "returns", 1, "Return received"),
+    ("adjustment", None, None, 0, "Cycle count"),
+    ("movement", None, None, 0, "Moved"),
+    ("supplier_return", None, None, -1, "Returned to vendor"),
+    ("other", None, None, 0, "Manual edit"),
+)
+# LaborActivitySchema.activity_type and associated_object_type enums.
+_ACTIVITIES = (
+    ("pick", "order", "orders"),
+    ("pack", "order", "orders"),
+    ("put_away", "inbound_shipment", "inbound_shipments"),
+    ("receive", "inbound_shipment", "inbound_shipments"),
+    ("transfer", "inventory", "inventory"),
+)
+_MERCHANTS = ("Bluebird Goods", "Summit Outfitters", "Harbor & Co", "Greenleaf Market", "Northwind Traders")
+_LOCATION_TYPES = ("bin", "bin", "bin", "shelf", "pallet", "floor")
 
 
 def _raw(status: str) -> str:
@@ -204,7 +296,8 @@ def _rev_name(name: str | None, r: random.Random) -> str:
 
 
 class _Tenant:
-    """One connected WMS: its connection id, token, integration name and six lazy streams."""
+    """One connected WMS: its connection id, token, integration name and one lazy store per list stream (and
+    one for warehouse locations; order packs are computed from their orders)."""
 
     def __init__(self, seed: int, connection_id: str, token: str, integration: str, sizes: dict[str, int]) -> None:
         self.connection_id = connection_id
@@ -214,7 +307,8 @@ class _Tenant:
         self.letter = re.sub(r"[^a-z0-9]", "", connection_id.lower().removeprefix("conn_")) or "x"
         self.sizes = sizes
         self.n_wh = max(1, sizes["warehouses"])
-        self.customers = [f"wc_{self.letter}_{k:03d}" for k in range(1, 4)]
+        # Other records name the warehouse customers, suppliers and channels the lists serve.
+        self.customers = [self.rid("warehouse_customers", k) for k in range(max(1, sizes["warehouse_customers"]))]
         generators: dict[str, Callable[[int, int, int], dict[str, Any]]] = {
             "inventory": self._inventory,
             "products": self._product,
@@ -222,9 +316,17 @@ class _Tenant:
             "warehouses": self._warehouse,
             "inbound_shipments": self._inbound,
             "returns": self._return,
+            "bills": self._bill,
+            "inventory_ledger": self._ledger_entry,
+            "shipping_methods": self._shipping_method,
+            "warehouse_customers": self._warehouse_customer,
+            "labor_activities": self._labor_activity,
+            "order_channels": self._order_channel,
+            "inbound_shipment_suppliers": self._supplier,
+            "warehouse_locations": self._location,
         }
         self.stores: dict[str, LazyStore] = {}
-        for stream, (_, prefix) in STREAMS.items():
+        for stream, prefix in ID_PREFIX.items():
             id_prefix = f"{prefix}_{self.letter}_"
             self.stores[stream] = LazyStore(
                 size=sizes[stream],
@@ -239,7 +341,15 @@ class _Tenant:
     # -- references shared between streams ------------------------------------------------------
 
     def rid(self, stream: str, i: int) -> str:
-        return f"{STREAMS[stream][1]}_{self.letter}_{i + 1:06d}"
+        return f"{ID_PREFIX[stream]}_{self.letter}_{i + 1:06d}"
+
+    def supplier_id(self, name: str) -> str:
+        return self.rid(
+            "inbound_shipment_suppliers", _SUPPLIERS.index(name) % max(1, self.sizes["inbound_shipment_suppliers"])
+        )
+
+    def channel_id(self, k: int) -> str:
+        return self.rid("order_channels", k % max(1, self.sizes["order_channels"]))
 
     def catalog(self, c: int) -> dict[str, Any]:
         """Catalog entry ``c``: inventory item ``c`` and product ``c`` share its SKU and name."""
@@ -326,7 +436,7 @@ class _Tenant:
         n_inv = self.sizes["inventory"]
         return {
             "id": f"inv_{self.letter}_{i + 1:06d}",
-            "warehouse_customer_id": self.customers[i % 3],
+            "warehouse_customer_id": self.customers[i % len(self.customers)],
             "created_date": iso(created),
             "updated_date": iso(ts),
             "name": cat["name"],
@@ -376,7 +486,7 @@ class _Tenant:
             items = [{"inventory_item_id": self.rid("inventory", i), "sku": cat["sku"], "unit_quantity": 1}]
         else:
             items = []
-        supplier_id = f"sup_{self.letter}_{_SUPPLIERS.index(cat['supplier']) + 1:03d}"
+        supplier_id = self.supplier_id(cat["supplier"])
         return {
             "id": self.rid("products", i),
             "warehouse_customer_id": self.customers[i % len(self.customers)],
@@ -449,7 +559,8 @@ class _Tenant:
         total_shipping = r.choice((0.0, 0.0, 4.99, 7.99, 12.5))
         total_tax = round((subtotal - total_discount) * 0.08, 2)
         carrier_id, carrier_name, scac, method, level = r.choice(_CARRIERS)
-        channel_id, channel_name = r.choice(_CHANNELS)
+        channel = r.randrange(len(_CHANNELS))
+        channel_id, channel_name = _CHANNELS[channel]
         order_type = "b2b" if channel_id == "wholesale" else "d2c"
         w = r.randrange(self.n_wh)
         wid = self.rid("warehouses", w)
@@ -523,7 +634,7 @@ class _Tenant:
             "status": status,
             "raw_status": _raw(status),
             "channel": channel_id,
-            "channel_object": {"channel_id": f"ch_{channel_id}", "channel_name": channel_name},
+            "channel_object": {"channel_id": self.channel_id(channel), "channel_name": channel_name},
             "type": order_type,
             "trading_partner": r.choice(("Target", "Nordstrom", "REI")) if order_type == "b2b" else None,
             "shipping_method": method,
@@ -614,7 +725,7 @@ class _Tenant:
             "raw_status": _raw(status),
             "supplier": supplier,
             "supplier_object": {
-                "supplier_id": f"sup_{self.letter}_{_SUPPLIERS.index(supplier) + 1:03d}",
+                "supplier_id": self.supplier_id(supplier),
                 "supplier_name": supplier,
             },
             "expected_arrival_date": iso(created + r.randrange(3, 21) * 86400),
@@ -703,6 +814,190 @@ class _Tenant:
             "additional_fields": {},
         }
 
+    # BillSchema (GET /wms/billing).
+    def _bill(self, i: int, ts: int, created: int) -> dict[str, Any]:
+        r = random.Random(mix64(self.key, "bills", i))
+        charge, object_type, stream = r.choice(_CHARGES)
+        n = self.sizes[stream]
+        return {
+            "id": self.rid("bills", i),
+            "warehouse_customer_id": self.customers[i % len(self.customers)],
+            "created_date": iso(created),
+            "updated_date": iso(ts),
+            "object_id": self.rid(stream, r.randrange(n)) if n else None,
+            "object_type": object_type,
+            "charge_type": charge,
+            "amount": money(r, 0.25, 45),
+            "currency_code": "USD",
+            "additional_fields": {},
+        }
+
+    # InventoryLedgerSchema (GET /wms/inventory/ledger).
+    def _ledger_entry(self, i: int, ts: int, created: int) -> dict[str, Any]:
+        r = random.Random(mix64(self.key, "inventory_ledger", i))
+        event, object_type, stream, sign, raw = r.choice(_LEDGER_EVENTS)
+        c = r.randrange(max(1, self.sizes["inventory"]))
+        w = r.randrange(self.n_wh)
+        n_loc = self.sizes["warehouse_locations"]
+        # Location k is in warehouse k % n_wh (``_location``): pick one of warehouse w's, if it has any.
+        in_w = range(w, n_loc, self.n_wh)
+        n = self.sizes[stream] if stream else 0
+        return {
+            "id": self.rid("inventory_ledger", i),
+            "created_date": iso(created),
+            "updated_date": iso(ts),
+            "entry_date": iso(created),
+            "inventory_item_id": self.rid("inventory", c),
+            "sku": self.catalog(c)["sku"],
+            "quantity": (sign or r.choice((-1, 1))) * r.randrange(1, 40),
+            "raw_event_type": raw,
+            "event_type": event,
+            "reason": r.choice(("Damaged", "Found in count", "Relabelled", None)) if event == "adjustment" else None,
+            "object_id": self.rid(stream, r.randrange(n)) if stream and n else None,
+            "object_type": object_type,
+            "warehouse_id": self.rid("warehouses", w),
+            "location_id": self.rid("warehouse_locations", r.choice(in_w)) if len(in_w) else None,
+            "additional_fields": {},
+        }
+
+    # ShippingMethodSchema (GET /wms/shipping-methods): one per carrier service of the orders' vocabulary.
+    def _shipping_method(self, i: int, ts: int, created: int) -> dict[str, Any]:
+        carrier_id, carrier_name, scac, method, _ = _CARRIERS[i % len(_CARRIERS)]
+        n = i // len(_CARRIERS)
+        return {
+            "id": self.rid("shipping_methods", i),
+            "created_date": iso(created),
+            "updated_date": iso(ts),
+            "name": method + (f" {n + 1}" if n else ""),
+            "carrier": carrier_name,  # deprecated in the schema, still served
+            "carrier_id": carrier_id,
+            "carrier_name": carrier_name,
+            "scac": scac,
+            "additional_fields": {},
+        }
+
+    # WarehouseCustomerSchema (GET /wms/warehouse-customers): the merchants other records name.
+    def _warehouse_customer(self, i: int, ts: int, created: int) -> dict[str, Any]:
+        name = _MERCHANTS[i % len(_MERCHANTS)] + (f" {i // len(_MERCHANTS) + 1}" if i >= len(_MERCHANTS) else "")
+        return {
+            "id": self.rid("warehouse_customers", i),
+            "created_date": iso(created),
+            "updated_date": iso(ts),
+            "name": name,
+            "email": f"ops.{i + 1}@{name.split()[0].lower()}.example.com",
+            "additional_fields": {},
+        }
+
+    # LaborActivitySchema (GET /wms/labor-activities).
+    def _labor_activity(self, i: int, ts: int, created: int) -> dict[str, Any]:
+        r = random.Random(mix64(self.key, "labor_activities", i))
+        activity, object_type, stream = r.choice(_ACTIVITIES)
+        user = r.randrange(12)
+        person = random.Random(mix64(self.key, "labor-user", user))
+        n = self.sizes[stream]
+        return {
+            "id": self.rid("labor_activities", i),
+            "created_date": iso(created),
+            "updated_date": iso(ts),
+            "user_id": f"usr_{self.letter}_{user + 1:03d}",
+            "user_first_name": person.choice(FIRST_NAMES),
+            "user_last_name": person.choice(LAST_NAMES),
+            "warehouse_id": self.rid("warehouses", r.randrange(self.n_wh)),
+            "activity_type": activity,
+            "activity_start_time": iso(created),
+            "activity_end_time": iso(min(ts, created + r.randrange(30, 1800))) if r.random() < 0.95 else None,
+            "associated_object_type": object_type,
+            "associated_object_id": self.rid(stream, r.randrange(n)) if n else None,
+            "quantity": r.randrange(1, 60),
+            "additional_fields": {},
+        }
+
+    # OrderChannelSchema (GET /wms/orders/channels): the channels orders name in channel_object.
+    def _order_channel(self, i: int, ts: int, created: int) -> dict[str, Any]:
+        _, name = _CHANNELS[i % len(_CHANNELS)]
+        return {
+            "id": self.rid("order_channels", i),
+            "name": name + (f" {i // len(_CHANNELS) + 1}" if i >= len(_CHANNELS) else ""),
+            "warehouse_customer_id": self.customers[i % len(self.customers)],
+            "created_date": iso(created),
+            "updated_date": iso(ts),
+            "additional_fields": {},
+        }
+
+    # InboundShipmentSupplierSchema (GET /wms/inbound-shipments/suppliers): the suppliers products and
+    # inbound shipments name in supplier_object.
+    def _supplier(self, i: int, ts: int, created: int) -> dict[str, Any]:
+        return {
+            "id": self.rid("inbound_shipment_suppliers", i),
+            "name": _SUPPLIERS[i % len(_SUPPLIERS)] + (f" {i // len(_SUPPLIERS) + 1}" if i >= len(_SUPPLIERS) else ""),
+            "warehouse_customer_id": self.customers[i % len(self.customers)],
+            "created_date": iso(created),
+            "updated_date": iso(ts),
+            "additional_fields": {},
+        }
+
+    # WarehouseLocationSchema (GET /wms/warehouses/{warehouse_id}/locations): location i is in warehouse i % n_wh.
+    def _location(self, i: int, ts: int, created: int) -> dict[str, Any]:
+        r = random.Random(mix64(self.key, "warehouse_locations", i))
+        row = i // self.n_wh
+        return {
+            "id": self.rid("warehouse_locations", i),
+            "created_date": iso(created),
+            "updated_date": iso(ts),
+            "name": f"{chr(65 + row % 8)}-{1 + row // 8 % 39:02d}-{1 + r.randrange(5):02d}",
+            "warehouse_id": self.rid("warehouses", i % self.n_wh),
+            "type": r.choice(_LOCATION_TYPES),
+            # LocationMeasurements
+            "measurements": {
+                "length": round(r.uniform(20, 60), 1),
+                "width": round(r.uniform(20, 48), 1),
+                "height": round(r.uniform(10, 80), 1),
+                "unit": "in",
+                "weight": round(r.uniform(50, 2000), 1),
+                "weight_unit": "lb",
+            },
+            "additional_fields": {},
+        }
+
+
+def order_packs(order: dict[str, Any]) -> dict[str, Any]:
+    """GET /wms/orders/{order_id}/packs for one order: OrderPackSchema, from the order's shipped packages
+    (Pack {pack_id, measurements, line_items[PackLineItem]}) and lines (WmsOrderPackLineItem). An order not
+    packed yet answers ``packs: []`` ([unconfirmed]: the OpenAPI names no other answer but 404)."""
+    return {
+        "packs": [
+            {
+                "pack_id": package["package_id"],
+                "measurements": dict(package["measurements"]),
+                "line_items": [
+                    {"inventory_item_id": li["inventory_item_id"], "sku": li["sku"], "quantity": li["quantity"]}
+                    for li in package["line_items"]
+                ],
+            }
+            for shipment in order["shipments"]
+            for package in shipment["packages"]
+        ],
+        "carrier": order["carrier_name"],  # deprecated in the schema, still served
+        "carrier_id": order["carrier_id"],
+        "carrier_name": order["carrier_name"],
+        "scac": order["scac"],
+        "shipping_method": order["shipping_method"],
+        "shipping_method_id": order["shipping_method_id"],
+        "shipping_method_name": order["shipping_method_name"],
+        "ship_to_address": dict(order["ship_to_address"]),
+        "order_line_items": [
+            {"product_id": li["product_id"], "sku": li["sku"], "quantity": li["quantity"]} for li in order["line_items"]
+        ],
+        "additional_fields": {},
+    }
+
+
+def _endpoint(stream: str) -> str:
+    if stream in CHILDREN:
+        parent, segment = CHILDREN[stream]
+        return f"GET /wms/{STREAMS[parent][0]}/{{{parent.rstrip('s')}_id}}/{segment}"
+    return f"GET /wms/{STREAMS[stream][0]}"
+
 
 def _product_inventory(product_id: str, n_inv: int) -> int:
     """Index of the inventory item that ships for a product (product c ↔ inventory c)."""
@@ -749,6 +1044,18 @@ def _touch_order(record: dict[str, Any], r: random.Random) -> None:
         record["tags"] = [*record["tags"], f"touched-{r.randrange(1000, 10000)}"]
 
 
+def _touch_amount(record: dict[str, Any], r: random.Random) -> None:
+    record["amount"] = round(record["amount"] + r.randrange(1, 500) / 100, 2)  # a re-rated charge
+
+
+def _touch_reason(record: dict[str, Any], r: random.Random) -> None:
+    record["reason"] = f"Corrected ({r.randrange(1000, 10000)})"
+
+
+def _touch_quantity(record: dict[str, Any], r: random.Random) -> None:
+    record["quantity"] = (record["quantity"] or 0) + r.randrange(1, 10)
+
+
 def _touch_flow(flow: tuple[str, ...]) -> Callable[[dict[str, Any], random.Random], None]:
     def mutate(record: dict[str, Any], r: random.Random) -> None:
         status = record["status"]
@@ -771,6 +1078,14 @@ _MUTATORS: dict[str, Callable[[dict[str, Any], random.Random], None]] = {
     "warehouses": _touch_named,
     "inbound_shipments": _touch_flow(_INBOUND_FLOW),
     "returns": _touch_flow(_INBOUND_FLOW),
+    "bills": _touch_amount,
+    "inventory_ledger": _touch_reason,
+    "shipping_methods": _touch_named,
+    "warehouse_customers": _touch_named,
+    "labor_activities": _touch_quantity,
+    "order_channels": _touch_named,
+    "inbound_shipment_suppliers": _touch_named,
+    "warehouse_locations": _touch_named,
 }
 
 
@@ -864,6 +1179,7 @@ class TrackstarSandbox(VendorSandbox):
         unsupported: dict[str, list[str]] | None = None,
         rate_limit_per_second: float | None = None,
         latency_seconds: float = 0.0,
+        disabled: dict[str, list[str]] | None = None,
     ) -> None:
         super().__init__()
         unknown = set(sizes or {}) - set(DEFAULT_SIZES)
@@ -879,6 +1195,12 @@ class TrackstarSandbox(VendorSandbox):
         for cid, streams in (DEFAULT_UNSUPPORTED if unsupported is None else unsupported).items():
             # Accept stream names ("inbound_shipments") and URL segments ("inbound-shipments").
             self.unsupported[cid] = {SEGMENT_TO_STREAM.get(s, s) for s in streams}
+        # Endpoints disabled for the organisation or connection: 403 (shared/vendors/README.md, and the
+        # trackstarhq/documentation skill SKILL.md: "403 ...: the endpoint is disabled for this organization or
+        # connection"). The WMS still implements them, so the connection keeps listing their actions.
+        self.disabled: dict[str, set[str]] = {
+            cid: {SEGMENT_TO_STREAM.get(s, s) for s in streams} for cid, streams in (disabled or {}).items()
+        }
         self.rate_limit_per_second = rate_limit_per_second
         self.latency_seconds = latency_seconds
         self.tenants = {
@@ -908,24 +1230,52 @@ class TrackstarSandbox(VendorSandbox):
 
     def _store(self, stream: str, connection_id: str | None) -> LazyStore:
         stream = SEGMENT_TO_STREAM.get(stream, stream)
-        if stream not in STREAMS:
-            raise KeyError(f"got stream '{stream}', expected one of {sorted(STREAMS)}")
-        return self._tenant(connection_id).stores[stream]
+        tenant = self._tenant(connection_id)
+        if stream not in tenant.stores:
+            raise KeyError(f"got stream '{stream}', expected one of {sorted(tenant.stores)}")
+        return tenant.stores[stream]
+
+    @staticmethod
+    def _changed_through(stream: str) -> str:
+        """The stream whose records change when ``stream``'s do: an order's packs change with the order."""
+        stream = SEGMENT_TO_STREAM.get(stream, stream)
+        return "orders" if stream == "order_packs" else stream
 
     def touch(self, stream: str, n: int, at: datetime, connection_id: str | None = None) -> list[str]:
         """Change ``n`` existing records (a visible field and ``updated_date = at``); their ids. A subscribed
-        webhook endpoint gets one ``<type>.updated`` event per record (``self.webhooks``)."""
-        stream = SEGMENT_TO_STREAM.get(stream, stream)
+        webhook endpoint gets one ``<type>.updated`` event per record (``self.webhooks``). Order packs are
+        changed through their orders (the orders' ids are returned)."""
+        stream = self._changed_through(stream)
         ids = self._store(stream, connection_id).touch(n, at, _MUTATORS[stream])
         self._announce(stream, ids, "updated", connection_id)
         return ids
 
     def add(self, stream: str, n: int, at: datetime, connection_id: str | None = None) -> list[str]:
-        """Create ``n`` records created and updated at ``at``; their ids (and ``<type>.created`` webhooks)."""
-        stream = SEGMENT_TO_STREAM.get(stream, stream)
+        """Create ``n`` records created and updated at ``at``; their ids (and ``<type>.created`` webhooks).
+        New warehouse locations go to the existing warehouses; new order packs come with new orders."""
+        stream = self._changed_through(stream)
         ids = self._store(stream, connection_id).add(n, at)
         self._announce(stream, ids, "created", connection_id)
         return ids
+
+    def revoke(self, connection_id: str) -> None:
+        """Revoke a connection's access token: from now on it answers 401, as an invalid token does."""
+        tenant = self._tenant(connection_id)
+        with self._lock:
+            self._by_token.pop(tenant.token, None)
+
+    def children(self, stream: str, parent_id: str, connection_id: str | None = None) -> list[dict[str, Any]]:
+        """What a child endpoint serves for one parent (deep copies, by id): the locations of a warehouse, or
+        the one packs object of an order; ``[]`` for an unknown parent (the endpoint answers 404)."""
+        if stream not in CHILDREN:
+            raise KeyError(f"got child stream '{stream}', expected one of {sorted(CHILDREN)}")
+        tenant = self._tenant(connection_id)
+        parent = tenant.stores[CHILDREN[stream][0]].by_id(parent_id)
+        if parent is None:
+            return []
+        if stream == "order_packs":
+            return [order_packs(parent)]
+        return sorted((r for r in tenant.stores[stream].all() if r["warehouse_id"] == parent_id), key=lambda r: r["id"])
 
     def _announce(self, stream: str, ids: list[str], change: str, connection_id: str | None) -> None:
         """Queue one webhook per changed record, as Trackstar sends them: the whole object in ``data``
@@ -933,6 +1283,8 @@ class TrackstarSandbox(VendorSandbox):
         integration_type, event_type, data, previous_attributes)."""
         tenant = self._tenant(connection_id)
         store = self._store(stream, tenant.connection_id)
+        if stream not in EVENT_PREFIX:
+            return  # Trackstar documents no webhook for this resource
         for record_id in ids:
             record = store.by_id(record_id)
             with self._lock:
@@ -1005,12 +1357,6 @@ class TrackstarSandbox(VendorSandbox):
             self._by_token[tenant.token] = tenant
         return f"code_{connection_id}"
 
-    def revoke(self, connection_id: str) -> None:
-        """The customer revokes access in their WMS: the connection is still listed, its token answers 401."""
-        tenant = self._tenant(connection_id)
-        with self._lock:
-            self._by_token.pop(tenant.token, None)
-
     def delete_connection(self, connection_id: str) -> None:
         """The connection is deleted in Trackstar: no longer listed, its token refused, ``connection.deleted``
         queued."""
@@ -1031,10 +1377,13 @@ class TrackstarSandbox(VendorSandbox):
         }
 
     def truth(self, stream: str, connection_id: str | None = None) -> list[dict[str, Any]]:
-        """Every current record (deep copies) sorted by id; ``[]`` where the stream answers 501."""
+        """Every current record (deep copies) sorted by id; ``[]`` where the stream answers 501 (or 403).
+        Warehouse locations: all of them, as their endpoints serve them; order packs: see ``children``."""
         stream = SEGMENT_TO_STREAM.get(stream, stream)
         tenant = self._tenant(connection_id)
-        if stream in self.unsupported.get(tenant.connection_id, set()):
+        if stream == "order_packs":
+            raise KeyError("order packs have no id: ask children('order_packs', order_id)")
+        if stream in self.unsupported.get(tenant.connection_id, set()) | self.disabled.get(tenant.connection_id, set()):
             return []
         return sorted(self._store(stream, tenant.connection_id).all(), key=lambda rec: rec["id"])
 
@@ -1059,11 +1408,26 @@ class TrackstarSandbox(VendorSandbox):
         if found is not None:
             return found
         parts = request.url.path.strip("/").split("/")
-        if request.method == "GET" and len(parts) in (2, 3) and parts[0] == "wms" and parts[1] in SEGMENT_TO_STREAM:
-            stream = SEGMENT_TO_STREAM[parts[1]]
-            if len(parts) == 2:
-                return lambda req: self._list(req, stream)
-            return lambda req: self._item(req, stream, parts[2])
+        if request.method == "GET" and parts[0] == "wms" and len(parts) in (2, 3, 4):
+            # A list first (/wms/orders/channels is a list, not the order "channels"), then a child list
+            # (/wms/warehouses/{id}/locations), then an item.
+            listed = SEGMENT_TO_STREAM.get("/".join(parts[1:]))
+            if listed is not None:
+                return lambda req: self._list(req, listed)
+            child = next(
+                (
+                    c
+                    for c, (p, seg) in CHILDREN.items()
+                    if len(parts) == 4 and (STREAMS[p][0], seg) == (parts[1], parts[3])
+                ),
+                None,
+            )
+            if child == "order_packs":
+                return lambda req: self._packs(req, parts[2])
+            if child is not None:
+                return lambda req: self._list(req, child, parent_id=parts[2])
+            if len(parts) == 3 and parts[1] in SEGMENT_TO_STREAM:
+                return lambda req: self._item(req, SEGMENT_TO_STREAM[parts[1]], parts[2])
         if request.method == "GET" and len(parts) == 2 and parts[0] == "connections":
             return lambda req: self._get_connection(req, parts[1])
         return None
@@ -1099,11 +1463,16 @@ class TrackstarSandbox(VendorSandbox):
         limited, headers = self._take_token(tenant.token)
         if limited is not None:
             return None, limited, {}
+        name = ACTIONS.get(stream) or f"GET {request.url.path}"
+        if stream in self.disabled.get(tenant.connection_id, set()):
+            # [unconfirmed] the body: the documented example is a write's ("create_return is disabled for this
+            # connection"), origin trackstar since Trackstar, not the WMS, refuses.
+            return None, self._error(403, f"{name} is disabled for this connection"), {}
         if stream in self.unsupported.get(tenant.connection_id, set()):
-            segment = STREAMS[stream][0]
+            # The documented 501 body ("About the API": "Endpoint get_returns is not implemented for Cool WMS").
             return (
                 None,
-                self._error(501, f"GET /wms/{segment} is not supported by {tenant.integration}", origin="integration"),
+                self._error(501, f"Endpoint {name} is not implemented for {tenant.integration}", origin="integration"),
                 {},
             )
         return tenant, None, headers
@@ -1193,18 +1562,27 @@ class TrackstarSandbox(VendorSandbox):
             errors["ids[in]"] = [f"At most {MAX_IN_VALUES} values."]
         return f, errors
 
-    def _list(self, request: httpx.Request, stream: str) -> httpx.Response:
+    def _list(self, request: httpx.Request, stream: str, parent_id: str | None = None) -> httpx.Response:
         tenant, denied, headers = self._authorise(request, stream)
         if denied is not None:
             return denied
         assert tenant is not None
+        if parent_id is not None:
+            parent_stream = CHILDREN[stream][0]
+            if tenant.stores[parent_stream].by_id(parent_id) is None:
+                return self._not_found(parent_stream, parent_id)
         f, errors = self._parse(request, stream)
         if errors:
             return json_response(422, {"error": "Validation error", "origin": "trackstar", "detail": {"query": errors}})
+        if parent_id is not None:
+            # A warehouse's locations only; the token is bound to the warehouse like any filter.
+            f.predicates.append(lambda record: record["warehouse_id"] == parent_id)
+            f.fingerprint_items.append(("warehouse_id", parent_id))
         store = tenant.stores[stream]
         if f.ids is not None:
             # ``ids[in]`` overrides every other filter (documented): one page, no token.
             found = [rec for rec in (store.by_id(rid) for rid in dict.fromkeys(f.ids)) if rec is not None]
+            found = [rec for rec in found if parent_id is None or rec["warehouse_id"] == parent_id]
             found.sort(key=lambda rec: (rec["updated_date"], rec["id"]))
             return json_response(200, {"data": found, "next_token": None, "total_count": len(found)}, headers)
         fp = fingerprint(tenant.connection_id, stream, sorted(f.fingerprint_items))
@@ -1258,6 +1636,28 @@ class TrackstarSandbox(VendorSandbox):
             return self._error(404, f"{STREAMS[stream][0]} '{record_id}' not found")
         return json_response(200, {"data": record}, headers)
 
+    def _not_found(self, stream: str, record_id: str) -> httpx.Response:
+        # HTTPError {error, id}: the 404 of the child paths in openapi.json.
+        return json_response(
+            404, {"error": f"{STREAMS[stream][0]} '{record_id}' not found", "origin": "trackstar", "id": record_id}
+        )
+
+    def _packs(self, request: httpx.Request, order_id: str) -> httpx.Response:
+        """GET /wms/orders/{order_id}/packs → {"data": OrderPackSchema}: no query parameters, no paging."""
+        tenant, denied, headers = self._authorise(request, "order_packs")
+        if denied is not None:
+            return denied
+        assert tenant is not None
+        unknown = {name: ["Unknown parameter."] for name in request.url.params}
+        if unknown:
+            return json_response(
+                422, {"error": "Validation error", "origin": "trackstar", "detail": {"query": unknown}}
+            )
+        order = tenant.stores["orders"].by_id(order_id)
+        if order is None:
+            return self._not_found("orders", order_id)
+        return json_response(200, {"data": order_packs(order)}, headers)
+
     # -- link flow and connections --------------------------------------------------------------
 
     def _link_token(self, request: httpx.Request) -> httpx.Response:
@@ -1302,7 +1702,6 @@ class TrackstarSandbox(VendorSandbox):
                     "detail": {"json": {"auth_code": ["Unknown or expired auth code."]}},
                 },
             )
-        actions = self._actions(tenant)
         return json_response(
             200,
             {
@@ -1310,14 +1709,20 @@ class TrackstarSandbox(VendorSandbox):
                 "connection_id": tenant.connection_id,
                 "integration_name": tenant.integration,
                 "customer_id": body.get("customer_id"),
-                "available_actions": actions,
-                "available_endpoints": [f"GET /wms/{STREAMS[a.removeprefix('get_')][0]}" for a in actions],
+                "available_actions": self._actions(tenant),
+                # Deprecated in the schema ("GET /inventory" in its example); served for old clients.
+                "available_endpoints": [_endpoint(stream) for stream in self._supported(tenant) if stream in ACTIONS],
             },
         )
 
-    def _actions(self, tenant: _Tenant) -> list[str]:
+    def _supported(self, tenant: _Tenant) -> list[str]:
         off = self.unsupported.get(tenant.connection_id, set())
-        return [f"get_{stream}" for stream in STREAMS if stream not in off]
+        return [stream for stream in (*STREAMS, *CHILDREN) if stream not in off]
+
+    def _actions(self, tenant: _Tenant) -> list[str]:
+        """What the connection's WMS implements, by openapi.json's action names (a disabled endpoint is still
+        implemented: it answers 403, not 501, and stays listed)."""
+        return [ACTIONS[stream] for stream in self._supported(tenant) if stream in ACTIONS]
 
     def _connection(self, tenant: _Tenant) -> dict[str, Any]:
         actions = self._actions(tenant)

@@ -144,3 +144,14 @@ def test_the_warehouse_kind_follows_the_resolved_url(monkeypatch):
     monkeypatch.setenv("WAREHOUSE_URL", "postgresql://someone@127.0.0.1:5432/db")
     nodes = _assets(build_definitions())
     assert all("postgres" in nodes[key].kinds and "duckdb" not in nodes[key].kinds for key in STREAM_ASSETS)
+
+
+def test_a_child_stream_depends_on_its_parent_and_nothing_else():
+    graph = build_definitions(environ={}).get_repository_def().asset_graph
+    children = 0
+    for spec in SPECS.values():
+        for name, stream in spec.streams.items():
+            expected = {dg.AssetKey([spec.name, stream.parent.stream])} if stream.parent else set()
+            assert graph.get(dg.AssetKey([spec.name, name])).parent_keys == expected, f"{spec.name}/{name}"
+            children += stream.parent is not None
+    assert children >= 2  # Trackstar's warehouse locations and order packs

@@ -106,13 +106,33 @@ def test_a_run_reads_stored_connections_then_the_fallback_variable():
         usable_connections(TRACKSTAR, Credentials("trackstar", {}), [], vault)
 
 
+def test_stored_connections_carry_their_actions_and_unknown_stays_unknown():
+    vault = TokenVault.from_setting(Fernet.generate_key().decode(), source="KEY")
+    stored = [
+        ("conn_a", "active", vault.seal(SecretStr("tok-a")), ("get_orders", "get_inventory")),
+        ("conn_b", "active", vault.seal(SecretStr("tok-b")), ()),  # stored without actions: unknown, not "none"
+        ("conn_c", "active", vault.seal(SecretStr("tok-c"))),  # a row in the old three-field form
+    ]
+    credentials = Credentials("trackstar", {"TRACKSTAR_ACCESS_TOKEN": "conn_d=tok-d"})
+    got = {c.id: c for c in usable_connections(TRACKSTAR, credentials, stored, vault)}
+    assert got["conn_a"].available_actions == frozenset({"get_orders", "get_inventory"})
+    assert got["conn_b"].available_actions is None and got["conn_c"].available_actions is None
+    assert got["conn_d"].available_actions is None  # the fallback variable says nothing of actions
+    assert got["conn_a"].lacks("get_bills") and not got["conn_a"].lacks("get_orders")
+    assert not got["conn_a"].lacks(None) and not got["conn_b"].lacks("get_bills")
+    assert LinkedConnection("c1", "shipbob", ("get_orders",)).as_connection().available_actions == {"get_orders"}
+    assert LinkedConnection("c1", "shipbob", ()).as_connection().available_actions is None
+
+
 @pytest.mark.parametrize(
     ("connector", "event_type", "stream"),
     [
         ("trackstar", "order.updated", "orders"),
         ("trackstar", "order.shipment.created", None),  # a shipment, not the order object
         ("trackstar", "inventory.created", "inventory"),
-        ("trackstar", "inventory_ledger.created", None),  # not the inventory stream
+        ("trackstar", "inventory_ledger.created", "inventory_ledger"),  # not the inventory stream
+        ("trackstar", "warehouse-location.updated", "warehouse_locations"),  # not the warehouses stream
+        ("trackstar", "bill.created", "bills"),
         ("trackstar", "inbound-shipment.updated", "inbound_shipments"),
         ("trackstar", "inbound_shipment.updated", "inbound_shipments"),
         ("trackstar", "connection.deleted", None),

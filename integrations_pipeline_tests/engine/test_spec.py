@@ -425,6 +425,99 @@ BROKEN: list[tuple[str, str, Callable[[dict], None], str]] = [
             {"orders": {"query": "query O($id: ID!) { order(id: $id) { id } }", "record_path": "data.order"}},
         ),
         "webhooks.fetch.orders: reading an object by id takes a GraphQL query: the connector's protocol must be graphql",
+        "lookup-key-inside-a-segment",
+        "datatalks.yaml",
+        setp("sinks", "contacts", "lookups", "by_sm_id", "path", "/contact/id-$key"),
+        "sinks.contacts.lookups.by_sm_id.path: a key in the path is one whole segment '$key' (/contact/$key), "
+        "one key per call",
+    ),
+    (
+        "lookup-path-key-batched",
+        "datatalks.yaml",
+        setp("sinks", "contacts", "lookups", "by_sm_id", "batch_size", 5),
+        "sinks.contacts.lookups.by_sm_id.path: '$key' in the path takes one key per call; set batch_size 1",
+    ),
+    (
+        "lookup-key-twice",
+        "datatalks.yaml",
+        setp("sinks", "contacts", "lookups", "by_sm_id", "params", {"id": "$key"}),
+        "sinks.contacts.lookups.by_sm_id.path: holds '$key' already; take it out of params and body",
+    ),
+    (
+        "lookup-settles-nothing",
+        "datatalks.yaml",
+        setp("sinks", "contacts", "lookups", "by_sm_id", "compare", {"name": "name"}),
+        "sinks.contacts.lookups.by_sm_id.compare: only the read block settles deliveries (by the sink's key)",
+    ),
+    # -- child streams (parent:) and unsupported statuses --
+    (
+        "parent-unknown-stream",
+        "trackstar.yaml",
+        setp("streams", "warehouse_locations", "parent", "stream", "warehouse"),
+        "streams.warehouse_locations.parent.stream: no stream 'warehouse' to read parents from; expected one of "
+        "['bills', 'inbound_shipment_suppliers', 'inbound_shipments', 'inventory', 'inventory_ledger', "
+        "'labor_activities', 'order_channels', 'order_packs', 'orders', 'products', 'returns', 'shipping_methods', "
+        "'warehouse_customers', 'warehouses']",
+    ),
+    (
+        "parent-is-a-child",
+        "trackstar.yaml",
+        setp("streams", "order_packs", "parent", "stream", "warehouse_locations"),
+        "streams.order_packs.parent.stream: 'warehouse_locations' is itself a child; a parent must be a plain list",
+    ),
+    (
+        "parent-field-unknown",
+        "trackstar.yaml",
+        setp("streams", "warehouse_locations", "parent", "field", "uuid"),
+        "streams.warehouse_locations.parent.field: 'uuid' is not in the schema of 'warehouses'",
+    ),
+    (
+        "parent-placeholder-missing",
+        "trackstar.yaml",
+        setp("streams", "warehouse_locations", "path", "/wms/warehouses/{id}/locations"),
+        "streams.warehouse_locations: parent: the path must hold the placeholder {warehouse_id} once and no other, "
+        "got '/wms/warehouses/{id}/locations'",
+    ),
+    (
+        "placeholder-without-parent",
+        "trackstar.yaml",
+        setp("streams", "orders", "path", "/wms/orders/{order_id}"),
+        "streams.orders: path '/wms/orders/{order_id}' holds a placeholder; only a child stream (parent:) fills one",
+    ),
+    (
+        "parent-key-not-in-primary-key",
+        "trackstar.yaml",
+        setp("streams", "warehouse_locations", "primary_key", ["id"]),
+        "streams.warehouse_locations: parent: column 'warehouse_id' must be in primary_key: a child is one of its "
+        "parent's, e.g. primary_key: [warehouse_id, id]",
+    ),
+    (
+        "parent-window-without-the-cursor-copied",
+        "trackstar.yaml",
+        setp("streams", "order_packs", "parent", "fields", {}),
+        "streams.order_packs.parent.fields: window 'parent' needs the parent's cursor copied into the child's: "
+        "fields: {updated_date: order_updated_date}",
+    ),
+    (
+        "parent-window-on-a-full-refresh-child",
+        "trackstar.yaml",
+        setp("streams", "order_packs", "incremental", None),
+        "streams.order_packs.parent.window: 'parent' needs both streams incremental (the window selects the "
+        "parents changed in it); use window: child",
+    ),
+    (
+        "parent-not-found-401",
+        "trackstar.yaml",
+        setp("streams", "order_packs", "parent", "not_found_statuses", [404, 401]),
+        "streams.order_packs.parent.not_found_statuses: 401 cannot mean 'no such parent' (4xx only; 401/403 are "
+        "refused credentials or a disabled endpoint, 429 is retried)",
+    ),
+    (
+        "unsupported-401",
+        "trackstar.yaml",
+        setp("errors", "unsupported_statuses", [501, 401]),
+        "errors.unsupported_statuses: 401 cannot mean 'endpoint unsupported' (4xx or 5xx only; 401 is refused "
+        "credentials, which must fail the run, and 429 is retried)",
     ),
 ]
 
@@ -551,7 +644,7 @@ def test_builtin_specs_are_the_five_vendors():
 
 def test_builtin_facts():
     trackstar = load_spec(SPEC_DIR / "trackstar.yaml")
-    assert trackstar.errors.unsupported_statuses == [501]
+    assert trackstar.errors.unsupported_statuses == [501, 403]  # 401 (a revoked token) is not among them
     assert 428 not in trackstar.retry.retry_statuses
     limits = [(r.requests, r.per_seconds, r.methods, r.scope) for r in trackstar.rate_limits]
     assert limits == [(10, 1, ["GET"], "connection"), (50, 1, ["POST", "PUT", "PATCH", "DELETE"], "connection")]
@@ -657,3 +750,20 @@ def test_stream_defaults_fill_every_stream_and_a_stream_may_override_one_key():
         "acme.yaml: stream_defaults.pagination.type",
         "acme.yaml: streams.b.pagination.type",
     ]
+
+
+def test_a_stream_naming_another_block_type_replaces_the_default_block():
+    """A child endpoint that does not page (Trackstar order packs) says ``pagination: {type: single}``: it takes
+    none of the default next_token's keys; ``incremental: null`` drops a default block."""
+    defaults = {
+        "pagination": {"type": "next_token", "token_path": "next_token", "token_param": "page_token"},
+        "incremental": {"cursor_field": "updated_date", "start_input": "a", "end_input": "b"},
+    }
+    merged = _merged(defaults, {"pagination": {"type": "single"}, "incremental": None})
+    assert merged == {"pagination": {"type": "single"}, "incremental": None}
+    assert _merged(defaults, {"pagination": {"token_param": "t"}})["pagination"] == {
+        **defaults["pagination"],
+        "token_param": "t",
+    }
+    packs = load_spec(SPEC_DIR / "trackstar.yaml").streams["order_packs"]
+    assert packs.pagination.type == "single" and packs.incremental.start_input == "updated_date[gte]"

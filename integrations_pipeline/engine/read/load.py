@@ -11,7 +11,12 @@ records it already delivered at exactly that cursor value (and any earlier ones 
 bound lets back in), so consecutive reads repeat nothing and lose nothing that shares the boundary
 timestamp. The cursor keeps sub-second digits when the vendor's timestamps have them.
 
-Trackstar 501 (the connection's WMS lacks the endpoint) skips that connection and is reported.
+A connection the vendor cannot serve is skipped and reported, its rows and cursor untouched: one whose
+``available_actions`` are known and lack the stream's ``action`` (or its parent's) without any call, and one
+whose first page answers an unsupported status (Trackstar 501: the WMS lacks the endpoint; 403: the endpoint
+is disabled for the connection). Refused credentials (401: a revoked token) are never a skip: they fail.
+
+A child stream's outcome also counts the parents it was read for and those the child endpoint said were gone.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from typing import Any, Protocol
 
 from ..client import Connection, VendorClient
 from ..errors import EndpointUnsupportedError, ResponseFormatError
+from ..spec import ConnectorSpec
 from .extract import Window, read_pages
 
 
@@ -52,6 +58,8 @@ class ConnectionOutcome:
     unchanged: int = 0
     window: str | None = None
     skipped_reason: str | None = None
+    parents: int = 0  # a child stream: the parent keys read
+    parents_gone: int = 0  # ... and those the child endpoint answered "not found" for
 
 
 @dataclass
@@ -76,6 +84,16 @@ class StreamLoadResult:
 
 def state_key(connector: str, stream: str, connection: Connection) -> str:
     return f"{connector}.{stream}.{connection.id}"
+
+
+def required_actions(spec: ConnectorSpec, stream_name: str) -> list[str]:
+    """The vendor actions a connection needs to read ``stream_name``: its own, and its parent's (a child
+    is reached through its parent's list)."""
+    stream = spec.streams[stream_name]
+    actions = [stream.action]
+    if stream.parent is not None:
+        actions.append(spec.streams[stream.parent.stream].action)
+    return [a for a in dict.fromkeys(actions) if a]
 
 
 def format_cursor(value: datetime) -> str:
@@ -143,10 +161,17 @@ def load_stream(
     say = progress or (lambda message: None)
     result = StreamLoadResult(spec.name, stream_name)
     started = time.perf_counter()
+    needs = required_actions(spec, stream_name)
     for connection in connections:
         key = state_key(spec.name, stream_name, connection)
         outcome = ConnectionOutcome(connection.id)
         result.outcomes.append(outcome)
+        lacking = [a for a in needs if connection.lacks(a)]
+        if lacking:
+            # The vendor said so when the connection was linked or listed: asking would only fetch a 501.
+            outcome.skipped_reason = f"the connection's available_actions lack {', '.join(lacking)}; not read"
+            say(f"{spec.name}/{stream_name} [{connection.id}] skipped: {outcome.skipped_reason} (no call made)")
+            continue
         old_state = destination.read_state(key) if inc else None
         old_cursor = parse_ts((old_state or {}).get("cursor"))
         seen_at_old = set((old_state or {}).get("ids_at_cursor", []))
@@ -160,7 +185,17 @@ def load_stream(
         max_cursor, ids_at_max = old_cursor, set(seen_at_old)
         load = destination.open_load(key)
         try:
+            seen_parents: set[str] = set()
             for page in read_pages(client, stream_name, window=this_window, connection=connection):
+                if page.parent is not None and str(page.parent) not in seen_parents:
+                    seen_parents.add(str(page.parent))
+                    outcome.parents += 1
+                if page.parent_gone:
+                    outcome.parents_gone += 1
+                    say(
+                        f"{spec.name}/{stream_name} [{connection.id}] parent {page.parent!r} is gone: its children skipped"
+                    )
+                    continue
                 records = page.records
                 if inc is not None:
                     if window is None and old_cursor is not None:
@@ -194,7 +229,9 @@ def load_stream(
         except EndpointUnsupportedError as exc:
             load.abort()
             outcome.skipped_reason = str(exc)
-            say(f"{spec.name}/{stream_name} [{connection.id}] skipped: the connection lacks this endpoint ({exc})")
+            say(
+                f"{spec.name}/{stream_name} [{connection.id}] skipped: the connection lacks this endpoint or has it disabled ({exc})"
+            )
             continue
         except BaseException:
             load.abort()

@@ -2,7 +2,9 @@
 
 A sink whose spec has a ``read`` block (``SinkReadSpec``) can be asked what the target holds now, by
 the sink's key: SALESmanago ``POST /api/contact/basic {email: [...]}`` (≤ 50 emails a call), Datatalks
-``GET /contact_by_email?email=``. ``SinkReader.read(keys)``:
+``GET /contact_by_email?email=``; and a sink's ``lookups``, each by another key (Datatalks ``GET
+/contact/{sm_id}``, the key one escaped path segment): ``SinkReader(..., lookup="by_sm_id")``.
+``SinkReader.read(keys)``:
 
 1. de-duplicates the keys (as text, since the vendors store ids as text: ``1`` and ``"1"`` are one
    key; ignoring case and surrounding spaces too where the sink's ``key_case: insensitive`` says the target does);
@@ -37,6 +39,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote
 
 from ..auth import dig
 from ..client import VendorClient
@@ -75,17 +78,27 @@ class SinkReader(SinkEndpoint):
 
     def _check(self, client: VendorClient, connector_spec: ConnectorSpec, sink_name: str) -> None:
         super()._check(client, connector_spec, sink_name)
-        if connector_spec.sinks[sink_name].read is None:
+        lookups = connector_spec.sinks[sink_name].lookups
+        if self.lookup is not None and self.lookup not in lookups:
+            raise ConfigError(
+                f"connector '{connector_spec.name}' sink '{sink_name}' has no lookup '{self.lookup}'; "
+                f"expected one of {sorted(lookups)}"
+            )
+        if self.lookup is None and connector_spec.sinks[sink_name].read is None:
             readable = sorted(n for n, s in connector_spec.sinks.items() if s.read is not None)
             raise ConfigError(
                 f"connector '{connector_spec.name}' sink '{sink_name}' has no read operation "
                 f"(no 'read:' block in its spec); sinks that can be read: {readable}"
             )
 
-    def __init__(self, client: VendorClient, connector_spec: ConnectorSpec, sink_name: str):
+    def __init__(self, client: VendorClient, connector_spec: ConnectorSpec, sink_name: str, lookup: str | None = None):
+        self.lookup = lookup
         super().__init__(client, connector_spec, sink_name)
-        assert self.sink.read is not None
-        self.read_spec: SinkReadSpec = self.sink.read
+        if lookup is None:
+            assert self.sink.read is not None
+            self.read_spec: SinkReadSpec = self.sink.read
+        else:
+            self.read_spec = self.sink.lookups[lookup]
 
     # -- public ------------------------------------------------------------------------------
 
@@ -131,8 +144,10 @@ class SinkReader(SinkEndpoint):
         return str(key)
 
     def _form(self, text: str) -> str:
-        # The one key normalisation of the write side: the same text the plan and the ledger use.
-        return key_text(text, case_insensitive=self.sink.key_case == "insensitive") or text
+        # The one key normalisation of the write side: the same text the plan and the ledger use. A lookup's key
+        # is not the sink's (a contact id, not an email): compared exactly.
+        insensitive = self.lookup is None and self.sink.key_case == "insensitive"
+        return key_text(text, case_insensitive=insensitive) or text
 
     def _fetch(self, keys: list[Any], wanted: set[str], report: ReadReport) -> dict[str, Record]:
         """One call for ``keys``: match form → returned record, for the requested forms answered."""
@@ -141,9 +156,11 @@ class SinkReader(SinkEndpoint):
         credentials = self.client.credentials
         params = fill_template(r.params, credentials, values) or None
         body = fill_template(r.body, credentials, values) if r.method == "POST" else None
+        # A key in the path is one segment, escaped: an id holding '/' or '?' cannot reach another endpoint.
+        path = "/".join(quote(str(keys[0]), safe="") if part == KEY else part for part in r.path.split("/"))
         report.calls += 1
         try:
-            answer = self.client.call(r.method, r.path, params=params, json_body=body)
+            answer = self.client.call(r.method, path, params=params, json_body=body)
         except AuthError as exc:
             raise self._auth_refused(exc, "sink read") from None
         except RequestRejectedError as exc:

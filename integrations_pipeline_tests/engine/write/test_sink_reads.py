@@ -202,6 +202,37 @@ def test_datatalks_reads_one_key_per_call_and_404_is_not_found():
     assert found["name"] == "Name 1" and found["address"]["city"] == "Oslo" and found["properties"]["segment"] == "vip"
 
 
+def test_datatalks_looks_a_contact_up_by_its_salesmanago_id():
+    """Seed 002's other read: GET /contact/{sm_id}, the id one path segment, 404 = no such contact."""
+    rig = datatalks_rig()
+    rig.write("contacts", [dt_record(i) for i in range(3)])
+    by_email = rig.read("contacts", [_email(0), _email(2)]).found
+    ids = [by_email[_email(0)]["contactId"], by_email[_email(2)]["contactId"]]
+    rig.requests.clear()
+    with SinkReader(rig.client("contacts"), rig.spec, "contacts", lookup="by_sm_id") as reader:
+        report = reader.read([ids[1], "no-such-id", ids[0], ids[1], "a/b?c"])
+    assert report.calls == 4 == len(rig.requests)  # one per unique id
+    assert [r.url.raw_path.decode() for r in rig.requests] == [
+        f"/v1/contact/{ids[1]}", "/v1/contact/no-such-id", f"/v1/contact/{ids[0]}", "/v1/contact/a%2Fb%3Fc"
+    ]  # fmt: skip
+    assert all(r.method == "GET" and not r.url.params and not r.content for r in rig.requests)
+    assert report.found[ids[0]] == by_email[_email(0)] and report.found[ids[1]] == by_email[_email(2)]
+    assert report.not_found == ["no-such-id", "a/b?c"]
+
+
+def test_a_lookup_compares_its_key_exactly_and_an_unknown_lookup_says_which_exist():
+    rig = datatalks_rig()
+    rig.write("contacts", [dt_record(0)])
+    contact_id = rig.read("contacts", [_email(0)]).found[_email(0)]["contactId"]
+    with SinkReader(rig.client("contacts"), rig.spec, "contacts", lookup="by_sm_id") as reader:
+        # The sink's emails compare ignoring case (one call for two spellings); a contact id is not an email.
+        report = reader.read([contact_id, contact_id.upper()])
+    assert contact_id != contact_id.upper() and report.calls == 2
+    assert list(report.found) == [contact_id] and report.not_found == [contact_id.upper()]
+    with pytest.raises(ConfigError, match=r"has no lookup 'by_id'; expected one of \['by_sm_id'\]"):
+        SinkReader(rig.client("contacts"), rig.spec, "contacts", lookup="by_id")
+
+
 @pytest.mark.parametrize("n", [0, 1, 4])
 def test_datatalks_calls_equal_the_keys(n):
     rig = datatalks_rig()
@@ -319,6 +350,16 @@ def test_builtin_reads_are_declared_as_documented():
     assert (read.records_path, read.key, read.not_found_statuses) == ("data", "email", [404])
     assert [n for n, s in sm.items() if s.read is not None] == ["contacts", "contacts_batch"]
     assert [n for n, s in dt.items() if s.read is not None] == ["contacts"]
+    by_id = dt["contacts"].lookups["by_sm_id"]  # seed 002: GET .../contact/sm_id
+    assert (by_id.method, by_id.path, by_id.batch_size, by_id.params, by_id.body) == (
+        "GET",
+        "/contact/$key",
+        1,
+        {},
+        None,
+    )
+    assert (by_id.records_path, by_id.key, by_id.not_found_statuses, by_id.compare) == ("data", "contactId", [404], {})
+    assert [n for n, s in dt.items() if s.lookups] == ["contacts"] and not any(s.lookups for s in sm.values())
     assert all(s.read is None for s in spec("trakor").sinks.values())  # Trakor has no read endpoints
 
 

@@ -31,6 +31,7 @@ import math
 import random
 import sys
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -56,12 +57,14 @@ from .errors import (
     TransportError,
 )
 from .ratelimit import Clock, RollingWindowLimiter, SystemClock
-from .redact import mask, redact_url
+from .redact import MASK, MIN_SECRET_LENGTH, mask, redact_url
 from .spec import ConnectorSpec, RateLimitSpec
 
 USER_AGENT = "integrations-pipeline/0.1 (+https://github.com/integrations-pipeline)"
 # Request headers whose values are credentials derived per request (AWS SigV4, Svix-style signatures).
 SIGNATURE_HEADERS = ("authorization", "x-amz-security-token", "svix-signature", "webhook-signature")
+#: How many of the latest request signatures redaction masks (each is two values: header and signature).
+RECENT_SIGNATURES = 16
 
 
 def _may_have_applied(exc: RetriableError) -> bool:
@@ -176,6 +179,7 @@ class VendorClient:
         self.auth: Auth = AUTH_TYPES.build(config.auth, credentials=credentials, clock=self.clock.monotonic)
         self._limits = [_Limit(self._effective(rl, env)) for rl in config.rate_limits]
         self._connection_secrets: set[str] = set()
+        self._signatures: deque[str] = deque(maxlen=RECENT_SIGNATURES)
         self._http = httpx.Client(
             transport=transport if transport is not None else deadline_transport(),
             timeout=httpx.Timeout(config.timeout_seconds),
@@ -266,14 +270,16 @@ class VendorClient:
     def _remember_signatures(self, request: httpx.Request) -> None:
         # Runs after httpx's auth flow signed the request (SigV4): a vendor echoing the Authorization
         # header or a security token back in an error must not show it.
+        # Only the latest few are kept: a signature is echoed in the answer to its own request, and masking
+        # every signature a long push ever sent made each redaction compile a pattern of thousands (O(n²)).
         for name in SIGNATURE_HEADERS:
             value = request.headers.get(name)
             if value:
-                self._connection_secrets.add(value)
+                self._signatures.append(value)
                 # The signature alone, in case only it is echoed.
                 signature = value.rpartition("Signature=")[2]
                 if signature and signature != value:
-                    self._connection_secrets.add(signature)
+                    self._signatures.append(signature)
 
     def pace(self, method: str, connection: Connection | None = None) -> None:
         """Wait for a rate-limit slot for one request now (then ``call(..., paced=True)``): a caller that
@@ -417,6 +423,8 @@ class VendorClient:
         status = response.status_code
         errors = self.config.errors
         body = self._decode(response, content, path)
+        if status < 400 and not (errors.graphql or errors.success_field):
+            return body  # the common case: no message to build, nothing to redact
         message = self.redact(self._message(body) or response.reason_phrase or "no message")
         if status in errors.unsupported_statuses:
             raise EndpointUnsupportedError(message, status=status, path=path)
@@ -472,6 +480,11 @@ class VendorClient:
     def redact(self, text: str) -> str:
         """Mask any credential a vendor echoes back (``invalid key 'abc...'``), in any case and its
         common encodings (``engine.redact.mask``), and the signatures this client sent."""
+        # Signatures change with every request: replaced verbatim (as they are echoed), longest first and before
+        # the lasting secrets, so the cached pattern of those is not compiled again for each call.
+        for signature in sorted(self._signatures, key=len, reverse=True):
+            if len(signature) >= MIN_SECRET_LENGTH and signature in text:
+                text = text.replace(signature, MASK)
         return mask(text, {*self.auth.secret_values(), *self._connection_secrets})
 
     def _retry_after(self, response: httpx.Response) -> float | None:

@@ -6,7 +6,7 @@ Two small tables beside the delivery bookkeeping, in every backend:
   status, token_sealed, created_at, updated_at)``: one row per connection the link flow stored or reconciling
   found. ``token_sealed`` is the access token encrypted by ``engine.connections.TokenVault`` (Fernet): the
   clear token is never written. ``status`` is ``active``, ``deleted`` (the vendor no longer lists it) or
-  ``revoked`` (it answered 401/403).
+  ``revoked`` (its token was refused: 401).
 - ``_integrations.webhook_events(connector, event_id, event_type, connection_id, stream, object_id, payload,
   received_at, applied_at, outcome)``: one row per verified webhook, keyed by the vendor's delivery id, so a
   delivery retried by the vendor is stored once. ``applied_at`` is set once the event needs nothing more (its

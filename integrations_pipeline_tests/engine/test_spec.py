@@ -425,6 +425,8 @@ BROKEN: list[tuple[str, str, Callable[[dict], None], str]] = [
             {"orders": {"query": "query O($id: ID!) { order(id: $id) { id } }", "record_path": "data.order"}},
         ),
         "webhooks.fetch.orders: reading an object by id takes a GraphQL query: the connector's protocol must be graphql",
+    ),
+    (
         "lookup-key-inside-a-segment",
         "datatalks.yaml",
         setp("sinks", "contacts", "lookups", "by_sm_id", "path", "/contact/id-$key"),

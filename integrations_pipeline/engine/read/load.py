@@ -169,7 +169,7 @@ def load_stream(
         lacking = [a for a in needs if connection.lacks(a)]
         if lacking:
             # The vendor said so when the connection was linked or listed: asking would only fetch a 501.
-            outcome.skipped_reason = f"the connection's available_actions lack {', '.join(lacking)}; not read"
+            outcome.skipped_reason = f"the connection's available_actions lack {', '.join(lacking)}, so it is not read"
             say(f"{spec.name}/{stream_name} [{connection.id}] skipped: {outcome.skipped_reason} (no call made)")
             continue
         old_state = destination.read_state(key) if inc else None

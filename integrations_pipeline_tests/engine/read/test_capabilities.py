@@ -73,7 +73,7 @@ def test_a_connection_lacking_the_action_is_skipped_without_any_call(stream, act
     with client(h, counting) as c:
         result = load_stream(c, stream, dest, conns, window=WINDOW, progress=progress.append)
     a, b = result.outcomes
-    assert a.skipped_reason == f"the connection's available_actions lack {missing}; not read"
+    assert a.skipped_reason == f"the connection's available_actions lack {missing}, so it is not read"
     assert (a.records, a.pages, a.window) == (0, 0, None)
     assert counting.calls("conn_a") == 0
     assert dest.states[f"trackstar.{stream}.conn_a"] == {"cursor": "2026-10-01T00:00:00Z", "ids_at_cursor": []}
@@ -115,7 +115,7 @@ def test_a_stored_connection_carries_the_actions_the_vendor_lists():
         result = load_stream(c, "returns", destination_for(h, "returns"), conns, window=WINDOW)
     a, b = result.outcomes
     assert a.skipped_reason is None and a.records > 0
-    assert b.skipped_reason == "the connection's available_actions lack get_returns; not read"
+    assert b.skipped_reason == "the connection's available_actions lack get_returns, so it is not read"
     assert counting.calls("conn_b") == before  # not even the 501 was asked for
 
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Protocol
+from typing import Any
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from pydantic import SecretStr
@@ -29,6 +29,7 @@ from .auth import Credentials, dig
 from .client import Connection, VendorClient, parse_connections
 from .errors import ConfigError, MissingCredentialError, ResponseFormatError
 from .spec import ConnectorSpec, LinkSpec
+from .webhooks import ReceivedEvent
 
 
 class TokenVault:
@@ -317,18 +318,7 @@ class ConnectionChange:
         return f"ConnectionChange({self.kind!r}, {self.connection_id!r})"
 
 
-class ConnectionEvent(Protocol):
-    @property
-    def event_id(self) -> str: ...
-    @property
-    def event_type(self) -> str: ...
-    @property
-    def connection_id(self) -> str | None: ...
-    @property
-    def payload(self) -> dict[str, Any]: ...
-
-
-def connection_change(spec: ConnectorSpec, event: ConnectionEvent) -> ConnectionChange | None:
+def connection_change(spec: ConnectorSpec, event: ReceivedEvent) -> ConnectionChange | None:
     """The change a connection event makes; None when ``event`` is not about a connection."""
     hooks = spec.webhooks
     ce = hooks.connection_events if hooks is not None else None

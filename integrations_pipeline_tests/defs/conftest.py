@@ -7,6 +7,7 @@ gets a database of its own, because asset tables live in schemas named after the
 from __future__ import annotations
 
 import pytest
+from cryptography.fernet import Fernet
 
 from integrations_pipeline.sandbox import default_sandboxes, sandbox_environment
 from integrations_pipeline.sandbox.server import serve
@@ -28,4 +29,19 @@ def sandbox_env(sandboxes, monkeypatch) -> dict[str, str]:
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     monkeypatch.delenv("WAREHOUSE_URL", raising=False)
+    return env
+
+
+@pytest.fixture
+def linked_env(sandbox_env, monkeypatch) -> dict[str, str]:
+    """The service's keys set and no fallback variable: Trackstar connections come from the registry only."""
+    env = {
+        **sandbox_env,
+        "INTEGRATIONS_PIPELINE_API_KEY": "svc-key",
+        "INTEGRATIONS_PIPELINE_SECRET_KEY": Fernet.generate_key().decode(),
+    }
+    for name in ("INTEGRATIONS_PIPELINE_API_KEY", "INTEGRATIONS_PIPELINE_SECRET_KEY"):
+        monkeypatch.setenv(name, env[name])
+    monkeypatch.delenv("TRACKSTAR_ACCESS_TOKEN")
+    env.pop("TRACKSTAR_ACCESS_TOKEN")
     return env

@@ -14,8 +14,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import dagster as dg
-import pytest
-from cryptography.fernet import Fernet
 from starlette.testclient import TestClient
 
 from integrations_pipeline.connectors import load_connectors
@@ -40,21 +38,6 @@ def _service(env: dict[str, str], url: str) -> TestClient:
         return ClientFactory(credentials, environ=env).connector(spec)
 
     return TestClient(create_app(ServiceSettings.from_environ(SPECS, env), SPECS, lambda: open_inbox(url), client_for))
-
-
-@pytest.fixture
-def linked(sandbox_env, monkeypatch):
-    """The service's keys set; no fallback variable: connections come from the registry only."""
-    env = {
-        **sandbox_env,
-        "INTEGRATIONS_PIPELINE_API_KEY": "svc-key",
-        "INTEGRATIONS_PIPELINE_SECRET_KEY": Fernet.generate_key().decode(),
-    }
-    for name in ("INTEGRATIONS_PIPELINE_API_KEY", "INTEGRATIONS_PIPELINE_SECRET_KEY"):
-        monkeypatch.setenv(name, env[name])
-    monkeypatch.delenv("TRACKSTAR_ACCESS_TOKEN")
-    env.pop("TRACKSTAR_ACCESS_TOKEN")
-    return env
 
 
 def _link(http: TestClient, env: dict[str, str], code: str) -> None:
@@ -91,18 +74,18 @@ def _run(defs, instance, tags, keys=(ORDERS,)):
     )
 
 
-def test_a_revoked_token_fails_only_that_customers_partitions(sandboxes, linked, warehouse_url):
+def test_a_revoked_token_fails_only_that_customers_partitions(sandboxes, linked_env, warehouse_url):
     _, boxes = sandboxes
     trackstar = boxes["trackstar"]
-    http = _service(linked, warehouse_url)
-    _link(http, linked, "code_a")
-    _link(http, linked, "code_b")
+    http = _service(linked_env, warehouse_url)
+    _link(http, linked_env, "code_a")
+    _link(http, linked_env, "code_b")
     defs = build_definitions(warehouse_url=warehouse_url)
     with dg.instance_for_test() as instance:  # a schedule's resources need an instance with a ref
-        _revoked_token(defs, connected_instance(instance=instance), trackstar, http, linked, warehouse_url)
+        _revoked_token(defs, connected_instance(instance=instance), trackstar, http, linked_env, warehouse_url)
 
 
-def _revoked_token(defs, instance, trackstar, http, linked, warehouse_url) -> None:
+def _revoked_token(defs, instance, trackstar, http, linked_env, warehouse_url) -> None:
     assert _run(defs, instance, trackstar_days("2026-10-01", "2026-11-21")).success
 
     trackstar.revoke("conn_b")  # the customer revoked access in their WMS; Trackstar still lists the connection
@@ -140,15 +123,15 @@ def _revoked_token(defs, instance, trackstar, http, linked, warehouse_url) -> No
     assert requests[0].partition_key == f"conn_a|{YESTERDAY}"  # yesterday, UTC
 
     # Linking again makes it active: the same run succeeds.
-    _link(http, linked, trackstar.relink("conn_b"))
+    _link(http, linked_env, trackstar.relink("conn_b"))
     assert _status(warehouse_url)["conn_b"] == "active"
     assert _run(defs, instance, days).success
 
 
-def test_a_customer_connecting_is_onboarded_by_webhook_and_read_once_whole(sandboxes, linked, warehouse_url):
+def test_a_customer_connecting_is_onboarded_by_webhook_and_read_once_whole(sandboxes, linked_env, warehouse_url):
     _, boxes = sandboxes
     trackstar = boxes["trackstar"]
-    http = _service(linked, warehouse_url)
+    http = _service(linked_env, warehouse_url)
     trackstar.webhooks.subscribe("http://testserver/webhooks/trackstar")
     defs = build_definitions(warehouse_url=warehouse_url)
     instance = dg.DagsterInstance.ephemeral()
@@ -226,14 +209,14 @@ def test_a_customer_connecting_is_onboarded_by_webhook_and_read_once_whole(sandb
         trackstar.webhooks.url = None
 
 
-def test_the_registry_asset_reconciles_with_the_vendors_list(sandboxes, linked, warehouse_url):
+def test_the_registry_asset_reconciles_with_the_vendors_list(sandboxes, linked_env, warehouse_url):
     _, boxes = sandboxes
     trackstar = boxes["trackstar"]
-    http = _service(linked, warehouse_url)
-    _link(http, linked, "code_a")
-    _link(http, linked, "code_b")
+    http = _service(linked_env, warehouse_url)
+    _link(http, linked_env, "code_a")
+    _link(http, linked_env, "code_b")
     trackstar.delete_connection("conn_b")
-    trackstar.connect("conn_c")  # linked elsewhere: listed by Trackstar, its token never reached us
+    trackstar.connect("conn_c")  # linked_env elsewhere: listed by Trackstar, its token never reached us
     defs = build_definitions(warehouse_url=warehouse_url)
     instance = dg.DagsterInstance.ephemeral()
     calls_before = trackstar.counts["requests"]

@@ -10,8 +10,6 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import dagster as dg
-import pytest
-from cryptography.fernet import Fernet
 from starlette.testclient import TestClient
 
 from integrations_pipeline.connectors import load_connectors
@@ -68,20 +66,6 @@ def _partitions(result: dg.ExecuteInProcessResult) -> set[str]:
 def _connection_ids(url: str) -> set[str]:
     with open_inbox(url) as wh:
         return {r["_connection_id"] for r in wh.read_records(table_spec_for(SPECS["trackstar"], "orders"))}
-
-
-@pytest.fixture
-def linked_env(sandbox_env, monkeypatch):
-    env = {
-        **sandbox_env,
-        "INTEGRATIONS_PIPELINE_API_KEY": "svc-key",
-        "INTEGRATIONS_PIPELINE_SECRET_KEY": Fernet.generate_key().decode(),
-    }
-    for name in ("INTEGRATIONS_PIPELINE_API_KEY", "INTEGRATIONS_PIPELINE_SECRET_KEY"):
-        monkeypatch.setenv(name, env[name])
-    monkeypatch.delenv("TRACKSTAR_ACCESS_TOKEN")
-    env.pop("TRACKSTAR_ACCESS_TOKEN")
-    return env
 
 
 def test_a_connection_linked_through_the_service_is_read_with_no_token_pasted(sandboxes, linked_env, warehouse_url):

@@ -136,7 +136,8 @@ def follow_one_webhook(
         trackstar.webhooks.url = None  # type: ignore[attr-defined]
     if delivered != 1:
         raise RuntimeError(f"the service took {delivered} webhooks, expected 1")
-    applied = defs.resolve_job_def(EVENTS_JOB).execute_in_process(instance=instance)
+    quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+    applied = defs.resolve_job_def(EVENTS_JOB).execute_in_process(instance=instance, run_config=quiet)
     merged = time.perf_counter()
     if not applied.success:
         raise RuntimeError("the apply_webhook_events run failed")
@@ -151,7 +152,7 @@ def follow_one_webhook(
             instance=instance,
             resources=defs.resources,
             tags=request.tags,
-            run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
+            run_config=quiet,
             raise_on_error=False,
         )
         if not result.success:

@@ -156,19 +156,13 @@ def _connections(
     if spec.connections is None:
         return parse_connections(spec, credentials), {}
     vault_resource: ConnectionVaultResource = getattr(context.resources, c.VAULT_RESOURCE)
-    stored = (
-        [
-            (s.connection_id, s.status, s.token_sealed, s.available_actions)
-            for s in warehouse.read_connections(spec.name)
-        ]
-        if isinstance(warehouse, InboxWarehouse)
-        else []
-    )
+    # One read of the registry serves both the tokens to open and each connection's state.
+    states = connection_states(spec, warehouse, credentials)
+    stored = [(s.connection_id, s.status, s.token_sealed, s.available_actions) for s in states.stored.values()]
     failed: dict[str, str] = {}
     if wanted is None:
         connections = usable_connections(spec, credentials, stored, vault_resource.vault())
     else:
-        states = connection_states(spec, warehouse, credentials)
         usable = set(states.usable) & set(wanted)
         connections = (
             [x for x in usable_connections(spec, credentials, stored, vault_resource.vault()) if x.id in usable]

@@ -216,7 +216,7 @@ def test_the_registry_asset_reconciles_with_the_vendors_list(sandboxes, linked_e
     _link(http, linked_env, "code_a")
     _link(http, linked_env, "code_b")
     trackstar.delete_connection("conn_b")
-    trackstar.connect("conn_c")  # linked_env elsewhere: listed by Trackstar, its token never reached us
+    trackstar.connect("conn_c")  # linked elsewhere: listed by Trackstar, its token never reached us
     defs = build_definitions(warehouse_url=warehouse_url)
     instance = dg.DagsterInstance.ephemeral()
     calls_before = trackstar.counts["requests"]

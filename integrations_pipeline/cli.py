@@ -236,6 +236,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         assets = [a for a in defs.assets or [] if isinstance(a, dg.AssetsDefinition)]
         groups: dict[tuple[str, str | None, str | None], list] = {}
         for ad in assets:
+            if any(c.EVENTS_TAG in ad.tags_by_key.get(k, {}) for k in ad.keys):
+                continue  # webhook events: the followed webhook below runs them, as the events sensor does
             pdef = ad.partitions_def
             start = vendor = None
             days = pdef
@@ -329,10 +331,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
                 trip = follow_one_webhook(defs, instance, http, boxes)
             console.print(
                 f"[bold]webhook[/] order.created {trip.order_id} ({trip.connection_id}) → stored in {trip.stored:.2f}s"
-                f" → merged into trackstar.orders in {trip.merged:.2f}s (no Trackstar call) → "
-                f"{', '.join(trip.syncs)} sent {trip.events_sent} SALESmanago event(s) in {trip.synced:.2f}s; "
-                f"{trip.total:.1f}s in all, plus the sensors' intervals (webhook_events 30 s, "
-                "syncs_on_source_update 60 s) when they run in the daemon"
+                f" → one run merged it into trackstar.orders (no Trackstar call) and ran "
+                f"{', '.join(trip.syncs)}: {trip.events_sent} SALESmanago event(s) sent, in {trip.synced:.2f}s; "
+                f"{trip.total:.1f}s in all, plus the webhook_events sensor's interval (30 s) when it runs in the daemon"
             )
 
     table = Table(title="integrations_pipeline: sync summary")

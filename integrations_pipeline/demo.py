@@ -5,10 +5,10 @@
   auth code; ``POST /trackstar/store-token``). The registry then holds their tokens, sealed, and no token is
   pasted anywhere: the runs read the registry.
 - ``follow_one_webhook``: a new order in one customer's WMS → Trackstar's Svix-signed webhook → the service
-  verifies and stores it → the ``apply_webhook_events`` job merges it into ``trackstar.orders`` (no API call)
-  → the ``syncs_on_source_update`` sensor asks for the syncs that read orders → the sync sends exactly that
-  order to SALESmanago. Each leg is timed; the sensors' own intervals (30 s and 60 s in a deployment) come on
-  top, and are evaluated at once here.
+  verifies and stores it → the ``webhook_events`` sensor asks for one run of ``trackstar/webhook_events`` and the
+  syncs that read orders → in that run the order is merged into ``trackstar.orders`` (no API call), then the
+  sync sends exactly that order to SALESmanago. Both legs are timed; the sensor's own interval (30 s in a
+  deployment) comes on top, and is evaluated at once here.
 
 The service runs on a loopback port in a thread of this process (uvicorn, as ``serve`` runs it); the vendors are
 the loopback sandboxes.
@@ -28,8 +28,7 @@ import dagster as dg
 import httpx
 import uvicorn
 
-from integrations_pipeline.defs.events import JOB_NAME as EVENTS_JOB
-from integrations_pipeline.defs.sensors import SENSOR_NAME as SYNC_SENSOR
+from integrations_pipeline.defs.events import SENSOR_NAME as EVENTS_SENSOR
 from integrations_pipeline.engine.auth import Credentials, secret_env_vars
 from integrations_pipeline.engine.client import ClientFactory
 from integrations_pipeline.engine.spec import ConnectorSpec
@@ -99,14 +98,13 @@ class WebhookTrip:
     order_id: str
     connection_id: str
     stored: float  # Trackstar's POST → verified and durably stored
-    merged: float  # the events job: merged into trackstar.orders, materialization reported
-    synced: float  # the sync run the sensor asked for: the order sent to SALESmanago
-    syncs: tuple[str, ...]  # the syncs the sensor ran
+    synced: float  # the events sensor's one run: merged into trackstar.orders, then the syncs reading orders
+    syncs: tuple[str, ...]  # the syncs that run held
     events_sent: int  # SALESmanago events the order became (one: nothing sent twice)
 
     @property
     def total(self) -> float:
-        return self.stored + self.merged + self.synced
+        return self.stored + self.synced
 
 
 def follow_one_webhook(
@@ -119,12 +117,12 @@ def follow_one_webhook(
 ) -> WebhookTrip:
     """A new order of ``connection_id`` travels to SALESmanago (module docstring)."""
     trackstar, salesmanago = boxes["trackstar"], boxes["salesmanago"]
-    sensor = defs.resolve_sensor_def(SYNC_SENSOR)
+    sensor = defs.resolve_sensor_def(EVENTS_SENSOR)
     assets = [a for a in defs.assets or [] if isinstance(a, dg.AssetsDefinition)]
-    # The sensor's cursor as of now: what the main job already materialized is not news.
-    with dg.build_sensor_context(instance=instance, definitions=defs) as context:
+    # The sensor's cursor as of now: events stored before (none, in the main job) are not news.
+    with dg.build_sensor_context(instance=instance, definitions=defs, resources=defs.resources) as context:
         baseline = sensor(context)
-    cursor = baseline.cursor if isinstance(baseline, dg.SensorResult) else context.cursor
+    cursor = baseline.cursor if isinstance(baseline, dg.SensorResult) else None
     trackstar.webhooks.subscribe(f"{str(http.base_url).rstrip('/')}/webhooks/trackstar")  # type: ignore[attr-defined]
     sent_before = len(salesmanago.events)  # type: ignore[attr-defined]
     try:
@@ -136,34 +134,32 @@ def follow_one_webhook(
         trackstar.webhooks.url = None  # type: ignore[attr-defined]
     if delivered != 1:
         raise RuntimeError(f"the service took {delivered} webhooks, expected 1")
+    with dg.build_sensor_context(instance=instance, cursor=cursor, definitions=defs, resources=defs.resources) as ctx:
+        due = sensor(ctx)
+    requests = (due.run_requests if isinstance(due, dg.SensorResult) else None) or []
+    if len(requests) != 1:
+        raise RuntimeError(f"the {EVENTS_SENSOR} sensor asked for {len(requests)} runs, expected 1")
+    (request,) = requests
+    selection = list(request.asset_selection or [])
     quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
-    applied = defs.resolve_job_def(EVENTS_JOB).execute_in_process(instance=instance, run_config=quiet)
-    merged = time.perf_counter()
-    if not applied.success:
-        raise RuntimeError("the apply_webhook_events run failed")
-    with dg.build_sensor_context(instance=instance, cursor=cursor, definitions=defs) as context:
-        due = sensor(context)
-    requests = due.run_requests if isinstance(due, dg.SensorResult) else []
-    syncs = tuple(k.to_user_string() for r in requests or [] for k in (r.asset_selection or []))
-    for request in requests or []:
-        result = dg.materialize(
-            assets,
-            selection=request.asset_selection,
-            instance=instance,
-            resources=defs.resources,
-            tags=request.tags,
-            run_config=quiet,
-            raise_on_error=False,
-        )
-        if not result.success:
-            raise RuntimeError(f"the sync run for {syncs} failed")
+    result = dg.materialize(
+        assets,
+        selection=selection,
+        instance=instance,
+        resources=defs.resources,
+        tags=request.tags,
+        run_config=quiet,
+        raise_on_error=False,
+    )
     synced = time.perf_counter()
+    syncs = tuple(k.to_user_string() for k in selection if k.path[-1] != "webhook_events")
+    if not result.success:
+        raise RuntimeError(f"the events run ({', '.join(k.to_user_string() for k in selection)}) failed")
     return WebhookTrip(
         order_id=order_id,
         connection_id=connection_id,
         stored=stored - began,
-        merged=merged - stored,
-        synced=synced - merged,
+        synced=synced - stored,
         syncs=syncs,
         events_sent=len(salesmanago.events) - sent_before,  # type: ignore[attr-defined]
     )

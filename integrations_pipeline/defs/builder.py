@@ -27,7 +27,7 @@ from . import constants as c
 from .assets import build_connector_assets
 from .checks import build_connector_checks
 from .connections import build_connections_asset, build_connections_sensor
-from .events import build_events_job, build_events_sensor
+from .events import build_events_assets, build_events_job, build_events_sensor
 from .io_managers import WAREHOUSE_IO_MANAGER, WarehouseIOManager
 from .resources import WarehouseResource, credentials_resource, vault_resource
 from .schedules import build_connector_jobs_and_schedules
@@ -99,12 +99,13 @@ def build_definitions(
         jobs += j
         schedules += s
     sync_assets = build_sync_assets(specs, env, sync_translator, syncs)
+    events_assets = build_events_assets(specs, translator)
     if sync_assets:  # no syncs: nothing for the sync sensor to watch
-        sensors.append(build_sync_sensor(sync_assets))
-    events_job = build_events_job(specs, translator)
-    if events_job is not None:
-        jobs.append(events_job)
-        sensors.append(build_events_sensor(events_job))
+        sensors.append(build_sync_sensor(sync_assets, ignore=[a.key for a in events_assets]))
+    if events_assets:
+        assets += events_assets
+        jobs.append(build_events_job(events_assets))
+        sensors.append(build_events_sensor(specs, translator, sync_assets))
     return dg.Definitions(
         assets=[*assets, *sync_assets],
         asset_checks=[*checks, *build_sync_checks(sync_assets)],

@@ -22,6 +22,8 @@ SKIPPED = "skipped_connections"
 CONNECTIONS = "connections"
 
 VENDOR_TAG = "integrations_pipeline/vendor"
+# On the webhook events assets: the events sensor runs them; the main job leaves them out.
+EVENTS_TAG = "integrations_pipeline/webhook_events"
 WAREHOUSE_RESOURCE = "warehouse"
 # Opens the connection tokens the link flow stored (INTEGRATIONS_PIPELINE_SECRET_KEY).
 VAULT_RESOURCE = "connection_vault"

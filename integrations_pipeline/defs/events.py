@@ -1,13 +1,19 @@
-"""Webhook events → stream tables, in Dagster: the ``apply_webhook_events`` job and the sensor that runs it.
+"""Webhook events → stream tables → syncs, in Dagster: the ``<vendor>/webhook_events`` assets and the sensor.
 
-The service stores verified webhooks (``_integrations.webhook_events``); this job turns the pending ones into
-changes of their streams' tables (``engine.read.events``): an event that carries its object (Trackstar) is
-merged with no API call; one that names its object by id only (Salestrekker) is applied by reading the object
-with the stream's ``webhooks.fetch`` query, once per distinct id, through the connector's client from its
-credentials resource, as the stream assets make it. Both merge by the newest-by-cursor rule. The job then
-reports a materialization of each changed stream asset, partitioned by the day of the changed records' cursor:
-the ``syncs_on_source_update`` sensor sees it and runs exactly the syncs that read the stream. Together: an
-event reaches the target within the two sensors' intervals plus two runs.
+The service stores verified webhooks (``_integrations.webhook_events``); each vendor's events asset turns the
+pending ones into changes of their streams' tables (``engine.read.events``): an event that carries its object
+(Trackstar) is merged with no API call; one that names its object by id only (Salestrekker) is applied by
+reading the object with the stream's ``webhooks.fetch`` query, once per distinct id, through the connector's
+client from its credentials resource, as the stream assets make it. Both merge by the newest-by-cursor rule.
+The asset then reports a materialization of each changed stream asset, partitioned by the day of the changed
+records' cursor (and its connection).
+
+The ``webhook_events`` sensor asks, for new events, for **one run**: the events assets of their vendors and
+exactly the syncs that read the streams those events change. Every sync that reads a webhook-fed stream depends
+on that vendor's events asset (``SyncTranslator.get_deps``), so the run merges first and syncs after: an event
+reaches the target within the sensor's interval plus one run. ``syncs_on_source_update`` sees that the syncs ran
+after the streams' materializations and asks for nothing more. ``apply_webhook_events`` (the events assets alone)
+is the manual catch-up; after it, ``syncs_on_source_update`` runs the syncs.
 
 Crash-safe by order: the merge commits first, the events are marked after. A run killed between the two applies
 the same events again next time, and merging a record already merged changes nothing (newest by cursor). A
@@ -17,7 +23,7 @@ rest is applied), so a person sees it.
 """
 
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 
 import dagster as dg
@@ -57,51 +63,77 @@ SENSOR_NAME = "webhook_events"
 RETRY_SECONDS = 300
 
 
-def build_events_job(specs: Mapping[str, ConnectorSpec], translator: ConnectorTranslator) -> dg.JobDefinition | None:
-    """The job, or None when no loaded vendor sends webhooks."""
-    hooked = {name: spec for name, spec in specs.items() if spec.webhooks is not None and spec.streams}
-    if not hooked:
-        return None
+def hooked_connectors(specs: Mapping[str, ConnectorSpec]) -> dict[str, ConnectorSpec]:
+    """The vendors that send webhooks into streams: each gets an events asset."""
+    return {name: spec for name, spec in specs.items() if spec.webhooks is not None and spec.streams}
 
-    @dg.op(
-        name="apply_webhook_events_op",
-        out={},  # it reports materializations of the stream assets; it passes nothing on
-        required_resource_keys={c.WAREHOUSE_RESOURCE, *(c.credentials_resource_key(n) for n in hooked)},
-        description="Merge pending webhook events into their streams' tables: the objects they carry, or those "
-        "they name, read once per distinct id.",
+
+def build_events_assets(
+    specs: Mapping[str, ConnectorSpec], translator: ConnectorTranslator
+) -> list[dg.AssetsDefinition]:
+    """One ``<vendor>/webhook_events`` asset per vendor that sends webhooks (``hooked_connectors``)."""
+    return [_events_asset(spec, translator) for spec in hooked_connectors(specs).values()]
+
+
+def _events_asset(spec: ConnectorSpec, translator: ConnectorTranslator) -> dg.AssetsDefinition:
+    creds_key = c.credentials_resource_key(spec.name)
+    hooks = spec.webhooks
+    assert hooks is not None
+    fed = sorted(set(hooks.streams.values()))
+
+    @dg.asset(
+        key=translator.get_events_asset_key(spec),
+        group_name=spec.name,
+        kinds={spec.protocol, "webhooks"},
+        tags={c.VENDOR_TAG: spec.name, c.EVENTS_TAG: "true"},
+        required_resource_keys={c.WAREHOUSE_RESOURCE, creds_key},
+        description=f"{spec.title} webhooks stored by the service (`_integrations.webhook_events`), merged into "
+        f"the tables of {', '.join(f'`{s}`' for s in fed) or 'no stream'} (each changed stream is reported "
+        "materialized); the syncs that read those streams run after it in the same run.",
     )
-    def _apply(context: dg.OpExecutionContext) -> Iterator[dg.AssetMaterialization]:
+    def _apply(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         warehouse_resource: WarehouseResource = getattr(context.resources, c.WAREHOUSE_RESOURCE)
+        creds: ConnectorCredentials = getattr(context.resources, creds_key)
         warehouse = warehouse_resource.open()
         failures: list[str] = []
+        counts: dict[str, int] = {}
         try:
             if not isinstance(warehouse, InboxWarehouse):
                 raise dg.Failure(f"the {warehouse.backend} warehouse keeps no webhook events")
-            for name, spec in hooked.items():
-                creds: ConnectorCredentials = getattr(context.resources, c.credentials_resource_key(name))
-                yield from _apply_connector(context, warehouse, spec, creds, translator, failures)
+            for materialization in _apply_connector(context, warehouse, spec, creds, translator, failures, counts):
+                context.log_event(materialization)
         finally:
             warehouse.close()
         if failures:
-            # After every vendor's events were applied and marked: one vendor's broken read holds up no other.
+            # After the events were applied and marked: what could be applied is in, the rest waits.
             raise dg.Failure("; ".join(failures))
+        return dg.MaterializeResult(metadata={k: dg.MetadataValue.int(v) for k, v in counts.items()})
 
-    @dg.job(name=JOB_NAME, description="Apply stored webhook events to the stream tables, then report them.")
-    def _job() -> None:
-        _apply()
+    return _apply
 
-    return _job
+
+def build_events_job(
+    events_assets: list[dg.AssetsDefinition],
+) -> "dg.UnresolvedAssetJobDefinition":  # a lazy name of dagster's: quoted
+    """``apply_webhook_events``: every vendor's events asset, without the syncs (a manual catch-up)."""
+    return dg.define_asset_job(
+        JOB_NAME,
+        selection=dg.AssetSelection.assets(*(a.key for a in events_assets)),
+        description="Apply stored webhook events to the stream tables, then report them.",
+    )
 
 
 def _apply_connector(
-    context: dg.OpExecutionContext,
+    context: dg.AssetExecutionContext,
     warehouse: InboxWarehouse,
     spec: ConnectorSpec,
     creds: ConnectorCredentials,
     translator: ConnectorTranslator,
     failures: list[str],
+    counts: dict[str, int],
 ) -> Iterator[dg.AssetMaterialization]:
     pending = warehouse.read_events(spec.name, pending_only=True)
+    counts["pending_events"] = len(pending)
     if not pending:
         return
     now = datetime.now(UTC)
@@ -149,6 +181,15 @@ def _apply_connector(
             f"{reads} API calls"
         )
     warehouse.mark_events(spec.name, settled, plan.waiting, now=now)
+    counts.update(
+        {
+            "applied_events": sum(1 for o in settled.values() if o.startswith("applied")),
+            "settled_events": len(settled),
+            "waiting_events": len(plan.waiting),
+            c.API_CALLS: summary.calls,
+            "streams_changed": len(plan.records),
+        }
+    )
     for event_id, reason in sorted(plan.waiting.items())[:20]:
         context.log.warning(f"{spec.name}: event {event_id} not applied yet: {reason}")
     if plan.waiting:
@@ -180,7 +221,7 @@ def _partitions(
 
 
 def _apply_connection_changes(
-    context: dg.OpExecutionContext,
+    context: dg.AssetExecutionContext,
     warehouse: InboxWarehouse,
     spec: ConnectorSpec,
     changes: list[ConnectionChange],
@@ -208,13 +249,35 @@ def _apply_connection_changes(
     return outcomes
 
 
-def build_events_sensor(job: dg.JobDefinition) -> dg.SensorDefinition:
+def build_events_sensor(
+    specs: Mapping[str, ConnectorSpec],
+    translator: ConnectorTranslator,
+    sync_assets: Sequence[dg.AssetsDefinition],
+) -> dg.SensorDefinition:
+    """``webhook_events``: new stored events → one run of their vendors' events assets and exactly the syncs that
+    read the streams those events change, which the run orders after the merge (``SyncTranslator.get_deps``)."""
+    hooked = hooked_connectors(specs)
+    events_keys = {name: translator.get_events_asset_key(spec) for name, spec in hooked.items()}
+    stream_keys = {
+        (name, stream): translator.get_asset_key(StreamProps(spec, stream))
+        for name, spec in hooked.items()
+        for stream in spec.streams
+    }
+    reads = {key: set(deps) for a in sync_assets for key, deps in a.asset_deps.items()}
+    targets = [*events_keys.values(), *(k for k, deps in reads.items() if deps & set(events_keys.values()))]
+
+    def selection(pending: set[tuple[str, str | None]]) -> list[dg.AssetKey]:
+        changed = {stream_keys[(n, s)] for n, s in pending if s is not None and (n, s) in stream_keys}
+        syncs = sorted((k for k, deps in reads.items() if deps & changed), key=lambda k: k.to_user_string())
+        return [*(events_keys[n] for n in sorted({n for n, _ in pending} & set(events_keys))), *syncs]
+
     @dg.sensor(
         name=SENSOR_NAME,
-        job=job,
+        asset_selection=dg.AssetSelection.assets(*targets),
         minimum_interval_seconds=30,
         default_status=dg.DefaultSensorStatus.STOPPED,
-        description="Runs apply_webhook_events when the service stored new webhook events, and every "
+        description="When the service stored new webhook events: one run of their vendors' webhook_events assets "
+        "and the syncs reading the streams they change; every "
         f"{RETRY_SECONDS} s while events wait on a vendor's transient failure.",
     )
     def _sensor(context: dg.SensorEvaluationContext, warehouse: WarehouseResource) -> dg.SensorResult | dg.SkipReason:  # noqa: E501
@@ -223,17 +286,23 @@ def build_events_sensor(job: dg.JobDefinition) -> dg.SensorDefinition:
             if not isinstance(opened, InboxWarehouse):
                 return dg.SkipReason(f"the {opened.backend} warehouse keeps no webhook events")
             count, latest = opened.events_since(context.cursor or None)
-            retry = opened.count_pending(RETRY) if not count else 0
+            if count and latest is not None:
+                fresh = opened.pending_streams(received_after=context.cursor or None)
+                if not fresh:  # another run applied them already (a manual apply_webhook_events)
+                    return dg.SensorResult(skip_reason=f"{count} new events, all applied already", cursor=latest)
+                # The run key names the newest event acted on: a retried tick launches no second run.
+                request = dg.RunRequest(run_key=f"events-through-{latest}", asset_selection=selection(fresh))
+                return dg.SensorResult(run_requests=[request], cursor=latest)
+            retry = opened.pending_streams(outcome_prefix=RETRY)
         finally:
             opened.close()
-        if count and latest is not None:
-            # The run key names the newest event acted on: a retried tick launches no second run.
-            return dg.SensorResult(run_requests=[dg.RunRequest(run_key=f"events-through-{latest}")], cursor=latest)
         if retry:
             # Events that wait on a transient failure (the vendor was down): tried again every RETRY_SECONDS even
             # if nothing new arrives; the run key names the period, so the ticks within it launch one run.
             period = int(time.time() // RETRY_SECONDS)
-            return dg.SensorResult(run_requests=[dg.RunRequest(run_key=f"events-retry-{period}")])
+            return dg.SensorResult(
+                run_requests=[dg.RunRequest(run_key=f"events-retry-{period}", asset_selection=selection(retry))]
+            )
         return dg.SkipReason("no webhook event arrived since the last tick, and none waits to be retried")
 
     return _sensor

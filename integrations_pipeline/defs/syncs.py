@@ -274,8 +274,6 @@ def build_sync_asset(
     def stream_key(ref: str) -> dg.AssetKey:
         return translator.get_stream_key(connectors, ref)
 
-    source_key = stream_key(sync.source)
-    lookup_keys = [stream_key(lk.stream) for lk in sync.lookups.values()]
     lineage = dg.TableColumnLineage(
         deps_by_column={
             target: [dg.TableColumnDep(asset_key=stream_key(stream), column_name=col) for stream, col in deps]
@@ -290,7 +288,7 @@ def build_sync_asset(
 
     @dg.asset(
         key=translator.get_asset_key(sync),
-        deps=list(dict.fromkeys([source_key, *lookup_keys])),
+        deps=translator.get_deps(connectors, sync),
         group_name=translator.get_group_name(sync),
         description=f"{sync.description}\n\n`{sync.source}` → sink `{sync.target}`{via}.",
         kinds=translator.get_kinds(sync),

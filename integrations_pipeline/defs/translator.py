@@ -107,6 +107,11 @@ class ConnectorTranslator:
         """The key of the connector's connection registry asset (``trackstar/connections``)."""
         return self.get_connector_asset_key(connector, "connections")
 
+    def get_events_asset_key(self, connector: ConnectorSpec) -> dg.AssetKey:
+        """The key of the connector's webhook events asset (``trackstar/webhook_events``): stored events merged
+        into their streams' tables."""
+        return self.get_connector_asset_key(connector, "webhook_events")
+
     def get_group_name(self, props: StreamProps) -> str:
         return props.connector.name
 
@@ -212,6 +217,19 @@ class SyncTranslator:
         """The key of a stream a sync reads (``trackstar/orders``), by the connector translator."""
         connector, stream = stream_ref.split("/", 1)
         return self.connectors.get_asset_key(StreamProps(specs[connector], stream))
+
+    def get_deps(self, specs: Mapping[str, ConnectorSpec], sync: SyncSpec) -> list[dg.AssetKey]:
+        """What a sync reads: its source and lookup streams, and the webhook events asset of each vendor whose
+        webhooks change one of them. That asset merges events into the streams' tables, so in a run that holds
+        both (the events sensor's) the sync reads after the merge: event → target in one run."""
+        refs = list(dict.fromkeys([sync.source, *(lk.stream for lk in sync.lookups.values())]))
+        events = []
+        for ref in refs:
+            connector = specs[ref.split("/", 1)[0]]
+            hooks = connector.webhooks
+            if hooks is not None and ref.split("/", 1)[1] in set(hooks.streams.values()):
+                events.append(self.connectors.get_events_asset_key(connector))
+        return list(dict.fromkeys([*(self.get_stream_key(specs, r) for r in refs), *events]))
 
     def get_group_name(self, sync: SyncSpec) -> str:
         return "syncs"

@@ -276,21 +276,27 @@ class InboxWarehouse(DeliveryWarehouse):
         count, latest = self._inbox_read("events_since", EVENTS_TABLE, work, (0, None))
         return int(count), latest
 
-    def count_pending(self, outcome_prefix: str) -> int:
-        """How many events of any connector are pending with an outcome that begins ``outcome_prefix``: the
-        events sensor asks for those that wait on a transient failure (``engine.read.events.RETRY``)."""
+    def pending_streams(
+        self, *, received_after: str | None = None, outcome_prefix: str | None = None
+    ) -> set[tuple[str, str | None]]:
+        """``(connector, stream)`` of the pending events received after ``received_after`` (None: ever) whose
+        outcome begins ``outcome_prefix`` (None: any); stream None for an event that changes no stream (a
+        connection's). The events sensor runs those vendors' events assets and exactly the syncs reading those
+        streams."""
         p = self._placeholder
+        where, params = ["applied_at IS NULL"], []
+        if received_after is not None:
+            where.append(f"received_at > {p}")
+            params.append(received_after)
+        if outcome_prefix is not None:
+            where.append(f"substr(outcome, 1, {len(outcome_prefix)}) = {p}")
+            params.append(outcome_prefix)
 
-        def work(conn: Any) -> int:
-            # substr, not LIKE: the prefix is compared as it is, with no wildcard to escape.
-            (count,) = conn.execute(
-                f"SELECT count(*) FROM {EVENTS} WHERE applied_at IS NULL "
-                f"AND substr(outcome, 1, {len(outcome_prefix)}) = {p}",
-                [outcome_prefix],
-            ).fetchone()
-            return int(count)
+        def work(conn: Any) -> set[tuple[str, str | None]]:
+            sql = f"SELECT DISTINCT connector, stream FROM {EVENTS} WHERE {' AND '.join(where)}"
+            return {(str(r[0]), None if r[1] is None else str(r[1])) for r in conn.execute(sql, params).fetchall()}
 
-        return int(self._inbox_read("count_pending", EVENTS_TABLE, work, 0))
+        return set(self._inbox_read("pending_streams", EVENTS_TABLE, work, set()))
 
 
 def open_inbox(url: str | None) -> InboxWarehouse:

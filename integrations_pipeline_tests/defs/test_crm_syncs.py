@@ -317,7 +317,8 @@ def test_a_key_prefixing_translator_works_end_to_end(crm):
     graph = defs.resolve_asset_graph()
     prefixed = [dg.AssetKey(["acme", *k.path]) for k in CRM]
     assert set(prefixed) <= graph.get_all_asset_keys() and not set(CRM) & graph.get_all_asset_keys()
-    assert graph.get(TO_SM_EVENTS).parent_keys == set(prefixed)  # deals, contacts and workflows (lookups)
+    # deals, contacts and workflows (lookups), and the events asset (get_connector_asset_key is not overridden)
+    assert graph.get(TO_SM_EVENTS).parent_keys == {*prefixed, dg.AssetKey(["salestrekker", "webhook_events"])}
     lineage = graph.get(TO_SM_EVENTS).metadata["dagster/column_lineage"]
     assert {d.asset_key for deps in lineage.deps_by_column.values() for d in deps} <= set(prefixed)
     _run(defs, prefixed, CRM_DAYS)

@@ -14,7 +14,9 @@ STREAM_ASSETS = {f"{c.name}/{s}" for c in SPECS.values() for s in c.streams}
 SYNC_ASSETS = {f"{s.target_connector}/{s.name}" for s in load_syncs(SPECS).values()}
 # Vendors with a link flow have a connection registry asset besides their streams.
 REGISTRY_ASSETS = {f"{c.name}/connections" for c in SPECS.values() if c.connections and c.connections.link}
-EXPECTED = STREAM_ASSETS | SYNC_ASSETS | REGISTRY_ASSETS
+# Vendors that send webhooks have an events asset (stored events merged into their streams).
+EVENTS_ASSETS = {f"{c.name}/webhook_events" for c in SPECS.values() if c.webhooks and c.streams}
+EXPECTED = STREAM_ASSETS | SYNC_ASSETS | REGISTRY_ASSETS | EVENTS_ASSETS
 
 
 def _assets(d: dg.Definitions) -> dict[str, dg.AssetSpec]:
@@ -30,7 +32,7 @@ def test_load_with_empty_environment_and_assets_are_described():
     nodes = _assets(build_definitions(environ={}))
     assert set(nodes) == EXPECTED
     for key, node in nodes.items():
-        if key in SYNC_ASSETS or key in REGISTRY_ASSETS:
+        if key in SYNC_ASSETS or key in REGISTRY_ASSETS or key in EVENTS_ASSETS:
             continue
         vendor, stream = key.split("/")
         spec = SPECS[vendor]
@@ -101,7 +103,8 @@ def test_sync_assets_show_lineage_to_their_source():
     graph = build_definitions(environ={}).resolve_asset_graph()
     node = graph.get(dg.AssetKey(["salesmanago", "trackstar_orders_to_salesmanago_events"]))
     assert node.group_name == "syncs"
-    assert {k.to_user_string() for k in node.parent_keys} == {"trackstar/orders"}
+    # The stream, and the events asset that merges Trackstar's webhooks into it (a run holding both syncs after).
+    assert {k.to_user_string() for k in node.parent_keys} == {"trackstar/orders", "trackstar/webhook_events"}
     lineage = node.metadata["dagster/column_lineage"]
     deps = lineage.deps_by_column["email"]
     assert [(d.asset_key.to_user_string(), d.column_name) for d in deps] == [("trackstar/orders", "ship_to_address")]
@@ -114,6 +117,7 @@ def test_a_sync_with_lookups_depends_on_and_traces_columns_to_every_stream_it_re
         "salestrekker/deals",
         "salestrekker/contacts",
         "salestrekker/workflows",
+        "salestrekker/webhook_events",
     }
     lineage = node.metadata["dagster/column_lineage"].deps_by_column
     pairs = lambda col: [(d.asset_key.to_user_string(), d.column_name) for d in lineage[col]]  # noqa: E731

@@ -1,6 +1,7 @@
 """Webhook events into data: the sandboxes send webhooks as the vendors do, the service stores them, the
-``webhook_events`` sensor runs ``apply_webhook_events``, and the stream tables end equal to the vendor's truth
-with no API call; the sync sensor then sees the streams materialized. On DuckDB and PostgreSQL, over loopback.
+``webhook_events`` sensor asks for one run of the events assets and the syncs reading the changed streams, and
+the events assets leave the stream tables equal to the vendor's truth with no API call; run alone (the
+``apply_webhook_events`` job), the sync sensor then sees the streams materialized. On DuckDB and PostgreSQL, over loopback.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from integrations_pipeline_tests.partitions import connected_instance, trackstar
 SPECS = load_connectors()
 ORDERS = dg.AssetKey(["trackstar", "orders"])
 DEALS = dg.AssetKey(["salestrekker", "deals"])
+TRACKSTAR_EVENTS = dg.AssetKey(["trackstar", "webhook_events"])
 # After every generated record (the sandbox data ends 2026-11-21): a real change only moves a cursor forward.
 AT = datetime(2026, 11, 25, 9, 30, tzinfo=UTC)
 RANGE = trackstar_days("2026-10-01", "2026-11-21")
@@ -87,7 +89,16 @@ def test_webhooks_reach_the_stream_tables_with_no_api_call(sandboxes, sandbox_en
         instance=instance, resources={c.WAREHOUSE_RESOURCE: WarehouseResource(url=warehouse_url)}
     )
     tick = sensor(context)
-    assert len(tick.run_requests) == 1 and tick.cursor
+    (request,) = tick.run_requests
+    assert tick.cursor
+    # One run: both vendors' events assets, then exactly the syncs that read orders or deals (not products).
+    assert {k.to_user_string() for k in request.asset_selection} == {
+        "trackstar/webhook_events",
+        "salestrekker/webhook_events",
+        "salesmanago/trackstar_orders_to_salesmanago_events",
+        "salesmanago/salestrekker_deals_to_salesmanago_events",
+        "salesmanago/salestrekker_contacts_to_salesmanago_contacts",  # reads deals as a lookup
+    }
     again = sensor(
         dg.build_sensor_context(
             instance=instance,
@@ -97,6 +108,8 @@ def test_webhooks_reach_the_stream_tables_with_no_api_call(sandboxes, sandbox_en
     )
     assert isinstance(again, dg.SkipReason)
 
+    # Here the events assets alone (apply_webhook_events, the manual catch-up); the sensor's whole run, syncs
+    # included, is test_salestrekker_events.py's last test.
     calls_before = trackstar.counts["requests"]
     job = defs.resolve_job_def(JOB_NAME)
     result = job.execute_in_process(instance=instance)
@@ -130,7 +143,11 @@ def test_webhooks_reach_the_stream_tables_with_no_api_call(sandboxes, sandbox_en
         (ORDERS, "conn_a|2026-11-25"),
         (ORDERS, "conn_b|2026-11-25"),
         (DEALS, "2026-11-25"),
+        (TRACKSTAR_EVENTS, None),
+        (dg.AssetKey(["salestrekker", "webhook_events"]), None),
     }
+    (own,) = [m for m in mats if m.asset_key == TRACKSTAR_EVENTS]
+    assert own.metadata["applied_events"].value == 200 and own.metadata[c.API_CALLS].value == 0
     sync_sensor = next(s for s in defs.sensors if s.name == SYNC_SENSOR)
     due = sync_sensor(dg.build_sensor_context(instance=instance, cursor=None))
     selected = {k.to_user_string() for r in due.run_requests for k in r.asset_selection}
@@ -138,7 +155,8 @@ def test_webhooks_reach_the_stream_tables_with_no_api_call(sandboxes, sandbox_en
 
     # Replays change nothing: stored once, applied once.
     rerun = job.execute_in_process(instance=instance)
-    assert rerun.success and not [e for e in rerun.all_events if e.event_type_value == "ASSET_MATERIALIZATION"]
+    rematerialized = {e.asset_key for e in rerun.all_events if e.event_type_value == "ASSET_MATERIALIZATION"}
+    assert rerun.success and not rematerialized - {TRACKSTAR_EVENTS, dg.AssetKey(["salestrekker", "webhook_events"])}
     assert _orders(warehouse_url) == stored
 
 

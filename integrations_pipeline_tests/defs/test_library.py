@@ -38,10 +38,12 @@ def _keys(defs: dg.Definitions) -> set[str]:
 
 
 def _streams(vendor: str) -> set[str]:
-    """The vendor's stream assets, and its connection registry asset when it has a link flow."""
+    """The vendor's stream assets, its connection registry asset when it has a link flow, and its webhook events
+    asset when it sends webhooks."""
     spec = yaml.safe_load((SPEC_DIR / f"{vendor}.yaml").read_text())
     registry = {f"{vendor}/connections"} if (spec.get("connections") or {}).get("link") else set()
-    return {f"{vendor}/{s}" for s in spec["streams"]} | registry
+    events = {f"{vendor}/webhook_events"} if spec.get("webhooks") and spec["streams"] else set()
+    return {f"{vendor}/{s}" for s in spec["streams"]} | registry | events
 
 
 def _copy(names: list[str], source: Path, folder: Path) -> Path:
@@ -206,7 +208,8 @@ def test_a_translator_keys_the_users_streams():
             return dg.AssetKey(["acme", *super().get_asset_key(props).path])
 
     keys = _keys(build_definitions(translator=StreamsOnly(), connectors=["trackstar"], environ={}))
-    assert keys == {f"acme/{k}" for k in _streams("trackstar") - {"trackstar/connections"}} | {"trackstar/connections"}
+    apart = {"trackstar/connections", "trackstar/webhook_events"}  # keyed by get_connector_asset_key, not renamed
+    assert keys == {f"acme/{k}" for k in _streams("trackstar") - apart} | apart
 
 
 # --- the Component, in a scratch Dagster project ------------------------------------------------------------
@@ -272,7 +275,8 @@ def test_the_component_in_a_scratch_project_loads_and_materializes_a_stream(
 
     defs = dg.load_from_defs_folder(path_within_project=root)
 
-    assert _keys(defs) == {"crm/deals", "crm/contacts", "crm/workflows", "workflow_count"}
+    # crm is Salestrekker's spec renamed: its webhooks come with it (crm/webhook_events).
+    assert _keys(defs) == {"crm/deals", "crm/contacts", "crm/workflows", "crm/webhook_events", "workflow_count"}
     assert defs.resources["warehouse"].url == warehouse_url  # the template, rendered
     job = defs.resolve_implicit_global_asset_job_def()
     result = job.execute_in_process(
@@ -302,9 +306,9 @@ def test_the_component_resolves_its_folders_from_its_own_defs_yaml(tmp_path, dag
     monkeypatch.delenv("SCRATCH_WAREHOUSE_URL", raising=False)
     monkeypatch.delenv("WAREHOUSE_URL", raising=False)
     defs = dg.load_from_defs_folder(path_within_project=root)
-    assert _keys(defs) == {f"crm/{s}" for s in ("deals", "contacts", "workflows")} | _streams("trackstar") | {
-        "workflow_count"
-    }
+    assert _keys(defs) == {f"crm/{s}" for s in ("deals", "contacts", "workflows", "webhook_events")} | _streams(
+        "trackstar"
+    ) | {"workflow_count"}
     assert defs.resources["warehouse"].url is None  # an unset variable renders nothing: the default
 
 

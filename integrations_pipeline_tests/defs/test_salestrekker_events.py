@@ -1,7 +1,7 @@
 """Salestrekker's id-only webhooks into data, over loopback, on DuckDB and PostgreSQL: the sandbox posts
 ``{id, event}``, the service stores it, ``apply_webhook_events`` reads each named deal once with ``ticket(id)`` (no
 list query) and merges it by the newest-by-cursor rule; a deleted ticket settles, a transient failure waits and
-is retried; end to end, a deal moved to won reaches SALESmanago once through the two sensors.
+is retried; end to end, a deal moved to won reaches SALESmanago once in the events sensor's one run.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ CRM = [DEALS, dg.AssetKey(["salestrekker", "contacts"]), dg.AssetKey(["salestrek
 CRM_DAYS = {"dagster/asset_partition_range_start": "2026-10-01", "dagster/asset_partition_range_end": "2026-11-21"}
 TO_SM_EVENTS = dg.AssetKey(["salesmanago", "salestrekker_deals_to_salesmanago_events"])
 TO_SM_CONTACTS = dg.AssetKey(["salesmanago", "salestrekker_contacts_to_salesmanago_contacts"])
+ST_EVENTS = dg.AssetKey(["salestrekker", "webhook_events"])
 NO_SUCH_TICKET = "00000000-0000-4000-a000-999999999999"
 
 
@@ -73,7 +74,7 @@ def _materializations(result) -> set[tuple[dg.AssetKey, str | None]]:
         for e in result.all_events
         if e.event_type_value == "ASSET_MATERIALIZATION"
     ]
-    return {(m.asset_key, m.partition) for m in mats}
+    return {(m.asset_key, m.partition) for m in mats if m.asset_key.path[-1] != "webhook_events"}  # streams
 
 
 def _same(stored: dict, truth: dict) -> bool:
@@ -106,7 +107,11 @@ def test_changed_deals_are_read_once_per_id_and_merged(crm, warehouse_url):
 
     # Reported for the days the changes carry, with the reads it took.
     assert _materializations(result) == {(DEALS, "2026-11-25")}
-    (mat,) = [e.step_materialization_data.materialization for e in result.get_asset_materialization_events()]
+    (mat,) = [
+        m
+        for e in result.get_asset_materialization_events()
+        if (m := e.step_materialization_data.materialization).asset_key == DEALS
+    ]
     assert mat.metadata[c.API_CALLS].value == 4 and mat.metadata["webhook_events"].value == 6
 
     # Nothing pending: the next run reads nothing and reports nothing.
@@ -155,13 +160,16 @@ def test_a_deleted_ticket_settles_with_its_outcome(crm, warehouse_url):
 
 
 def _quick_retry_specs(tmp_path: Path) -> Path:
-    """salestrekker.yaml with a short retry policy and timeout: a test of giving up must not wait 15 s."""
+    """salestrekker.yaml with a short retry policy and timeout (a test of giving up must not wait 15 s), and
+    salesmanago.yaml as it is."""
     doc = yaml.safe_load((SPEC_DIR / "salestrekker.yaml").read_text())
     doc["retry"] = {"max_attempts": 2, "initial_backoff_seconds": 0.01, "max_backoff_seconds": 0.02}
     doc["timeout_seconds"] = 0.5
     folder = tmp_path / "connectors"
     folder.mkdir()
     (folder / "salestrekker.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
+    # The target too, so the syncs that read deals are built (the retry tick names them).
+    (folder / "salesmanago.yaml").write_text((SPEC_DIR / "salesmanago.yaml").read_text())
     return folder
 
 
@@ -190,6 +198,7 @@ def test_a_transient_failure_leaves_events_pending_and_the_next_run_applies_them
     # Nothing new arrives, yet the sensor asks for a run for the events that wait on a retry.
     retry = sensor(dg.build_sensor_context(instance=instance, cursor=tick.cursor, resources=resources))
     assert [r.run_key.split("-")[:2] for r in retry.run_requests] == [["events", "retry"]]
+    assert set(retry.run_requests[0].asset_selection) == {ST_EVENTS, TO_SM_EVENTS, TO_SM_CONTACTS}
 
     second = defs.resolve_job_def(JOB_NAME).execute_in_process(instance=instance)
     assert second.success and _materializations(second) == {(DEALS, "2026-11-25")}
@@ -201,7 +210,7 @@ def test_a_transient_failure_leaves_events_pending_and_the_next_run_applies_them
     assert isinstance(done, dg.SkipReason)
 
 
-def test_a_deal_won_in_the_crm_reaches_salesmanago_once_through_both_sensors(crm, warehouse_url):
+def test_a_deal_won_in_the_crm_reaches_salesmanago_once_in_one_run(crm, warehouse_url):
     boxes, env = crm
     st, sm = boxes["salestrekker"], boxes["salesmanago"]
     defs = build_definitions(warehouse_url=warehouse_url)
@@ -237,14 +246,17 @@ def test_a_deal_won_in_the_crm_reaches_salesmanago_once_through_both_sensors(crm
     events_tick = next(s for s in defs.sensors if s.name == SENSOR_NAME)(
         dg.build_sensor_context(instance=instance, resources=resources)
     )
-    assert len(events_tick.run_requests) == 1
-    assert defs.resolve_job_def(JOB_NAME).execute_in_process(instance=instance).success
+    # One run: the deal is read by id and merged, then exactly the syncs that read deals, ordered after the merge:
+    # deals → SALESmanago events, and contacts → SALESmanago (a deals lookup).
+    (request,) = events_tick.run_requests
+    assert set(request.asset_selection) == {ST_EVENTS, TO_SM_EVENTS, TO_SM_CONTACTS}
+    one = run(request.asset_selection)
+    steps = [e.step_key for e in one.all_events if e.event_type_value == "STEP_SUCCESS"]
+    assert steps.index("salestrekker__webhook_events") < steps.index(TO_SM_EVENTS.to_python_identifier())
 
-    due = sync_sensor(dg.build_sensor_context(instance=instance, cursor=settled))
-    (request,) = due.run_requests
-    # Exactly the syncs that read deals: deals → SALESmanago events, and contacts → SALESmanago (a deals lookup).
-    assert set(request.asset_selection) == {TO_SM_EVENTS, TO_SM_CONTACTS}
-    run(request.asset_selection)
+    # The sync sensor sees deals materialized, and that the syncs ran after: no second run.
+    after_run = sync_sensor(dg.build_sensor_context(instance=instance, cursor=settled))
+    assert not after_run.run_requests, after_run.run_requests
 
     after = sm.events_by_external_id()
     new = {k: len(v) for k, v in after.items() if sent_before.get(k, 0) != len(v)}

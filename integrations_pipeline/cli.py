@@ -32,7 +32,9 @@ from integrations_pipeline.engine.spec import spec_json_schema
 
 
 def _cmd_spec_schema(args: argparse.Namespace) -> int:
-    print(json.dumps(spec_json_schema(), indent=2))
+    from integrations_pipeline.engine.write.mapping import sync_json_schema
+
+    print(json.dumps(sync_json_schema() if args.syncs else spec_json_schema(), indent=2))
     return 0
 
 
@@ -165,6 +167,24 @@ def _partition_range(start_date: str, today: date) -> tuple[str, str]:
     return start_date, last.isoformat()
 
 
+def _preflight(args: argparse.Namespace) -> list[Any]:
+    """``preflight.preflight`` for ``run``: the sandbox sets every vendor variable itself, so then only the
+    warehouse is checked."""
+    from integrations_pipeline.connectors import load_connectors
+    from integrations_pipeline.defs.syncs import routed_syncs
+    from integrations_pipeline.preflight import preflight
+
+    environ = dict(os.environ)
+    specs = load_connectors(environ=environ)
+    return preflight(
+        specs,
+        routed_syncs(specs, environ),
+        environ,
+        warehouse_url=environ.get("WAREHOUSE_URL"),
+        check_credentials=args.no_sandbox,
+    )
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     import dagster as dg
     from cryptography.fernet import Fernet
@@ -176,6 +196,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     # Non-terminals default to 80 columns, which truncates asset keys in the summary table.
     console = Console(width=max(Console().width, 110))
+    problems = _preflight(args)
+    if problems:
+        lines = "\n".join(f"  - {p}" for p in problems)
+        print(f"error: the main job cannot start; nothing was started:\n{lines}", file=sys.stderr)
+        return 2
     home = Path(args.dagster_home).resolve()
     home.mkdir(parents=True, exist_ok=True)
     os.environ["DAGSTER_HOME"] = str(home)
@@ -385,8 +410,22 @@ def main(argv: list[str] | None = None) -> int:
         help="sync assets plan instead of sending: the diff goes to _integrations.sync_plans, no vendor write call",
     )
     run.set_defaults(func=_cmd_run)
-    sub.add_parser("spec-schema", help="print the JSON Schema of connector specs").set_defaults(func=_cmd_spec_schema)
-    sub.add_parser("validate", help="validate every connector spec").set_defaults(func=_cmd_validate)
+    schema = sub.add_parser(
+        "spec-schema",
+        help="print the JSON Schema of connector specs (or, with --syncs, of sync specs)",
+        description="Print a JSON Schema for editor autocompletion and validation of the YAML specs, e.g. "
+        "`integrations-pipeline spec-schema > connector.schema.json`, then point your editor's YAML language "
+        "server at it.",
+    )
+    schema.add_argument("--syncs", action="store_true", help="the sync spec format instead of the connector one")
+    schema.set_defaults(func=_cmd_spec_schema)
+    sub.add_parser(
+        "validate",
+        help="validate every connector spec and every sync (fields, routes, source paths against stream schemas)",
+        description="Load every connector spec (built-in and entry-point) and every built-in sync; print 'ok' per "
+        "file, or each problem with its file and field (a typo in a sync's source path gets the closest field "
+        "name). Exit 1 when any file has a problem.",
+    ).set_defaults(func=_cmd_validate)
     doubt = sub.add_parser(
         "in-doubt",
         help="records a vendor call may or may not have applied: list them, resend them, or mark them delivered",
@@ -414,6 +453,12 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # The reader went away (`spec-schema | head`): stop quietly, as Unix tools do. Python would flush
+        # stdout again at exit and print a second error: point it at devnull first (Python's own advice).
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

@@ -20,3 +20,39 @@ def test_spec_schema_prints_a_json_schema_of_the_spec_format(capsys):
     schema = json.loads(capsys.readouterr().out)
     assert schema["title"] == "integrations_pipeline connector spec"
     assert {"name", "protocol", "base_url", "auth", "streams", "sinks"} <= set(schema["properties"])
+
+
+def test_spec_schema_for_syncs_accepts_every_built_in_sync_and_refuses_a_typo(capsys):
+    import jsonschema
+    import yaml
+
+    from integrations_pipeline.syncs import SYNC_DIR
+
+    assert main(["spec-schema", "--syncs"]) == 0
+    schema = json.loads(capsys.readouterr().out)
+    assert schema["title"] == "integrations_pipeline sync spec" and "routed_from" not in schema["properties"]
+    validator = jsonschema.Draft202012Validator(schema)
+    paths = sorted(SYNC_DIR.glob("*.yaml"))
+    assert len(paths) >= 7
+    for path in paths:
+        assert list(validator.iter_errors(yaml.safe_load(path.read_text()))) == [], path.name
+    doc = yaml.safe_load(paths[0].read_text())
+    doc["feilds"] = doc.pop("fields", {})
+    assert [e.validator for e in validator.iter_errors(doc)] == ["additionalProperties"]
+
+
+def test_a_closed_pipe_ends_the_output_quietly():
+    import subprocess
+    import sys
+
+    # `spec-schema | head -1`: the reader is gone before the schema is written (closed at once: the command is
+    # still importing); no BrokenPipeError traceback, exit 0.
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "integrations_pipeline.cli", "spec-schema"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert proc.stdout is not None
+    proc.stdout.close()
+    _, err = proc.communicate(timeout=120)
+    assert err == b"" and proc.returncode == 0

@@ -572,6 +572,12 @@ class Warehouse(ABC):
     def resolve_in_doubt(self, sink: str, keys: Sequence[str] | None, *, mark_delivered: bool) -> list[Any]:
         raise NotImplementedError(f"{type(self).__name__} keeps no delivery ledger")
 
+    def ping(self) -> None:
+        """Connect and run ``SELECT 1``: a ``WarehouseError`` naming the cause when the warehouse cannot be
+        reached (the CLI's preflight asks before it starts anything)."""
+        with self._errors("connect"), self._connection() as conn:
+            conn.execute("SELECT 1").fetchall()
+
     def close(self) -> None:
         """Release connections. Idempotent."""
         self._closed = True

@@ -38,6 +38,7 @@ sink actually called.
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
@@ -549,6 +550,106 @@ def _target_problems(sync: SyncSpec, connectors: Mapping[str, ConnectorSpec]) ->
     return problems
 
 
+def sync_json_schema() -> dict[str, Any]:
+    """JSON Schema of the sync spec format (``integrations-pipeline spec-schema --syncs``), for editors."""
+    schema = SyncSpec.model_json_schema(by_alias=True)
+    schema["properties"].pop("routed_from", None)  # set by route(), refused in YAML
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "integrations_pipeline sync spec"
+    return schema
+
+
+# -- source paths against the streams' schemas ---------------------------------------------------------
+
+
+def _walk(schema: Any, path: str, stream: str) -> tuple[Any, str | None]:
+    """``(the schema node at path, None)``, or ``(None, why)`` when ``path`` cannot be read from a record of
+    ``schema`` (``stream`` names it). Each segment must be one of its object's ``properties``; ``a[]``/``a[0]``
+    step into the array's ``items``. Where the schema stops describing (an object without properties, an array
+    without items) the node is None and the rest is not checked: nested objects are kept as the vendor sends them."""
+    node: Any = schema
+    walked: list[str] = []
+    for segment in (path[:-2] if path.endswith("[]") else path).split("."):
+        listed = segment.endswith("[]") or bool(_INDEXED.match(segment))
+        name = _INDEXED.sub(r"\1", segment.removesuffix("[]"))
+        props = node.get("properties") if isinstance(node, Mapping) else None
+        if not isinstance(props, Mapping):
+            return None, None
+        if name not in props:
+            if not walked and name.startswith("_"):
+                return None, None  # columns the loads add (_connection_id), not the vendor's
+            where = f" under '{'.'.join(walked)}'" if walked else ""
+            close = difflib.get_close_matches(name, [str(k) for k in props], n=1)
+            hint = f"did you mean '{close[0]}'?" if close else f"expected one of {sorted(props)}"
+            return None, f"'{name}' is not a field of {stream}{where}; {hint}"
+        node = props[name]
+        walked.append(name)
+        if listed:
+            node = node.get("items") if isinstance(node, Mapping) else None
+    return node, None
+
+
+def _source_paths(sync: SyncSpec) -> list[tuple[str, str]]:
+    """``(where in the sync, path in a source record)`` for every path the sync reads from its source records."""
+    out: list[tuple[str, str]] = []
+
+    def conditions(at: str, where: Mapping[str, Any]) -> None:
+        for path, expected in where.items():
+            out.append((f"{at}.{path}", path))
+            op = _operator(expected)
+            if op in ("same_as", "differs_from"):  # the operand is a path too
+                out.append((f"{at}.{path}.{op}", str(expected[op])))
+
+    def fields(at: str, mapped: Mapping[str, FieldMap]) -> None:
+        for target, fm in mapped.items():
+            kind = "from" if fm.from_ is not None else "template" if fm.template is not None else "cases"
+            for path in _field_paths(fm):
+                out.append((f"{at}.{target}.{kind}", path))
+
+    conditions("where", sync.where)
+    fields("fields", sync.fields)
+    for i, emit in enumerate(sync.emit):
+        conditions(f"emit[{i}].where", emit.where)
+        fields(f"emit[{i}].fields", emit.fields)
+    for name, lookup in sync.lookups.items():
+        out.append((f"lookups.{name}.match", lookup.match))
+    return out
+
+
+def source_path_problems(sync: SyncSpec, connectors: Mapping[str, ConnectorSpec]) -> list[str]:
+    """Every path the sync reads, checked against the schema of the stream it reads it from (its source, or a
+    lookup's stream for a path under the lookup's name): a typo is an error naming the field and the closest
+    name, not a run that rejects every record for a "missing required field"."""
+
+    def schema(ref: str) -> dict[str, Any]:
+        connector, stream = ref.split("/", 1)
+        return connectors[connector].streams[stream].json_schema
+
+    problems = []
+    looked_up: dict[str, Any] = {}  # lookup name → the schema of one of its records (an element, with items)
+    for name, lookup in sync.lookups.items():
+        record: Any = schema(lookup.stream)
+        if lookup.items is not None:
+            record, why = _walk(record, lookup.items, lookup.stream)
+            if why:
+                problems.append(f"lookups.{name}.items: '{lookup.items}': {why}")
+        _, why = _walk(record, lookup.key, lookup.stream) if record is not None else (None, None)
+        if why:
+            problems.append(f"lookups.{name}.key: '{lookup.key}': {why}")
+        looked_up[name] = record
+    for at, path in _source_paths(sync):
+        head, _, rest = path.partition(".")
+        if _top(head) in sync.lookups:
+            name = _top(head)
+            record = looked_up[name]
+            why = _walk(record, rest, sync.lookups[name].stream)[1] if rest and record is not None else None
+        else:
+            why = _walk(schema(sync.source), path, sync.source)[1]
+        if why:
+            problems.append(f"{at}: '{path}': {why}")
+    return problems
+
+
 def parse_sync(data: Any, source: str, connectors: Mapping[str, ConnectorSpec]) -> SyncSpec:
     """Validate one sync document and check it against the connectors it names (and its route)."""
     if not isinstance(data, dict):
@@ -571,6 +672,8 @@ def parse_sync(data: Any, source: str, connectors: Mapping[str, ConnectorSpec]) 
                 problems.append(f"lookups.{name}.stream: got '{lookup.stream}', expected one of {streams}")
             if name in columns:
                 problems.append(f"lookups.{name}: '{name}' is a column of {sync.source}; name the lookup otherwise")
+        if all(lk.stream in streams for lk in sync.lookups.values()):
+            problems += source_path_problems(sync, connectors)
     problems += _target_problems(sync, connectors)
     if not problems and sync.via is not None:
         try:

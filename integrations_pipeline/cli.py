@@ -6,7 +6,8 @@
   open the UI on the result. ``--dry-run`` makes the sync assets plan (``_integrations.sync_plans``)
   instead of calling the targets.
 - ``spec-schema``: the JSON Schema of the connector spec format, for editor autocompletion.
-- ``validate``: load every spec (built-in and entry-point) and report errors with file and field.
+- ``validate``: load every spec (built-in and entry-point) and every sync, and report errors with file and field.
+- ``lineage <sync>``: each target field of a sync, the source path it comes from and how it is computed.
 - ``serve``: the service: Trackstar's link flow (``/trackstar/link-token``, ``/trackstar/store-token``) and the
   webhook receivers (``/webhooks/trackstar``, ``/webhooks/salestrekker/<token>``), storing into the warehouse.
 - ``sandbox``: run the sandbox vendors in the foreground and print the variables that point at them.
@@ -61,6 +62,35 @@ def _cmd_validate(args: argparse.Namespace) -> int:
             failed += 1
             print(exc, file=sys.stderr)
     return 1 if failed else 0
+
+
+def _cmd_lineage(args: argparse.Namespace) -> int:
+    """``lineage <sync>``: every target field with its source path and how it is computed."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from integrations_pipeline.connectors import load_connectors
+    from integrations_pipeline.defs.syncs import routed_syncs
+    from integrations_pipeline.engine.write.mapping import lineage_markdown, lineage_rows
+
+    connectors = load_connectors()
+    syncs = {s.asset_ref: s for s in routed_syncs(connectors, os.environ)}
+    ref = args.sync if args.sync in syncs else {s.name: r for r, s in syncs.items()}.get(args.sync)
+    if ref is None:
+        raise ConfigError(f"lineage: no sync '{args.sync}'; expected one of {sorted(syncs)} (or a sync name)")
+    sync = syncs[ref]
+    if args.markdown:
+        print(lineage_markdown(sync))
+        return 0
+    rows = lineage_rows(sync)
+    table = Table(title=f"{ref}: {sync.source} → {sync.target}", title_justify="left")
+    kinds = any(r.record for r in rows)
+    for column in (["record"] if kinds else []) + ["target field", "source", "how"]:
+        table.add_column(column, overflow="fold")
+    for r in rows:
+        table.add_row(*([r.record or "all"] if kinds else []), r.target, "\n".join(r.sources) or "—", r.how)
+    Console(width=max(Console().width, 120)).print(table)
+    return 0
 
 
 def _cmd_in_doubt(args: argparse.Namespace) -> int:
@@ -426,6 +456,15 @@ def main(argv: list[str] | None = None) -> int:
         "file, or each problem with its file and field (a typo in a sync's source path gets the closest field "
         "name). Exit 1 when any file has a problem.",
     ).set_defaults(func=_cmd_validate)
+    lineage = sub.add_parser(
+        "lineage",
+        help="show a sync's column lineage: each target field, the source path it comes from, and how",
+        description="The sync as routed by the environment (SALESMANAGO_VIA). The same table is on the sync asset "
+        "in the UI (metadata column_lineage_table).",
+    )
+    lineage.add_argument("sync", help="the sync: its asset key (salesmanago/<name>) or its name")
+    lineage.add_argument("--markdown", action="store_true", help="print a Markdown table instead")
+    lineage.set_defaults(func=_cmd_lineage)
     doubt = sub.add_parser(
         "in-doubt",
         help="records a vendor call may or may not have applied: list them, resend them, or mark them delivered",

@@ -56,3 +56,23 @@ def test_a_closed_pipe_ends_the_output_quietly():
     proc.stdout.close()
     _, err = proc.communicate(timeout=120)
     assert err == b"" and proc.returncode == 0
+
+
+def test_lineage_prints_each_target_field_with_its_source_path_and_how(capsys):
+    assert main(["lineage", "salestrekker_deals_to_salesmanago_events", "--markdown"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "| record | target field | ← | source | how |"
+    assert (
+        "| all | `email` | ← | salestrekker/contacts.person.contact.email (lookup client: idClients[] = id) "
+        "| copied, then strip, lower |"
+    ) in lines
+    assert "| won | `contactEvent.contactExtEventType` | ← | — | constant 'PURCHASE' |" in lines
+    assert "| won | `contactEvent.externalId` | ← | salestrekker/deals.id | template 'deal-{id}-won' |" in lines
+    # Shared fields once, then each kind's own: 7 shared + 3 × 3.
+    assert len(lines) == 2 + 7 + 9
+
+    assert main(["lineage", "salesmanago/trackstar_orders_to_salesmanago_events"]) == 0
+    out = capsys.readouterr().out
+    assert "trackstar/orders.ship_to_address.email_address" in out and "copied, then strip, lower" in out
+    assert main(["lineage", "nope"]) == 2
+    assert "lineage: no sync 'nope'; expected one of [" in capsys.readouterr().err

@@ -8,7 +8,9 @@ calls, records each delivery and each rejected record with its reason, and repor
 metadata. A re-run with nothing changed makes no write call.
 
 Column lineage (``dagster/column_lineage``) on each sync asset shows which source column feeds which
-target field. A sync may be routed through a proxy (``engine.write.mapping.route``: SALESmanago via
+target field; since the open-source UI does not draw it, ``column_lineage_table`` shows every target field
+with its full source path and how it is computed, as a Markdown table (``integrations-pipeline lineage``
+prints the same). A sync may be routed through a proxy (``engine.write.mapping.route``: SALESmanago via
 Datatalks); it keeps its asset key and delivered state either way. A downstream asset that takes a
 sync asset as input gets the target's current records back (``SinkIOManager.load_input``).
 """
@@ -30,6 +32,7 @@ from integrations_pipeline.engine.write.mapping import (
     build_lookups,
     column_lineage,
     forwards,
+    lineage_markdown,
     map_records,
     route,
 )
@@ -46,6 +49,7 @@ from .translator import SyncTranslator
 
 SINK_METADATA = "integrations_pipeline/sink"
 STATE_METADATA = "integrations_pipeline/delivery_state"  # the key of this sync's delivered state
+LINEAGE_METADATA = "column_lineage_table"
 
 
 def io_manager_key(connector: str) -> str:
@@ -294,7 +298,13 @@ def build_sync_asset(
         kinds=translator.get_kinds(sync),
         code_version=fingerprint,
         io_manager_key=io_manager_key(sync.target_connector),
-        metadata={SINK_METADATA: sync.target_sink, STATE_METADATA: sync.asset_ref, "dagster/column_lineage": lineage},
+        metadata={
+            SINK_METADATA: sync.target_sink,
+            STATE_METADATA: sync.asset_ref,
+            "dagster/column_lineage": lineage,
+            # The open-source UI does not draw dagster/column_lineage (a Dagster+ feature): the same, as a table.
+            LINEAGE_METADATA: dg.MetadataValue.md(lineage_markdown(sync)),
+        },
         required_resource_keys={c.WAREHOUSE_RESOURCE},
         pool=f"{sync.target_connector}_api",
     )

@@ -108,6 +108,10 @@ def test_sync_assets_show_lineage_to_their_source():
     lineage = node.metadata["dagster/column_lineage"]
     deps = lineage.deps_by_column["email"]
     assert [(d.asset_key.to_user_string(), d.column_name) for d in deps] == [("trackstar/orders", "ship_to_address")]
+    # What the open-source UI shows (it does not draw dagster/column_lineage): a Markdown table of every field.
+    table = node.metadata["column_lineage_table"]
+    assert isinstance(table, dg.MarkdownMetadataValue)
+    assert "| `email` | ← | trackstar/orders.ship_to_address.email_address | copied, then strip, lower |" in table.value
 
 
 def test_a_sync_with_lookups_depends_on_and_traces_columns_to_every_stream_it_reads():

@@ -41,6 +41,7 @@ from __future__ import annotations
 import difflib
 import re
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -466,6 +467,79 @@ def column_lineage(sync: SyncSpec) -> dict[str, list[tuple[str, str]]]:
             else:
                 deps.append((sync.source, _top(p)))
     return {path: list(dict.fromkeys(deps)) for path, deps in lineage.items()}
+
+
+@dataclass(frozen=True)
+class LineageRow:
+    """One target field of one target record kind: where its value comes from and how it is made."""
+
+    record: str | None  # the emit name, when a source record makes several kinds of target record
+    target: str
+    sources: tuple[str, ...]  # '<stream>.<path>' read, with the lookup that joins it ('… via lookup client')
+    how: str  # 'from', the transforms, a template, a constant, cases
+
+
+def _describe(fm: FieldMap) -> str:
+    if fm.from_ is not None:
+        how = "copied"
+    elif fm.template is not None:
+        how = f"template {fm.template!r}"
+    elif fm.cases is not None:
+        how = f"{len(fm.cases)} cases"
+    else:
+        how = f"constant {fm.value!r}"
+    steps = [*fm.transform]
+    if fm.reduce:
+        steps.append(f"reduce {fm.reduce}")
+    if fm.join is not None:
+        steps.append(f"join {fm.join!r}")
+    if fm.truncate:
+        steps.append(f"truncate {fm.truncate}")
+    if fm.default is not None:
+        steps.append(f"default {fm.default!r}")
+    return how + (f", then {', '.join(steps)}" if steps else "")
+
+
+def lineage_rows(sync: SyncSpec) -> list[LineageRow]:
+    """Every target field with its full source paths and how it is computed: what ``integrations-pipeline lineage``
+    prints and the sync asset's lineage table shows (the OSS UI does not draw ``dagster/column_lineage``)."""
+    rows = []
+    # Shared fields once (record None: every kind), then what each emitted kind adds or overrides.
+    groups: list[tuple[str | None, dict[str, FieldMap]]] = [(None, dict(sync.fields))]
+    groups += [(e.name, dict(e.fields)) for e in sync.emit]
+    for emit, fields in groups:
+        for target, fm in fields.items():
+            sources = []
+            for p in _field_paths(fm):
+                head, _, rest = p.partition(".")
+                lookup = sync.lookups.get(_top(head))
+                if lookup is not None:
+                    inner = f"{lookup.items}." if lookup.items else ""
+                    join = f"{lookup.match} = {lookup.key}"
+                    sources.append(f"{lookup.stream}.{inner}{rest or '*'} (lookup {_top(head)}: {join})")
+                else:
+                    sources.append(f"{sync.source}.{p}")
+            rows.append(LineageRow(emit, target, tuple(sources), _describe(fm)))
+    return rows
+
+
+def lineage_markdown(sync: SyncSpec) -> str:
+    """``lineage_rows`` as a Markdown table, for the sync asset's metadata."""
+
+    def cell(text: str) -> str:
+        return text.replace("|", "\\|")
+
+    kinds = any(r.record for r in lineage_rows(sync))
+    head = ["record"] if kinds else []
+    lines = [
+        "| " + " | ".join([*head, "target field", "←", "source", "how"]) + " |",
+        "|" + "---|" * (len(head) + 4),
+    ]
+    for r in lineage_rows(sync):
+        record = [r.record or "all"] if kinds else []
+        source = "<br>".join(cell(s) for s in r.sources) or "—"
+        lines.append("| " + " | ".join([*record, f"`{cell(r.target)}`", "←", source, cell(r.how)]) + " |")
+    return "\n".join(lines)
 
 
 # -- routes ------------------------------------------------------------------------------------------

@@ -15,8 +15,13 @@ Salestrekker deal moves a stage, the sandbox posts ``{id, event}`` to the servic
 the round waits for the SALESmanago sandbox's external-events call (**t1**). Printed per round: t1 - t0 split into
 the wait for the sensor's tick (until the run is created), the queue and launch (created → started) and the run
 itself (started → the call); then the medians and the ratio of the latency to the sensor's interval plus the
-run's own duration (the goal: within the interval plus one run, i.e. a ratio at most 1). Timings vary by machine;
-no test asserts them.
+run's own duration (the goal: within the interval plus one run, i.e. a ratio at most 1).
+
+Then (unless ``--no-onboard``) a Trackstar customer connects: the sandbox posts ``connection.created`` with its token,
+the daemon's ``webhook_events`` run seals it into the registry and ``trackstar_connections`` adds the connection's
+partition and launches one run of its whole history (range tags ``conn|first … conn|last``, a single run): printed
+are the time from the webhook to that run's end, its status and whether the connection's orders are all in the
+warehouse. Timings vary by machine; no test asserts them.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import dagster as dg
+from cryptography.fernet import Fernet
 
 from integrations_pipeline.connectors import load_connectors
 from integrations_pipeline.dagster import build_definitions
@@ -78,10 +84,53 @@ def _wait(what: str, check, timeout: float, step: float = 0.05):  # type: ignore
     raise SystemExit(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
+def _onboard(instance: dg.DagsterInstance, http, trackstar, url: str, env: dict[str, str]) -> None:  # type: ignore[no-untyped-def]
+    """Phase 2: a customer links a WMS; Trackstar posts ``connection.created`` (its token inside). The daemon runs
+    ``webhook_events`` (the token sealed into the registry), then ``trackstar_connections`` (a partition for the
+    connection and one run of its whole history, a multi-partition range run): how long until that run ends, and
+    whether the warehouse then holds exactly the connection's orders."""
+    from integrations_pipeline.connectors import load_connectors
+    from integrations_pipeline.defs.connections import CONNECTION_TAG
+    from integrations_pipeline.warehouse import table_spec_for
+    from integrations_pipeline.warehouse.inbox import open_inbox
+
+    trackstar.webhooks.subscribe(f"{str(http.base_url).rstrip('/')}/webhooks/trackstar")
+    try:
+        trackstar.connect("conn_new")
+        t0 = time.perf_counter()
+        if trackstar.webhooks.deliver(http) != 1:
+            raise SystemExit("the service did not store connection.created")
+    finally:
+        trackstar.webhooks.url = None
+
+    def history_run():  # type: ignore[no-untyped-def]
+        runs = instance.get_runs(filters=dg.RunsFilter(tags={CONNECTION_TAG: "conn_new"}))
+        return next((r for r in runs if r.is_finished), None)
+
+    run = _wait("the history run of conn_new", history_run, timeout=600, step=0.5)
+    took = time.perf_counter() - t0
+    tags = run.tags
+    with open_inbox(url) as wh:
+        rows = wh.read_records(table_spec_for(load_connectors()["trackstar"], "orders"))
+    stored = {r["id"] for r in rows if r["_connection_id"] == "conn_new"}
+    truth = {o["id"] for o in trackstar.truth("orders", "conn_new")}
+    print(
+        f"onboarding under the daemon: connection.created → history run {run.status.value} in {took:.1f} s "
+        f"(range {tags.get('dagster/asset_partition_range_start')} … {tags.get('dagster/asset_partition_range_end')});"
+        f" conn_new orders in the warehouse {len(stored)} of {len(truth)}" + ("" if stored == truth else " — MISMATCH")
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--postgres", default="postgresql://postgres@127.0.0.1:5432/test", help="server to use")
+    parser.add_argument(
+        "--no-onboard",
+        dest="onboard",
+        action="store_false",
+        help="skip the second phase: a Trackstar customer connecting, onboarded by the daemon",
+    )
     args = parser.parse_args(argv)
 
     boxes = default_sandboxes(seed=3, sizes=SIZES)
@@ -99,7 +148,11 @@ def main(argv: list[str] | None = None) -> int:
                 "WAREHOUSE_URL": url,
                 "DAGSTER_HOME": home,
                 "INTEGRATIONS_PIPELINE_API_KEY": uuid.uuid4().hex,
+                "INTEGRATIONS_PIPELINE_SECRET_KEY": Fernet.generate_key().decode(),
             }
+            # Trackstar connections come from the link flow only (the onboarding phase links one): no fallback.
+            env.pop("TRACKSTAR_ACCESS_TOKEN", None)
+            os.environ.pop("TRACKSTAR_ACCESS_TOKEN", None)
             os.environ.update(env)  # the in-process setup runs and the service read the same variables
             Path(home, "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
             defs = build_definitions()
@@ -116,13 +169,14 @@ def main(argv: list[str] | None = None) -> int:
                     if not result.success:
                         raise SystemExit(f"setup run of {keys} failed")
                 workspace = ["-w", str(ROOT / "workspace.yaml")]
-                subprocess.run(
-                    [str(Path(sys.executable).with_name("dagster")), "sensor", "start", SENSOR_NAME, *workspace],
-                    env=env,
-                    cwd=ROOT,
-                    check=True,
-                    capture_output=True,
-                )
+                for sensor in [SENSOR_NAME, *(["trackstar_connections"] if args.onboard else [])]:
+                    subprocess.run(
+                        [str(Path(sys.executable).with_name("dagster")), "sensor", "start", sensor, *workspace],
+                        env=env,
+                        cwd=ROOT,
+                        check=True,
+                        capture_output=True,
+                    )
                 log = open(Path(home) / "daemon.log", "wb")  # noqa: SIM115 (closed with the process)
                 daemon = subprocess.Popen(
                     [str(Path(sys.executable).with_name("dagster-daemon")), "run", *workspace],
@@ -163,6 +217,8 @@ def main(argv: list[str] | None = None) -> int:
                             f"{t1 - t0:5.2f}  {duration:12.2f}"
                         )
                     st.webhooks.url = None
+                    if args.onboard:
+                        _onboard(instance, http, boxes["trackstar"], url, env)
             total = statistics.median(r[3] for r in rows)
             duration = statistics.median(r[4] for r in rows)
             print(

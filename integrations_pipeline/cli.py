@@ -358,13 +358,21 @@ def _cmd_run(args: argparse.Namespace) -> int:
                     console.print(f"[red]FAILED[/] {label}: {_failure_text(result)}")
                     continue
                 seen = set()
+                # A range run reports its totals once, as an observation of each stream; the partitions carry
+                # their own records and windows.
+                totals = {
+                    e.asset_observation_data.asset_observation.asset_key: e.asset_observation_data.asset_observation
+                    for e in result.all_events
+                    if e.event_type_value == "ASSET_OBSERVATION"
+                }
                 for event in result.get_asset_materialization_events():
                     mat = event.step_materialization_data.materialization
                     # A ranged single run reports one materialization per partition; one row per asset.
                     if mat.asset_key in seen:
                         continue
                     seen.add(mat.asset_key)
-                    md = mat.metadata
+                    observed = totals.get(mat.asset_key)
+                    md = {**mat.metadata, **(observed.metadata if observed is not None else {})}
                     rows.append(
                         (
                             mat.asset_key.to_user_string(),

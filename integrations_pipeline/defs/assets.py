@@ -25,6 +25,7 @@ import dagster as dg
 from integrations_pipeline.engine.client import Connection, VendorClient, parse_connections
 from integrations_pipeline.engine.connections import LinkFlow, usable_connections
 from integrations_pipeline.engine.errors import AuthError, SyncError
+from integrations_pipeline.engine.read.events import CONNECTION_COLUMN
 from integrations_pipeline.engine.read.extract import Window
 from integrations_pipeline.engine.read.load import StreamLoadResult, load_stream
 from integrations_pipeline.engine.spec import ConnectorSpec
@@ -107,26 +108,40 @@ def _multi_asset(
                 connections, failed = _connections(context, spec, credentials, warehouse, wanted)
                 done: dict[dg.AssetKey, dict[str, Loaded]] = {}
                 rows: dict[dg.AssetKey, int] = {}
+                per_partition: dict[dg.AssetKey, dict[str, dict[str, Any]]] = {}
                 for key in selected:
                     props = by_key[key]
                     done[key] = _sync_one(context, client, warehouse, props, connections, window, failed)
                     rows[key] = warehouse.row_count(props.table)
+                    if window is not None and pdef is not None:
+                        per_partition[key] = _partition_figures(warehouse, props, window, pdef, context.partition_keys)
                     connections = [x for x in connections if x.id not in failed]
         finally:
             warehouse.close()
+        ranged = pdef is not None and len(context.partition_keys) > 1
         if not failed:
             for key, results in done.items():
-                yield dg.MaterializeResult(asset_key=key, metadata=_metadata(by_key[key], results, window, rows[key]))
+                totals = _metadata(by_key[key], results, window, rows[key])
+                if not ranged:  # one partition, or none: the run's figures are the partition's
+                    yield dg.MaterializeResult(asset_key=key, metadata=totals)
+                    continue
+                # A range: each partition gets its own records and cursor window; the run's totals are reported once,
+                # as an observation, instead of copied onto every partition.
+                for partition, own in per_partition[key].items():
+                    context.add_asset_metadata(own, asset_key=key, partition_key=partition)
+                context.log_event(dg.AssetObservation(asset_key=key, metadata=_run_totals(totals, context)))
+                yield dg.MaterializeResult(asset_key=key, metadata=_table_level(totals))
             return
         # Some connections failed: the others' partitions are reported materialized one by one, then the step
         # fails, so the UI marks exactly the failed connections' partitions failed.
         for key, results in done.items():
             for conn, result in results.items():
                 for partition in (wanted or {}).get(conn, []):
+                    own = per_partition.get(key, {}).get(partition, {})
                     yield dg.AssetMaterialization(
                         asset_key=key,
                         partition=partition,
-                        metadata=_metadata(by_key[key], {conn: result}, window, rows[key]),
+                        metadata={**_metadata(by_key[key], {conn: result}, window, rows[key]), **own},
                     )
         reasons = "; ".join(f"{k}: {v}" for k, v in sorted(failed.items()))
         raise dg.Failure(
@@ -248,6 +263,43 @@ def _refused(context, client: VendorClient, warehouse: Warehouse, spec: Connecto
         reason = f"{status} (its token comes from {spec.connections.token.env}: update it): {exc}"
     context.log.error(f"{spec.name}: connection {connection.id} {reason}")
     return reason
+
+
+#: The metadata that describes the table, the same whichever partition reports it.
+_TABLE_LEVEL = (c.ROW_COUNT, c.COLUMN_SCHEMA)
+PARTITION_RECORDS = "partition_records"
+PARTITION_WINDOW = "partition_window"
+
+
+def _table_level(totals: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in totals.items() if k in _TABLE_LEVEL}
+
+
+def _run_totals(totals: Mapping[str, Any], context) -> dict[str, Any]:
+    keys = context.partition_keys
+    return {
+        **{k: v for k, v in totals.items() if k not in _TABLE_LEVEL},
+        "partitions": dg.MetadataValue.text(f"{keys[0]} … {keys[-1]} ({len(keys)})"),
+        "run_id": dg.MetadataValue.text(context.run.run_id),
+    }
+
+
+def _partition_figures(
+    warehouse: Warehouse, props: StreamProps, window: Window, pdef: dg.PartitionsDefinition, keys: list[str]
+) -> dict[str, dict[str, Any]]:
+    """Partition key → its own figures, from the table after the load: the rows whose cursor falls on its day (and
+    belong to its connection) and their first and last cursor values. A day with no record says so."""
+    by = CONNECTION_COLUMN if props.connector.connections is not None else None
+    stats = {(s.group, s.day): s for s in warehouse.partition_stats(props.table, window.start, window.end, by=by)}
+    out: dict[str, dict[str, Any]] = {}
+    for key in keys:
+        conn, day = split_partition_key(key, pdef)
+        found = stats.get((conn if by else None, day or ""))
+        out[key] = {
+            PARTITION_RECORDS: dg.MetadataValue.int(found.rows if found else 0),
+            PARTITION_WINDOW: dg.MetadataValue.text(f"{found.first} … {found.last}" if found else "no records"),
+        }
+    return out
 
 
 def _metadata(

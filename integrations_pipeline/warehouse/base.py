@@ -509,6 +509,38 @@ class Warehouse(ABC):
                 return 0
             return int(one(conn.execute(f"SELECT count(*) FROM {qualified(table.schema, table.name)}").fetchone()))
 
+    def partition_stats(
+        self, table: TableSpec, start: datetime, end: datetime, *, by: str | None = None
+    ) -> list[PartitionStats]:
+        """Per day of the cursor in ``[start, end)`` (and per value of column ``by``, the connection), the rows and
+        the first and last cursor values: each daily partition's own figures for its materialization. Days are
+        UTC (every backend's session runs in UTC). [] for a table without a cursor or not created yet."""
+        cursor = table.cursor_field
+        if cursor is None:
+            return []
+        kind = next((c.type for c in table.columns if c.name == cursor), "string")
+        col = quote_ident(cursor)
+        bounds: list[Any]
+        if kind == "timestamp":
+            day, bounds = f"CAST({col} AS DATE)", [start, end]
+        else:  # ISO text: its first ten characters are the day, and it sorts as time does
+            day, bounds = f"substr({col}, 1, 10)", [start.date().isoformat(), end.date().isoformat()]
+        group = quote_ident(by) if by else "NULL"
+        p = self._placeholder
+        where = f"{col} >= {p} AND {col} < {p}" if kind == "timestamp" else f"{day} >= {p} AND {day} < {p}"
+        sql = (
+            f"SELECT {group}, {day}, count(*), min({col}), max({col}) FROM {qualified(table.schema, table.name)} "
+            f"WHERE {where} GROUP BY 1, 2 ORDER BY 1, 2"
+        )
+        with self._errors(f"partition_stats({table.full_name})"), self._connection() as conn:
+            if not self._has_table(conn, table.schema, table.name):
+                return []
+            rows = conn.execute(sql, bounds).fetchall()
+        return [
+            PartitionStats(None if g is None else str(g), str(d)[:10], int(n), _iso(first), _iso(last))
+            for g, d, n, first, last in rows
+        ]
+
     # Reverse-ETL bookkeeping, written once in ``delivery.DeliveryWarehouse`` on dialect hooks; not abstract
     # here, so a backend without it stays a valid Warehouse.
     def read_delivered(self, sink: str) -> dict[str, str]:
@@ -601,6 +633,21 @@ class Warehouse(ABC):
 
     def __str__(self) -> str:
         return self.url
+
+
+@dataclass(frozen=True)
+class PartitionStats:
+    """One day (and connection) of a table: its rows and first/last cursor values (``Warehouse.partition_stats``)."""
+
+    group: str | None
+    day: str
+    rows: int
+    first: str
+    last: str
+
+
+def _iso(value: Any) -> str:
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z") if isinstance(value, datetime) else str(value)
 
 
 def one(row: Sequence[Any] | None) -> Any:

@@ -365,17 +365,25 @@ def _cmd_run(args: argparse.Namespace) -> int:
                     for e in result.all_events
                     if e.event_type_value == "ASSET_OBSERVATION"
                 }
-                for event in result.get_asset_materialization_events():
-                    mat = event.step_materialization_data.materialization
+                materialized = [
+                    e.step_materialization_data.materialization for e in result.get_asset_materialization_events()
+                ]
+                # A dry run of a sync materializes nothing: its plan is the observation.
+                reported: list[Any] = [
+                    *materialized,
+                    *(o for k, o in totals.items() if k not in {m.asset_key for m in materialized}),
+                ]
+                for mat in reported:
                     # A ranged single run reports one materialization per partition; one row per asset.
                     if mat.asset_key in seen:
                         continue
                     seen.add(mat.asset_key)
                     observed = totals.get(mat.asset_key)
                     md = {**mat.metadata, **(observed.metadata if observed is not None else {})}
+                    dry = " (dry run)" if _meta(md, "dry_run") else ""
                     rows.append(
                         (
-                            mat.asset_key.to_user_string(),
+                            mat.asset_key.to_user_string() + dry,
                             # Sync assets report records considered and write calls instead.
                             _meta(md, c.ROW_COUNT) or _meta(md, "records_considered"),
                             _meta(md, c.API_CALLS) or _meta(md, "write_calls"),

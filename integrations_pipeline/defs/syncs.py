@@ -17,7 +17,7 @@ sync asset as input gets the target's current records back (``SinkIOManager.load
 
 import hashlib
 import json
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, Literal
 
 import dagster as dg
@@ -50,6 +50,7 @@ from .translator import SyncTranslator
 SINK_METADATA = "integrations_pipeline/sink"
 STATE_METADATA = "integrations_pipeline/delivery_state"  # the key of this sync's delivered state
 LINEAGE_METADATA = "column_lineage_table"
+DRY_RUN_TAG = "integrations_pipeline/dry_run"
 
 
 def io_manager_key(connector: str) -> str:
@@ -64,6 +65,21 @@ def _unflatten(row: dict[str, Any]) -> dict[str, Any]:
             continue
         put_path(out, path, value)
     return out
+
+
+def _frame_schema(frame: pd.DataFrame) -> dg.TableSchema:
+    """The columns a sync sends (its target's dotted field paths), typed by the values they hold."""
+
+    def kind(column: str) -> str:
+        values = [v for v in frame[column] if v is not None and not (isinstance(v, float) and v != v)]
+        kinds = {
+            "boolean" if isinstance(v, bool) else "integer" if isinstance(v, int) else "number"
+            if isinstance(v, float) else "string" if isinstance(v, str) else "json"
+            for v in values
+        }  # fmt: skip
+        return kinds.pop() if len(kinds) == 1 else ("number" if kinds == {"integer", "number"} else "mixed")
+
+    return dg.TableSchema(columns=[dg.TableColumn(str(col), kind(str(col))) for col in frame.columns])
 
 
 def _flatten(record: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -151,28 +167,50 @@ class SinkIOManager(dg.ConfigurableIOManager):
         return load_connectors(spec_paths(self.connectors_dir))[self.connector]
 
     def handle_output(self, context: dg.OutputContext, obj: pd.DataFrame) -> None:
-        spec = self._spec()
-        sink_name = str(context.definition_metadata[SINK_METADATA])
-        state_key = str(context.definition_metadata[STATE_METADATA])
-        records = [_unflatten(row) for row in obj.to_dict("records")]
         op_config = context.step_context.op_config or {}
-        dry_run = self.dry_run or bool(op_config.get("dry_run"))
-        settle = op_config.get("in_doubt", "keep")
-        keys = list(op_config.get("in_doubt_keys") or []) or None
+        metadata = self.deliver(
+            obj,
+            sink_name=str(context.definition_metadata[SINK_METADATA]),
+            state_key=str(context.definition_metadata[STATE_METADATA]),
+            dry_run=self.dry_run or bool(op_config.get("dry_run")),
+            settle=op_config.get("in_doubt", "keep"),
+            settle_keys=list(op_config.get("in_doubt_keys") or []) or None,
+            run_id=context.run_id,
+            log=context.log,
+        )
+        context.add_output_metadata(metadata)
+
+    def deliver(
+        self,
+        obj: pd.DataFrame,
+        *,
+        sink_name: str,
+        state_key: str,
+        dry_run: bool,
+        settle: str,
+        settle_keys: list[str] | None,
+        run_id: str,
+        log: Any,
+    ) -> dict[str, Any]:
+        """Push the sync's target records (``engine.write.push``), or only plan them (``dry_run``); the figures as
+        metadata. The IO manager's store, and the sync asset's own call for a dry run (reported as an observation,
+        so a plan never shows as a materialization)."""
+        spec = self._spec()
+        records = [_unflatten(row) for row in obj.to_dict("records")]
         warehouse = self.warehouse.open()
-        clients = self.credentials.clients(log=context.log.warning)
+        clients = self.credentials.clients(log=log.warning)
         try:
             if settle != "keep" and not dry_run:
                 settle_in_doubt(
                     settle,
-                    keys,
+                    settle_keys,
                     spec=spec,
                     sink_name=sink_name,
                     warehouse=warehouse,
                     state_key=state_key,
                     clients=clients,
-                    run_id=context.run_id,
-                    log=context.log.info,
+                    run_id=run_id,
+                    log=log.info,
                 )
             report = push(
                 records,
@@ -182,9 +220,9 @@ class SinkIOManager(dg.ConfigurableIOManager):
                 state_key=state_key,
                 clients=clients,
                 dry_run=dry_run,
-                run_id=context.run_id,
-                log=context.log.warning,
-                on_plan=lambda plan: context.log.info(
+                run_id=run_id,
+                log=log.warning,
+                on_plan=lambda plan: log.info(
                     f"{state_key} → {spec.name}/{sink_name}: {len(records)} records, "
                     f"to send {len(plan.to_send)} ({plan.counts()})"
                 ),
@@ -192,6 +230,14 @@ class SinkIOManager(dg.ConfigurableIOManager):
         finally:
             warehouse.close()
         metadata = {
+            # What the sync holds: one row per target record it maps, with the columns it sends.
+            c.ROW_COUNT: dg.MetadataValue.int(len(obj)),
+            c.COLUMN_SCHEMA: dg.MetadataValue.table_schema(_frame_schema(obj)),
+            "mode": dg.MetadataValue.text(
+                "DRY RUN: planned only, nothing sent (the plan is in _integrations.sync_plans)"
+                if report.dry_run
+                else "sent"
+            ),
             "records_considered": dg.MetadataValue.int(report.considered),
             "unchanged": dg.MetadataValue.int(report.unchanged),
             "created": dg.MetadataValue.int(report.created),
@@ -214,11 +260,11 @@ class SinkIOManager(dg.ConfigurableIOManager):
         }
         verb = "would reject" if report.dry_run else "rejected"
         for key, reason in report.rejects:
-            context.log.warning(f"{state_key}: {verb} {key!r}: {reason}")
+            log.warning(f"{state_key}: {verb} {key!r}: {reason}")
         if report.dry_run:
-            context.log.info(f"{state_key}: dry run, plan in _integrations.sync_plans (run_id {context.run_id})")
+            log.info(f"{state_key}: dry run, plan in _integrations.sync_plans (run_id {run_id})")
         if report.held_in_doubt:
-            context.log.warning(
+            log.warning(
                 f"{state_key}: {report.held_in_doubt} records are in doubt from an earlier call and were not sent; "
                 f"settle them: integrations-pipeline in-doubt list --sync {state_key}"
             )
@@ -230,7 +276,7 @@ class SinkIOManager(dg.ConfigurableIOManager):
                 f"Records in doubt: integrations-pipeline in-doubt list --sync {state_key}",
                 metadata=metadata,
             )
-        context.add_output_metadata(metadata)
+        return metadata
 
     def load_input(self, context: dg.InputContext) -> pd.DataFrame:
         """The target's side of a sync, for a downstream asset to compare with what was sent.
@@ -305,12 +351,12 @@ def build_sync_asset(
             # The open-source UI does not draw dagster/column_lineage (a Dagster+ feature): the same, as a table.
             LINEAGE_METADATA: dg.MetadataValue.md(lineage_markdown(sync)),
         },
-        required_resource_keys={c.WAREHOUSE_RESOURCE},
+        required_resource_keys={c.WAREHOUSE_RESOURCE, io_manager_key(sync.target_connector)},
         pool=f"{sync.target_connector}_api",
+        output_required=False,  # a dry run plans and reports an observation: nothing was materialized
     )
-    def _sync(context: dg.AssetExecutionContext, config: SyncRunConfig) -> pd.DataFrame:
+    def _sync(context: dg.AssetExecutionContext, config: SyncRunConfig) -> Iterator[dg.Output[pd.DataFrame]]:
         exit_with_parent()  # a step whose run worker was killed must not push on as an orphan
-        # config.dry_run is read by the sink IO manager (from the op config): the records are the same.
         resource: WarehouseResource = getattr(context.resources, c.WAREHOUSE_RESOURCE)
         warehouse = resource.open()
 
@@ -328,7 +374,25 @@ def build_sync_asset(
         # object dtype: keep Python ints/strings as they are (no float coercion of sparse columns).
         frame = pd.DataFrame(rows, dtype=object)
         # Declared fields first, then keys under object fields ('properties.x'), for a stable layout.
-        return frame.reindex(columns=[*columns, *(k for k in frame.columns if k not in columns)])
+        frame = frame.reindex(columns=[*columns, *(k for k in frame.columns if k not in columns)])
+        if not config.dry_run:
+            yield dg.Output(frame)  # the sink IO manager sends it
+            return
+        # A dry run is no materialization: the plan is reported as an observation (the UI's asset events show
+        # it, the partition and freshness views do not count it) and the run is tagged, so it never reads as sent.
+        sink: SinkIOManager = getattr(context.resources, io_manager_key(sync.target_connector))
+        context.instance.add_run_tags(context.run.run_id, {DRY_RUN_TAG: "true"})
+        metadata = sink.deliver(
+            frame,
+            sink_name=sync.target_sink,
+            state_key=sync.asset_ref,
+            dry_run=True,
+            settle="keep",
+            settle_keys=None,
+            run_id=context.run.run_id,
+            log=context.log,
+        )
+        context.log_event(dg.AssetObservation(asset_key=context.asset_key, metadata=metadata))
 
     return _sync
 

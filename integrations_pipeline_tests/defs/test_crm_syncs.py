@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 
 from integrations_pipeline.definitions import build_definitions
+from integrations_pipeline.defs.syncs import DRY_RUN_TAG
 from integrations_pipeline.warehouse import connect_warehouse
 
 from .test_syncs import _run, _serve, outage_after_first_call
@@ -138,23 +139,41 @@ def test_dry_run_writes_the_plan_and_calls_nothing(crm, tmp_path):
     _run(defs, CRM, CRM_DAYS)
     dry = {"ops": {"salesmanago__salestrekker_contacts_to_salesmanago_contacts": {"config": {"dry_run": True}}}}
 
+    instance = dg.DagsterInstance.ephemeral()
+
     def run(config=None):
         result = dg.materialize(
             list(defs.assets),
             selection=[TO_SM_CONTACTS],
             resources=defs.resources,
-            instance=dg.DagsterInstance.ephemeral(),
+            instance=instance,
             run_config=config or {},
         )
         assert result.success
-        return result.run_id, result.asset_materializations_for_node(
-            "salesmanago__salestrekker_contacts_to_salesmanago_contacts"
-        )[0].metadata
+        mats = result.asset_materializations_for_node("salesmanago__salestrekker_contacts_to_salesmanago_contacts")
+        observed = [
+            e.asset_observation_data.asset_observation.metadata
+            for e in result.all_events
+            if e.event_type_value == "ASSET_OBSERVATION"
+        ]
+        if (config or {}).get("ops"):
+            # A dry run materializes nothing: the plan is an observation, and the run says so in its tags.
+            assert mats == [] and len(observed) == 1
+            assert instance.get_run_by_id(result.run_id).tags[DRY_RUN_TAG] == "true"
+            assert observed[0]["mode"].value.startswith("DRY RUN: planned only, nothing sent")
+            return result.run_id, observed[0]
+        assert observed == [] and mats[0].metadata["mode"].value == "sent"
+        return result.run_id, mats[0].metadata
 
     calls = sm.write_calls
     run_id, md = run(dry)
     assert sm.write_calls == calls and not sm.contacts  # nothing reached SALESmanago
     assert md["dry_run"].value is True and md["created"].value == 60 and md["write_calls"].value == 0
+    # What the sync holds, as a sent run would say: 60 contacts, the columns it sends.
+    assert md["dagster/row_count"].value == 60
+    columns = {col.name: col.type for col in md["dagster/column_schema"].value.columns}
+    assert columns["contact.email"] == "string" and columns["properties.salestrekker_deals"] == "integer"
+    assert instance.get_latest_materialization_event(TO_SM_CONTACTS) is None
     warehouse = connect_warehouse(None)
     try:
         plan = warehouse.read_plan("salesmanago/salestrekker_contacts_to_salesmanago_contacts", run_id)

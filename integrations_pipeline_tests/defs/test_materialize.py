@@ -114,11 +114,20 @@ def test_materialization_records_metadata(sandboxes, sandbox_env, tmp_path):
         url,
         _range_tags("2026-11-01", "2026-11-07"),
     )
+    # A range run: each partition carries the table's row count and columns (and its own figures:
+    # test_partition_metadata.py); the run's totals come once, as an observation of each stream.
     mats = {
         e.asset_key.to_user_string(): e.step_materialization_data.materialization.metadata
         for e in result.get_asset_materialization_events()
     }
-    md = mats["trackstar/inventory"]
+    totals = {
+        e.asset_key.to_user_string(): e.asset_observation_data.asset_observation.metadata
+        for e in result.all_events
+        if e.event_type_value == "ASSET_OBSERVATION"
+    }
+    assert c.ROW_COUNT in mats["trackstar/inventory"] and c.COLUMN_SCHEMA in mats["trackstar/inventory"]
+    md = {**mats["trackstar/inventory"], **totals["trackstar/inventory"]}
+    mats["trackstar/returns"] = {**mats["trackstar/returns"], **totals["trackstar/returns"]}
     for key in (
         c.ROW_COUNT,
         c.RECORDS_FETCHED,

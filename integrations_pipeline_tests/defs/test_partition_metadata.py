@@ -66,9 +66,7 @@ def test_each_day_of_a_range_reports_its_own_records_and_window(sandboxes, sandb
     assert totals["partitions"].value == f"{first} … {last} (7)"
 
 
-def test_each_connection_day_reports_its_own_and_one_day_keeps_the_runs_figures(
-    sandboxes, sandbox_env, warehouse_url
-):
+def test_each_connection_day_reports_its_own_and_one_day_keeps_the_runs_figures(sandboxes, sandbox_env, warehouse_url):
     _, boxes = sandboxes
     trackstar = boxes["trackstar"]
     defs = build_definitions(warehouse_url=warehouse_url)

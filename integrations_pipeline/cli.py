@@ -10,9 +10,13 @@
 - ``lineage <sync>``: each target field of a sync, the source path it comes from and how it is computed.
 - ``serve``: the service: Trackstar's link flow (``/trackstar/link-token``, ``/trackstar/store-token``) and the
   webhook receivers (``/webhooks/trackstar``, ``/webhooks/salestrekker/<token>``), storing into the warehouse.
-- ``sandbox``: run the sandbox vendors in the foreground and print the variables that point at them.
+- ``sandbox``: the sandbox vendors on fixed loopback ports (what the main job's ``.env`` names), in the foreground
+  or ``--detach``-ed; ``--stop`` stops the background one.
 - ``in-doubt list|resend|mark-delivered``: records a vendor call may or may not have applied (see
   ``engine.write.push``): list them, send them again, or record them as delivered.
+
+In sandbox mode ``run`` writes ``.env`` (``local_env``): Dagster's CLI and ``dagster dev`` load it, and so do the
+other commands here (not ``run`` and ``sandbox``), for what the environment lacks.
 """
 
 from __future__ import annotations
@@ -144,19 +148,94 @@ def _cmd_in_doubt(args: argparse.Namespace) -> int:
         warehouse.close()
 
 
+SANDBOX_PIDFILE = Path(".data") / "sandbox.pid"
+
+
 def _cmd_sandbox(args: argparse.Namespace) -> int:
-    from integrations_pipeline.sandbox import default_sandboxes, sandbox_environment
+    """``sandbox``: the vendors on their fixed ports (``SANDBOX_PORTS``), with the main job's data. In the
+    foreground by default; ``--detach`` starts it in the background and returns once every port answers;
+    ``--stop`` stops the background one."""
+    import signal
+    import socket
+    import subprocess
+
+    from integrations_pipeline.sandbox import DEMO_SIZES, SANDBOX_PORTS, default_sandboxes, sandbox_environment
     from integrations_pipeline.sandbox.server import serve
 
-    with serve(default_sandboxes(seed=args.seed)) as servers:
-        for name, value in sandbox_environment(servers.base_urls).items():
-            print(f"export {name}={value!r}")
-        print("# sandbox vendors running; Ctrl-C to stop", file=sys.stderr)
+    ports = ", ".join(f"{name} {port}" for name, port in SANDBOX_PORTS.items())
+    if args.stop:
+        pid = _sandbox_pid()
+        if pid is None:
+            print("no background sandbox is running")
+            return 0
+        os.kill(pid, signal.SIGTERM)
+        SANDBOX_PIDFILE.unlink(missing_ok=True)
+        print(f"stopped the sandbox (pid {pid})")
+        return 0
+    if args.detach:
+        pid = _sandbox_pid()
+        if pid is not None:
+            print(f"the sandbox is running already (pid {pid}) on 127.0.0.1: {ports}")
+            return 0
+        SANDBOX_PIDFILE.parent.mkdir(exist_ok=True)
+        with open(SANDBOX_PIDFILE.parent / "sandbox.log", "ab") as log:
+            child = subprocess.Popen(
+                [sys.executable, "-m", "integrations_pipeline.cli", "sandbox", "--seed", str(args.seed)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,  # it outlives this command and the terminal's Ctrl-C
+            )
+        deadline = time.monotonic() + 60
+        while True:
+            if child.poll() is not None:
+                print(f"error: the sandbox exited ({child.returncode}); see .data/sandbox.log", file=sys.stderr)
+                return 1
+            try:
+                for port in SANDBOX_PORTS.values():
+                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    child.terminate()
+                    print("error: the sandbox did not start within 60 s; see .data/sandbox.log", file=sys.stderr)
+                    return 1
+                time.sleep(0.1)
+        SANDBOX_PIDFILE.write_text(str(child.pid))
+        print(
+            f"sandbox vendors running in the background (pid {child.pid}) on 127.0.0.1: {ports}; "
+            "stop them with: .venv/bin/integrations-pipeline sandbox --stop"
+        )
+        return 0
+    boxes = default_sandboxes(seed=args.seed, sizes=DEMO_SIZES)
+    try:
+        servers = serve(boxes, ports=SANDBOX_PORTS)
+    except OSError as exc:
+        raise ConfigError(
+            f"sandbox: cannot listen on 127.0.0.1 ({ports}): {exc.strerror or exc}; is a sandbox running already? "
+            "Stop it with: .venv/bin/integrations-pipeline sandbox --stop"
+        ) from None
+    with servers:
+        for name, value in sandbox_environment(servers.base_urls, boxes).items():
+            print(f"export {name}={value!r}", flush=True)
+        print("# sandbox vendors running; Ctrl-C to stop", file=sys.stderr, flush=True)
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # --stop: leave through the context manager
         try:
             while True:
                 time.sleep(3600)
         except KeyboardInterrupt:
             return 0
+
+
+def _sandbox_pid() -> int | None:
+    """The background sandbox's pid, if it still runs."""
+    try:
+        pid = int(SANDBOX_PIDFILE.read_text())
+        os.kill(pid, 0)
+    except (OSError, ValueError):
+        SANDBOX_PIDFILE.unlink(missing_ok=True)
+        return None
+    return pid
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
@@ -188,8 +267,77 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-# Trackstar's order packs take one call per order (10/s per connection): 300 orders keep that to a minute.
-DEMO_SIZES = {"products": 150, "contacts": 200, "deals": 160, "orders": 300}
+def _execute_with_progress(job: Any, instance: Any, tags: Any, run_config: Any, show: Any, console: Any) -> Any:
+    """Run ``job`` in-process on a thread while this one follows its event log: the step that runs, the engine's
+    progress lines (pages, records) and each materialized asset go to ``show`` (the live line); warnings and
+    errors are printed above it, with their asset's step."""
+    import logging
+    import threading
+    import uuid
+
+    run_id = str(uuid.uuid4())
+    box: dict[str, Any] = {}
+
+    def work() -> None:
+        try:
+            box["result"] = job.execute_in_process(
+                instance=instance, tags=tags, run_config=run_config, raise_on_error=False, run_id=run_id
+            )
+        except BaseException as exc:  # noqa: BLE001 - re-raised on the calling thread below
+            box["error"] = exc
+
+    worker = threading.Thread(target=work, name=f"run-{job.name}", daemon=True)
+    worker.start()
+    cursor = None
+    while True:
+        alive = worker.is_alive()
+        if instance.has_run(run_id):
+            page = instance.get_records_for_run(run_id, cursor=cursor)
+            cursor = page.cursor
+            for record in page.records:
+                entry = record.event_log_entry
+                event = entry.dagster_event
+                if event is None:  # a log line of a step (the engine's, ours)
+                    if entry.level >= logging.WARNING:
+                        colour = "red" if entry.level >= logging.ERROR else "yellow"
+                        console.print(f"[{colour}]{logging.getLevelName(entry.level).lower()}[/] {entry.user_message}")
+                    else:
+                        show(entry.user_message[:110])
+                elif event.event_type_value == "STEP_START":
+                    show(f"{event.step_key} started")
+                elif event.event_type_value == "ASSET_MATERIALIZATION" and event.asset_key is not None:
+                    show(f"{event.asset_key.to_user_string()} materialized")
+        if not alive:
+            break
+        worker.join(0.3)
+    if "error" in box:
+        raise box["error"]
+    return box["result"]
+
+
+def _resume_day(instance: Any, job: Any, pdef: Any, specs: Any, first: str, last: str) -> str:
+    """The first day a partitioned phase reads: the last day its previous successful run read, less the largest
+    ``lookback_days`` of its streams' specs; ``first`` (the start date) when it never succeeded."""
+    import dagster as dg
+
+    from integrations_pipeline.defs.translator import split_partition_key
+
+    runs = instance.get_runs(filters=dg.RunsFilter(job_name=job.name, statuses=[dg.DagsterRunStatus.SUCCESS]), limit=1)
+    end = runs[0].tags.get("dagster/asset_partition_range_end") if runs else None
+    if not end:
+        return first
+    _, day = split_partition_key(end, pdef)
+    lookback = max(
+        (
+            stream.incremental.lookback_days
+            for key in job.asset_layer.selected_asset_keys
+            if (stream := specs.get(key.path[0]) and specs[key.path[0]].streams.get(key.path[-1])) is not None
+            and stream.incremental is not None
+        ),
+        default=1,
+    )
+    resumed = (date.fromisoformat(day or first) - timedelta(days=lookback)).isoformat()
+    return min(max(first, resumed), last)
 
 
 def _partition_range(start_date: str, today: date) -> tuple[str, str]:
@@ -235,26 +383,50 @@ def _cmd_run(args: argparse.Namespace) -> int:
     home.mkdir(parents=True, exist_ok=True)
     os.environ["DAGSTER_HOME"] = str(home)
     config = home / "dagster.yaml"
-    if not config.exists():
-        # A demo instance of our own: keep its console quiet. Users' own instances are untouched.
-        config.write_text("telemetry:\n  enabled: false\n")
+    if not config.exists() or config.read_text() == "telemetry:\n  enabled: false\n":  # absent, or an older one of ours
+        # A demo instance of our own: keep its console quiet, and the UI's first visit free of the community
+        # modal (Dagster's nux setting). Users' own instances are untouched.
+        config.write_text("telemetry:\n  enabled: false\nnux:\n  enabled: false\n")
     Path(".data").mkdir(exist_ok=True)
 
+    env_file = Path(".env")
     with ExitStack() as stack:
         if not args.no_sandbox:
-            from integrations_pipeline.sandbox import default_sandboxes, sandbox_environment
+            from integrations_pipeline import local_env
+            from integrations_pipeline.sandbox import DEMO_SIZES, SANDBOX_PORTS, default_sandboxes, sandbox_environment
             from integrations_pipeline.sandbox.server import serve
 
-            # Trakor and Datatalks take one record per call (10/s): demo-sized catalogue and CRM keep the job quick.
             boxes = default_sandboxes(seed=args.seed, sizes=DEMO_SIZES)
+            # Ephemeral ports for the job itself (a sandbox left running on the fixed ports is no obstacle).
             servers = stack.enter_context(serve(boxes))
             os.environ.update(sandbox_environment(servers.base_urls, boxes))
             console.print(f"[bold]sandbox vendors[/] on loopback: {', '.join(servers.base_urls)}")
             # Connections come through the link flow, as in production: no access token in the environment. The
-            # service's keys live for this run only (the registry's tokens are sealed again on every run).
+            # service's keys are kept in .env, so the tokens the registry holds sealed stay readable afterwards.
+            saved = local_env.read(env_file) if local_env.ours(env_file) else {}
             os.environ.pop("TRACKSTAR_ACCESS_TOKEN", None)
-            os.environ.setdefault("INTEGRATIONS_PIPELINE_API_KEY", secrets.token_urlsafe(24))
-            os.environ["INTEGRATIONS_PIPELINE_SECRET_KEY"] = Fernet.generate_key().decode()
+            api_key = saved.get("INTEGRATIONS_PIPELINE_API_KEY") or secrets.token_urlsafe(24)
+            secret_key = saved.get("INTEGRATIONS_PIPELINE_SECRET_KEY") or Fernet.generate_key().decode()
+            os.environ.setdefault("INTEGRATIONS_PIPELINE_API_KEY", api_key)
+            os.environ["INTEGRATIONS_PIPELINE_SECRET_KEY"] = secret_key
+            if local_env.ours(env_file):
+                fixed = {name: f"http://127.0.0.1:{port}" for name, port in SANDBOX_PORTS.items()}
+                warehouse_url = (
+                    os.environ.get("WAREHOUSE_URL") or f"duckdb:///{Path('.data/warehouse.duckdb').resolve()}"
+                )
+                local_env.write(
+                    env_file,
+                    {
+                        "DAGSTER_HOME": str(home),
+                        # A URL of the user's own may hold a password: only the embedded file's is written.
+                        **({"WAREHOUSE_URL": warehouse_url} if warehouse_url.startswith("duckdb://") else {}),
+                        **sandbox_environment(fixed, boxes),
+                        "INTEGRATIONS_PIPELINE_API_KEY": os.environ["INTEGRATIONS_PIPELINE_API_KEY"],
+                        "INTEGRATIONS_PIPELINE_SECRET_KEY": secret_key,
+                    },
+                )
+            else:
+                console.print("[yellow]left .env alone[/]: it was not written by integrations-pipeline")
 
         from integrations_pipeline.connectors import load_connectors
         from integrations_pipeline.definitions import build_definitions
@@ -289,41 +461,46 @@ def _cmd_run(args: argparse.Namespace) -> int:
             add_partitions(instance, spec, states.known)
             connections[spec.name] = states.usable
         assets = [a for a in defs.assets or [] if isinstance(a, dg.AssetsDefinition)]
-        groups: dict[tuple[str, str | None, str | None], list] = {}
-        for ad in assets:
-            if any(c.EVENTS_TAG in ad.tags_by_key.get(k, {}) for k in ad.keys):
-                continue  # webhook events: the followed webhook below runs them, as the events sensor does
-            pdef = ad.partitions_def
-            start = vendor = None
-            days = pdef
-            if isinstance(pdef, dg.MultiPartitionsDefinition | dg.DynamicPartitionsDefinition):
-                vendor = ad.op.tags.get(c.VENDOR_TAG)  # the stream assets' op names its vendor
-                if isinstance(pdef, dg.MultiPartitionsDefinition):
-                    days = next(d.partitions_def for d in pdef.partitions_defs if d.name != CONNECTION_DIMENSION)
-            if isinstance(days, dg.TimeWindowPartitionsDefinition):
-                start = days.start.strftime("%Y-%m-%d")
-            name = ad.node_def.name if ad.node_def else ad.key.to_python_identifier()
-            if vendor is not None and not connections.get(vendor):
-                console.print(f"[yellow]skipped[/] {name}: no usable {vendor} connection")
+        # The main job is one named run per phase: each vendor's streams (its jobs), then each target vendor's syncs
+        # (sync_to_<vendor>), with their checks; the runs list and the timeline read as what was done.
+        job_names = {j.name for j in defs.jobs or []}
+        phases: list[tuple[str, str | None]] = []  # (job, the vendor whose connections it reads)
+        for spec in specs.values():
+            if not spec.streams:
                 continue
-            groups.setdefault((name, start, vendor), []).extend(ad.keys)
+            own = [f"{spec.name}_connections_reconcile", f"{spec.name}_incremental_sync", f"{spec.name}_full_refresh"]
+            for name in (n for n in own if n in job_names):
+                reads = spec.name if spec.connections is not None and not name.endswith("_reconcile") else None
+                if reads is not None and not connections.get(reads):
+                    console.print(f"[yellow]skipped[/] {name}: no usable {reads} connection")
+                    continue
+                phases.append((name, reads))
+        phases += [(name, None) for name in sorted(job_names) if name.startswith("sync_to_")]
+        sync_ops = {
+            ad.node_def.name: key.path[0]
+            for ad in assets
+            for key, group in ad.group_names_by_key.items()
+            if group == "syncs" and ad.node_def is not None
+        }
         rows: list[tuple[str, int, int, int, float, str]] = []
         failures = 0
         today = datetime.now(UTC).date()
-        quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
-        # Sources before syncs: sync assets depend on the stream tables; stream assets depend on nothing outside
-        # their own multi-asset (a child stream's lineage names its parent, in the same one).
-        dependent = {key for ad in assets for key, deps in ad.asset_deps.items() if deps - set(ad.keys)}
-        sync_keys = {key for ad in assets for key, group in ad.group_names_by_key.items() if group == "syncs"}
-
-        def order(item):
-            (op_name, _, _), keys = item
-            return (any(k in dependent for k in keys), op_name)
+        # Dagster's console logger stays silent: the live line shows each run's progress, and its warnings and
+        # errors are printed above that line (_execute_with_progress), never glued to it.
+        quiet = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
 
         with console.status("") as status:
-            for n, ((op_name, start, vendor), keys) in enumerate(sorted(groups.items(), key=order), 1):
+            for n, (job_name, vendor) in enumerate(phases, 1):
+                job = defs.resolve_job_def(job_name)
+                pdef = job.partitions_def
+                start = None
+                days = pdef
+                if isinstance(pdef, dg.MultiPartitionsDefinition):
+                    days = next(d.partitions_def for d in pdef.partitions_defs if d.name != CONNECTION_DIMENSION)
+                if isinstance(days, dg.TimeWindowPartitionsDefinition):
+                    start = days.start.strftime("%Y-%m-%d")
                 tags = {}
-                label = op_name
+                label = job_name
                 ends = ("", "")
                 if vendor is not None:  # per connection: the rectangle of every usable connection
                     conns = connections[vendor]
@@ -331,6 +508,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
                     label += f" {{{', '.join(conns)}}}"
                 if start is not None:
                     first, last = _partition_range(start, today)
+                    # Incremental: after the first run, each vendor's streams read from the last day they read
+                    # (less the spec's lookback), not from start_date again.
+                    first = _resume_day(instance, job, pdef, specs, first, last)
                     ends = (f"{ends[0]}{first}", f"{ends[1]}{last}")
                     label += f" [{first} … {last}]"
                 if ends != ("", ""):
@@ -338,19 +518,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
                         "dagster/asset_partition_range_start": ends[0],
                         "dagster/asset_partition_range_end": ends[1],
                     }
-                status.update(f"[{n}/{len(groups)}] materializing {label}")
+                status.update(f"[{n}/{len(phases)}] {label}")
                 run_config: dict[str, Any] = dict(quiet)
-                if args.dry_run and keys[0] in sync_keys:
-                    run_config["ops"] = {op_name: {"config": {"dry_run": True}}}
+                if args.dry_run and job_name.startswith("sync_to_"):
+                    vendor_ops = [op for op, target in sync_ops.items() if f"sync_to_{target}" == job_name]
+                    run_config["ops"] = {op: {"config": {"dry_run": True}} for op in vendor_ops}
                 began = time.perf_counter()
-                result = dg.materialize(
-                    assets,
-                    selection=keys,
-                    instance=instance,
-                    resources=defs.resources,
-                    tags=tags,
-                    run_config=run_config,
-                    raise_on_error=False,
+                heading = f"[{n}/{len(phases)}] {label}"
+                result = _execute_with_progress(
+                    job, instance, tags, run_config, lambda text, h=heading: status.update(f"{h} · {text}"), console
                 )
                 took = time.perf_counter() - began
                 if not result.success:
@@ -404,7 +580,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
                 f"[bold]webhook[/] order.created {trip.order_id} ({trip.connection_id}) → stored in {trip.stored:.2f}s"
                 f" → one run merged it into trackstar.orders (no Trackstar call) and ran "
                 f"{', '.join(trip.syncs)}: {trip.events_sent} SALESmanago event(s) sent, in {trip.synced:.2f}s; "
-                f"{trip.total:.1f}s in all, plus the webhook_events sensor's interval (30 s) when it runs in the daemon"
+                + (
+                    "(none: the sandbox starts its data afresh each run, and an earlier run here sent this order "
+                    "id already; nothing is sent twice) "
+                    if trip.events_sent == 0
+                    else ""
+                )
+                + f"{trip.total:.1f}s in all, plus the webhook_events sensor's interval (30 s) when it runs in the daemon"
             )
 
     table = Table(title="integrations_pipeline: sync summary")
@@ -413,10 +595,18 @@ def _cmd_run(args: argparse.Namespace) -> int:
     for asset, nrows, calls, retries, secs, skipped in rows:
         table.add_row(asset, str(nrows), str(calls), str(retries), f"{secs:.2f}", skipped)
     console.print(table)
-    console.print(
-        f"warehouse: {redact_url(os.environ.get('WAREHOUSE_URL', 'duckdb:///' + str(Path('.data/warehouse.duckdb').resolve())))}\n"
-        f"open the UI on these results:  DAGSTER_HOME={home} .venv/bin/dagster dev -w workspace.yaml"
+    warehouse_shown = redact_url(
+        os.environ.get("WAREHOUSE_URL", "duckdb:///" + str(Path(".data/warehouse.duckdb").resolve()))
     )
+    if args.no_sandbox:
+        explore = f"open the UI on these results:  DAGSTER_HOME={home} .venv/bin/dagster dev -w workspace.yaml"
+    else:
+        explore = (
+            "explore the results (.env, written here, gives Dagster this instance, the warehouse and the sandbox):\n"
+            "  .venv/bin/integrations-pipeline sandbox --detach   # the vendors again, on fixed ports, for new runs\n"
+            "  .venv/bin/dagster dev -w workspace.yaml             # the UI on these runs"
+        )
+    console.print(f"warehouse: {warehouse_shown}\n{explore}")
     return 1 if failures else 0
 
 
@@ -499,10 +689,24 @@ def main(argv: list[str] | None = None) -> int:
     srv.add_argument("--host", default="127.0.0.1")
     srv.add_argument("--port", type=int, default=8090)
     srv.set_defaults(func=_cmd_serve)
-    sb = sub.add_parser("sandbox", help="serve the sandbox vendors on loopback")
-    sb.add_argument("--seed", type=int, default=0)
+    sb = sub.add_parser(
+        "sandbox",
+        help="serve the sandbox vendors on their fixed loopback ports (the ones .env names)",
+        description="The five sandbox vendors with the main job's data, on 127.0.0.1 ports 8711-8715: what the "
+        ".env the main job writes points dagster dev and the dagster CLI at. Prints the variables; --detach runs "
+        "it in the background (pid in .data/sandbox.pid, output in .data/sandbox.log), --stop stops that one.",
+    )
+    sb.add_argument("--seed", type=int, default=0, help="sandbox data seed (the main job's default: 0)")
+    sb.add_argument("--detach", action="store_true", help="run in the background; return once every port answers")
+    sb.add_argument("--stop", action="store_true", help="stop the background sandbox")
     sb.set_defaults(func=_cmd_sandbox)
     args = parser.parse_args(argv)
+    if args.command not in ("run", "sandbox") and Path(".env").is_file():
+        # As Dagster's CLI does: a .env in the working directory (the main job writes one) fills what the
+        # environment lacks. Not for run (the sandbox mode sets its own; --no-sandbox means the real vendors).
+        from dotenv import load_dotenv
+
+        load_dotenv(Path(".env"), override=False)
     try:
         return args.func(args)
     except ConfigError as exc:

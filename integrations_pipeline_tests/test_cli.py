@@ -76,3 +76,18 @@ def test_lineage_prints_each_target_field_with_its_source_path_and_how(capsys):
     assert "trackstar/orders.ship_to_address.email_address" in out and "copied, then strip, lower" in out
     assert main(["lineage", "nope"]) == 2
     assert "lineage: no sync 'nope'; expected one of [" in capsys.readouterr().err
+
+
+def test_the_env_file_is_ours_to_rewrite_only_when_we_wrote_it(tmp_path):
+    from dotenv import dotenv_values
+
+    from integrations_pipeline import local_env
+
+    path = tmp_path / ".env"
+    assert local_env.ours(path)  # absent: ours to write
+    local_env.write(path, {"DAGSTER_HOME": "/abs/home", "TRACKSTAR_ACCESS_TOKEN": "conn_a=t", "X": "a b=c#d"})
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert local_env.ours(path) and local_env.read(path) == {"DAGSTER_HOME": "/abs/home", "X": "a b=c#d"}
+    assert dotenv_values(path) == {"DAGSTER_HOME": "/abs/home", "X": "a b=c#d"}  # as Dagster's CLI reads it
+    path.write_text("MY_REAL_KEY=secret\n")  # a user's own file
+    assert not local_env.ours(path)

@@ -93,12 +93,22 @@ def build_definitions(
         if spec.connections is not None:
             sensors.append(build_connections_sensor(spec, translator))
             if spec.connections.link is not None:
-                assets.append(build_connections_asset(spec, translator))
+                registry = build_connections_asset(spec, translator)
+                assets.append(registry)
+                jobs.append(
+                    dg.define_asset_job(
+                        f"{spec.name}_connections_reconcile",
+                        selection=dg.AssetSelection.assets(registry),
+                        description=f"{spec.title}: reconcile the connection registry with the vendor's list.",
+                        tags={c.VENDOR_TAG: spec.name},
+                    )
+                )
         checks += build_connector_checks(spec, translator)
         j, s = build_connector_jobs_and_schedules(spec, translator)
         jobs += j
         schedules += s
     sync_assets = build_sync_assets(specs, env, sync_translator, syncs)
+    jobs += build_sync_jobs(sync_assets)
     events_assets = build_events_assets(specs, translator)
     if sync_assets:  # no syncs: nothing for the sync sensor to watch
         sensors.append(build_sync_sensor(sync_assets, ignore=[a.key for a in events_assets]))
@@ -114,6 +124,24 @@ def build_definitions(
         sensors=sensors,
         resources=resources,
     )
+
+
+def build_sync_jobs(sync_assets: Sequence[dg.AssetsDefinition]) -> list[dg.UnresolvedAssetJobDefinition]:
+    """``sync_to_<vendor>``: every sync into one target vendor, with its checks, in one run (the main job's sync
+    phases; a name the runs list and the timeline read well)."""
+    by_target: dict[str, list[dg.AssetKey]] = {}
+    for asset in sync_assets:
+        for key in asset.keys:
+            by_target.setdefault(key.path[0], []).append(key)
+    return [
+        dg.define_asset_job(
+            f"sync_to_{vendor}",
+            selection=dg.AssetSelection.assets(*keys),
+            description=f"Every sync into {vendor}: {', '.join(k.path[-1] for k in keys)}.",
+            tags={c.VENDOR_TAG: vendor},
+        )
+        for vendor, keys in sorted(by_target.items())
+    ]
 
 
 def warehouse_resource(url: str | dg.EnvVar | None, environ: Mapping[str, str]) -> WarehouseResource:

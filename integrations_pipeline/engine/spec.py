@@ -290,6 +290,13 @@ class IncrementalSpec(Frozen):
     end_input: str = Field(description="Request input for the exclusive upper bound, e.g. 'updated_date[lt]'.")
     datetime_format: str = Field(default="%Y-%m-%dT%H:%M:%SZ", description="strftime format of the bounds (UTC).")
     start_date: str = Field(default="2026-10-01", pattern=r"^\d{4}-\d{2}-\d{2}$", description="First daily partition.")
+    lookback_days: int = Field(
+        default=1,
+        ge=0,
+        le=90,
+        description="A resumed read (the main job after its first run) starts this many days before the last day "
+        "read, so a change stamped late, or a day read before it ended, is read again.",
+    )
 
 
 class ParentSpec(Frozen):

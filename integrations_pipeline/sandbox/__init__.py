@@ -26,6 +26,21 @@ VENDORS: dict[str, tuple[str, str]] = {
 }
 
 
+#: Where ``integrations-pipeline sandbox`` serves the vendors, so the ``.env`` the main job writes (and ``dagster
+#: dev``, ``dagster asset materialize`` read) points at them whenever they run.
+SANDBOX_PORTS: dict[str, int] = {
+    "trackstar": 8711,
+    "salestrekker": 8712,
+    "salesmanago": 8713,
+    "datatalks": 8714,
+    "trakor": 8715,
+}
+#: The sandbox's data sizes for the main job and ``integrations-pipeline sandbox`` alike (the same records either
+#: way): Trackstar's order packs take one call per order at 10/s per connection, Trakor and Datatalks one record
+#: per call, so a demo-sized catalogue and CRM keep the main job to a few minutes.
+DEMO_SIZES: dict[str, int] = {"products": 150, "contacts": 200, "deals": 160, "orders": 300}
+
+
 def _vendor_class(name: str) -> type | None:
     module_name, class_name = VENDORS[name]
     try:
@@ -122,4 +137,4 @@ def sandbox_environment(
     return env
 
 
-__all__ = ["VENDORS", "default_sandboxes", "sandbox_environment"]
+__all__ = ["DEMO_SIZES", "SANDBOX_PORTS", "VENDORS", "default_sandboxes", "sandbox_environment"]

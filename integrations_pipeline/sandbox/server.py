@@ -185,13 +185,16 @@ class SandboxServers:
 
 
 def serve(
-    sandboxes: Mapping[str, VendorSandbox], host: str = "127.0.0.1", timeout_stall_seconds: float = 5.0
+    sandboxes: Mapping[str, VendorSandbox],
+    host: str = "127.0.0.1",
+    timeout_stall_seconds: float = 5.0,
+    ports: Mapping[str, int] | None = None,
 ) -> SandboxServers:
-    """Start one HTTP server per sandbox on an ephemeral port of ``host``; returns at once."""
+    """Start one HTTP server per sandbox on ``host``, at ``ports[name]`` or an ephemeral port; returns at once."""
     servers = SandboxServers()
     try:
         for name, sandbox in sandboxes.items():
-            server = _Server((host, 0), sandbox, timeout_stall_seconds)
+            server = _Server((host, (ports or {}).get(name, 0)), sandbox, timeout_stall_seconds)
             port = server.server_address[1]
             thread = threading.Thread(
                 target=server.serve_forever, kwargs={"poll_interval": 0.1}, name=f"sandbox-{name}", daemon=True

@@ -39,6 +39,7 @@ import json
 import math
 import random
 import re
+import secrets
 import threading
 import time
 from collections.abc import Callable
@@ -1215,6 +1216,7 @@ class TrackstarSandbox(VendorSandbox):
         self.webhook_secret = SANDBOX_WEBHOOK_SECRET
         self._svix = Webhook(self.webhook_secret)
         self._messages = 0
+        self._msg_prefix = f"{int(time.time()):08x}{secrets.token_hex(6)}"  # this process's: time, then random
         self.webhooks = WebhookOutbox(sign=self._sign)
         self.routes[("POST", "/link/token")] = self._link_token
         self.routes[("POST", "/link/exchange")] = self._link_exchange
@@ -1287,9 +1289,7 @@ class TrackstarSandbox(VendorSandbox):
             return  # Trackstar documents no webhook for this resource
         for record_id in ids:
             record = store.by_id(record_id)
-            with self._lock:
-                self._messages += 1
-                msg_id = f"msg_{mix64(self.seed, 'svix', self._messages):016x}"
+            msg_id = self._next_msg_id()
             self.webhooks.put(
                 msg_id,
                 {
@@ -1301,6 +1301,14 @@ class TrackstarSandbox(VendorSandbox):
                     "data": record,
                 },
             )
+
+    def _next_msg_id(self) -> str:
+        """A Svix message id: unique across sandbox processes too, as Svix's are (``msg_`` + a KSUID, time-ordered
+        and random), so a warehouse that outlives one sandbox never takes a new message for a replay of an old
+        one. [unconfirmed] the exact KSUID alphabet: the receiver treats the id as an opaque string."""
+        with self._lock:
+            self._messages += 1
+            return f"msg_{self._msg_prefix}{self._messages:08x}"
 
     def announce_connection(self, event_type: str, connection_id: str, data: dict[str, Any] | None = None) -> None:
         """Queue a connection event with the body openapi.json gives it (``data`` overrides): connection.created
@@ -1318,9 +1326,7 @@ class TrackstarSandbox(VendorSandbox):
                 data = {"oldest_data_date": "2026-10-01T00:00:00Z", "newest_data_date": now, "resource": "orders"}
             else:
                 data = {}
-        with self._lock:
-            self._messages += 1
-            msg_id = f"msg_{mix64(self.seed, 'svix', self._messages):016x}"
+        msg_id = self._next_msg_id()
         self.webhooks.put(
             msg_id,
             {

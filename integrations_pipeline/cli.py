@@ -68,6 +68,14 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _sync_ref(syncs: dict[str, Any], name: str, command: str) -> str:
+    """The asset key (``salesmanago/<name>``) of the sync ``name`` names, by asset key or by sync name."""
+    ref = name if name in syncs else {s.name: r for r, s in syncs.items()}.get(name)
+    if ref is None:
+        raise ConfigError(f"{command}: no sync '{name}'; expected one of {sorted(syncs)} (or a sync name)")
+    return ref
+
+
 def _cmd_lineage(args: argparse.Namespace) -> int:
     """``lineage <sync>``: every target field with its source path and how it is computed."""
     from rich.console import Console
@@ -79,9 +87,7 @@ def _cmd_lineage(args: argparse.Namespace) -> int:
 
     connectors = load_connectors()
     syncs = {s.asset_ref: s for s in routed_syncs(connectors, os.environ)}
-    ref = args.sync if args.sync in syncs else {s.name: r for r, s in syncs.items()}.get(args.sync)
-    if ref is None:
-        raise ConfigError(f"lineage: no sync '{args.sync}'; expected one of {sorted(syncs)} (or a sync name)")
+    ref = _sync_ref(syncs, args.sync, "lineage")
     sync = syncs[ref]
     if args.markdown:
         print(lineage_markdown(sync))
@@ -107,14 +113,7 @@ def _cmd_in_doubt(args: argparse.Namespace) -> int:
 
     connectors = load_connectors()
     syncs = {s.asset_ref: s for s in routed_syncs(connectors, os.environ)}
-    by_name = {s.name: ref for ref, s in syncs.items()}
-    if args.sync is not None:
-        ref = args.sync if args.sync in syncs else by_name.get(args.sync)
-        if ref is None:
-            raise ConfigError(f"in-doubt: no sync '{args.sync}'; expected one of {sorted(syncs)} (or a sync name)")
-        chosen = [ref]
-    else:
-        chosen = sorted(syncs)
+    chosen = [_sync_ref(syncs, args.sync, "in-doubt")] if args.sync is not None else sorted(syncs)
     warehouse = connect_warehouse(os.environ.get("WAREHOUSE_URL"))
     try:
         if args.action == "list":
@@ -327,15 +326,13 @@ def _resume_day(instance: Any, job: Any, pdef: Any, specs: Any, first: str, last
     if not end:
         return first
     _, day = split_partition_key(end, pdef)
-    lookback = max(
-        (
-            stream.incremental.lookback_days
-            for key in job.asset_layer.selected_asset_keys
-            if (stream := specs.get(key.path[0]) and specs[key.path[0]].streams.get(key.path[-1])) is not None
-            and stream.incremental is not None
-        ),
-        default=1,
-    )
+    lookbacks = []
+    for key in job.asset_layer.selected_asset_keys:
+        spec = specs.get(key.path[0])
+        stream = spec.streams.get(key.path[-1]) if spec is not None else None
+        if stream is not None and stream.incremental is not None:
+            lookbacks.append(stream.incremental.lookback_days)
+    lookback = max(lookbacks, default=1)
     resumed = (date.fromisoformat(day or first) - timedelta(days=lookback)).isoformat()
     return min(max(first, resumed), last)
 

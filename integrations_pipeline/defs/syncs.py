@@ -340,7 +340,10 @@ def build_sync_asset(
         key=translator.get_asset_key(sync),
         deps=translator.get_deps(connectors, sync),
         group_name=translator.get_group_name(sync),
-        description=f"{sync.description}\n\n`{sync.source}` → sink `{sync.target}`{via}.",
+        # The lineage table in the description too: the UI shows a description at once, a Markdown metadata
+        # value only behind "Show Markdown".
+        description=f"{sync.description}\n\n`{sync.source}` → sink `{sync.target}`{via}.\n\n"
+        f"**Column lineage**\n\n{lineage_markdown(sync)}",
         kinds=translator.get_kinds(sync),
         code_version=fingerprint,
         io_manager_key=io_manager_key(sync.target_connector),

@@ -40,11 +40,28 @@ class BenchmarkError(RuntimeError):
 
 
 class SandboxServer:
-    """A Trackstar sandbox in a subprocess; ``env`` holds the TRACKSTAR_* variables it printed."""
+    """A vendor sandbox in a subprocess (``_serve.py``); ``env`` holds the variables it printed."""
 
-    def __init__(self, inventory: int, *, rate_limit: float | None = None, seed: int = 0, start_timeout: float = 60.0):
+    #: What each vendor's server must print for its connector to reach it.
+    REQUIRED = {
+        "trackstar": {"TRACKSTAR_BASE_URL", "TRACKSTAR_API_KEY", "TRACKSTAR_ACCESS_TOKEN"},
+        "salesmanago": {"SALESMANAGO_BASE_URL", "SALESMANAGO_CLIENT_ID", "SALESMANAGO_API_KEY"},
+    }
+
+    def __init__(
+        self,
+        inventory: int = 0,
+        *,
+        vendor: str = "trackstar",
+        rate_limit: float | None = None,
+        latency_ms: float = 0.0,
+        seed: int = 0,
+        start_timeout: float = 60.0,
+    ):
+        self.vendor = vendor
         self.inventory = inventory
         self.rate_limit = rate_limit
+        self.latency_ms = latency_ms
         self.seed = seed
         self.start_timeout = start_timeout
         self.env: dict[str, str] = {}
@@ -53,12 +70,15 @@ class SandboxServer:
 
     @property
     def base_url(self) -> str:
-        return self.env["TRACKSTAR_BASE_URL"]
+        return self.env[f"{self.vendor.upper()}_BASE_URL"]
 
     def start(self) -> SandboxServer:
-        cmd = [PYTHON, str(BENCH_DIR / "_serve.py"), "--inventory", str(self.inventory), "--seed", str(self.seed)]
+        cmd = [PYTHON, str(BENCH_DIR / "_serve.py"), "--vendor", self.vendor, "--seed", str(self.seed)]
+        cmd += ["--inventory", str(self.inventory)]
         if self.rate_limit:
             cmd += ["--rate-limit", str(self.rate_limit)]
+        if self.latency_ms:
+            cmd += ["--latency-ms", str(self.latency_ms)]
         self._proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self._stderr, text=True, bufsize=1)
         try:
             self._read_exports()
@@ -101,7 +121,7 @@ class SandboxServer:
             if line.startswith("export "):
                 var, _, value = line[len("export ") :].strip().partition("=")
                 self.env[var] = shlex.split(value)[0] if value else ""
-        missing = {"TRACKSTAR_BASE_URL", "TRACKSTAR_API_KEY", "TRACKSTAR_ACCESS_TOKEN"} - set(self.env)
+        missing = self.REQUIRED[self.vendor] - set(self.env)
         if missing:
             raise BenchmarkError(f"sandbox server did not print {sorted(missing)}")
 

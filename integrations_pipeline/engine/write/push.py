@@ -15,9 +15,10 @@ the CLI and the benchmarks call it). Each step happens once, in one place:
 3. **plan** (``plan.plan``): de-duplicate, validate, diff against the delivered state, hold keys in
    doubt; validation rejects are recorded;
 4. per call of ``plan.batches()``: wait for the rate-limit slot, then **intent** (a write-ahead row with
-   the call's keys, hashes and records, renewing the lease), **send** (one call,
-   ``sinks.SinkWriter.send``), **record** (one transaction: what the answer proves delivered, rejects
-   with their reasons, records in doubt, the intent closed).
+   the call's keys, hashes and, where recovery needs them, records; it renews the lease), **send** (one
+   call, ``sinks.SinkWriter.send``), **record** (one transaction: what the answer proves delivered, rejects
+   with their reasons, records in doubt, the intent closed). For an idempotent sink the record of a
+   call is written while the next call is on the wire, after that call's intent (``_send_all``).
 
 A call in doubt stops the push (the vendor is failing; what is left is sent by the next run): the
 report says why in ``stopped``. A call that failed as a whole without applying anything (credentials
@@ -40,7 +41,8 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -275,7 +277,7 @@ def read_back_settler(
 
     def settle(items: tuple[tuple[str, str, Any], ...]) -> list[tuple[str, str, Any]]:
         n = len(items)
-        if not n or -(-n // read.batch_size) > -(-n // sink.batch_size):
+        if not reads_back(sink, n):
             return []
         try:
             with SinkReader(clients.sink(spec, sink_name), spec, sink_name) as reader:
@@ -286,10 +288,21 @@ def read_back_settler(
         return [
             (key, digest, {"settled_by_read": True})
             for key, digest, record in items
-            if key in found and shows(read.compare, record, found[key])
+            # No record kept (the intent was written when reading back did not pay): nothing to compare.
+            if record is not None and key in found and shows(read.compare, record, found[key])
         ]
 
     return settle
+
+
+def reads_back(sink: SinkSpec, n: int) -> bool:
+    """Whether ``n`` records of an unrecorded call to ``sink`` are settled by reading the target back:
+    an idempotent sink with a ``read`` block naming what to compare, where reading them costs no more
+    calls than sending them again."""
+    read = sink.read
+    if not n or not sink.idempotent or read is None or not read.compare:
+        return False
+    return -(-n // read.batch_size) <= -(-n // sink.batch_size)
 
 
 def shows(compare: Mapping[str, str], sent: Any, current: Any) -> bool:
@@ -369,50 +382,132 @@ def _send_all(
     ttl: float,
     say: Callable[[str], None],
 ) -> None:
+    """Intent → send → record for each batch, in order, stopping at the first call in doubt or failed.
+
+    For an idempotent sink the record of call k is written while call k+1 is on the wire (the intent of
+    k+1 is written first, so both calls stay covered by an intent until recorded): the bookkeeping
+    leaves the critical path. A crash then may leave two intents open instead of one, which costs an
+    idempotent sink a re-send (or a read back) of one more batch, never a double. An append sink
+    records each call before the next is sent, so a crash leaves at most one call in doubt for a person
+    to settle."""
     sink = writer.sink
-    for number, batch in enumerate(batches, start=1):
-        # The rate-limit wait comes before the intent: a lease that expired while waiting is caught
-        # by open_intent, before anything is sent.
-        writer.pace()
-        intent = Intent(
-            uuid.uuid4().hex,
-            run_id,
-            clock(),
-            tuple((i.key, i.hash, i.record) for i in batch),
-            tuple(i.encoded for i in batch),
-        )
-        try:
-            ledger.open_intent(state_key, intent, renewed(lease, clock(), ttl))
-        except LeaseLostError:
-            report.stopped = f"lost the lease on {state_key} before call {number} of {len(batches)}"
-            raise
-        result = writer.send(batch)
-        _record(ledger, state_key, intent, batch, result, sink, report)
-        if result.error is not None:
-            report.stopped = f"call {number} of {len(batches)} failed: {result.error}"
-            raise result.error
-        doubtful = result.of("in_doubt")
-        if doubtful:
-            fate = "in the in-doubt table" if not sink.idempotent else "not recorded as delivered (sent again next run)"
-            report.stopped = (
-                f"call {number} of {len(batches)}: {len(doubtful)} records in doubt ({fate}): {doubtful[0].reason}"
+    recorder = _Recorder(ledger, state_key, overlap=sink.idempotent)
+    try:
+        for number, batch in enumerate(batches, start=1):
+            # The rate-limit wait comes before the intent: a lease that expired while waiting is caught
+            # by open_intent, before anything is sent.
+            writer.pace()
+            # The records go into the intent only where recovery uses them: put in doubt (an append sink)
+            # or compared with what the target shows. Otherwise keys and hashes say what to send again.
+            keep = not sink.idempotent or reads_back(sink, len(batch))
+            intent = Intent(
+                uuid.uuid4().hex,
+                run_id,
+                clock(),
+                tuple((i.key, i.hash, i.record if keep else None) for i in batch),
+                tuple(i.encoded for i in batch) if keep else (),
             )
-            say(f"{state_key}: {report.stopped}")
+            try:
+                ledger.open_intent(state_key, intent, renewed(lease, clock(), ttl))
+            except LeaseLostError:
+                report.stopped = f"lost the lease on {state_key} before call {number} of {len(batches)}"
+                raise
+            recorder.start_previous()
+            result = writer.send(batch)
+            recorder.finish_previous(report, number - 1, len(batches))
+            recorder.add(intent, _outcome_rows(intent, batch, result, sink, report))
+            if result.error is not None:
+                recorder.finish_all(report, number, len(batches))
+                report.stopped = f"call {number} of {len(batches)} failed: {result.error}"
+                raise result.error
+            doubtful = result.of("in_doubt")
+            if doubtful:
+                recorder.finish_all(report, number, len(batches))
+                fate = (
+                    "in the in-doubt table"
+                    if not sink.idempotent
+                    else "not recorded as delivered (sent again next run)"
+                )
+                report.stopped = (
+                    f"call {number} of {len(batches)}: {len(doubtful)} records in doubt ({fate}): {doubtful[0].reason}"
+                )
+                say(f"{state_key}: {report.stopped}")
+                return
+        recorder.finish_all(report, len(batches), len(batches))
+    finally:
+        recorder.close()
+
+
+_Rows = tuple[list[Any], list[Any], list[InDoubt]]
+
+
+class _Recorder:
+    """Writes each call's outcome (``close_intent``): at once, or (``overlap``) on a worker thread while
+    the next call is sent. At most one record is outstanding; a record that failed stops the push with
+    its error, leaving its intent (and the next call's) open for the next run to settle."""
+
+    def __init__(self, ledger: DeliveryLedger, state_key: str, *, overlap: bool):
+        self._ledger, self._state_key, self._overlap = ledger, state_key, overlap
+        self._waiting: tuple[str, _Rows] | None = None  # a call sent, its record not started
+        self._running: Future[None] | None = None
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="push-record") if overlap else None
+
+    def _write(self, call_id: str, rows: _Rows) -> None:
+        delivered, rejects, doubts = rows
+        self._ledger.close_intent(self._state_key, call_id, delivered=delivered, rejects=rejects, in_doubt=doubts)
+
+    def add(self, intent: Intent, rows: _Rows) -> None:
+        """The outcome of ``intent``'s call: recorded now, or once the next call's intent is written."""
+        if self._overlap:
+            self._waiting = (intent.call_id, rows)
+        else:
+            self._write(intent.call_id, rows)
+
+    def start_previous(self) -> None:
+        """The next call's intent is written: the previous call's record may run beside its send."""
+        if self._waiting is not None and self._pool is not None:
+            call_id, rows = self._waiting
+            self._waiting = None
+            self._running = self._pool.submit(self._write, call_id, rows)
+
+    def finish_previous(self, report: PushReport, number: int, total: int) -> None:
+        """Wait for the record started by ``start_previous``; its failure stops the push."""
+        running, self._running = self._running, None
+        if running is None:
             return
+        try:
+            running.result()
+        except BaseException:
+            report.stopped = f"recording call {number} of {total} failed; its intent stays for the next run"
+            raise
+
+    def finish_all(self, report: PushReport, number: int, total: int) -> None:
+        """Everything sent is recorded before the push returns or raises."""
+        self.finish_previous(report, number - 1, total)
+        if self._waiting is not None:
+            call_id, rows = self._waiting
+            self._waiting = None
+            try:
+                self._write(call_id, rows)
+            except BaseException:
+                report.stopped = f"recording call {number} of {total} failed; its intent stays for the next run"
+                raise
+
+    def close(self) -> None:
+        if self._running is not None:
+            # An exception left a record running: let it end (it either commits or leaves its intent).
+            with suppress(BaseException):
+                self._running.result()
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
 
 
-def _record(
-    ledger: DeliveryLedger,
-    state_key: str,
-    intent: Intent,
-    batch: list[Item],
-    result: CallResult,
-    sink: SinkSpec,
-    report: PushReport,
-) -> None:
-    """Record one call's outcomes in one transaction (``close_intent``), and count them."""
+def _outcome_rows(intent: Intent, batch: list[Item], result: CallResult, sink: SinkSpec, report: PushReport) -> _Rows:
+    """One call's outcomes as the rows ``close_intent`` records, counted into ``report``."""
     by_index = {i.index: i for i in batch}
-    delivered, rejects, doubts = [], [], []
+    delivered: list[Any] = []
+    rejects: list[Any] = []
+    doubts: list[InDoubt] = []
     for outcome in result.outcomes:
         item = by_index[outcome.index]
         if outcome.status == "sent":
@@ -437,7 +532,16 @@ def _record(
                 report.in_doubt_keys.append(item.key)
     report.write_calls += result.calls
     report.retries += result.retries
-    ledger.close_intent(state_key, intent.call_id, delivered=delivered, rejects=rejects, in_doubt=doubts)
+    return delivered, rejects, doubts
 
 
-__all__ = ["PushReport", "hold_lease", "push", "read_back_settler", "recover_intents", "resend_in_doubt", "shows"]
+__all__ = [
+    "PushReport",
+    "hold_lease",
+    "push",
+    "read_back_settler",
+    "reads_back",
+    "recover_intents",
+    "resend_in_doubt",
+    "shows",
+]

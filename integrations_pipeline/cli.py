@@ -106,6 +106,7 @@ def _cmd_lineage(args: argparse.Namespace) -> int:
 def _cmd_in_doubt(args: argparse.Namespace) -> int:
     """``in-doubt list|resend|mark-delivered``: the records a vendor call may or may not have applied."""
     from integrations_pipeline.connectors import load_connectors
+    from integrations_pipeline.defs.resources import rate_budgets
     from integrations_pipeline.defs.syncs import routed_syncs, settle_in_doubt
     from integrations_pipeline.engine.auth import Credentials, secret_env_vars
     from integrations_pipeline.engine.client import ClientFactory
@@ -138,7 +139,9 @@ def _cmd_in_doubt(args: argparse.Namespace) -> int:
             sink_name=sync.target_sink,
             warehouse=warehouse,
             state_key=chosen[0],
-            clients=ClientFactory(credentials, environ=os.environ, log=lambda m: print(m, file=sys.stderr)),
+            clients=ClientFactory(
+                credentials, environ=os.environ, log=lambda m: print(m, file=sys.stderr), budgets=rate_budgets()
+            ),
             run_id=f"cli-{os.getpid()}",
             log=print,
         )
@@ -242,6 +245,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from integrations_pipeline.connectors import load_connectors
+    from integrations_pipeline.defs.resources import rate_budgets
     from integrations_pipeline.engine.auth import Credentials, secret_env_vars
     from integrations_pipeline.engine.client import ClientFactory
     from integrations_pipeline.service.app import ServiceSettings, create_app
@@ -256,7 +260,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
     def client_for(spec):
         credentials = Credentials.from_environ(spec.name, secret_env_vars(spec), os.environ)
-        return ClientFactory(credentials, environ=os.environ, log=log).connector(spec)
+        return ClientFactory(credentials, environ=os.environ, log=log, budgets=rate_budgets()).connector(spec)
 
     app = create_app(settings, connectors, lambda: open_inbox(url), client_for, log=log)
     log(

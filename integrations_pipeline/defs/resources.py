@@ -5,12 +5,17 @@ variable the spec names, bound to ``dg.EnvVar(NAME)``. The UI therefore shows va
 values; definitions load with nothing set; and a run without a required variable fails with Dagster's
 message naming it. Variables that are alternatives (Salestrekker API key *or* email/password) are
 bound only for the alternative chosen at load time; the others stay unset rather than failing.
+
+Rate budgets (``rate_budgets``): every client of every run in this process draws on one store, named by
+``RATE_LIMIT_URL`` (``redis://...`` for a deployment) or, unset, a SQLite file under ``.data/`` that
+every process on this machine shares and that survives a restart.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import ClassVar
 
 import dagster as dg
@@ -19,10 +24,25 @@ from pydantic import create_model
 from integrations_pipeline.engine.auth import Credentials, GraphqlLoginConfig, secret_env_vars
 from integrations_pipeline.engine.client import ClientFactory
 from integrations_pipeline.engine.connections import TokenVault
+from integrations_pipeline.engine.ratelimit import BudgetStore
 from integrations_pipeline.engine.spec import ConnectorSpec
 from integrations_pipeline.warehouse import Warehouse, connect_warehouse
 
 SECRET_KEY_ENV = "INTEGRATIONS_PIPELINE_SECRET_KEY"
+RATE_LIMIT_URL_ENV = "RATE_LIMIT_URL"
+
+_BUDGET_STORES: dict[str, BudgetStore] = {}
+
+
+def rate_budgets(environ: Mapping[str, str] | None = None) -> BudgetStore:
+    """The process's store of rate budgets: ``RATE_LIMIT_URL``, else ``sqlite:///<cwd>/.data/rate_budgets.sqlite``.
+    One store per URL per process, so its clients share buckets and locks."""
+    env = os.environ if environ is None else environ
+    url = env.get(RATE_LIMIT_URL_ENV) or f"sqlite:///{(Path('.data') / 'rate_budgets.sqlite').resolve()}"
+    store = _BUDGET_STORES.get(url)
+    if store is None:
+        store = _BUDGET_STORES[url] = BudgetStore(url)
+    return store
 
 
 class WarehouseResource(dg.ConfigurableResource):
@@ -70,7 +90,7 @@ class ConnectorCredentials(dg.ConfigurableResource):
     def clients(self, log: Callable[[str], None] | None = None) -> ClientFactory:
         """The factory of this connector's clients: its credentials, and the run's environment for the
         settings a spec names (base URLs, plan limits): the Dagster layer hands the engine its environment."""
-        return ClientFactory(self.credentials(), environ=os.environ, log=log)
+        return ClientFactory(self.credentials(), environ=os.environ, log=log, budgets=rate_budgets())
 
     @classmethod
     def env_var_names(cls) -> list[str]:

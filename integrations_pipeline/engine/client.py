@@ -56,7 +56,7 @@ from .errors import (
     ServerError,
     TransportError,
 )
-from .ratelimit import Clock, RollingWindowLimiter, SystemClock
+from .ratelimit import Budget, BudgetStore, Clock, SystemClock, budget_key
 from .redact import MASK, MIN_SECRET_LENGTH, mask, redact_url
 from .spec import ConnectorSpec, RateLimitSpec
 
@@ -133,7 +133,7 @@ class ClientStats:
 @dataclass
 class _Limit:
     spec: RateLimitSpec
-    limiters: dict[str, RollingWindowLimiter] = field(default_factory=dict)
+    limiters: dict[str, Budget] = field(default_factory=dict)
 
 
 class VendorClient:
@@ -157,9 +157,13 @@ class VendorClient:
         clock: Clock | None = None,
         rng: random.Random | None = None,
         log: Callable[[str], None] | None = None,
+        budgets: BudgetStore | None = None,
     ):
         self.spec = spec
         self.sink = sink
+        # Rate budgets: shared with every process using the same store (SQLite, Redis); a client given
+        # none paces only itself.
+        self.budgets = budgets or BudgetStore("memory://")
         config = self.config = spec.client_config(sink)
         self.credentials = credentials
         self.clock = clock or SystemClock()
@@ -293,10 +297,22 @@ class VendorClient:
             key = connection.id if (limit.spec.scope == "connection" and connection) else "*"
             limiter = limit.limiters.get(key)
             if limiter is None:
-                limiter = limit.limiters[key] = RollingWindowLimiter(
-                    limit.spec.requests, limit.spec.per_seconds, self.clock
+                limiter = limit.limiters[key] = self.budgets.budget(
+                    self._budget_key(limit, connection if key != "*" else None),
+                    limit.spec.requests,
+                    limit.spec.per_seconds,
+                    self.clock,
                 )
             self.stats.waited_seconds += limiter.acquire()
+
+    def _budget_key(self, limit: _Limit, connection: Connection | None) -> str:
+        """Whose budget a limit is: the vendor account (host and credentials) or one connection's token.
+        Every process and run holding the same credentials shares it (hashed: no secret in the store)."""
+        index = str(self._limits.index(limit))
+        if connection is not None:
+            who = connection.token.get_secret_value() if connection.token is not None else connection.id
+            return budget_key(self.config.connector, self.base_url, index, "connection", who)
+        return budget_key(self.config.connector, self.base_url, index, *sorted(self.credentials.all_values()))
 
     def _login(self, mutation: str, variables: dict[str, Any]) -> Any:
         self.stats.logins += 1
@@ -527,6 +543,7 @@ class ClientFactory:
         clock: Clock | None = None,
         rng: random.Random | None = None,
         log: Callable[[str], None] | None = None,
+        budgets: BudgetStore | None = None,
     ):
         self.credentials = credentials
         self.environ = environ
@@ -534,6 +551,9 @@ class ClientFactory:
         self.clock = clock
         self.rng = rng
         self.log = log
+        # One store for every client built here: a connector's and its sinks' requests draw on the same
+        # budgets (a process-local one unless the caller hands in SQLite or Redis).
+        self.budgets = budgets or BudgetStore("memory://")
 
     def connector(self, spec: ConnectorSpec) -> VendorClient:
         """A client for the connector's own API (its streams)."""
@@ -555,6 +575,7 @@ class ClientFactory:
             clock=self.clock,
             rng=self.rng,
             log=self.log,
+            budgets=self.budgets,
         )
 
     def __repr__(self) -> str:

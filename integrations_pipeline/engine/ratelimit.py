@@ -1,24 +1,45 @@
-"""Proactive rate limiting, kept apart from retries.
+"""Proactive rate limiting, kept apart from retries, with budgets that every process can share.
 
 The limiter paces requests *before* they are sent so a well-configured sync never sees a 429; the
 retry policy (``engine.client``) only handles the 429s and faults that happen anyway. Keeping them
 apart means a retry never skips the pacing and pacing never counts as a retry.
 
-The limiter is a rolling window: at most ``requests`` in any ``per_seconds`` interval. A rolling
-window is accepted by both server styles we meet (token buckets of the same rate and capacity, as
-Trackstar's per-second limit behaves, and rolling hourly budgets, as SALESmanago's plans do), where a
-pure token bucket on our side would overrun a rolling-hour server after its first burst.
+A budget is a rolling window: at most ``requests`` in any ``per_seconds`` interval (pyrate-limiter's
+``SlidingWindowLog``). A rolling window is accepted by both server styles we meet (token buckets of the
+same rate and capacity, as Trackstar's per-second limit behaves, and rolling hourly budgets, as
+SALESmanago's plans do), where a pure token bucket on our side would overrun a rolling-hour server
+after its first burst.
 
-Time is injected (``Clock``) so tests check pacing with a fake clock (``integrations_pipeline_tests.clock``)
-instead of wall time.
+Where a budget lives is a ``BudgetStore``, named by a URL the Dagster layer or the CLI hands in (the
+engine never reads the environment):
+
+- ``memory://`` — this process only (a client built with no store gets its own, as tests want);
+- ``sqlite:///path/budgets.sqlite`` — every process on one machine (pyrate-limiter's ``SQLiteBucket``
+  with its file lock), and persisted: a restart does not hand SALESmanago's hourly budget out again;
+- ``redis://host:6379/0`` — every process of a deployment (pyrate-limiter's ``RedisBucket``, one atomic
+  Lua script per request).
+
+The library decides (count in the window, admit or say how long to wait); this module only keys the
+budgets, waits through an injected ``Clock`` and trims old entries. Time comes from ``Clock.time()``
+(epoch seconds: processes sharing a budget must share a time line), injected so tests check pacing with
+a fake clock (``integrations_pipeline_tests.clock``) instead of wall time.
 """
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import time
-from collections import deque
-from typing import Protocol
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import urlsplit
+
+from pyrate_limiter import AbstractBucket, InMemoryBucket, Rate, RateItem, RedisBucket, SQLiteBucket
+
+from .errors import ConfigError
+
+#: How many admitted requests between two trims of a budget's old entries.
+LEAK_EVERY = 256
 
 
 class Clock(Protocol):
@@ -41,35 +62,114 @@ class SystemClock:
             time.sleep(seconds)
 
 
-class RollingWindowLimiter:
-    """At most ``requests`` starts in any window of ``per_seconds`` (times a small safety margin).
+def budget_key(*parts: str) -> str:
+    """A budget's name from what identifies it (connector, limit, credential): hashed, so a token that
+    identifies a budget never reaches a file, a Redis key or a log."""
+    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:32]
 
-    ``margin`` widens the window slightly because our send time and the server's arrival time differ
-    by network jitter; 2% keeps us under a 10 req/s limit while still sustaining ~9.8 req/s.
-    """
 
-    def __init__(self, requests: int, per_seconds: float, clock: Clock, margin: float = 0.02):
-        self.requests = requests
-        self.window = per_seconds * (1 + margin)
+class BudgetStore:
+    """Where budgets live (``memory://``, ``sqlite:///path``, ``redis://...``); one bucket per budget key."""
+
+    def __init__(self, url: str = "memory://"):
+        self.url = url
+        parts = urlsplit(url)
+        self.scheme = parts.scheme
+        if self.scheme not in ("memory", "sqlite", "redis", "rediss"):
+            raise ConfigError(
+                f"rate budget store '{self.describe()}': the scheme must be memory://, sqlite:///path or redis://host"
+            )
+        if self.scheme == "sqlite":
+            if not parts.path or parts.path == "/":
+                raise ConfigError("rate budget store sqlite:// needs a file path: sqlite:///path/to/budgets.sqlite")
+            self.path = Path(parts.path if not parts.netloc else f"/{parts.netloc}{parts.path}")
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._redis: Any = None
+        self._buckets: dict[str, AbstractBucket] = {}
+        self._locks: dict[str, threading.Lock] = {}
+        self._guard = threading.Lock()
+
+    def describe(self) -> str:
+        """The URL without a password (a Redis URL may carry one)."""
+        parts = urlsplit(self.url)
+        if parts.password:
+            host = parts.hostname or ""
+            netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
+            return parts._replace(netloc=netloc).geturl()
+        return self.url
+
+    def budget(self, key: str, requests: int, per_seconds: float, clock: Clock, margin: float = 0.02) -> Budget:
+        """The budget named ``key``: at most ``requests`` per ``per_seconds`` widened by ``margin``."""
+        window_ms = max(1, round(per_seconds * (1 + margin) * 1000))
+        name = f"{key}:{requests}:{window_ms}"  # a changed plan is a new budget, not a misread old one
+        with self._guard:
+            bucket = self._buckets.get(name)
+            if bucket is None:
+                bucket = self._buckets[name] = self._open(name, [Rate(requests, window_ms)])
+                self._locks[name] = threading.Lock()
+            return Budget(name, bucket, self._locks[name], clock, window_ms / 1000)
+
+    def _open(self, name: str, rates: list[Rate]) -> AbstractBucket:
+        if self.scheme == "memory":
+            return InMemoryBucket(rates)
+        if self.scheme == "sqlite":
+            # One table per budget: the bucket counts every row of its table.
+            return SQLiteBucket.init_from_file(rates, table=f"budget_{name.replace(':', '_')}", db_path=str(self.path),
+                                               use_file_lock=True)  # fmt: skip
+        if self._redis is None:
+            import redis
+
+            try:
+                self._redis = redis.Redis.from_url(self.url, socket_timeout=10, socket_connect_timeout=5)
+                self._redis.ping()
+            except redis.RedisError as exc:
+                raise ConfigError(f"rate budget store {self.describe()} is not reachable: {exc}") from exc
+        return RedisBucket.init(rates, self._redis, f"integrations_pipeline:budget:{name}")
+
+    def close(self) -> None:
+        with self._guard:
+            for bucket in self._buckets.values():
+                close = getattr(bucket, "close", None)
+                if close is not None:
+                    close()
+            self._buckets.clear()
+            if self._redis is not None:
+                self._redis.close()
+                self._redis = None
+
+
+class Budget:
+    """One shared budget as seen by this process: ``acquire`` waits until a request may start."""
+
+    def __init__(self, name: str, bucket: AbstractBucket, lock: threading.Lock, clock: Clock, window: float):
+        self.name = name
+        self.bucket = bucket
+        self.lock = lock  # put + waiting read one decision of the bucket: no other thread in between
         self.clock = clock
-        self._starts: deque[float] = deque()
-        self._lock = threading.Lock()
+        self.window = window
         self.waited_seconds = 0.0
+        self._admitted = 0
 
     def acquire(self) -> float:
         """Block until a request may start; return how long we waited."""
         waited = 0.0
         while True:
-            with self._lock:
-                now = self.clock.monotonic()
-                # The epsilon absorbs float rounding: after sleeping exactly the computed delay,
-                # ``now - start`` may land a hair under the window and we must not spin on it.
-                while self._starts and now - self._starts[0] >= self.window - 1e-9:
-                    self._starts.popleft()
-                if len(self._starts) < self.requests:
-                    self._starts.append(now)
+            with self.lock:
+                now_ms = round(self.clock.time() * 1000)
+                item = RateItem(self.name, now_ms, 1)
+                if self.bucket.put(item):
+                    self._admitted += 1
+                    if self._admitted % LEAK_EVERY == 0:
+                        self.bucket.leak(now_ms)
                     self.waited_seconds += waited
                     return waited
-                delay = self.window - (now - self._starts[0])
+                delay_ms = self.bucket.waiting(item)
+            if not isinstance(delay_ms, int) or delay_ms < 0:
+                raise ConfigError(f"rate budget {self.name}: a single request does not fit the limit")
+            # Another process may take the slot first: then the loop waits again.
+            delay = max(delay_ms, 1) / 1000
             self.clock.sleep(delay)
             waited += delay
+
+
+__all__ = ["Budget", "BudgetStore", "Clock", "SystemClock", "budget_key"]

@@ -74,12 +74,24 @@ def test_a_window_that_finally_fails_leaves_rows_and_cursor_unchanged(tmp_path):
     later = datetime.fromisoformat(last.replace("Z", "+00:00")) + timedelta(minutes=5)
     h.sandbox.add("inventory", 1500, later, "conn_a")  # two pages of new records
 
-    def fail_after_first_page(message: str) -> None:
-        if "page 1:" in message:
-            h.sandbox.faults.inject("503", times=50)  # more than the retry policy's attempts
+    # Every request after the first page of this read fails, more often than the retry policy tries. Set
+    # while the vendor serves page 1: the next page is fetched ahead of staging, so a hook on our side
+    # ("page 1 staged") would come after page 2 was already read.
+    inner = h.sandbox.handle
 
+    served: list[str] = []
+
+    def fail_after_first_page(request):
+        response = inner(request)
+        if request.url.path == "/wms/inventory" and not served:
+            served.append(str(request.url))
+            h.sandbox.faults.inject("503", times=50)
+        return response
+
+    h.sandbox.handle = fail_after_first_page
     with h.client() as client, pytest.raises(RetriesExhaustedError, match="503"):
-        load_stream(client, "inventory", dest, h.connections(), now=ALL_TIME_END, progress=fail_after_first_page)
+        load_stream(client, "inventory", dest, h.connections(), now=ALL_TIME_END)
+    assert len(served) == 1  # page 1 was answered; the read failed on the page after it
 
     assert sorted(wh.read_records(table), key=sort_key(list(table.primary_key))) == rows_before
     assert {c.id: wh.read_state(f"trackstar.inventory.{c.id}") for c in h.connections()} == states_before

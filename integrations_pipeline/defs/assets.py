@@ -17,7 +17,7 @@ marked so in the registry and is not scheduled again until it is linked again.
 
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import dagster as dg
@@ -189,6 +189,21 @@ def _connections(
     return connections, failed
 
 
+#: A range run longer than this (a year's backfill) is read and committed a day at a time: a failure on
+#: day 300 keeps days 1-299, and the retry of the run starts at day 300 (``load_stream(slice_by=)``).
+#: Shorter ranges (the main job's two months of history, a week's catch-up) stay one window: a day
+#: costs at least one request even when nothing happened that day.
+SLICE_RANGES_LONGER_THAN = timedelta(days=92)
+RANGE_SLICE = timedelta(days=1)
+
+
+def range_slice(window: Window | None) -> timedelta | None:
+    """The slice a window is committed by (``RANGE_SLICE`` for a long range), or None: one commit."""
+    if window is None or window.end - window.start <= SLICE_RANGES_LONGER_THAN:
+        return None
+    return RANGE_SLICE
+
+
 def _sync_one(
     context,
     client: VendorClient,
@@ -222,6 +237,7 @@ def _sync_one(
                 [connection],
                 window=window,
                 progress=progress,
+                slice_by=range_slice(window),
             )
         except AuthError as exc:
             failed[connection.id] = _refused(context, client, warehouse, props.connector, connection, exc)
@@ -237,9 +253,11 @@ def _sync_one(
         results[connection.id] = Loaded(result, stats)
         for outcome in result.skipped:
             context.log.warning(f"{name}: connection {outcome.connection_id} skipped: {outcome.skipped_reason}")
+        resumed = [o.resumed_after for o in result.outcomes if o.resumed_after]
         context.log.info(
             f"{name} [{connection.id}]: {result.records} records in {result.pages} pages, "
             f"{int(stats['calls'])} calls, {int(stats['retries'])} retries, {result.seconds:.2f}s"
+            + (f"; resumed the range after {resumed[0]}, where an earlier run stopped" if resumed else "")
         )
     return results
 

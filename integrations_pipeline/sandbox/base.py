@@ -73,6 +73,11 @@ class FaultPlan:
         with self.lock:
             return sum(q.remaining for q in self.queue)
 
+    def clear(self) -> None:
+        """Drop every queued fault (the vendor recovered)."""
+        with self.lock:
+            self.queue.clear()
+
 
 def json_response(status: int, body: Any, headers: dict[str, str] | None = None) -> httpx.Response:
     return httpx.Response(

@@ -96,3 +96,61 @@ def test_a_window_that_finally_fails_leaves_rows_and_cursor_unchanged(tmp_path):
     assert sorted(wh.read_records(table), key=sort_key(list(table.primary_key))) == rows_before
     assert {c.id: wh.read_state(f"trackstar.inventory.{c.id}") for c in h.connections()} == states_before
     wh.close()
+
+
+def test_a_sliced_range_keeps_the_days_before_a_failure_and_resumes_after_them(tmp_path):
+    """A backfill range read a day at a time: a day that finally fails keeps the days before it
+    committed (rows and checkpoint), and reading the same range again reads only from that day on."""
+    h = vendor_harness("trackstar")
+    url = f"duckdb:///{tmp_path / 'w.duckdb'}"
+    days = [datetime(2026, 11, 1, tzinfo=UTC) + timedelta(days=i) for i in range(11)]
+    window = Window(days[0], days[-1])  # ten days
+    failing_day = days[6].strftime("%Y-%m-%dT%H:%M:%S")
+    asked: list[str] = []
+    inner = h.sandbox.handle
+
+    def vendor(request):
+        since = request.url.params.get("updated_date[gte]", "")
+        if request.url.path == "/wms/inventory":
+            asked.append(since)
+            if since.startswith(failing_day) and h.sandbox.faults.pending() == 0 and not getattr(vendor, "done", 0):
+                vendor.done = 1  # type: ignore[attr-defined]
+                h.sandbox.faults.inject("503", times=50, path_prefix="/wms/inventory")
+        return inner(request)
+
+    h.sandbox.handle = vendor
+    wh = connect_warehouse(url)
+    table = table_spec_for(h.spec, "inventory")
+    wh.ensure_table(table)
+    dest = WarehouseDestination(wh, table)
+    (conn_a,) = [c for c in h.connections() if c.id == "conn_a"]
+    with h.client() as client, pytest.raises(RetriesExhaustedError, match="503"):
+        load_stream(client, "inventory", dest, [conn_a], window=window, slice_by=timedelta(days=1))
+    assert [a[:10] for a in asked if not a.startswith(failing_day)] == [
+        d.strftime("%Y-%m-%d") for d in days[:6]
+    ]  # one page per day, days 1-6, then day 7 failed
+
+    def truth(until):
+        return sorted(
+            (r for r in h.sandbox.truth("inventory", "conn_a") if days[0].isoformat()[:19] <= r["updated_date"][:19] < until.isoformat()[:19]),
+            key=lambda r: r["id"],
+        )  # fmt: skip
+
+    def stored():
+        return sorted((r for r in wh.read_records(table) if r["_connection_id"] == "conn_a"), key=lambda r: r["id"])
+
+    kept = truth(days[6])
+    assert kept and [r["id"] for r in stored()] == [r["id"] for r in kept]  # days 1-6 committed, day 7 not
+    state = wh.read_state("trackstar.inventory.conn_a")
+    assert state["ranges"] == {f"{days[0].isoformat().replace('+00:00', 'Z')}|{days[-1].isoformat().replace('+00:00', 'Z')}": days[6].isoformat().replace("+00:00", "Z")}  # fmt: skip
+
+    asked.clear()
+    h.sandbox.faults.clear()  # the vendor recovered
+    with h.client() as client:
+        result = load_stream(client, "inventory", dest, [conn_a], window=window, slice_by=timedelta(days=1))
+    (outcome,) = result.outcomes
+    assert outcome.resumed_after == days[6].isoformat().replace("+00:00", "Z") and outcome.slices == 4
+    assert [a[:10] for a in asked] == [d.strftime("%Y-%m-%d") for d in days[6:10]]  # only the days left
+    assert [r["id"] for r in stored()] == [r["id"] for r in truth(days[-1])]
+    assert "ranges" not in wh.read_state("trackstar.inventory.conn_a")  # the range is done
+    wh.close()

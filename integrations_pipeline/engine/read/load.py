@@ -5,7 +5,9 @@ cursor state in one transaction. Any failure aborts the load, so a window that f
 its rows and its cursor exactly as they were, and a re-run is always safe.
 
 Cursor state per ``<connector>.<stream>.<connection>``: ``{"cursor": <max cursor seen>, "ids_at_cursor":
-[...]}``. A windowed read (a Dagster partition or backfill range) fetches exactly its window and only
+[...]}``, and ``"ranges"`` while a sliced range (``slice_by``: a backfill range read a day at a time, each
+day committed with its rows) is unfinished: a failure on day 300 of 365 keeps days 1-299, and the next
+read of that range starts at day 300. A windowed read (a Dagster partition or backfill range) fetches exactly its window and only
 moves the cursor forward. An open-ended incremental read starts at the stored cursor and drops the
 records it already delivered at exactly that cursor value (and any earlier ones a whole-second request
 bound lets back in), so consecutive reads repeat nothing and lose nothing that shares the boundary
@@ -31,7 +33,7 @@ import time
 from collections.abc import Callable, Generator, Iterator
 from contextlib import closing
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol, TypeVar
 
 from ..client import Connection, VendorClient
@@ -40,6 +42,24 @@ from ..spec import ConnectorSpec
 from .extract import Window, read_pages
 
 T = TypeVar("T")
+
+#: The state's map of unfinished sliced ranges: ``"<start>|<end>"`` → the end of the last slice committed.
+RANGES = "ranges"
+
+
+def slices_of(window: Window, size: timedelta) -> list[Window]:
+    """``window`` cut into consecutive slices of ``size`` (the last one shorter)."""
+    out, start = [], window.start
+    while start < window.end:
+        end = min(start + size, window.end)
+        out.append(Window(start, end))
+        start = end
+    return out or [window]
+
+
+def range_id(window: Window) -> str:
+    return f"{format_cursor(window.start)}|{format_cursor(window.end)}"
+
 
 #: Pages fetched ahead of the one being staged: one keeps the vendor busy, two absorb a slow commit of a batch.
 PREFETCH_PAGES = 2
@@ -121,6 +141,8 @@ class ConnectionOutcome:
     skipped_reason: str | None = None
     parents: int = 0  # a child stream: the parent keys read
     parents_gone: int = 0  # ... and those the child endpoint answered "not found" for
+    slices: int = 0  # windows committed (one, or each slice of a sliced range)
+    resumed_after: str | None = None  # a sliced range read again: where its checkpoint let it resume
 
 
 @dataclass
@@ -172,7 +194,18 @@ def parse_ts(value: Any) -> datetime | None:
 def merge_cursor_state(stored: dict | None, new: dict | None) -> dict | None:
     """The cursor state to keep when ``new`` is committed over ``stored``: the later cursor wins (equal
     cursors: the record ids at it united), so a load of an older window that commits after a newer
-    one never moves the cursor back. Runs inside the warehouse's commit transaction."""
+    one never moves the cursor back. Range checkpoints (``ranges``) are merged key by key, a ``None``
+    removing one (its range is done). Runs inside the warehouse's commit transaction."""
+    merged = _merge_cursors(stored, new)
+    ranges = {**((stored or {}).get(RANGES) or {}), **((new or {}).get(RANGES) or {})}
+    ranges = {k: v for k, v in ranges.items() if v is not None}
+    if merged is None:
+        return {RANGES: ranges} if ranges else None
+    merged = {k: v for k, v in merged.items() if k != RANGES}
+    return {**merged, RANGES: ranges} if ranges else merged
+
+
+def _merge_cursors(stored: dict | None, new: dict | None) -> dict | None:
     if new is None or new.get("cursor") is None:
         return stored if stored is not None else new
     if stored is None or stored.get("cursor") is None:
@@ -213,8 +246,13 @@ def load_stream(
     window: Window | None = None,
     now: datetime | None = None,
     progress: Callable[[str], None] | None = None,
+    slice_by: timedelta | None = None,
 ) -> StreamLoadResult:
-    """Read ``stream_name`` for every connection into ``destination``; see the module docstring."""
+    """Read ``stream_name`` for every connection into ``destination``; see the module docstring.
+
+    ``slice_by``: an incremental stream's ``window`` is read and committed slice by slice (a day of a
+    year-long backfill range); a failure keeps the slices before it, and a read of the same window
+    later starts after the last slice committed (the state's ``ranges`` checkpoint)."""
     spec = client.spec
     stream = spec.streams[stream_name]
     inc = stream.incremental
@@ -244,65 +282,87 @@ def load_stream(
             this_window = Window(start, max(end, start))
         outcome.window = str(this_window) if this_window else None
         max_cursor, ids_at_max = old_cursor, set(seen_at_old)
-        load = destination.open_load(key)
-        try:
-            seen_parents: set[str] = set()
-            # Closed on the way out, whatever ends the loop: the worker is stopped and joined before the
-            # load is committed or aborted and before the next connection uses the client.
-            pages = closing(prefetched(read_pages(client, stream_name, window=this_window, connection=connection)))
-            with pages as fetched:
-                for page in fetched:
-                    if page.parent is not None and str(page.parent) not in seen_parents:
-                        seen_parents.add(str(page.parent))
-                        outcome.parents += 1
-                    if page.parent_gone:
-                        outcome.parents_gone += 1
+        parts: list[Window | None] = [this_window]
+        checkpoint: str | None = None
+        if inc is not None and window is not None and slice_by is not None:
+            sliced = slices_of(window, slice_by)
+            if len(sliced) > 1:
+                checkpoint = range_id(window)
+                done = parse_ts(((old_state or {}).get(RANGES) or {}).get(checkpoint))
+                if done is not None:
+                    sliced = [w for w in sliced if w.end > done]
+                    outcome.resumed_after = format_cursor(done)
+                    say(f"{spec.name}/{stream_name} [{connection.id}] resumes the range after {outcome.resumed_after}")
+            parts = list(sliced)
+        seen_parents: set[str] = set()
+        for number, part in enumerate(parts, start=1):
+            load = destination.open_load(key)
+            try:
+                # Closed on the way out, whatever ends the loop: the worker is stopped and joined before the
+                # load is committed or aborted and before the next connection uses the client.
+                pages = closing(prefetched(read_pages(client, stream_name, window=part, connection=connection)))
+                with pages as fetched:
+                    for page in fetched:
+                        if page.parent is not None and str(page.parent) not in seen_parents:
+                            seen_parents.add(str(page.parent))
+                            outcome.parents += 1
+                        if page.parent_gone:
+                            outcome.parents_gone += 1
+                            say(
+                                f"{spec.name}/{stream_name} [{connection.id}] parent {page.parent!r} is gone: its children skipped"
+                            )
+                            continue
+                        records = page.records
+                        if inc is not None:
+                            if window is None and old_cursor is not None:
+                                # Open-ended read: drop what the previous read delivered at its last cursor,
+                                # and anything before the cursor that a whole-second request bound let in.
+                                records = [
+                                    r
+                                    for r in records
+                                    if not _delivered(r, inc.cursor_field, old_cursor, seen_at_old, pk)
+                                ]
+                            for r in records:
+                                ts = cursor_of(r, inc.cursor_field, spec.name, stream_name, pk)
+                                if ts is None:
+                                    continue
+                                if max_cursor is None or ts > max_cursor:
+                                    max_cursor, ids_at_max = ts, {_pk(r, pk)}
+                                elif ts == max_cursor:
+                                    ids_at_max.add(_pk(r, pk))
+                        if records:
+                            load.write_batch(records)
+                        outcome.pages += 1
+                        outcome.records += len(records)
                         say(
-                            f"{spec.name}/{stream_name} [{connection.id}] parent {page.parent!r} is gone: its children skipped"
+                            f"{spec.name}/{stream_name} [{connection.id}] page {page.number}: {outcome.records} records"
                         )
-                        continue
-                    records = page.records
-                    if inc is not None:
-                        if window is None and old_cursor is not None:
-                            # Open-ended read: drop what the previous read delivered at its last cursor,
-                            # and anything before the cursor that a whole-second request bound let in.
-                            records = [
-                                r for r in records if not _delivered(r, inc.cursor_field, old_cursor, seen_at_old, pk)
-                            ]
-                        for r in records:
-                            ts = cursor_of(r, inc.cursor_field, spec.name, stream_name, pk)
-                            if ts is None:
-                                continue
-                            if max_cursor is None or ts > max_cursor:
-                                max_cursor, ids_at_max = ts, {_pk(r, pk)}
-                            elif ts == max_cursor:
-                                ids_at_max.add(_pk(r, pk))
-                    if records:
-                        load.write_batch(records)
-                    outcome.pages += 1
-                    outcome.records += len(records)
-                    say(f"{spec.name}/{stream_name} [{connection.id}] page {page.number}: {outcome.records} records")
-            new_state = None
-            if inc is not None and max_cursor is not None:
-                new_state = {
-                    "cursor": format_cursor(max_cursor),
-                    "ids_at_cursor": sorted(ids_at_max),
-                }
-            elif inc is not None:
-                new_state = old_state
-            merged = load.commit(new_state, merge_cursor_state)
-        except EndpointUnsupportedError as exc:
-            load.abort()
-            outcome.skipped_reason = str(exc)
-            say(
-                f"{spec.name}/{stream_name} [{connection.id}] skipped: the connection lacks this endpoint or has it disabled ({exc})"
-            )
-            continue
-        except BaseException:
-            load.abort()
-            raise
-        for attr in ("inserted", "updated", "unchanged"):
-            setattr(outcome, attr, getattr(merged, attr, 0))
+                new_state: dict | None = None
+                if inc is not None and max_cursor is not None:
+                    new_state = {
+                        "cursor": format_cursor(max_cursor),
+                        "ids_at_cursor": sorted(ids_at_max),
+                    }
+                elif inc is not None:
+                    new_state = old_state
+                if checkpoint is not None and part is not None:
+                    # Committed with the slice's rows: the range resumes after it; the last slice closes it.
+                    mark = None if number == len(parts) else format_cursor(part.end)
+                    new_state = {**(new_state or {}), RANGES: {checkpoint: mark}}
+                merged = load.commit(new_state, merge_cursor_state)
+            except EndpointUnsupportedError as exc:
+                load.abort()
+                outcome.skipped_reason = str(exc)
+                say(
+                    f"{spec.name}/{stream_name} [{connection.id}] skipped: the connection lacks this endpoint or has it disabled ({exc})"
+                )
+                break
+            except BaseException:
+                load.abort()
+                raise
+            outcome.slices += 1
+            for attr in ("inserted", "updated", "unchanged"):
+                setattr(outcome, attr, getattr(outcome, attr) + getattr(merged, attr, 0))
     result.seconds = time.perf_counter() - started
     return result
 

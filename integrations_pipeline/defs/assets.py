@@ -15,7 +15,9 @@ failed connections, so the UI marks exactly their partitions failed; a revoked o
 marked so in the registry and is not scheduled again until it is linked again.
 """
 
-from collections.abc import Iterator, Mapping
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -104,18 +106,20 @@ def _multi_asset(
         selected = [k for k in by_key if k in context.selected_asset_keys]
         warehouse = warehouse_resource.open()
         try:
-            with creds_resource.clients(log=context.log.warning).connector(spec) as client:
-                connections, failed = _connections(context, spec, credentials, warehouse, wanted)
-                done: dict[dg.AssetKey, dict[str, Loaded]] = {}
-                rows: dict[dg.AssetKey, int] = {}
-                per_partition: dict[dg.AssetKey, dict[str, dict[str, Any]]] = {}
-                for key in selected:
-                    props = by_key[key]
-                    done[key] = _sync_one(context, client, warehouse, props, connections, window, failed)
-                    rows[key] = warehouse.row_count(props.table)
-                    if window is not None and pdef is not None:
-                        per_partition[key] = _partition_figures(warehouse, props, window, pdef, context.partition_keys)
-                    connections = [x for x in connections if x.id not in failed]
+            factory = creds_resource.clients(log=context.log.warning)
+            connections, failed = _connections(context, spec, credentials, warehouse, wanted)
+            done: dict[dg.AssetKey, dict[str, Loaded]] = {}
+            rows: dict[dg.AssetKey, int] = {}
+            per_partition: dict[dg.AssetKey, dict[str, dict[str, Any]]] = {}
+            for key in selected:
+                props = by_key[key]
+                done[key] = _sync_one(
+                    context, lambda: factory.connector(spec), warehouse, props, connections, window, failed
+                )
+                rows[key] = warehouse.row_count(props.table)
+                if window is not None and pdef is not None:
+                    per_partition[key] = _partition_figures(warehouse, props, window, pdef, context.partition_keys)
+                connections = [x for x in connections if x.id not in failed]
         finally:
             warehouse.close()
         ranged = pdef is not None and len(context.partition_keys) > 1
@@ -204,53 +208,59 @@ def range_slice(window: Window | None) -> timedelta | None:
     return RANGE_SLICE
 
 
+#: Connections of one stream read at once within a step: each has its own token and rate budget, so N
+#: connections use N quotas instead of one after another. Bounded: each holds pages and a staged load.
+CONNECTION_CONCURRENCY = 4
+
+
 def _sync_one(
     context,
-    client: VendorClient,
+    new_client: Callable[[], VendorClient],
     warehouse: Warehouse,
     props: StreamProps,
     connections: list[Connection],
     window: Window | None,
     failed: dict[str, str],
 ) -> dict[str, Loaded]:
-    """Load one stream, connection by connection: a vendor error of one connection (its revoked token, an
-    endpoint that keeps failing) fails that connection only, named in ``failed``; the others load."""
+    """Load one stream, its connections side by side (``CONNECTION_CONCURRENCY``, a client each): a vendor
+    error of one connection (its revoked token, an endpoint that keeps failing) fails that connection
+    only, named in ``failed``; the others load."""
     table = props.table
     warehouse.ensure_table(table)
     pages_logged = [0]
+    lock = threading.Lock()
 
     def progress(message: str) -> None:
         # Every 10th page at INFO keeps long backfills readable; skips are always shown.
-        pages_logged[0] += 1
-        if "skipped" in message or pages_logged[0] % 10 == 1:
+        with lock:
+            pages_logged[0] += 1
+            shown = "skipped" in message or pages_logged[0] % 10 == 1
+        if shown:
             context.log.info(message)
 
-    results: dict[str, Loaded] = {}
     name = f"{props.connector.name}/{props.stream_name}"
-    for connection in connections:
-        before = client.stats.as_dict()
-        try:
-            result = load_stream(
-                client,
-                props.stream_name,
-                WarehouseDestination(warehouse, table),
-                [connection],
-                window=window,
-                progress=progress,
-                slice_by=range_slice(window),
-            )
-        except AuthError as exc:
-            failed[connection.id] = _refused(context, client, warehouse, props.connector, connection, exc)
-            continue
-        except SyncError as exc:
-            if props.connector.connections is None:
-                raise
-            failed[connection.id] = f"{type(exc).__name__}: {exc}"
-            context.log.error(f"{name} [{connection.id}] failed: {failed[connection.id]}")
-            continue
-        after = client.stats.as_dict()
-        stats = {k: after[k] - before[k] for k in after}
-        results[connection.id] = Loaded(result, stats)
+
+    def one(connection: Connection) -> tuple[str, Loaded | None, str | None]:
+        with new_client() as client:
+            try:
+                result = load_stream(
+                    client,
+                    props.stream_name,
+                    WarehouseDestination(warehouse, table),
+                    [connection],
+                    window=window,
+                    progress=progress,
+                    slice_by=range_slice(window),
+                )
+            except AuthError as exc:
+                return connection.id, None, _refused(context, client, warehouse, props.connector, connection, exc)
+            except SyncError as exc:
+                if props.connector.connections is None:
+                    raise
+                why = f"{type(exc).__name__}: {exc}"
+                context.log.error(f"{name} [{connection.id}] failed: {why}")
+                return connection.id, None, why
+            stats = client.stats.as_dict()
         for outcome in result.skipped:
             context.log.warning(f"{name}: connection {outcome.connection_id} skipped: {outcome.skipped_reason}")
         resumed = [o.resumed_after for o in result.outcomes if o.resumed_after]
@@ -259,6 +269,20 @@ def _sync_one(
             f"{int(stats['calls'])} calls, {int(stats['retries'])} retries, {result.seconds:.2f}s"
             + (f"; resumed the range after {resumed[0]}, where an earlier run stopped" if resumed else "")
         )
+        return connection.id, Loaded(result, stats), None
+
+    results: dict[str, Loaded] = {}
+    if not connections:
+        return results
+    with ThreadPoolExecutor(
+        max_workers=min(CONNECTION_CONCURRENCY, len(connections)), thread_name_prefix=f"read-{props.stream_name}"
+    ) as pool:
+        # In the connections' order; an error that is no connection's own (a broken spec) fails the step.
+        for connection_id, loaded, why in pool.map(one, connections):
+            if loaded is not None:
+                results[connection_id] = loaded
+            elif why is not None:
+                failed[connection_id] = why
     return results
 
 

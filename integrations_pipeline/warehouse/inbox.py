@@ -77,6 +77,9 @@ class InboxWarehouse(DeliveryWarehouse):
 
     def _ensure_inbox_tables(self, conn: Any) -> None:
         text = self._column_types["string"]
+        # Under the warehouse's DDL lock (PostgreSQL: an advisory lock until commit): two sessions creating
+        # the bookkeeping schema at once make one fail on pg_namespace's unique index, IF NOT EXISTS or not.
+        self._lock_ddl(conn)
         conn.execute(f"CREATE SCHEMA IF NOT EXISTS {STATE_SCHEMA}")
         conn.execute(
             f"CREATE TABLE IF NOT EXISTS {CONNECTIONS} (connector {text} NOT NULL, connection_id {text} NOT NULL, "

@@ -316,3 +316,35 @@ def test_child_streams_carry_their_parent_key(small_trackstar, tmp_path):
             assert got == want, f"{key.to_user_string()} differs from the sandbox"
     finally:
         wh.close()
+
+
+def test_the_connections_of_a_stream_are_read_side_by_side(sandboxes, sandbox_env, tmp_path):
+    """Two connections, two tokens, two quotas: the first request of one connection is held until a
+    request of the other arrives. Read one after another, the other would never come while it waits."""
+    import threading
+
+    _, boxes = sandboxes
+    box = boxes["trackstar"]
+    tokens = dict(box.connections)  # connection id -> access token
+    arrived = {conn: threading.Event() for conn in tokens}
+    met: list[bool] = []
+    inner = box.handle
+
+    def vendor(request):
+        token = request.headers.get("x-trackstar-access-token")
+        conn = next((c for c, t in tokens.items() if t == token), None)
+        if conn is not None and request.url.path == "/wms/warehouses":
+            arrived[conn].set()
+            if not met:
+                other = next(c for c in tokens if c != conn)
+                met.append(arrived[other].wait(60))  # bounded: a sequential read fails, it does not hang
+        return inner(request)
+
+    box.handle = vendor
+    defs = build_definitions()
+    key = dg.AssetKey(["trackstar", "warehouses"])
+    result = _materialize(
+        defs, [key], f"duckdb:///{tmp_path / 'w.duckdb'}", tags=_range_tags("2026-11-20", "2026-11-20")
+    )
+    assert result.success
+    assert met and all(met)  # each first request that waited saw the other connection's arrive

@@ -372,14 +372,16 @@ def bench_shared_budgets(report: Report, sizes: Sizes) -> None:
                     proc.stdin.flush()
                 outs = [proc.communicate(timeout=600) for proc in procs]
                 elapsed = time.time() - start_at
-                for proc, (_, err) in zip(procs, outs, strict=True):
-                    _expect(proc.returncode == 0, f"a reader failed: {err[-500:]}")
+                failed = [err for proc, (_, err) in zip(procs, outs, strict=True) if proc.returncode != 0]
+                # Unshared budgets overrun the token: a reader may give up on 429s (what the issue saw).
+                _expect(store == "memory://" or not failed, f"a reader failed: {failed[0][-500:] if failed else ''}")
                 after = server.counts()
             served = after.get("GET /wms/warehouses", 0) - before.get("GET /wms/warehouses", 0)
             limited = after.get("429", 0) - before.get("429", 0)
             rate = (2 * per_child) / elapsed
             if store == "memory://":
-                report.info(name, f"{label}: 429s, together", f"{limited} × 429, {rate:.2f} req/s")
+                gave_up = f", {len(failed)} of 2 readers gave up (RetriesExhaustedError)" if failed else ""
+                report.info(name, f"{label}: 429s", f"{limited} × 429 in {served} requests{gave_up}")
                 continue
             report.check(name, f"{label}: 429 responses", f"{limited}", "= 0", limited == 0)
             report.check(name, f"{label}: together", f"{rate:.2f} req/s ({served} answered)", ">= 9 req/s", rate >= 9.0)

@@ -23,6 +23,7 @@ from integrations_pipeline.sandbox.salesmanago import SalesmanagoSandbox
 from integrations_pipeline.sandbox.server import serve
 from integrations_pipeline.sandbox.trackstar import TrackstarSandbox
 from integrations_pipeline_tests.clock import FakeClock
+from integrations_pipeline_tests.engine._budget_child import run_readers
 
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 PER_CHILD = 40  # 4 s of one token's 10 req/s each: two unshared children offer twice the limit
@@ -50,35 +51,10 @@ def trackstar() -> Iterator[tuple[TrackstarSandbox, dict[str, str]]]:
 
 def _two_readers(env: dict[str, str], store: str) -> list[dict]:
     """Two processes reading with one token at once; their client stats."""
-    procs = [
-        subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "integrations_pipeline_tests.engine._budget_child",
-                "--store",
-                store,
-                "--n",
-                str(PER_CHILD),
-            ],
-            env={**os.environ, **env},
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )  # fmt: skip
-        for _ in range(2)
-    ]
-    # One start time for both, a little ahead: unpaced, they would overrun the token together.
-    start_at = time.time() + 2.0
-    for proc in procs:
-        assert proc.stdin is not None
-        proc.stdin.write(f"{start_at}\n")
-        proc.stdin.flush()
+    _, ended = run_readers(store, PER_CHILD, env, timeout=300)
     results = []
-    for proc in procs:
-        out, err = proc.communicate(timeout=300)
-        assert proc.returncode == 0, err
+    for code, out, err in ended:
+        assert code == 0, err
         results.append(json.loads(out.splitlines()[-1]))
     return results
 

@@ -391,6 +391,10 @@ class Warehouse(ABC):
         with self._errors(f"ensure_table({table.full_name})"), self._transaction() as conn:
             self._ensure(conn, table)
 
+    def _create_if_missing(self, conn: Any, sql: str) -> None:
+        """Run one ``CREATE ... IF NOT EXISTS`` inside the caller's transaction (PostgreSQL: see its override)."""
+        conn.execute(sql)
+
     def _meta_columns(self) -> tuple[tuple[str, str], ...]:
         """The columns the warehouse maintains itself, with their DDL types."""
         return ((EXTRA_COLUMN, self._column_types["json"]), (SYNCED_AT_COLUMN, self._column_types["timestamp"]))
@@ -408,11 +412,11 @@ class Warehouse(ABC):
             existing = self._existing_columns(conn, table.schema, table.name)
         target = qualified(table.schema, table.name)
         if not existing:
-            conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(table.schema)}")
+            self._create_if_missing(conn, f"CREATE SCHEMA IF NOT EXISTS {quote_ident(table.schema)}")
             defs = [f"{quote_ident(c.name)} {self._column_types[c.type]}" for c in table.columns]
             defs += [f"{quote_ident(n)} {t}" for n, t in self._meta_columns()]
             defs += self._table_constraints(table)
-            conn.execute(f"CREATE TABLE IF NOT EXISTS {target} ({', '.join(defs)})")
+            self._create_if_missing(conn, f"CREATE TABLE IF NOT EXISTS {target} ({', '.join(defs)})")
             return
         for col in table.columns:
             have = existing.get(col.name)

@@ -80,18 +80,20 @@ class InboxWarehouse(DeliveryWarehouse):
         # Under the warehouse's DDL lock (PostgreSQL: an advisory lock until commit): two sessions creating
         # the bookkeeping schema at once make one fail on pg_namespace's unique index, IF NOT EXISTS or not.
         self._lock_ddl(conn)
-        conn.execute(f"CREATE SCHEMA IF NOT EXISTS {STATE_SCHEMA}")
-        conn.execute(
+        self._create_if_missing(conn, f"CREATE SCHEMA IF NOT EXISTS {STATE_SCHEMA}")
+        self._create_if_missing(
+            conn,
             f"CREATE TABLE IF NOT EXISTS {CONNECTIONS} (connector {text} NOT NULL, connection_id {text} NOT NULL, "
             f"integration_name {text}, customer_id {text}, available_actions {text} NOT NULL, status {text} NOT NULL, "
             f"token_sealed {text}, created_at {text} NOT NULL, updated_at {text} NOT NULL, "
-            "PRIMARY KEY (connector, connection_id))"
+            "PRIMARY KEY (connector, connection_id))",
         )
-        conn.execute(
+        self._create_if_missing(
+            conn,
             f"CREATE TABLE IF NOT EXISTS {EVENTS} (connector {text} NOT NULL, event_id {text} NOT NULL, "
             f"event_type {text} NOT NULL, connection_id {text}, stream {text}, object_id {text}, "
             f"payload {text} NOT NULL, received_at {text} NOT NULL, applied_at {text}, outcome {text}, "
-            "PRIMARY KEY (connector, event_id))"
+            "PRIMARY KEY (connector, event_id))",
         )
 
     def _inbox(self, what: str, work: Any) -> Any:

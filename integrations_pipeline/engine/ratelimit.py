@@ -37,6 +37,7 @@ from urllib.parse import urlsplit
 from pyrate_limiter import AbstractBucket, InMemoryBucket, Rate, RateItem, RedisBucket, SQLiteBucket
 
 from .errors import ConfigError
+from .redact import redact_url
 
 #: How many admitted requests between two trims of a budget's old entries.
 LEAK_EVERY = 256
@@ -91,12 +92,7 @@ class BudgetStore:
 
     def describe(self) -> str:
         """The URL without a password (a Redis URL may carry one)."""
-        parts = urlsplit(self.url)
-        if parts.password:
-            host = parts.hostname or ""
-            netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
-            return parts._replace(netloc=netloc).geturl()
-        return self.url
+        return redact_url(self.url)
 
     def budget(self, key: str, requests: int, per_seconds: float, clock: Clock, margin: float = 0.02) -> Budget:
         """The budget named ``key``: at most ``requests`` per ``per_seconds`` widened by ``margin``."""
@@ -107,7 +103,7 @@ class BudgetStore:
             if bucket is None:
                 bucket = self._buckets[name] = self._open(name, [Rate(requests, window_ms)])
                 self._locks[name] = threading.Lock()
-            return Budget(name, bucket, self._locks[name], clock, window_ms / 1000)
+            return Budget(name, bucket, self._locks[name], clock)
 
     def _open(self, name: str, rates: list[Rate]) -> AbstractBucket:
         if self.scheme == "memory":
@@ -141,12 +137,11 @@ class BudgetStore:
 class Budget:
     """One shared budget as seen by this process: ``acquire`` waits until a request may start."""
 
-    def __init__(self, name: str, bucket: AbstractBucket, lock: threading.Lock, clock: Clock, window: float):
+    def __init__(self, name: str, bucket: AbstractBucket, lock: threading.Lock, clock: Clock):
         self.name = name
         self.bucket = bucket
         self.lock = lock  # put + waiting read one decision of the bucket: no other thread in between
         self.clock = clock
-        self.window = window
         self.waited_seconds = 0.0
         self._admitted = 0
 

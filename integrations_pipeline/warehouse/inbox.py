@@ -77,9 +77,7 @@ class InboxWarehouse(DeliveryWarehouse):
 
     def _ensure_inbox_tables(self, conn: Any) -> None:
         text = self._column_types["string"]
-        # Under the warehouse's DDL lock (PostgreSQL: an advisory lock until commit): two sessions creating
-        # the bookkeeping schema at once make one fail on pg_namespace's unique index, IF NOT EXISTS or not.
-        self._lock_ddl(conn)
+        # Every inbox write runs these: _create_if_missing tolerates another session creating them at once.
         self._create_if_missing(conn, f"CREATE SCHEMA IF NOT EXISTS {STATE_SCHEMA}")
         self._create_if_missing(
             conn,

@@ -484,14 +484,8 @@ class _Recorder:
     def finish_all(self, report: PushReport, number: int, total: int) -> None:
         """Everything sent is recorded before the push returns or raises."""
         self.finish_previous(report, number - 1, total)
-        if self._waiting is not None:
-            call_id, rows = self._waiting
-            self._waiting = None
-            try:
-                self._write(call_id, rows)
-            except BaseException:
-                report.stopped = f"recording call {number} of {total} failed; its intent stays for the next run"
-                raise
+        self.start_previous()  # the last call sent (overlap only: otherwise it was recorded already)
+        self.finish_previous(report, number, total)
 
     def close(self) -> None:
         if self._running is not None:

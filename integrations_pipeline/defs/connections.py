@@ -281,7 +281,10 @@ def build_connection_schedules(
         if not keys:
             continue
         job = dg.define_asset_job(
-            f"{spec.name}_{suffix}", selection=dg.AssetSelection.assets(*keys), description=f"{spec.title}: {what}."
+            f"{spec.name}_{suffix}",
+            selection=dg.AssetSelection.assets(*keys),
+            description=f"{spec.title}: {what}.",
+            tags={c.VENDOR_TAG: spec.name},  # the run queue's per-vendor limit (deploy/dagster.yaml)
         )
         jobs.append(job)
         schedules.append(_connection_schedule(spec, job, cron, daily=keys is inc, creds_key=creds_key))

@@ -12,6 +12,7 @@ import dagster as dg
 
 from integrations_pipeline.engine.spec import ConnectorSpec
 
+from . import constants as c
 from .connections import build_connection_schedules
 from .translator import ConnectorTranslator, StreamProps
 
@@ -33,6 +34,7 @@ def build_connector_jobs_and_schedules(
             f"{spec.name}_incremental_sync",
             selection=dg.AssetSelection.assets(*incremental),
             description=f"{spec.title}: incremental streams, one daily partition per run.",
+            tags={c.VENDOR_TAG: spec.name},  # the run queue's per-vendor limit (deploy/dagster.yaml)
         )
         jobs.append(job)
         schedules.append(dg.build_schedule_from_partitioned_job(job, hour_of_day=1, minute_of_hour=0))
@@ -41,6 +43,7 @@ def build_connector_jobs_and_schedules(
             f"{spec.name}_full_refresh",
             selection=dg.AssetSelection.assets(*full),
             description=f"{spec.title}: full-refresh streams.",
+            tags={c.VENDOR_TAG: spec.name},
         )
         jobs.append(job)
         schedules.append(dg.ScheduleDefinition(job=job, cron_schedule="30 1 * * *", execution_timezone="UTC"))

@@ -345,6 +345,7 @@ def build_sync_asset(
         description=f"{sync.description}\n\n`{sync.source}` → sink `{sync.target}`{via}.\n\n"
         f"**Column lineage**\n\n{lineage_markdown(sync)}",
         kinds=translator.get_kinds(sync),
+        tags=translator.get_tags(sync),
         code_version=fingerprint,
         io_manager_key=io_manager_key(sync.target_connector),
         metadata={

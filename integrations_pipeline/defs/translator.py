@@ -237,3 +237,7 @@ class SyncTranslator:
     def get_kinds(self, sync: SyncSpec) -> set[str]:
         # The systems a sync joins, as the UI labels assets by technology: YAML syncs are not "python".
         return {sync.source_connector, sync.target_connector}
+
+    def get_tags(self, sync: SyncSpec) -> dict[str, str]:
+        # The vendor the sync calls (routed syncs: the proxy), whose run-queue limit its runs count against.
+        return {constants.VENDOR_TAG: sync.target_connector}

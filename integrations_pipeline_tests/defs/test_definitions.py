@@ -163,3 +163,23 @@ def test_a_child_stream_depends_on_its_parent_and_nothing_else():
             assert graph.get(dg.AssetKey([spec.name, name])).parent_keys == expected, f"{spec.name}/{name}"
             children += stream.parent is not None
     assert children >= 2  # Trackstar's warehouse locations and order packs
+
+
+def test_every_run_of_one_vendor_carries_its_vendor_tag_for_the_run_queue():
+    """The queue's per-vendor limits (deploy/dagster.yaml) count runs by ``integrations_pipeline/vendor``: the
+    vendors' jobs carry it, and the run coordinator finds it on the assets of runs that carry no tags (backfills)."""
+    from integrations_pipeline.defs.constants import VENDOR_TAG
+    from integrations_pipeline.defs.coordinator import vendors_of
+
+    repo = build_definitions(environ={}).get_repository_def()
+    vendor_jobs = [j for j in repo.get_all_jobs() if j.name.split("_")[0] in SPECS and not j.name.startswith("__")]
+    assert vendor_jobs
+    for job in vendor_jobs:
+        assert job.tags.get(VENDOR_TAG) == job.name.split("_")[0], job.name
+    graph = repo.asset_graph
+    for key in EXPECTED:
+        assert vendors_of([dg.AssetKey(key.split("/"))], graph) == {key.split("/")[0]}, key
+    salesmanago = min(k for k in SYNC_ASSETS if k.startswith("salesmanago/"))
+    two = [dg.AssetKey(["trackstar", "orders"]), dg.AssetKey(salesmanago.split("/"))]
+    assert vendors_of(two, graph) == {"trackstar", "salesmanago"}  # the coordinator tags none of these
+    assert vendors_of([dg.AssetKey(["no", "such"])], graph) == set()

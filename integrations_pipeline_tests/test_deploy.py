@@ -42,17 +42,14 @@ import pytest
 import yaml
 from cryptography.fernet import Fernet
 from dagster._core.execution.backfill import BulkActionStatus
-from starlette.testclient import TestClient
 
 from integrations_pipeline.connectors import load_connectors
 from integrations_pipeline.defs.constants import VENDOR_TAG
-from integrations_pipeline.engine.auth import Credentials, secret_env_vars
-from integrations_pipeline.engine.client import ClientFactory
 from integrations_pipeline.sandbox import default_sandboxes, sandbox_environment
 from integrations_pipeline.sandbox.server import serve
-from integrations_pipeline.service.app import ServiceSettings, create_app
 from integrations_pipeline.warehouse import table_spec_for
 from integrations_pipeline.warehouse.inbox import open_inbox
+from integrations_pipeline_tests.linking import link, service
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
@@ -114,20 +111,6 @@ def _wait(what: str, check: Callable[[], Any], procs: list[subprocess.Popen[byte
 
 def _logs(home: Path) -> str:
     return "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-4000:]}" for p in sorted(home.glob("*.log")))
-
-
-def _link(env: dict[str, str], warehouse_url: str, code: str) -> None:
-    def client_for(spec):  # type: ignore[no-untyped-def]
-        credentials = Credentials.from_environ(spec.name, secret_env_vars(spec), env)
-        return ClientFactory(credentials, environ=env).connector(spec)
-
-    app = create_app(ServiceSettings.from_environ(SPECS, env), SPECS, lambda: open_inbox(warehouse_url), client_for)
-    answer = TestClient(app).post(
-        "/trackstar/store-token",
-        headers={"authorization": f"Bearer {env['INTEGRATIONS_PIPELINE_API_KEY']}"},
-        json={"auth_code": code},
-    )
-    assert answer.status_code == 200, answer.text
 
 
 def _stored(warehouse_url: str, stream: str) -> dict[str, set[str]]:
@@ -206,7 +189,7 @@ def test_a_range_backfill_runs_through_the_queue_on_celery_workers_and_the_wareh
         env.pop("TRACKSTAR_ACCESS_TOKEN", None)  # connections come from the link flow only
         trackstar.connect("conn_c")
         for conn in CONNECTIONS:
-            _link(env, postgres_url, f"code_{conn}")
+            link(service(env, postgres_url), env, f"code_{conn}")
         try:
             for name, command in (
                 ("celery", [str(BIN / "dagster-celery"), "worker", "start", "-A", "dagster_celery.app"]),

@@ -14,39 +14,19 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import dagster as dg
-from starlette.testclient import TestClient
 
 from integrations_pipeline.connectors import load_connectors
 from integrations_pipeline.definitions import build_definitions
 from integrations_pipeline.defs.connections import CONNECTION_TAG
 from integrations_pipeline.defs.events import JOB_NAME
-from integrations_pipeline.engine.auth import Credentials, secret_env_vars
-from integrations_pipeline.engine.client import ClientFactory
-from integrations_pipeline.service.app import ServiceSettings, create_app
 from integrations_pipeline.warehouse import table_spec_for
 from integrations_pipeline.warehouse.inbox import open_inbox
+from integrations_pipeline_tests.linking import link, service
 from integrations_pipeline_tests.partitions import RANGE_END, RANGE_START, connected_instance, trackstar_days
 
 SPECS = load_connectors()
 ORDERS = dg.AssetKey(["trackstar", "orders"])
 YESTERDAY = (datetime.now(UTC).date() - timedelta(days=1)).isoformat()
-
-
-def _service(env: dict[str, str], url: str) -> TestClient:
-    def client_for(spec):
-        credentials = Credentials.from_environ(spec.name, secret_env_vars(spec), env)
-        return ClientFactory(credentials, environ=env).connector(spec)
-
-    return TestClient(create_app(ServiceSettings.from_environ(SPECS, env), SPECS, lambda: open_inbox(url), client_for))
-
-
-def _link(http: TestClient, env: dict[str, str], code: str) -> None:
-    answer = http.post(
-        "/trackstar/store-token",
-        headers={"authorization": f"Bearer {env['INTEGRATIONS_PIPELINE_API_KEY']}"},
-        json={"auth_code": code},
-    )
-    assert answer.status_code == 200, answer.text
 
 
 def _orders_by_connection(url: str) -> dict[str, set[str]]:
@@ -77,9 +57,9 @@ def _run(defs, instance, tags, keys=(ORDERS,)):
 def test_a_revoked_token_fails_only_that_customers_partitions(sandboxes, linked_env, warehouse_url):
     _, boxes = sandboxes
     trackstar = boxes["trackstar"]
-    http = _service(linked_env, warehouse_url)
-    _link(http, linked_env, "code_a")
-    _link(http, linked_env, "code_b")
+    http = service(linked_env, warehouse_url)
+    link(http, linked_env, "code_a")
+    link(http, linked_env, "code_b")
     defs = build_definitions(warehouse_url=warehouse_url)
     with dg.instance_for_test() as instance:  # a schedule's resources need an instance with a ref
         _revoked_token(defs, connected_instance(instance=instance), trackstar, http, linked_env, warehouse_url)
@@ -123,7 +103,7 @@ def _revoked_token(defs, instance, trackstar, http, linked_env, warehouse_url) -
     assert requests[0].partition_key == f"conn_a|{YESTERDAY}"  # yesterday, UTC
 
     # Linking again makes it active: the same run succeeds.
-    _link(http, linked_env, trackstar.relink("conn_b"))
+    link(http, linked_env, trackstar.relink("conn_b"))
     assert _status(warehouse_url)["conn_b"] == "active"
     assert _run(defs, instance, days).success
 
@@ -131,7 +111,7 @@ def _revoked_token(defs, instance, trackstar, http, linked_env, warehouse_url) -
 def test_a_customer_connecting_is_onboarded_by_webhook_and_read_once_whole(sandboxes, linked_env, warehouse_url):
     _, boxes = sandboxes
     trackstar = boxes["trackstar"]
-    http = _service(linked_env, warehouse_url)
+    http = service(linked_env, warehouse_url)
     trackstar.webhooks.subscribe("http://testserver/webhooks/trackstar")
     defs = build_definitions(warehouse_url=warehouse_url)
     instance = dg.DagsterInstance.ephemeral()
@@ -214,9 +194,9 @@ def test_a_customer_connecting_is_onboarded_by_webhook_and_read_once_whole(sandb
 def test_the_registry_asset_reconciles_with_the_vendors_list(sandboxes, linked_env, warehouse_url):
     _, boxes = sandboxes
     trackstar = boxes["trackstar"]
-    http = _service(linked_env, warehouse_url)
-    _link(http, linked_env, "code_a")
-    _link(http, linked_env, "code_b")
+    http = service(linked_env, warehouse_url)
+    link(http, linked_env, "code_a")
+    link(http, linked_env, "code_b")
     trackstar.delete_connection("conn_b")
     trackstar.connect("conn_c")  # linked elsewhere: listed by Trackstar, its token never reached us
     defs = build_definitions(warehouse_url=warehouse_url)

@@ -10,35 +10,18 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import dagster as dg
-from starlette.testclient import TestClient
 
 from integrations_pipeline.connectors import load_connectors
 from integrations_pipeline.definitions import build_definitions
 from integrations_pipeline.defs import constants as c
 from integrations_pipeline.defs.resources import WarehouseResource
-from integrations_pipeline.engine.auth import Credentials, secret_env_vars
-from integrations_pipeline.engine.client import ClientFactory
-from integrations_pipeline.service.app import ServiceSettings, create_app
 from integrations_pipeline.warehouse import table_spec_for
 from integrations_pipeline.warehouse.inbox import open_inbox
+from integrations_pipeline_tests.linking import link, service
 from integrations_pipeline_tests.partitions import connected_instance, trackstar_days
 
 SPECS = load_connectors()
 KEY = dg.AssetKey(["trackstar", "orders"])
-
-
-def _link(env: dict[str, str], url: str, auth_code: str) -> None:
-    def client_for(spec):
-        credentials = Credentials.from_environ(spec.name, secret_env_vars(spec), env)
-        return ClientFactory(credentials, environ=env).connector(spec)
-
-    app = create_app(ServiceSettings.from_environ(SPECS, env), SPECS, lambda: open_inbox(url), client_for)
-    answer = TestClient(app).post(
-        "/trackstar/store-token",
-        headers={"authorization": f"Bearer {env['INTEGRATIONS_PIPELINE_API_KEY']}"},
-        json={"auth_code": auth_code, "customer_id": "cust-1"},
-    )
-    assert answer.status_code == 200, answer.text
 
 
 def _run(url: str, connections=("conn_a", "conn_b"), raise_on_error: bool = True) -> dg.ExecuteInProcessResult:
@@ -70,7 +53,7 @@ def _connection_ids(url: str) -> set[str]:
 
 def test_a_connection_linked_through_the_service_is_read_with_no_token_pasted(sandboxes, linked_env, warehouse_url):
     _, boxes = sandboxes
-    _link(linked_env, warehouse_url, "code_b")
+    link(service(linked_env, warehouse_url), linked_env, "code_b", customer_id="cust-1")
     result = _run(warehouse_url, ["conn_b"])
     assert result.success
     assert _connection_ids(warehouse_url) == {"conn_b"}
@@ -83,7 +66,7 @@ def test_a_connection_linked_through_the_service_is_read_with_no_token_pasted(sa
 
 
 def test_stored_tokens_need_the_key_and_the_run_says_which(sandboxes, linked_env, warehouse_url, monkeypatch):
-    _link(linked_env, warehouse_url, "code_a")
+    link(service(linked_env, warehouse_url), linked_env, "code_a", customer_id="cust-1")
     monkeypatch.delenv("INTEGRATIONS_PIPELINE_SECRET_KEY")
     result = _run(warehouse_url, ["conn_a"], raise_on_error=False)
     assert not result.success
@@ -95,7 +78,7 @@ def test_the_variable_is_a_fallback_and_a_deleted_connection_is_not_read(
     sandboxes, linked_env, warehouse_url, monkeypatch
 ):
     _, boxes = sandboxes
-    _link(linked_env, warehouse_url, "code_b")
+    link(service(linked_env, warehouse_url), linked_env, "code_b", customer_id="cust-1")
     with open_inbox(warehouse_url) as wh:
         assert wh.set_connection_status("trackstar", ["conn_b"], "deleted", now=datetime.now(UTC)) == 1
     tokens = boxes["trackstar"].connections

@@ -10,6 +10,10 @@ from collections.abc import Sequence
 
 import dagster as dg
 
+from integrations_pipeline.connectors import load_connectors
+from integrations_pipeline.warehouse import table_spec_for
+from integrations_pipeline.warehouse.inbox import open_inbox
+
 SANDBOX_CONNECTIONS = ("conn_a", "conn_b")
 RANGE_START = "dagster/asset_partition_range_start"
 RANGE_END = "dagster/asset_partition_range_end"
@@ -32,3 +36,13 @@ def trackstar_days(first: str, last: str, connections: Sequence[str] = SANDBOX_C
 def days(first: str, last: str) -> dict[str, str]:
     """Run tags for days ``[first, last]`` of a daily-partitioned vendor (Salestrekker)."""
     return {RANGE_START: first, RANGE_END: last}
+
+
+def stored_by_connection(warehouse_url: str, stream: str = "orders") -> dict[str, set[str]]:
+    """The ids of a Trackstar stream's records the warehouse holds, by connection."""
+    with open_inbox(warehouse_url) as wh:
+        rows = wh.read_records(table_spec_for(load_connectors()["trackstar"], stream))
+    out: dict[str, set[str]] = {}
+    for row in rows:
+        out.setdefault(row["_connection_id"], set()).add(row["id"])
+    return out

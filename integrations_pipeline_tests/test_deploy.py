@@ -33,10 +33,9 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import dagster as dg
 import pytest
@@ -48,9 +47,8 @@ from integrations_pipeline.connectors import load_connectors
 from integrations_pipeline.defs.constants import VENDOR_TAG
 from integrations_pipeline.sandbox import default_sandboxes, sandbox_environment
 from integrations_pipeline.sandbox.server import serve
-from integrations_pipeline.warehouse import table_spec_for
-from integrations_pipeline.warehouse.inbox import open_inbox
 from integrations_pipeline_tests.linking import link, service
+from integrations_pipeline_tests.partitions import stored_by_connection
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
@@ -79,24 +77,6 @@ def rabbitmq() -> None:
         pytest.skip(message)
 
 
-@pytest.fixture
-def storage_url(postgres_url: str) -> Iterator[str]:
-    """A second database beside the warehouse's: Dagster's runs, event logs and schedules."""
-    import psycopg
-
-    name = f"ip_dagster_{uuid.uuid4().hex[:10]}"
-    # dagster-postgres is written for psycopg2 (its NOTIFY takes a client-side parameter); SQLAlchemy 2.1 picks
-    # psycopg 3 for a bare postgresql:// URL, so the storage URL names the driver (README, "Beyond one machine").
-    with psycopg.connect(postgres_url, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    parts = urlsplit(postgres_url)
-    try:
-        yield urlunsplit(("postgresql+psycopg2", parts.netloc, "/" + name, parts.query, parts.fragment))
-    finally:
-        with psycopg.connect(postgres_url, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
 def _wait(what: str, check: Callable[[], Any], procs: list[subprocess.Popen[bytes]], home: Path) -> Any:
     deadline = time.monotonic() + WAIT
     while time.monotonic() < deadline:
@@ -114,15 +94,6 @@ def _logs(home: Path) -> str:
     return "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-4000:]}" for p in sorted(home.glob("*.log")))
 
 
-def _stored(warehouse_url: str, stream: str) -> dict[str, set[str]]:
-    with open_inbox(warehouse_url) as wh:
-        rows = wh.read_records(table_spec_for(SPECS["trackstar"], stream))
-    out: dict[str, set[str]] = {}
-    for row in rows:
-        out.setdefault(row["_connection_id"], set()).add(row["id"])
-    return out
-
-
 def _truth(trackstar: Any, stream: str) -> dict[str, set[str]]:
     """Each connection's records whose cursor falls on one of the backfilled days (UTC)."""
     cursor = SPECS["trackstar"].streams[stream].incremental.cursor_field  # type: ignore[union-attr]
@@ -132,7 +103,7 @@ def _truth(trackstar: Any, stream: str) -> dict[str, set[str]]:
     }
 
 
-def _backfill(env: dict[str, str], home: Path, *connections: str) -> str:
+def _backfill(env: dict[str, str], *connections: str) -> str:
     assets = [arg for s in STREAMS for arg in ("--asset", f"trackstar/{s}")]
     out = subprocess.run(
         [str(BIN / "python"), str(DEPLOY / "backfill.py"), *assets, "--from", FIRST, "--to", LAST]
@@ -161,10 +132,14 @@ def _run_worker_pid(instance: dg.DagsterInstance, run_id: str) -> int | None:
 
 @pytest.mark.postgres
 def test_a_range_backfill_runs_through_the_queue_on_celery_workers_and_the_warehouse_equals_the_truth(
-    rabbitmq, postgres_url, storage_url, tmp_path, monkeypatch
+    rabbitmq, postgres_url, tmp_path, monkeypatch
 ):
     home = tmp_path / "dagster_home"
     home.mkdir()
+    # Dagster's runs, event logs and schedules beside the warehouse's schemas, in its database. The URL names
+    # psycopg2, which dagster-postgres is written for: SQLAlchemy 2.1 picks psycopg 3 for a bare postgresql://
+    # (README, "Beyond one machine").
+    storage_url = postgres_url.replace("postgresql://", "postgresql+psycopg2://", 1)
     config = yaml.safe_load((DEPLOY / "dagster.yaml").read_text())
     limits = config["run_coordinator"]["config"]["tag_concurrency_limits"]
     (trackstar_limit,) = [lim for lim in limits if lim["key"] == VENDOR_TAG and lim["value"] == "trackstar"]
@@ -249,8 +224,8 @@ def _check_deployment(instance, env, home, procs, trackstar, warehouse_url) -> N
     gate = _Gate(trackstar, killed_conn)
     trackstar.handle = gate.handle
     try:
-        first = _backfill(env, home, killed_conn)
-        second = _backfill(env, home, *rest)  # one backfill over two connections' ranges of days
+        first = _backfill(env, killed_conn)
+        second = _backfill(env, *rest)  # one backfill over two connections' ranges of days
         assert instance.get_backfill(first) is not None and instance.get_backfill(second) is not None, (first, second)
         _wait("the first run's request", gate.reached.is_set, procs, home)
         (run,) = _wait(
@@ -272,7 +247,7 @@ def _check_deployment(instance, env, home, procs, trackstar, warehouse_url) -> N
 
     # The killed run freed its place: the second backfill runs, then a new backfill of the killed connection.
     _wait("the second backfill's end", lambda: ended(second), procs, home)
-    third = _backfill(env, home, killed_conn)
+    third = _backfill(env, killed_conn)
     _wait("the third backfill's end", lambda: ended(third), procs, home)
     runs = [killed, *runs_of(second), *runs_of(third)]
     # One run per connection's range of days (the streams' single-run backfill policy), each succeeded.
@@ -291,4 +266,4 @@ def _check_deployment(instance, env, home, procs, trackstar, warehouse_url) -> N
 
     for stream in STREAMS:
         assert all(_truth(trackstar, stream).values()), stream  # records on those days, for each
-        assert _stored(warehouse_url, stream) == _truth(trackstar, stream), stream
+        assert stored_by_connection(warehouse_url, stream) == _truth(trackstar, stream), stream

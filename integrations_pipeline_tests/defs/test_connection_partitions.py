@@ -19,23 +19,19 @@ from integrations_pipeline.connectors import load_connectors
 from integrations_pipeline.definitions import build_definitions
 from integrations_pipeline.defs.connections import CONNECTION_TAG
 from integrations_pipeline.defs.events import JOB_NAME
-from integrations_pipeline.warehouse import table_spec_for
 from integrations_pipeline.warehouse.inbox import open_inbox
 from integrations_pipeline_tests.linking import link, service
-from integrations_pipeline_tests.partitions import RANGE_END, RANGE_START, connected_instance, trackstar_days
+from integrations_pipeline_tests.partitions import (
+    RANGE_END,
+    RANGE_START,
+    connected_instance,
+    stored_by_connection,
+    trackstar_days,
+)
 
 SPECS = load_connectors()
 ORDERS = dg.AssetKey(["trackstar", "orders"])
 YESTERDAY = (datetime.now(UTC).date() - timedelta(days=1)).isoformat()
-
-
-def _orders_by_connection(url: str) -> dict[str, set[str]]:
-    with open_inbox(url) as wh:
-        rows = wh.read_records(table_spec_for(SPECS["trackstar"], "orders"))
-    out: dict[str, set[str]] = {}
-    for r in rows:
-        out.setdefault(r["_connection_id"], set()).add(r["id"])
-    return out
 
 
 def _status(url: str) -> dict[str, str]:
@@ -142,7 +138,7 @@ def test_a_customer_connecting_is_onboarded_by_webhook_and_read_once_whole(sandb
         # (the other streams' history costs minutes at the sandbox's rate, one packs call per order).
         assert ORDERS in (history.asset_selection or []) and len(history.asset_selection or []) > 1
         assert _run(defs, instance, history.tags).success
-        assert _orders_by_connection(warehouse_url)["conn_c"] == {r["id"] for r in trackstar.truth("orders", "conn_c")}
+        assert stored_by_connection(warehouse_url)["conn_c"] == {r["id"] for r in trackstar.truth("orders", "conn_c")}
 
         # Once only: the next tick requests nothing.
         with dg.build_sensor_context(

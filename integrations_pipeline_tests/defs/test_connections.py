@@ -18,7 +18,7 @@ from integrations_pipeline.defs.resources import WarehouseResource
 from integrations_pipeline.warehouse import table_spec_for
 from integrations_pipeline.warehouse.inbox import open_inbox
 from integrations_pipeline_tests.linking import link, service
-from integrations_pipeline_tests.partitions import connected_instance, trackstar_days
+from integrations_pipeline_tests.partitions import connected_instance, stored_by_connection, trackstar_days
 
 SPECS = load_connectors()
 KEY = dg.AssetKey(["trackstar", "orders"])
@@ -46,17 +46,12 @@ def _partitions(result: dg.ExecuteInProcessResult) -> set[str]:
     return {str(e.partition).split("|")[0] for e in result.get_asset_materialization_events()}
 
 
-def _connection_ids(url: str) -> set[str]:
-    with open_inbox(url) as wh:
-        return {r["_connection_id"] for r in wh.read_records(table_spec_for(SPECS["trackstar"], "orders"))}
-
-
 def test_a_connection_linked_through_the_service_is_read_with_no_token_pasted(sandboxes, linked_env, warehouse_url):
     _, boxes = sandboxes
     link(service(linked_env, warehouse_url), linked_env, "code_b", customer_id="cust-1")
     result = _run(warehouse_url, ["conn_b"])
     assert result.success
-    assert _connection_ids(warehouse_url) == {"conn_b"}
+    assert set(stored_by_connection(warehouse_url)) == {"conn_b"}
     # conn_a was never linked and no variable names it: a run of its partitions fails, saying so.
     refused = _run(warehouse_url, ["conn_a"], raise_on_error=False)
     assert not refused.success and "conn_a: unknown" in _failure(refused)
@@ -87,4 +82,4 @@ def test_the_variable_is_a_fallback_and_a_deleted_connection_is_not_read(
     # conn_a (the variable's) is read and its partitions reported; conn_b's fail, naming why.
     assert not result.success and "conn_b: deleted" in _failure(result)
     assert _partitions(result) == {"conn_a"}
-    assert _connection_ids(warehouse_url) == {"conn_a"}
+    assert set(stored_by_connection(warehouse_url)) == {"conn_a"}

@@ -330,13 +330,8 @@ def _resume_day(instance: Any, job: Any, pdef: Any, specs: Any, first: str, last
     if not end:
         return first
     _, day = split_partition_key(end, pdef)
-    lookbacks = []
-    for key in job.asset_layer.selected_asset_keys:
-        spec = specs.get(key.path[0])
-        stream = spec.streams.get(key.path[-1]) if spec is not None else None
-        if stream is not None and stream.incremental is not None:
-            lookbacks.append(stream.incremental.lookback_days)
-    lookback = max(lookbacks, default=1)
+    keys = job.asset_layer.selected_asset_keys
+    lookback = max((specs[k.path[0]].lookback_days([k.path[-1]]) for k in keys if k.path[0] in specs), default=1)
     resumed = (date.fromisoformat(day or first) - timedelta(days=lookback)).isoformat()
     return min(max(first, resumed), last)
 

@@ -13,8 +13,9 @@ filled by the link flow, ``connection.*`` webhooks and the registry asset) and t
   of each new usable connection's whole history, one run of a stream's history when the vendor says its
   historical sync of that resource completed (``connection.historical-sync-completed``), and cancels the
   queued or running runs of a connection that was deleted or revoked;
-- ``<vendor>_incremental_sync`` (a schedule): at 01:00 UTC one run per usable connection for yesterday, so
-  one customer's failure is that customer's partition only.
+- ``<vendor>_incremental_sync`` (a schedule): at 01:00 UTC one run per usable connection for yesterday and the
+  spec's lookback days before it (``translator.scheduled_range_tags``), so one customer's failure is that
+  customer's partitions only and a record stamped late is read by the next day's run.
 
 Runs it requests carry the tag ``integrations_pipeline/connection`` (the UI filters runs by it).
 """
@@ -35,11 +36,17 @@ from integrations_pipeline.warehouse.inbox import InboxWarehouse, StoredConnecti
 
 from . import constants as c
 from .resources import ConnectorCredentials, WarehouseResource
-from .translator import ConnectorTranslator, StreamProps, connection_partitions, partition_key
+from .translator import (
+    RANGE_END_TAG,
+    RANGE_START_TAG,
+    ConnectorTranslator,
+    StreamProps,
+    connection_partitions,
+    partition_key,
+    scheduled_range_tags,
+)
 
 CONNECTION_TAG = "integrations_pipeline/connection"
-RANGE_START_TAG = "dagster/asset_partition_range_start"
-RANGE_END_TAG = "dagster/asset_partition_range_end"
 # Runs of a connection that was deleted or revoked are cancelled while in one of these.
 _CANCELLABLE = [
     dg.DagsterRunStatus.QUEUED,
@@ -316,6 +323,9 @@ def _connection_schedule(
         when = context.scheduled_execution_time
         day: date = when.astimezone(UTC).date() - timedelta(days=1)
         ready = [k for k in states.usable if k in existing]
+        if daily and scheduled_range_tags(spec, day) is None:
+            yield dg.SkipReason(f"{day} comes before the first {spec.name} partition")
+            return
         if not ready:
             yield dg.SkipReason(
                 f"no usable {spec.name} connection has a partition yet (turn on the {spec.name}_connections sensor "
@@ -324,11 +334,14 @@ def _connection_schedule(
             return
         for conn in ready:
             key = str(partition_key(conn, day.isoformat() if daily else None))
-            yield dg.RunRequest(
-                run_key=f"{key}@{when.isoformat()}",
-                partition_key=key,
-                tags={CONNECTION_TAG: conn, c.VENDOR_TAG: spec.name},
-            )
+            tags = {CONNECTION_TAG: conn, c.VENDOR_TAG: spec.name}
+            if daily:
+                # Yesterday and the lookback days before it, in one run: late-stamped records are read.
+                yield dg.RunRequest(
+                    run_key=f"{key}@{when.isoformat()}", tags={**tags, **(scheduled_range_tags(spec, day, conn) or {})}
+                )
+            else:
+                yield dg.RunRequest(run_key=f"{key}@{when.isoformat()}", partition_key=key, tags=tags)
 
     return _schedule
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import date, timedelta
 from functools import cached_property
 
 import dagster as dg
@@ -73,6 +74,28 @@ def partition_key(connection: str, day: str | None) -> str:
     if day is None:
         return connection
     return dg.MultiPartitionKey({CONNECTION_DIMENSION: connection, DAY_DIMENSION: day})
+
+
+#: Dagster's run tags for a partition range read in one run (``BackfillPolicy.single_run``).
+RANGE_START_TAG = "dagster/asset_partition_range_start"
+RANGE_END_TAG = "dagster/asset_partition_range_end"
+
+
+def scheduled_range_tags(spec: ConnectorSpec, day: date, connection: str | None = None) -> dict[str, str] | None:
+    """Run tags of the scheduled read of ``day`` (one connection's, for a vendor with connections): the
+    partitions ``[day - lookback, day]``, where lookback is the largest ``lookback_days`` of ``spec``'s
+    incremental streams, so a record stamped late on an earlier day (Trackstar syncs each WMS hourly or
+    less) is read by the next day's run and the partition it belongs to is materialized again with it.
+    Never before the first partition; None when ``day`` comes before it."""
+    starts = [s.incremental.start_date for s in spec.streams.values() if s.incremental]
+    if not starts or day.isoformat() < max(starts):
+        return None
+    first = max(day - timedelta(days=spec.lookback_days()), date.fromisoformat(max(starts)))
+
+    def key(d: date) -> str:
+        return str(partition_key(connection, d.isoformat())) if connection is not None else d.isoformat()
+
+    return {RANGE_START_TAG: key(first), RANGE_END_TAG: key(day)}
 
 
 def has_days(partitions_def: dg.PartitionsDefinition) -> bool:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Collection
+from collections.abc import Collection, Iterable
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args
 
@@ -927,6 +927,16 @@ class ConnectorSpec(Frozen):
                     f"fields: {{{parent_inc.cursor_field}: {inc.cursor_field}}}"
                 )
         return None
+
+    def lookback_days(self, streams: Iterable[str] | None = None) -> int:
+        """The largest ``incremental.lookback_days`` of ``streams`` (default: all): how many days before the
+        day it is for a scheduled or resumed read starts, so records stamped late are read (Trackstar syncs
+        each WMS hourly or less, so a record stamped 23:30 may appear after the 01:00 run). 0 without
+        incremental streams."""
+        names = self.streams if streams is None else streams
+        return max(
+            (s.incremental.lookback_days for n in names if (s := self.streams.get(n)) and s.incremental), default=0
+        )
 
     def fingerprint(self) -> str:
         """Stable hash of the spec's content: Dagster's ``code_version`` for its assets."""

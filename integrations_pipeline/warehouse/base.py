@@ -596,6 +596,7 @@ class Warehouse(ABC):
         delivered: Sequence[Any] = (),
         rejects: Sequence[Any] = (),
         in_doubt: Sequence[Any] = (),
+        delivered_new: Sequence[Any] = (),
     ) -> None:
         raise NotImplementedError(f"{type(self).__name__} keeps no delivery ledger")
 

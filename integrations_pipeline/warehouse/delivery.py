@@ -207,9 +207,18 @@ class DeliveryWarehouse(Warehouse):
 
     @abstractmethod
     def _upsert_delivered(
-        self, conn: Any, sink: str, keys: list[str], hashes: list[str], responses: list[str | None]
+        self,
+        conn: Any,
+        sink: str,
+        keys: list[str],
+        hashes: list[str],
+        responses: list[str | None],
+        *,
+        new: bool = False,
     ) -> None:
-        """Set the delivered hash and response (JSON text) of each key (the keys are distinct)."""
+        """Set the delivered hash and response (JSON text) of each key (the keys are distinct). ``new``:
+        no key has a row yet (the ledger knows it, ``_close_intent``), so a backend without a key
+        constraint may insert without looking for old rows."""
 
     @abstractmethod
     def _append_rejects(
@@ -292,15 +301,18 @@ class DeliveryWarehouse(Warehouse):
                 return []
             return _plan_dicts(sink, self._select_plan(conn, sink, run_id), json_as_text=self._json_as_text)
 
-    def _record_delivery(self, conn: Any, sink: str, rows: Iterable[DeliveryRow], *, ensure: bool = True) -> int:
+    def _record_delivery(
+        self, conn: Any, sink: str, rows: Iterable[DeliveryRow], *, ensure: bool = True, new: bool = False
+    ) -> int:
         """Upsert inside the caller's transaction; returns the keys written. ``ensure=False``: the
-        caller made sure of the tables already (the ledger, once per operation)."""
+        caller made sure of the tables already (the ledger, once per operation); ``new``: see
+        ``_upsert_delivered``."""
         keys, hashes, responses = delivery_columns(rows)
         if not keys:
             return 0
         if ensure:
             self._ensure_delivery_tables(conn)
-        self._upsert_delivered(conn, sink, keys, hashes, responses)
+        self._upsert_delivered(conn, sink, keys, hashes, responses, new=new)
         return len(keys)
 
     def _record_rejects(self, conn: Any, sink: str, rows: Iterable[RejectRow], *, ensure: bool = True) -> int:
@@ -340,10 +352,13 @@ class DeliveryWarehouse(Warehouse):
         delivered: Sequence[DeliveryRow] = (),
         rejects: Sequence[RejectRow] = (),
         in_doubt: Sequence[InDoubt] = (),
+        delivered_new: Sequence[DeliveryRow] = (),
     ) -> None:
         self._ledger(
             "close_intent",
-            lambda conn: self._close_intent(conn, check_sink(sink), call_id, delivered, rejects, in_doubt),
+            lambda conn: self._close_intent(
+                conn, check_sink(sink), call_id, delivered, rejects, in_doubt, delivered_new
+            ),
         )
 
     def read_intents(self, sink: str) -> list[Intent]:
@@ -430,14 +445,24 @@ class DeliveryWarehouse(Warehouse):
         delivered: Sequence[DeliveryRow],
         rejects: Sequence[RejectRow],
         in_doubt: Sequence[InDoubt],
+        delivered_new: Sequence[DeliveryRow] = (),
     ) -> None:
         """Record one call's outcome (``DeliveryLedger.close_intent``)."""
         p = self._placeholder
+        # The intent goes first: gone already means another push settled this call (this one lost its
+        # lease meanwhile and may have written rows for keys its plan saw undelivered): then no key is
+        # taken as new.
+        cur = conn.execute(f"DELETE FROM {INTENTS} WHERE sink = {p} AND call_id = {p}", [sink, call_id])
+        if delivered_new and not self._affected_rows(cur):
+            delivered, delivered_new = [*delivered, *delivered_new], ()
         if delivered:
             self._record_delivery(conn, sink, delivered, ensure=False)
+        if delivered_new:
+            self._record_delivery(conn, sink, delivered_new, ensure=False, new=True)
         # Settled keys leave the in-doubt table: delivered, refused, or about to be put back with a new reason.
         settled = (
             [row[0] for row in delivered]
+            + [row[0] for row in delivered_new]
             + [row[0] for row in rejects if row[0] is not None]
             + [x.key for x in in_doubt]
         )
@@ -458,7 +483,6 @@ class DeliveryWarehouse(Warehouse):
                 f"WHERE NOT EXISTS (SELECT 1 FROM {DELIVERED} AS x WHERE x.sink = {p} AND x.record_key = t.k)",
                 [sink, *columns, sink],
             )
-        conn.execute(f"DELETE FROM {INTENTS} WHERE sink = {p} AND call_id = {p}", [sink, call_id])
 
     def _resolve_in_doubt(
         self, conn: Any, sink: str, keys: Sequence[str] | None, mark_delivered: bool

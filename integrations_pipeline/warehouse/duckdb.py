@@ -517,11 +517,15 @@ class DuckDBWarehouse(InboxWarehouse):
         keys: list[str],
         hashes: list[str],
         responses: list[str | None],
+        *,
+        new: bool = False,
     ) -> None:
         # The columns travel as three list parameters, unnested in SQL: no DataFrame to build and register
         # (a push records every call: 1,000 rows in ~6 ms this way, ~23 ms through pandas).
-        # No key constraint: drop the old rows of these keys, then insert.
-        conn.execute(f"DELETE FROM {DELIVERED} WHERE sink = ? AND record_key = ANY(?)", [sink, keys])
+        # No key constraint: drop the old rows of these keys, then insert. Finding them scans the sink's
+        # rows (~3 ms a call at 100,000 delivered): skipped for keys the ledger knows are ``new``.
+        if not new:
+            conn.execute(f"DELETE FROM {DELIVERED} WHERE sink = ? AND record_key = ANY(?)", [sink, keys])
         conn.execute(
             f"INSERT INTO {DELIVERED} SELECT ?, unnest(?::VARCHAR[]), unnest(?::VARCHAR[]), now(), unnest(?::VARCHAR[])::JSON",
             [sink, keys, hashes, responses],

@@ -5,7 +5,9 @@
 - a customer who connects is onboarded by Trackstar's ``connection.created`` webhook alone (its token sealed
   before it is stored), gets its partition and one run of its whole history; a completed historical sync
   reads that resource's history again; ``connection.deleted`` cancels its pending runs;
-- the ``trackstar/connections`` asset reconciles the registry with ``GET /connections``.
+- the ``trackstar/connections`` asset reconciles the registry with ``GET /connections``;
+- the daily schedule reads yesterday with the spec's lookback: a record stamped late on the day before, which
+  appeared after that day's run, is read by the next day's run.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from integrations_pipeline_tests.partitions import (
 SPECS = load_connectors()
 ORDERS = dg.AssetKey(["trackstar", "orders"])
 YESTERDAY = (datetime.now(UTC).date() - timedelta(days=1)).isoformat()
+DAY_BEFORE = (datetime.now(UTC).date() - timedelta(days=2)).isoformat()
 
 
 def _status(url: str) -> dict[str, str]:
@@ -96,7 +99,10 @@ def _revoked_token(defs, instance, trackstar, http, linked_env, warehouse_url) -
     ) as context:
         requests = list(schedule.evaluate_tick(context).run_requests or [])
     assert [r.tags[CONNECTION_TAG] for r in requests] == ["conn_a"]
-    assert requests[0].partition_key == f"conn_a|{YESTERDAY}"  # yesterday, UTC
+    # Yesterday (UTC) and the spec's lookback day before it, one run.
+    assert (
+        requests[0].tags[RANGE_START] == f"conn_a|{DAY_BEFORE}" and requests[0].tags[RANGE_END] == f"conn_a|{YESTERDAY}"
+    )
 
     # Linking again makes it active: the same run succeeds.
     link(http, linked_env, trackstar.relink("conn_b"))
@@ -215,3 +221,38 @@ def test_the_registry_asset_reconciles_with_the_vendors_list(sandboxes, linked_e
     assert trackstar.connections["conn_c"] not in str(md)
     # Every connection keeps a partition (conn_b's history stays visible); only conn_a is read.
     assert instance.get_dynamic_partitions("trackstar_connections") == ["conn_a", "conn_b", "conn_c"]
+
+
+def test_the_daily_schedule_reads_records_stamped_late_with_its_lookback(sandboxes, linked_env, warehouse_url):
+    """Trackstar syncs each WMS hourly or less: an order stamped 23:30 on 2026-11-20 can appear after the 01:00
+    run of the 21st that read the 20th. The next tick's run (for the 21st) covers the 20th again."""
+    _, boxes = sandboxes
+    trackstar = boxes["trackstar"]
+    http = service(linked_env, warehouse_url)
+    link(http, linked_env, "code_a")
+    defs = build_definitions(warehouse_url=warehouse_url)
+    assert SPECS["trackstar"].lookback_days() >= 1
+    with dg.instance_for_test() as instance:
+        connected_instance(["conn_a"], instance=instance)
+        assert _run(defs, instance, {"dagster/partition": "conn_a|2026-11-20"}).success
+        late = set(trackstar.add("orders", 3, datetime(2026, 11, 20, 23, 30, tzinfo=UTC), "conn_a"))
+        assert not late & stored_by_connection(warehouse_url)["conn_a"]
+
+        # Without a lookback the 21st's partition alone never sees them: they are stamped the 20th.
+        assert _run(defs, instance, {"dagster/partition": "conn_a|2026-11-21"}).success
+        assert not late & stored_by_connection(warehouse_url)["conn_a"]
+
+        schedule = defs.resolve_schedule_def("trackstar_incremental_sync_schedule")
+        with dg.build_schedule_context(
+            instance=instance,
+            resources=defs.resources,
+            scheduled_execution_time=datetime(2026, 11, 22, 1, 0, tzinfo=UTC),
+            repository_def=defs.get_repository_def(),
+        ) as context:
+            (request,) = list(schedule.evaluate_tick(context).run_requests or [])
+        assert (request.tags[RANGE_START], request.tags[RANGE_END]) == ("conn_a|2026-11-20", "conn_a|2026-11-21")
+        result = _run(defs, instance, request.tags)
+        assert result.success
+        assert late <= stored_by_connection(warehouse_url)["conn_a"]
+        # The 20th is materialized again, with the late orders among its records.
+        assert {e.partition for e in result.get_asset_materialization_events()} >= {"conn_a|2026-11-20"}

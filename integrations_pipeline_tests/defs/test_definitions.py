@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, date, datetime, time, timedelta
+
 import dagster as dg
 import pytest
 
@@ -97,6 +99,30 @@ def test_schedules_and_jobs_exist_per_connector():
     names = {s.name for s in repo.schedule_defs}
     assert any(n.startswith("trackstar_incremental_sync") for n in names)
     assert {j.name for j in repo.get_all_jobs()} >= {"trackstar_incremental_sync", "salestrekker_full_refresh"}
+
+
+def test_the_daily_schedule_of_a_vendor_without_connections_reads_yesterday_with_the_lookback():
+    d = build_definitions(environ={})
+    schedule = d.resolve_schedule_def("salestrekker_incremental_sync_schedule")
+    lookback = SPECS["salestrekker"].lookback_days()
+    assert lookback >= 1
+
+    def tick(at: datetime) -> dg.ScheduleExecutionData:
+        with dg.build_schedule_context(scheduled_execution_time=at, repository_def=d.get_repository_def()) as context:
+            return schedule.evaluate_tick(context)
+
+    (request,) = tick(datetime(2026, 11, 22, 1, 0, tzinfo=UTC)).run_requests or []
+    first = (date(2026, 11, 21) - timedelta(days=lookback)).isoformat()
+    assert request.tags["dagster/asset_partition_range_start"] == first
+    assert request.tags["dagster/asset_partition_range_end"] == "2026-11-21"
+    assert request.tags["integrations_pipeline/vendor"] == "salestrekker"  # the run queue's per-vendor limit
+    # The first partition's day: no day before it is asked for; before it, nothing runs.
+    start = date.fromisoformat(
+        min(s.incremental.start_date for s in SPECS["salestrekker"].streams.values() if s.incremental)
+    )
+    (request,) = tick(datetime.combine(start + timedelta(days=1), time(1), tzinfo=UTC)).run_requests or []
+    assert request.tags["dagster/asset_partition_range_start"] == start.isoformat()
+    assert tick(datetime.combine(start, time(1), tzinfo=UTC)).skip_message
 
 
 def test_sync_assets_show_lineage_to_their_source():

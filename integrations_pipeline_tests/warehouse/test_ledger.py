@@ -92,6 +92,35 @@ def test_a_lease_on_another_host_is_alive_until_it_expires():
 # -- intents ----------------------------------------------------------------------------------------
 
 
+def _delivered_rows(warehouse, sink: str) -> list[tuple[str, str]]:
+    """Every row of the delivered table for ``sink``, duplicates included (``read_delivered`` is a dict)."""
+    from integrations_pipeline.warehouse.delivery import DELIVERED
+
+    p = "?" if warehouse.backend == "duckdb" else "%s"
+    with warehouse._connection() as conn:
+        rows = conn.execute(f"SELECT record_key, hash FROM {DELIVERED} WHERE sink = {p} ORDER BY 1", [sink]).fetchall()
+    return [tuple(r) for r in rows]
+
+
+def test_keys_recorded_as_new_are_upserted_once_the_intent_was_settled_by_another_push(warehouse):
+    """``delivered_new`` skips the look for old rows only while the call's intent stands. A push that lost
+    its lease mid-call, while another push settled its intent and delivered the same keys, still records
+    them as one row per key."""
+    lease = new_lease(SYNC, "run-1", NOW, 60)
+    assert warehouse.take_lease(lease, may_take_from(NOW)) is None
+    warehouse.open_intent(SYNC, intent("c1", "o1", "o2"), renewed(lease, NOW, 60))
+    warehouse.close_intent(SYNC, "c1", delivered_new=[("o1", "h-o1", None), ("o2", "h-o2", None)])
+    assert _delivered_rows(warehouse, SYNC) == [("o1", "h-o1"), ("o2", "h-o2")]
+
+    warehouse.open_intent(SYNC, intent("c2", "o3", "o4"), renewed(lease, NOW, 60))
+    # Another push (this run's lease expired) recovers c2 (closing it) and delivers o3 itself.
+    warehouse.close_intent(SYNC, "c2")
+    warehouse.record_delivery(SYNC, [("o3", "h-o3-theirs", None)])
+    # This run's answer for c2 arrives late: o3 and o4 were new to its plan, but the intent is gone.
+    warehouse.close_intent(SYNC, "c2", delivered_new=[("o3", "h-o3", None), ("o4", "h-o4", None)])
+    assert _delivered_rows(warehouse, SYNC) == [("o1", "h-o1"), ("o2", "h-o2"), ("o3", "h-o3"), ("o4", "h-o4")]
+
+
 def test_an_intent_is_written_with_the_lease_and_closed_with_the_outcome(warehouse):
     lease = new_lease(SYNC, "run-1", NOW, 60)
     assert warehouse.take_lease(lease, may_take_from(NOW)) is None

@@ -130,9 +130,15 @@ class DeliveryLedger(Protocol):
         delivered: Sequence[DeliveredRow] = (),
         rejects: Sequence[RejectRow] = (),
         in_doubt: Sequence[InDoubt] = (),
+        delivered_new: Sequence[DeliveredRow] = (),
     ) -> None:
         """In one transaction: upsert ``delivered``, append ``rejects``, put ``in_doubt`` in doubt (keys
-        already delivered excepted), take the delivered and rejected keys out of doubt, drop the intent."""
+        already delivered excepted), take the delivered and rejected keys out of doubt, drop the intent.
+
+        ``delivered_new`` are delivered rows of keys the push's plan found never delivered, under its
+        lease: while the intent still stands, nobody else can have recorded them, so the warehouse may
+        insert them without looking for an old row (DuckDB's delivered table has no key to look them up
+        by: that look is a scan). Once the intent is gone they are upserted like ``delivered``."""
         ...
 
     def resolve_in_doubt(self, sink: str, keys: Sequence[str] | None, *, mark_delivered: bool) -> list[InDoubt]:

@@ -150,7 +150,19 @@ def push(
             with (
                 SinkWriter(clients.sink(spec, sink_name), spec, sink_name) as writer,
             ):
-                _send_all(planned.batches(), writer, ledger, state_key, lease, report, run_id, clock, lease_ttl, say)
+                _send_all(
+                    planned.batches(),
+                    writer,
+                    ledger,
+                    state_key,
+                    lease,
+                    report,
+                    run_id,
+                    clock,
+                    lease_ttl,
+                    say,
+                    planned=True,
+                )
     report.seconds = round(time.perf_counter() - started, 3)
     return report
 
@@ -381,6 +393,8 @@ def _send_all(
     clock: Callable[[], float],
     ttl: float,
     say: Callable[[str], None],
+    *,
+    planned: bool = False,
 ) -> None:
     """Intent → send → record for each batch, in order, stopping at the first call in doubt or failed.
 
@@ -389,7 +403,11 @@ def _send_all(
     leaves the critical path. A crash then may leave two intents open instead of one, which costs an
     idempotent sink a re-send (or a read back) of one more batch, never a double. An append sink
     records each call before the next is sent, so a crash leaves at most one call in doubt for a person
-    to settle."""
+    to settle.
+
+    ``planned``: the batches come from this push's plan, under its lease, so the keys it plans to
+    ``create`` have no delivered row and are recorded as ``delivered_new`` (a resend's keys come from the
+    in-doubt table, which a person may settle meanwhile: recorded as ``delivered``)."""
     sink = writer.sink
     recorder = _Recorder(ledger, state_key, overlap=sink.idempotent)
     try:
@@ -415,7 +433,7 @@ def _send_all(
             recorder.start_previous()
             result = writer.send(batch)
             recorder.finish_previous(report, number - 1, len(batches))
-            recorder.add(intent, _outcome_rows(intent, batch, result, sink, report))
+            recorder.add(intent, _outcome_rows(intent, batch, result, sink, report, planned=planned))
             if result.error is not None:
                 recorder.finish_all(report, number, len(batches))
                 report.stopped = f"call {number} of {len(batches)} failed: {result.error}"
@@ -438,7 +456,7 @@ def _send_all(
         recorder.close()
 
 
-_Rows = tuple[list[Any], list[Any], list[InDoubt]]
+_Rows = tuple[list[Any], list[Any], list[InDoubt], list[Any]]  # delivered, rejects, in doubt, delivered new
 
 
 class _Recorder:
@@ -453,8 +471,10 @@ class _Recorder:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="push-record") if overlap else None
 
     def _write(self, call_id: str, rows: _Rows) -> None:
-        delivered, rejects, doubts = rows
-        self._ledger.close_intent(self._state_key, call_id, delivered=delivered, rejects=rejects, in_doubt=doubts)
+        delivered, rejects, doubts, new = rows
+        self._ledger.close_intent(
+            self._state_key, call_id, delivered=delivered, rejects=rejects, in_doubt=doubts, delivered_new=new
+        )
 
     def add(self, intent: Intent, rows: _Rows) -> None:
         """The outcome of ``intent``'s call: recorded now, or once the next call's intent is written."""
@@ -496,16 +516,19 @@ class _Recorder:
             self._pool.shutdown(wait=True)
 
 
-def _outcome_rows(intent: Intent, batch: list[Item], result: CallResult, sink: SinkSpec, report: PushReport) -> _Rows:
+def _outcome_rows(
+    intent: Intent, batch: list[Item], result: CallResult, sink: SinkSpec, report: PushReport, *, planned: bool
+) -> _Rows:
     """One call's outcomes as the rows ``close_intent`` records, counted into ``report``."""
     by_index = {i.index: i for i in batch}
     delivered: list[Any] = []
+    new: list[Any] = []
     rejects: list[Any] = []
     doubts: list[InDoubt] = []
     for outcome in result.outcomes:
         item = by_index[outcome.index]
         if outcome.status == "sent":
-            delivered.append((item.key, item.hash, outcome.response))
+            (new if planned and item.action == "create" else delivered).append((item.key, item.hash, outcome.response))
             if item.action == "update":
                 report.updated += 1
             else:
@@ -526,7 +549,7 @@ def _outcome_rows(intent: Intent, batch: list[Item], result: CallResult, sink: S
                 report.in_doubt_keys.append(item.key)
     report.write_calls += result.calls
     report.retries += result.retries
-    return delivered, rejects, doubts
+    return delivered, rejects, doubts, new
 
 
 __all__ = [

@@ -57,7 +57,11 @@ class SandboxServer:
         latency_ms: float = 0.0,
         seed: int = 0,
         start_timeout: float = 60.0,
+        connections: int = 1,
+        cache_pages: bool = False,
     ):
+        self.connections = connections
+        self.cache_pages = cache_pages
         self.vendor = vendor
         self.inventory = inventory
         self.rate_limit = rate_limit
@@ -79,6 +83,10 @@ class SandboxServer:
             cmd += ["--rate-limit", str(self.rate_limit)]
         if self.latency_ms:
             cmd += ["--latency-ms", str(self.latency_ms)]
+        if self.connections != 1:
+            cmd += ["--connections", str(self.connections)]
+        if self.cache_pages:
+            cmd.append("--cache-pages")
         self._proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self._stderr, text=True, bufsize=1)
         try:
             self._read_exports()
@@ -130,6 +138,13 @@ class SandboxServer:
         response = httpx.get(self.base_url + "/__bench/counts", timeout=10, trust_env=False)  # loopback, no proxy
         response.raise_for_status()
         return response.json()
+
+    def set_rate_limit(self, per_second: float | None) -> None:
+        """Change the sandbox's per-token limit (None: unlimited); every token's bucket starts full."""
+        response = httpx.post(
+            self.base_url + "/__bench/rate_limit", json={"per_second": per_second}, timeout=10, trust_env=False
+        )
+        response.raise_for_status()
 
     def _stderr_tail(self) -> str:
         self._stderr.seek(0)

@@ -3,6 +3,8 @@
 - ``run_engine``: ``VendorClient`` + ``load_stream`` + ``WarehouseDestination`` (the adapter the
   Dagster assets use) into a DuckDB file, exactly as an asset materialisation runs, for the
   trackstar ``inventory`` stream over a window that covers all sandbox data.
+- ``run_connections``: N connections of the same stream through the asset step's connection fan-out
+  (``defs.assets._sync_one``), for the aggregate-rate benchmark;
 - ``run_bare``: the same pages fetched with plain httpx (same params: ``limit``,
   ``updated_date[gte]``/``[lt]``, ``page_token``) and ``json.loads``; nothing else. It is the floor
   that server time, loopback HTTP and JSON decoding impose, so the engine is judged by its overhead.
@@ -130,6 +132,77 @@ def run_engine(
         "hwm_fetch_mib": last_page["hwm"],  # VmHWM then: the peak of fetch + stage
         "hwm_peak_mib": hwm_mib(),  # VmHWM at the end: the peak including the commit
         "maxrss_peak_mib": peak_rss_mib(),  # ru_maxrss at the end (see peak_rss_mib's caveat)
+    }
+
+
+class _StepLog:
+    """What ``defs.assets._sync_one`` uses of a Dagster context: its log (kept quiet here)."""
+
+    def info(self, message: str) -> None:
+        pass
+
+    warning = error = info
+
+
+class _StepContext:
+    log = _StepLog()
+
+
+class _SharedTimingTransport(httpx.HTTPTransport):
+    """A transport per client (a client closes its own) noting request starts and ends in shared lists."""
+
+    def __init__(self, starts: list[float], ends: list[float]) -> None:
+        super().__init__()
+        self.starts, self.ends = starts, ends
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        self.starts.append(time.perf_counter())  # list.append is atomic: the connections' threads share these
+        response = super().handle_request(request)
+        self.ends.append(time.perf_counter())
+        return response
+
+
+def run_connections(env: Mapping[str, str], db_path: Path, spec: ConnectorSpec) -> dict[str, Any]:
+    """Every connection in ``TRACKSTAR_ACCESS_TOKEN`` read by the asset step's own fan-out
+    (``defs.assets._sync_one``: ``CONNECTION_CONCURRENCY`` connections at once, a client and a limiter
+    each) into a fresh DuckDB file; figures as a dict (``starts``/``ends``: every request's times)."""
+    from integrations_pipeline.defs.assets import _sync_one
+    from integrations_pipeline.defs.translator import StreamProps
+
+    credentials = Credentials.from_environ(spec.name, secret_env_vars(spec), env)
+    connections = parse_connections(spec, credentials)
+    props = StreamProps(spec, STREAM)
+    starts: list[float] = []
+    ends: list[float] = []
+    failed: dict[str, str] = {}
+    warehouse = connect_warehouse(f"duckdb://{db_path}")
+    try:
+        started = time.perf_counter()
+        loaded = _sync_one(
+            _StepContext(),
+            lambda: VendorClient(spec, credentials, environ=dict(env), transport=_SharedTimingTransport(starts, ends)),
+            warehouse,
+            props,
+            connections,
+            WINDOW,
+            failed,
+        )
+        seconds = time.perf_counter() - started
+        rows = warehouse.row_count(props.table)
+    finally:
+        warehouse.close()
+    if failed:
+        raise RuntimeError(f"connections failed: {failed}")
+    return {
+        "seconds": seconds,
+        "connections": len(connections),
+        "rows": rows,
+        "records": sum(x.result.records for x in loaded.values()),
+        "pages": sum(x.result.pages for x in loaded.values()),
+        "calls": sum(int(x.stats["calls"]) for x in loaded.values()),
+        "rate_limited": sum(int(x.stats["rate_limited"]) for x in loaded.values()),
+        "starts": sorted(starts),
+        "ends": sorted(ends),
     }
 
 

@@ -270,6 +270,28 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+#: The code location ``dagster dev -w workspace.yaml`` loads (its ``python_module``; Dagster names the location
+#: after the module and the repository of a ``Definitions`` ``__repository__``).
+WORKSPACE_MODULE = "integrations_pipeline.definitions"
+
+
+def workspace_job_origin(job_name: str) -> Any:
+    """The origin a run of ``job_name`` launched from the UI carries. The UI's Overview timeline draws only runs
+    that have one, so the runs this CLI executes in-process carry it too and appear beside the UI's own."""
+    from dagster._core.remote_origin import (
+        ManagedGrpcPythonEnvCodeLocationOrigin,
+        RemoteJobOrigin,
+        RemoteRepositoryOrigin,
+    )
+    from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
+
+    target = LoadableTargetOrigin(
+        executable_path=sys.executable, module_name=WORKSPACE_MODULE, working_directory=os.getcwd()
+    )
+    location = ManagedGrpcPythonEnvCodeLocationOrigin(target, location_name=WORKSPACE_MODULE)
+    return RemoteJobOrigin(RemoteRepositoryOrigin(location, "__repository__"), job_name)
+
+
 def _execute_with_progress(job: Any, instance: Any, tags: Any, run_config: Any, show: Any, console: Any) -> Any:
     """Run ``job`` in-process on a thread while this one follows its event log: the step that runs, the engine's
     progress lines (pages, records) and each materialized asset go to ``show`` (the live line); warnings and
@@ -281,13 +303,24 @@ def _execute_with_progress(job: Any, instance: Any, tags: Any, run_config: Any, 
     run_id = str(uuid.uuid4())
     box: dict[str, Any] = {}
 
+    create_run_for_job = instance.create_run_for_job
+
+    def with_origin(*args: Any, **kwargs: Any) -> Any:
+        # execute_in_process creates its run with no origin; this run gets the workspace's (workspace_job_origin).
+        if kwargs.get("remote_job_origin") is None and kwargs.get("run_id") == run_id:
+            kwargs["remote_job_origin"] = workspace_job_origin(job.name)
+        return create_run_for_job(*args, **kwargs)
+
     def work() -> None:
+        instance.create_run_for_job = with_origin
         try:
             box["result"] = job.execute_in_process(
                 instance=instance, tags=tags, run_config=run_config, raise_on_error=False, run_id=run_id
             )
         except BaseException as exc:  # noqa: BLE001 - re-raised on the calling thread below
             box["error"] = exc
+        finally:
+            del instance.create_run_for_job  # the class's method again
 
     worker = threading.Thread(target=work, name=f"run-{job.name}", daemon=True)
     worker.start()

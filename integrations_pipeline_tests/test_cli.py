@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from integrations_pipeline.cli import main
 
@@ -91,3 +92,33 @@ def test_the_env_file_is_ours_to_rewrite_only_when_we_wrote_it(tmp_path):
     assert dotenv_values(path) == {"DAGSTER_HOME": "/abs/home", "X": "a b=c#d"}  # as Dagster's CLI reads it
     path.write_text("MY_REAL_KEY=secret\n")  # a user's own file
     assert not local_env.ours(path)
+
+
+def test_runs_the_cli_executes_carry_the_workspace_origin_so_the_ui_timeline_shows_them():
+    """The UI's Overview timeline draws only runs with a repository origin; ``execute_in_process`` gives none. The
+    main job's runs carry the origin ``dagster dev -w workspace.yaml`` gives its own (location named after the
+    module, repository ``__repository__``), and nothing else about the run changes."""
+    import dagster as dg
+    from rich.console import Console
+
+    from integrations_pipeline.cli import WORKSPACE_MODULE, _execute_with_progress
+
+    @dg.asset
+    def one() -> int:
+        return 1
+
+    job = dg.Definitions(assets=[one], jobs=[dg.define_asset_job("phase", selection=[one])]).resolve_job_def("phase")
+    shown: list[str] = []
+    with dg.instance_for_test() as instance:
+        result = _execute_with_progress(job, instance, {"k": "v"}, {}, shown.append, Console(quiet=True))
+        assert result.success
+        run = instance.get_run_by_id(result.run_id)
+        assert run.remote_job_origin is not None
+        assert run.remote_job_origin.location_name == WORKSPACE_MODULE == "integrations_pipeline.definitions"
+        assert run.remote_job_origin.repository_origin.repository_name == "__repository__"
+        assert (run.job_name, run.tags["k"]) == ("phase", "v")
+        assert "one materialized" in shown
+        # The instance's own method is back: a run created afterwards by other code gets no origin from us.
+        assert "create_run_for_job" not in vars(instance)
+    workspace = Path(__file__).resolve().parents[1] / "workspace.yaml"
+    assert f"module_name: {WORKSPACE_MODULE}" in workspace.read_text()

@@ -96,6 +96,14 @@ def test_every_runnable_readme_command_works_as_written_after_the_main_job(tmp_p
             # The main job's runs are named for their phase, and they evaluated the asset checks.
             names = {r.job_name for r in instance.get_runs()}
             assert {"salestrekker_incremental_sync", "trackstar_incremental_sync", "sync_to_salesmanago"} <= names
+            # ... and carry the workspace's origin, so the UI's Overview timeline draws them.
+            phases = {"salestrekker_incremental_sync", "trackstar_incremental_sync", "sync_to_salesmanago"}
+            origins = {
+                r.remote_job_origin and r.remote_job_origin.location_name
+                for r in instance.get_runs()
+                if r.job_name in phases
+            }
+            assert origins == {"integrations_pipeline.definitions"}
             checks = [
                 r.event_log_entry.dagster_event.asset_check_evaluation_data
                 for r in instance.get_records_for_run(

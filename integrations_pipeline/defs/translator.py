@@ -216,7 +216,10 @@ def column_schema(table: TableSpec) -> dg.TableSchema:
     return dg.TableSchema(
         columns=[
             dg.TableColumn(
-                c.name, c.type, constraints=dg.TableColumnConstraints(nullable=c.name not in table.primary_key)
+                c.name,
+                c.type,
+                description=c.description or None,
+                constraints=dg.TableColumnConstraints(nullable=c.name not in table.primary_key),
             )
             for c in table.columns
         ]

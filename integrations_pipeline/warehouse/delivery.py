@@ -38,7 +38,7 @@ from typing import Any
 from integrations_pipeline.engine.errors import LeaseLostError
 from integrations_pipeline.engine.write.ledger import InDoubt, Intent, Lease
 
-from .base import STATE_SCHEMA, UNSTORABLE_JSON, Warehouse, encode_json, format_timestamp, qualified, storable
+from .base import STATE_SCHEMA, Warehouse, encode_json, format_timestamp, qualified, storable, unstorable_json
 
 DELIVERED_TABLE = "delivered"
 REJECTS_TABLE = "rejects"
@@ -90,7 +90,7 @@ def _record_json(record: Any) -> str:
     except (TypeError, ValueError):
         return encode_json({"unencodable_record": repr(record)[:10_000]})
     # Every backend stores these records alike: U+0000 as U+FFFD (PostgreSQL's jsonb cannot hold it).
-    return encode_json(storable(record)) if UNSTORABLE_JSON.search(text) else text
+    return encode_json(storable(record)) if unstorable_json(text) else text
 
 
 def reject_columns(rows: Iterable[RejectRow]) -> tuple[list[str | None], list[str], list[str]]:

@@ -57,7 +57,6 @@ from integrations_pipeline.engine.write.ledger import Lease
 from .base import (
     STATE_SCHEMA,
     STATE_TABLE,
-    UNSTORABLE_JSON,
     Load,
     LoadResult,
     WarehouseError,
@@ -68,6 +67,7 @@ from .base import (
     qualified,
     quote_ident,
     storable,
+    unstorable_json,
 )
 from .delivery import (
     DELIVERED,
@@ -673,7 +673,7 @@ class DuckDBLoad(Load):
         """One NDJSON line per record; fields outside the schema move into ``_extra``."""
         check_records(records)
         text = self._lines(records)
-        if UNSTORABLE_JSON.search(text):
+        if unstorable_json(text):
             # A lone surrogate makes DuckDB's read_json refuse the whole part, and U+0000 is stored as
             # PostgreSQL must store it: both as U+FFFD. One odd value never fails a window.
             text = self._lines([storable(r) for r in records])

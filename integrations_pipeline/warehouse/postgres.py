@@ -37,7 +37,6 @@ from integrations_pipeline.engine.write.ledger import InDoubt, Intent, Lease
 from .base import (
     STATE_SCHEMA,
     STATE_TABLE,
-    UNSTORABLE_JSON,
     Load,
     LoadResult,
     WarehouseError,
@@ -49,6 +48,7 @@ from .base import (
     quote_ident,
     redact_url,
     storable,
+    unstorable_json,
 )
 from .delivery import (
     DELIVERED,
@@ -488,7 +488,7 @@ class PostgresLoad(Load):
     def _write(self, records: list[dict]) -> None:
         check_records(records)
         lines = "\n".join(map(encode_json, records))
-        if UNSTORABLE_JSON.search(lines):
+        if unstorable_json(lines):
             # PostgreSQL text and jsonb hold neither U+0000 nor a lone surrogate: one such value would fail
             # the whole window. It is stored as U+FFFD (the replacement character); DuckDB keeps it as is.
             lines = "\n".join(encode_json(storable(r)) for r in records)

@@ -9,7 +9,7 @@ data columns, null when none) and ``_synced_at`` (when the row was last written)
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
 from integrations_pipeline.engine.errors import ConfigError
@@ -31,6 +31,9 @@ class Column:
 
     name: str
     type: ColumnType
+    #: What the vendor documents about the field (the JSON Schema property's ``description``): shown in the UI,
+    #: never part of a table's identity.
+    description: str = field(default="", compare=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name or "\x00" in self.name:
@@ -135,12 +138,19 @@ def table_spec_for(connector: ConnectorSpec, stream: str) -> TableSpec:
     columns: list[Column] = []
     primary_key: tuple[str, ...] = tuple(spec.primary_key)
     if connector.connections is not None:
-        columns.append(Column(CONNECTION_COLUMN, "string"))
+        columns.append(
+            Column(
+                CONNECTION_COLUMN,
+                "string",
+                f"The {connector.title} connection (one customer's account) the row was read through; part of the key.",
+            )
+        )
         primary_key = (CONNECTION_COLUMN, *(k for k in spec.primary_key if k != CONNECTION_COLUMN))
     for name, prop in properties.items():
         if connector.connections is not None and name == CONNECTION_COLUMN:
             continue  # already the leading column
-        columns.append(Column(name, column_type_for(prop)))
+        description = prop.get("description") if isinstance(prop, dict) else None
+        columns.append(Column(name, column_type_for(prop), description if isinstance(description, str) else ""))
     cursor = spec.incremental.cursor_field if spec.incremental else None
     try:
         return TableSpec(

@@ -93,6 +93,16 @@ def test_credentials_resources_show_env_var_names_only():
     assert st.salestrekker_api_key is None
 
 
+def test_stream_columns_carry_the_vendors_field_descriptions():
+    """Trackstar's columns are described as openapi.json describes its fields (the UI's column list shows them)."""
+    node = build_definitions(environ={}).resolve_asset_graph().get(dg.AssetKey(["trackstar", "inventory"]))
+    columns = {c.name: c for c in node.metadata["dagster/column_schema"].columns}
+    assert columns["onhand"].description == "The total amount of inventory in the warehouse."
+    assert "connection" in (columns["_connection_id"].description or "")
+    # openapi.json describes "name" and "sku" by their names alone and "measurements" not at all.
+    assert {n for n, c in columns.items() if not c.description} == {"name", "sku", "measurements"}
+
+
 def test_schedules_and_jobs_exist_per_connector():
     d = build_definitions(environ={})
     repo = d.get_repository_def()

@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/run.py            # full run (several minutes: 1M records for memory)
     .venv/bin/python benchmarks/run.py --quick    # smoke run with smaller sizes
     .venv/bin/python benchmarks/run.py --profile  # also cProfile one engine extraction
-    .venv/bin/python benchmarks/run.py --only rate   # one benchmark (throughput | memory | rate | connections | push | diff | ledger | budgets)
+    .venv/bin/python benchmarks/run.py --only rate   # one benchmark (throughput | memory | rate | connections | push | diff | ledger | budgets | scale)
 
 Prints one table: each figure with its target and PASS/FAIL, and exits 0 whatever the verdicts (the
 benchmark reports; it does not gate CI). Progress goes to stderr, the table to stdout. When the
@@ -69,7 +69,7 @@ THROUGHPUT_TARGET = 1.2  # issue 12: engine <= 1.2 x the bare fetch+decode loop
 MEMORY_TARGET = 1.25
 RATE_TARGET = 9.5  # issue 12: one token at 10 req/s with 1,000-record pages, sustained
 RATE_LIMIT = 10.0  # Trackstar's documented GET limit per access token, enforced by the sandbox
-BENCHMARKS = ["throughput", "memory", "rate", "connections", "push", "diff", "ledger", "budgets"]
+BENCHMARKS = ["throughput", "memory", "rate", "connections", "push", "diff", "ledger", "budgets", "scale"]
 CONNECTION_COUNTS = (1, 4, 16)
 CONNECTIONS_SHARE = 0.8  # issue 12: N = 4 tokens at 10 req/s -> >= 32 req/s aggregate
 
@@ -87,6 +87,7 @@ class Sizes:
     ledger_contacts: int
     budget_requests: int  # per process, two processes on one token
     connection_records: int  # per connection, in the aggregate-rate benchmark (1,000 per page)
+    scale_shapes: tuple[tuple[str, int, int, int], ...]  # (label, connections, days, connections per run)
 
 
 FULL = Sizes(
@@ -101,6 +102,7 @@ FULL = Sizes(
     ledger_contacts=100_000,
     budget_requests=150,
     connection_records=40_000,
+    scale_shapes=(("wide", 1000, 7, 50), ("long", 4, 365, 1)),
 )
 QUICK = Sizes(
     throughput=20_000,
@@ -114,6 +116,7 @@ QUICK = Sizes(
     ledger_contacts=20_000,
     budget_requests=50,
     connection_records=20_000,
+    scale_shapes=(("wide", 100, 7, 25), ("long", 2, 120, 1)),
 )
 
 
@@ -342,7 +345,7 @@ def bench_connections(report: Report, sizes: Sizes) -> None:
 
     from integrations_pipeline.defs.assets import CONNECTION_CONCURRENCY
 
-    name = "7 connections"
+    name = "8 connections"
     limited_spec = trackstar_spec(rate_limits=True, page_size=1000)
     free_spec = trackstar_spec(rate_limits=False, page_size=1000)
     burst = next(rl.requests for rl in limited_spec.rate_limits if "GET" in rl.methods)
@@ -410,7 +413,7 @@ def bench_connections(report: Report, sizes: Sizes) -> None:
             limited["rate_limited"] == 0 and server_429 == 0,
         )
     report.notes.append(
-        f"7 Connections: N Trackstar connections, {per:,} inventory records each in pages of 1,000, read by one asset "
+        f"8 Connections: N Trackstar connections, {per:,} inventory records each in pages of 1,000, read by one asset "
         f"step's connection fan-out (defs.assets._sync_one, {CONNECTION_CONCURRENCY} at once, a client and limiter "
         f"each) into DuckDB; the sandbox enforces {RATE_LIMIT:g} req/s per token. The sandbox keeps each page once "
         "rendered (--cache-pages: a repeat still passes the key, token and rate-limit checks), warmed by an "
@@ -419,6 +422,62 @@ def bench_connections(report: Report, sizes: Sizes) -> None:
         f"min(N, {CONNECTION_CONCURRENCY}) x {RATE_LIMIT:g} req/s; the quota optimum is calls over ceil(N / "
         f"{CONNECTION_CONCURRENCY}) waves of (pages - {burst}) / {RATE_LIMIT:g} s (each token's first {burst} requests "
         "are free)."
+    )
+
+
+SCALE_RUNS_AT_ONCE = 4  # the run queue's limit in the simulation (2 CPUs)
+SCALE_FULL = (1000, 6, 365)  # what issue 12 asks: connections x streams x days
+
+
+def bench_scale(report: Report, sizes: Sizes) -> None:
+    """``scale.py`` in a child process per shape: through the daemon's run queue, against the quota optimum."""
+    name = "9 scale simulation"
+    rate = None
+    for label, connections, days, group in sizes.scale_shapes:
+        say(f"[scale] {label}: {connections} connections x 6 streams x {days} days, {group} per run, "
+            f"{SCALE_RUNS_AT_ONCE} runs at once")  # fmt: skip
+        args = ["--connections", str(connections), "--days", str(days), "--group", str(group)]
+        args += ["--runs", str(SCALE_RUNS_AT_ONCE)]
+        seconds, r = measure(lambda args=args: run_child("scale.py", args, {}, timeout=3600))
+        shape = f"{label}: {connections} conn x 6 streams x {days} days ({r['runs']} runs of {group})"
+        report.info(name, f"{shape}: requests, 429s", f"{r['calls']:,}, {r['rate_limited']} × 429")
+        report.info(
+            name,
+            f"{shape}: wall (first run start -> last run end) / quota optimum",
+            f"{r['wall_seconds']:.0f} s / {r['optimum_seconds']:.1f} s = {r['wall_seconds'] / r['optimum_seconds']:.1f} x; "
+            f"{r['calls'] / r['wall_seconds']:.1f} req/s",
+        )
+        report.info(
+            name,
+            f"{shape}: peak RSS, daemon's process tree / largest process",
+            f"{r['peak_rss_total_mib']:.0f} MiB / {r['peak_rss_largest_mib']:.0f} MiB",
+        )
+        report.check(
+            name,
+            f"{shape}: warehouse = truth",
+            f"{r['stored_rows']:,} rows, {r['mismatched_count']} streams x connections differ, "
+            f"{len(r['failed_runs'])} runs failed",
+            f"= {r['true_rows']:,} rows, 0, 0",
+            r["mismatched_count"] == 0 and not r["failed_runs"] and r["stored_rows"] == r["true_rows"],
+        )
+        if days > 92:
+            rate = r["calls"] / r["wall_seconds"]
+    if rate is not None:
+        conns, streams, days = SCALE_FULL
+        calls = conns * streams * days  # a year's range is read a day at a time: one request a day at least
+        report.info(
+            name,
+            f"the full size ({conns:,} conn x {streams} streams x {days} days)",
+            f">= {calls:,} requests: {calls / rate / 3600:.1f} h at the long shape's {rate:.1f} req/s on this machine; "
+            f"{calls / (min(conns, SCALE_RUNS_AT_ONCE * 4) * 10) / 3600:.1f} h quota-bound",
+        )
+    report.notes.append(
+        "9 Scale simulation (benchmarks/scale.py): a sandbox Trackstar with a token per connection (10 req/s each), "
+        "20 records per stream per connection over the simulated days, pages of 50; a Dagster instance of its own with "
+        f"the QueuedRunCoordinator ({SCALE_RUNS_AT_ONCE} runs at once), run monitoring and its daemon; a sensor asks for "
+        "one run per group of connections over every day, the queue starts them (a process each); PostgreSQL "
+        "warehouse. Quota optimum: each token at 10 req/s, as many tokens at once as the runs' connection fan-outs "
+        "read. A range longer than 92 days is committed a day at a time (one request per day and stream at least)."
     )
 
 
@@ -581,7 +640,7 @@ def main(argv: list[str] | None = None) -> int:
     if "rate" in only:
         _guard(report, "3 rate limit", lambda: bench_rate_limit(report, sizes))
     if "connections" in only:
-        _guard(report, "7 connections", lambda: bench_connections(report, sizes))
+        _guard(report, "8 connections", lambda: bench_connections(report, sizes))
     if "push" in only:
         _guard(report, "4 push write calls", lambda: bench_push(report, sizes))
     if "diff" in only:
@@ -590,6 +649,8 @@ def main(argv: list[str] | None = None) -> int:
         _guard(report, "6 intent/record overhead", lambda: bench_ledger(report, sizes))
     if "budgets" in only:
         _guard(report, "7 two processes, one token", lambda: bench_shared_budgets(report, sizes))
+    if "scale" in only:
+        _guard(report, "9 scale simulation", lambda: bench_scale(report, sizes))
 
     import duckdb
     import httpx

@@ -338,7 +338,7 @@ def _execute_with_progress(job: Any, instance: Any, tags: Any, run_config: Any, 
                         colour = "red" if entry.level >= logging.ERROR else "yellow"
                         console.print(f"[{colour}]{logging.getLevelName(entry.level).lower()}[/] {entry.user_message}")
                     else:
-                        show(entry.user_message[:110])
+                        show(entry.user_message)
                 elif event.event_type_value == "STEP_START":
                     show(f"{event.step_key} started")
                 elif event.event_type_value == "ASSET_MATERIALIZATION" and event.asset_key is not None:
@@ -390,6 +390,12 @@ def _preflight(args: argparse.Namespace) -> list[Any]:
         warehouse_url=environ.get("WAREHOUSE_URL"),
         check_credentials=args.no_sandbox,
     )
+
+
+def _live(heading: str, text: str, console: Any) -> str:
+    """The live line: ``heading · text``, the text cut to what is left of one terminal row (spinner included)."""
+    room = max(20, console.width - len(heading) - 6)
+    return f"{heading} · {text if len(text) <= room else text[: room - 1] + '…'}"
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -547,15 +553,23 @@ def _cmd_run(args: argparse.Namespace) -> int:
                         "dagster/asset_partition_range_start": ends[0],
                         "dagster/asset_partition_range_end": ends[1],
                     }
-                status.update(f"[{n}/{len(phases)}] {label}")
+                # The phase's whole label (connections, days) is printed once; the live line keeps to one terminal
+                # row (rich crops a longer one, which hid the engine's page counts behind the label).
+                console.print(f"[{n}/{len(phases)}] {label}", highlight=False)
+                status.update(f"[{n}/{len(phases)}] {job_name}")
                 run_config: dict[str, Any] = dict(quiet)
                 if args.dry_run and job_name.startswith("sync_to_"):
                     vendor_ops = [op for op, target in sync_ops.items() if f"sync_to_{target}" == job_name]
                     run_config["ops"] = {op: {"config": {"dry_run": True}} for op in vendor_ops}
                 began = time.perf_counter()
-                heading = f"[{n}/{len(phases)}] {label}"
+                heading = f"[{n}/{len(phases)}] {job_name}"
                 result = _execute_with_progress(
-                    job, instance, tags, run_config, lambda text, h=heading: status.update(f"{h} · {text}"), console
+                    job,
+                    instance,
+                    tags,
+                    run_config,
+                    lambda text, h=heading: status.update(_live(h, text, console)),
+                    console,
                 )
                 took = time.perf_counter() - began
                 if not result.success:

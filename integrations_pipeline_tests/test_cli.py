@@ -122,3 +122,20 @@ def test_runs_the_cli_executes_carry_the_workspace_origin_so_the_ui_timeline_sho
         assert "create_run_for_job" not in vars(instance)
     workspace = Path(__file__).resolve().parents[1] / "workspace.yaml"
     assert f"module_name: {WORKSPACE_MODULE}" in workspace.read_text()
+
+
+def test_the_live_line_keeps_the_engines_page_counts_within_one_terminal_row():
+    """rich crops a live line wider than the terminal: the page counts must come before anything it would cut."""
+    from rich.console import Console
+
+    from integrations_pipeline.cli import _live
+
+    line = _live(
+        "[4/7] trackstar_incremental_sync", "trackstar/orders [conn_a] page 11: 11000 records", Console(width=80)
+    )
+    assert line.startswith("[4/7] trackstar_incremental_sync · trackstar/orders [conn_a] page 11: 11000")
+    assert line.endswith("…") and len(line) + 2 <= 80  # the spinner and its space
+    wide = _live(
+        "[4/7] trackstar_incremental_sync", "trackstar/orders [conn_a] page 11: 11000 records", Console(width=120)
+    )
+    assert wide.endswith("page 11: 11000 records")

@@ -171,6 +171,9 @@ def _apply_connector(
             c.INSERTED: dg.MetadataValue.int(result.inserted),
             c.UPDATED: dg.MetadataValue.int(result.updated),
             "source": dg.MetadataValue.text("webhooks"),
+            # The table's size after the merge, as a scheduled load reports it: the UI's overview shows the row
+            # count of the latest materialization, which a webhook run often is.
+            c.ROW_COUNT: dg.MetadataValue.int(warehouse.row_count(table)),
         }
         partitions: list[str | None] = [*_partitions(context.instance, translator, props, records)] or [None]
         for partition in partitions:

@@ -146,6 +146,8 @@ def test_webhooks_reach_the_stream_tables_with_no_api_call(sandboxes, sandbox_en
         (TRACKSTAR_EVENTS, None),
         (dg.AssetKey(["salestrekker", "webhook_events"]), None),
     }
+    # Each stream materialization carries the table's row count after the merge (the UI's overview shows it).
+    assert {m.metadata[c.ROW_COUNT].value for m in mats if m.asset_key == ORDERS} == {len(stored)}
     (own,) = [m for m in mats if m.asset_key == TRACKSTAR_EVENTS]
     assert own.metadata["applied_events"].value == 200 and own.metadata[c.API_CALLS].value == 0
     sync_sensor = next(s for s in defs.sensors if s.name == SYNC_SENSOR)

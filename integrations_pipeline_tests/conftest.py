@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Callable, Iterator
+from typing import NoReturn
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
@@ -52,6 +53,14 @@ def duckdb_url(tmp_path) -> str:
     return f"duckdb://{tmp_path / 'warehouse.duckdb'}"
 
 
+def service_missing(message: str) -> NoReturn:
+    """A service a test needs does not answer: the test is skipped on a developer's machine, and fails under
+    ``CI=true``, where ``.ci/run`` started every service (a skip there would hide a broken deployment)."""
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(message)
+    pytest.skip(message)
+
+
 @pytest.fixture
 def postgres_url(request, _postgres_server) -> Iterator[str]:
     import psycopg
@@ -60,10 +69,7 @@ def postgres_url(request, _postgres_server) -> Iterator[str]:
 
     server, problem = _postgres_server
     if problem is not None:
-        message = f"PostgreSQL not reachable at {redact_url(server)}: {problem}"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(message)
-        pytest.skip(message)
+        service_missing(f"PostgreSQL not reachable at {redact_url(server)}: {problem}")
     database = f"ip_test_{uuid.uuid4().hex[:12]}"
     try:
         with psycopg.connect(server, autocommit=True) as conn:

@@ -47,6 +47,7 @@ from integrations_pipeline.connectors import load_connectors
 from integrations_pipeline.defs.constants import VENDOR_TAG
 from integrations_pipeline.sandbox import default_sandboxes, sandbox_environment
 from integrations_pipeline.sandbox.server import serve
+from integrations_pipeline_tests.conftest import service_missing
 from integrations_pipeline_tests.linking import link, service
 from integrations_pipeline_tests.partitions import stored_by_connection
 
@@ -71,10 +72,7 @@ def _reachable(host: str, port: int) -> bool:
 @pytest.fixture
 def rabbitmq() -> None:
     if not _reachable("127.0.0.1", 5672):
-        message = "RabbitMQ not reachable at 127.0.0.1:5672 (the Celery broker)"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(message)
-        pytest.skip(message)
+        service_missing("RabbitMQ not reachable at 127.0.0.1:5672 (the Celery broker)")
 
 
 def _wait(what: str, check: Callable[[], Any], procs: list[subprocess.Popen[bytes]], home: Path) -> Any:

@@ -23,6 +23,7 @@ from integrations_pipeline.sandbox.salesmanago import SalesmanagoSandbox
 from integrations_pipeline.sandbox.server import serve
 from integrations_pipeline.sandbox.trackstar import TrackstarSandbox
 from integrations_pipeline_tests.clock import FakeClock
+from integrations_pipeline_tests.conftest import service_missing
 from integrations_pipeline_tests.engine._budget_child import run_readers
 
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
@@ -34,10 +35,8 @@ def _redis_or_skip() -> str:
 
     try:
         redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2).ping()
-    except redis.RedisError:
-        if os.environ.get("CI"):
-            raise
-        pytest.skip(f"no Redis at {REDIS_URL}")
+    except redis.RedisError as exc:
+        service_missing(f"no Redis at {REDIS_URL}: {exc}")
     return REDIS_URL
 
 

@@ -102,7 +102,7 @@ FULL = Sizes(
     ledger_contacts=100_000,
     budget_requests=150,
     connection_records=40_000,
-    scale_shapes=(("wide", 1000, 7, 50), ("long", 4, 365, 1)),
+    scale_shapes=(("long", 2, 365, 1), ("wide", 1000, 7, 50)),
 )
 QUICK = Sizes(
     throughput=20_000,
@@ -116,7 +116,7 @@ QUICK = Sizes(
     ledger_contacts=20_000,
     budget_requests=50,
     connection_records=20_000,
-    scale_shapes=(("wide", 100, 7, 25), ("long", 2, 120, 1)),
+    scale_shapes=(("long", 1, 120, 1), ("wide", 100, 7, 25)),
 )
 
 

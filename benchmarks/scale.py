@@ -85,6 +85,27 @@ def _drop_postgres(name: str) -> None:
 def simulate(
     connections: int, days: int, group: int, runs: int, records: int, page_size: int, timeout: float
 ) -> dict[str, Any]:
+    """One simulation (module docstring); its scratch directory and database are removed whatever happens."""
+    scratch = Path(tempfile.mkdtemp(prefix="ip-scale-"))
+    warehouse_url, database = _fresh_postgres()
+    try:
+        return _simulate(scratch, warehouse_url, connections, days, group, runs, records, page_size, timeout)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+        _drop_postgres(database)
+
+
+def _simulate(
+    scratch: Path,
+    warehouse_url: str,
+    connections: int,
+    days: int,
+    group: int,
+    runs: int,
+    records: int,
+    page_size: int,
+    timeout: float,
+) -> dict[str, Any]:
     import dagster as dg
 
     from integrations_pipeline.defs.assets import CONNECTION_CONCURRENCY
@@ -112,8 +133,6 @@ def simulate(
         for store in tenant.stores.values():
             store.timeline = sandbox_data.Timeline(store.size, store.key, start=start, end=end)
 
-    scratch = Path(tempfile.mkdtemp(prefix="ip-scale-"))
-    warehouse_url, database = _fresh_postgres()
     home = scratch / "dagster_home"
     home.mkdir()
     deploy = yaml.safe_load((ROOT / "deploy" / "dagster.yaml").read_text())
@@ -269,8 +288,6 @@ def simulate(
         "mismatched": mismatched[:10],
         "mismatched_count": len(mismatched),
     }
-    shutil.rmtree(scratch, ignore_errors=True)
-    _drop_postgres(database)
     return result
 
 

@@ -63,12 +63,14 @@ def trackstar_spec(*, rate_limits: bool, page_size: int | None = None) -> Connec
 
 
 class TimingTransport(httpx.HTTPTransport):
-    """An ``HTTPTransport`` that notes when each request starts and its response headers arrive."""
+    """An ``HTTPTransport`` that notes when each request starts and its response headers arrive, in its own
+    lists or in lists shared by several transports (a client per connection: each closes its own)."""
 
-    def __init__(self) -> None:
+    def __init__(self, starts: list[float] | None = None, ends: list[float] | None = None) -> None:
         super().__init__()
-        self.starts: list[float] = []
-        self.ends: list[float] = []
+        # list.append is atomic: the threads of several connections may share these.
+        self.starts: list[float] = starts if starts is not None else []
+        self.ends: list[float] = ends if ends is not None else []
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         self.starts.append(time.perf_counter())
@@ -148,20 +150,6 @@ class _StepContext:
     log = _StepLog()
 
 
-class _SharedTimingTransport(httpx.HTTPTransport):
-    """A transport per client (a client closes its own) noting request starts and ends in shared lists."""
-
-    def __init__(self, starts: list[float], ends: list[float]) -> None:
-        super().__init__()
-        self.starts, self.ends = starts, ends
-
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
-        self.starts.append(time.perf_counter())  # list.append is atomic: the connections' threads share these
-        response = super().handle_request(request)
-        self.ends.append(time.perf_counter())
-        return response
-
-
 def run_connections(env: Mapping[str, str], db_path: Path, spec: ConnectorSpec) -> dict[str, Any]:
     """Every connection in ``TRACKSTAR_ACCESS_TOKEN`` read by the asset step's own fan-out
     (``defs.assets._sync_one``: ``CONNECTION_CONCURRENCY`` connections at once, a client and a limiter
@@ -180,7 +168,7 @@ def run_connections(env: Mapping[str, str], db_path: Path, spec: ConnectorSpec) 
         started = time.perf_counter()
         loaded = _sync_one(
             _StepContext(),
-            lambda: VendorClient(spec, credentials, environ=dict(env), transport=_SharedTimingTransport(starts, ends)),
+            lambda: VendorClient(spec, credentials, environ=dict(env), transport=TimingTransport(starts, ends)),
             warehouse,
             props,
             connections,

@@ -108,6 +108,7 @@ def _simulate(
 ) -> dict[str, Any]:
     import dagster as dg
 
+    from integrations_pipeline.connectors import load_connectors
     from integrations_pipeline.defs.assets import CONNECTION_CONCURRENCY
     from integrations_pipeline.sandbox import data as sandbox_data
     from integrations_pipeline.sandbox.server import serve
@@ -249,9 +250,7 @@ def _simulate(
         # The warehouse against the truth: every stream of every connection holds exactly the sandbox's records.
         mismatched: list[str] = []
         stored_rows = 0
-        trackstar = __import__("integrations_pipeline.connectors", fromlist=["load_connectors"]).load_connectors()[
-            "trackstar"
-        ]
+        trackstar = load_connectors()["trackstar"]
         with open_inbox(warehouse_url) as wh:
             for stream in STREAMS:
                 rows = wh.read_records(table_spec_for(trackstar, stream))

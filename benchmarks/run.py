@@ -342,11 +342,10 @@ def bench_rate_limit(report: Report, sizes: Sizes) -> None:
 def _first_burst(spec: Any) -> int:
     """How many GETs the client's limiter starts at once on a fresh token: half the per-second budget
     (``engine.ratelimit``: budgets of a second or a minute are spent in half-bursts)."""
-    from integrations_pipeline.engine.ratelimit import HALF_BURSTS_UP_TO_MS
+    from integrations_pipeline.engine.ratelimit import first_burst
 
     limit = next(rl for rl in spec.rate_limits if "GET" in rl.methods)
-    halves = limit.requests >= 2 and limit.per_seconds * 1000 <= HALF_BURSTS_UP_TO_MS
-    return -(-limit.requests // 2) if halves else limit.requests
+    return first_burst(limit.requests, limit.per_seconds)
 
 
 def bench_connections(report: Report, sizes: Sizes) -> None:

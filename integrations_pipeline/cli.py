@@ -356,10 +356,10 @@ def _resume_day(instance: Any, job: Any, pdef: Any, specs: Any, first: str, last
     ``lookback_days`` of its streams' specs; ``first`` (the start date) when it never succeeded."""
     import dagster as dg
 
-    from integrations_pipeline.defs.translator import split_partition_key
+    from integrations_pipeline.defs.translator import RANGE_END_TAG, split_partition_key
 
     runs = instance.get_runs(filters=dg.RunsFilter(job_name=job.name, statuses=[dg.DagsterRunStatus.SUCCESS]), limit=1)
-    end = runs[0].tags.get("dagster/asset_partition_range_end") if runs else None
+    end = runs[0].tags.get(RANGE_END_TAG) if runs else None
     if not end:
         return first
     _, day = split_partition_key(end, pdef)
@@ -466,7 +466,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         from integrations_pipeline.connectors import load_connectors
         from integrations_pipeline.definitions import build_definitions
         from integrations_pipeline.defs.connections import add_partitions, connection_states
-        from integrations_pipeline.defs.translator import CONNECTION_DIMENSION
+        from integrations_pipeline.defs.translator import CONNECTION_DIMENSION, RANGE_END_TAG, RANGE_START_TAG
         from integrations_pipeline.engine.auth import Credentials, secret_env_vars
         from integrations_pipeline.warehouse.registry import connect_warehouse
 
@@ -550,8 +550,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
                     label += f" [{first} … {last}]"
                 if ends != ("", ""):
                     tags = {
-                        "dagster/asset_partition_range_start": ends[0],
-                        "dagster/asset_partition_range_end": ends[1],
+                        RANGE_START_TAG: ends[0],
+                        RANGE_END_TAG: ends[1],
                     }
                 # The phase's whole label (connections, days) is printed once; the live line keeps to one terminal
                 # row (rich crops a longer one, which hid the engine's page counts behind the label).

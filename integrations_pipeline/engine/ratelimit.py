@@ -104,14 +104,9 @@ class BudgetStore:
             bucket = self._buckets.get(name)
             if bucket is None:
                 rates = [Rate(requests, window_ms)]
-                if requests >= 2 and 2 <= window_ms <= HALF_BURSTS_UP_TO_MS:
-                    # And at most half the budget (rounded up) in half the window: the same long-run rate, in
-                    # half-bursts. A vendor's token bucket (Trackstar's: 10, refilled 10/s) drained by a whole
-                    # burst has nothing left for a request of the next burst that arrives a few ms early, and
-                    # requests do arrive unevenly (two processes on one token, a loaded machine: one 429 in 300
-                    # measured); after a half-burst it keeps half its tokens to absorb that. Not for hourly
-                    # budgets (SALESmanago's): milliseconds of jitter are nothing there, half an hour's wait is.
-                    rates.insert(0, Rate(-(-requests // 2), window_ms // 2))
+                burst = first_burst(requests, per_seconds)
+                if burst < requests and window_ms >= 2:
+                    rates.insert(0, Rate(burst, window_ms // 2))
                 bucket = self._buckets[name] = self._open(name, rates)
                 self._locks[name] = threading.Lock()
             return Budget(name, bucket, self._locks[name], clock)
@@ -145,8 +140,22 @@ class BudgetStore:
                 self._redis = None
 
 
-#: Budgets over windows up to this long (per second, per minute) are spent in half-bursts (``BudgetStore.budget``).
-HALF_BURSTS_UP_TO_MS = 60_000
+#: Budgets over windows up to this long (per second, per minute) are spent in half-bursts (``first_burst``).
+HALF_BURSTS_UP_TO_SECONDS = 60.0
+
+
+def first_burst(requests: int, per_seconds: float) -> int:
+    """How many requests a budget of ``requests`` per ``per_seconds`` starts at once, and again each half window.
+
+    Half the budget (rounded up) for a window of a second or a minute: the same long-run rate, in half-bursts.
+    A vendor's token bucket (Trackstar's: 10, refilled 10/s) drained by a whole burst has nothing left for a
+    request of the next burst that arrives a few ms early, and requests do arrive unevenly (two processes on one
+    token, a loaded machine: one 429 in 300 measured); after a half-burst it keeps half its tokens to absorb
+    that. The whole budget for hourly ones (SALESmanago's): milliseconds of jitter are nothing there, half an
+    hour's wait is."""
+    if requests >= 2 and per_seconds <= HALF_BURSTS_UP_TO_SECONDS:
+        return -(-requests // 2)
+    return requests
 
 
 class Budget:
@@ -182,4 +191,4 @@ class Budget:
             waited += delay
 
 
-__all__ = ["Budget", "BudgetStore", "Clock", "SystemClock", "budget_key"]
+__all__ = ["Budget", "BudgetStore", "Clock", "SystemClock", "budget_key", "first_burst"]

@@ -40,7 +40,7 @@ def test_rolling_window_guarantee_and_throughput(requests, per_seconds, n):
     assert _max_in_window(starts, window) == min(requests, n)
     assert all(starts[i + requests] - starts[i] >= window for i in range(n - requests))
     # ... the first half-burst is not delayed, nor is the rest of the budget after half the window ...
-    halves = requests >= 2 and per_seconds <= 60  # hourly budgets are spent whole (ratelimit.HALF_BURSTS_UP_TO_MS)
+    halves = requests >= 2 and per_seconds <= 60  # hourly budgets are spent whole (ratelimit.first_burst)
     half = -(-requests // 2) if halves else requests
     assert starts[:half] == [starts[0]] * half
     if halves and n >= requests:

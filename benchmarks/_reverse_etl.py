@@ -395,7 +395,7 @@ def bench_ledger_overhead(report: Report, n: int, repeats: int, latency: float =
     note = (
         f"6 Intent/record overhead: {_k(n)} SALESmanago contacts into {CONNECTOR}/{SINK} (1,000 per call) against the "
         "sandbox in its own process on loopback, through push() (lease, an intent before and a record after each call, "
-        "each one transaction; an idempotent sink's record written while the next call is sent) versus the pre-ledger path (plan, one send per batch, one record_delivery at the end). "
+        "each one transaction; for an idempotent sink, call k-1's record and call k+1's intent written while call k is sent) versus the pre-ledger path (plan, one send per batch, one record_delivery at the end). "
         f"{repeats} alternating runs per side, fresh delivered state each run; the 'latency' rows add a fixed delay per "
         "vendor call, as a real vendor has."
     )

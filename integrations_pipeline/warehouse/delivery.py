@@ -344,6 +344,9 @@ class DeliveryWarehouse(Warehouse):
     def open_intent(self, sink: str, intent: Intent, lease: Lease) -> None:
         self._ledger("open_intent", lambda conn: self._open_intent(conn, check_sink(sink), intent, lease))
 
+    def renew_lease(self, lease: Lease) -> None:
+        self._ledger("renew_lease", lambda conn: self._renew_lease(conn, lease))
+
     def close_intent(
         self,
         sink: str,
@@ -399,8 +402,8 @@ class DeliveryWarehouse(Warehouse):
         p = self._placeholder
         conn.execute(f"DELETE FROM {LEASES} WHERE name = {p} AND token = {p}", [name, token])
 
-    def _open_intent(self, conn: Any, sink: str, intent: Intent, lease: Lease) -> None:
-        """Renew ``lease`` and write ``intent``; ``LeaseLostError`` if the lease is gone."""
+    def _renew_lease(self, conn: Any, lease: Lease) -> None:
+        """Extend ``lease`` to its ``expires_at``; ``LeaseLostError`` if it is no longer this token's."""
         p = self._placeholder
         cur = conn.execute(
             f"UPDATE {LEASES} SET expires_at = {p} WHERE name = {p} AND token = {p}",
@@ -412,6 +415,11 @@ class DeliveryWarehouse(Warehouse):
             raise LeaseLostError(
                 f"sync {lease.name}: this run's lease is gone (held now by {by}); nothing more is sent by run {lease.run_id}"
             )
+
+    def _open_intent(self, conn: Any, sink: str, intent: Intent, lease: Lease) -> None:
+        """Renew ``lease`` and write ``intent``; ``LeaseLostError`` (nothing written) if the lease is gone."""
+        p = self._placeholder
+        self._renew_lease(conn, lease)
         # Kept as text, not a JSON type: written for every call, read only after a crash.
         conn.execute(
             f"INSERT INTO {INTENTS} (sink, call_id, run_id, created_at, items) VALUES ({p}, {p}, {p}, {p}, {p})",

@@ -433,6 +433,14 @@ class PostgresWarehouse(InboxWarehouse):
                     conn.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", [LEASE_LOCK_PREFIX + name])
 
     def open_intent(self, sink: str, intent: Intent, lease: Lease) -> None:
+        self._check_session(lease)
+        super().open_intent(sink, intent, lease)
+
+    def renew_lease(self, lease: Lease) -> None:
+        self._check_session(lease)
+        super().renew_lease(lease)
+
+    def _check_session(self, lease: Lease) -> None:
         mine = self._lease_locks.get(lease.name)
         if mine is None or mine[0] != lease.token or mine[1] is not self._conn or mine[1].closed or mine[1].broken:
             # The session that held the advisory lock is gone (a lost connection): so is the lease.
@@ -440,7 +448,6 @@ class PostgresWarehouse(InboxWarehouse):
             raise LeaseLostError(
                 f"sync {lease.name}: the PostgreSQL session holding this run's lease was lost; nothing more is sent"
             )
-        super().open_intent(sink, intent, lease)
 
     def close_intent(
         self,

@@ -165,6 +165,19 @@ def test_an_intent_without_the_lease_writes_nothing(warehouse):
     assert warehouse.read_intents(SYNC) == []
 
 
+def test_a_lease_is_renewed_only_by_its_holder(warehouse):
+    mine = new_lease(SYNC, "run-1", NOW, 60)
+    assert warehouse.take_lease(mine, may_take_from(NOW)) is None
+    warehouse.renew_lease(renewed(mine, NOW + 50, 60))
+    # Renewed to NOW + 110: another run may not take it at NOW + 61, as it could have without the renewal.
+    held = warehouse.take_lease(new_lease(SYNC, "run-2", NOW + 61, 60), may_take_from(NOW + 61))
+    assert held is not None and held.token == mine.token and held.expires_at == NOW + 110
+    if warehouse.backend != "postgres":  # PostgreSQL's session lock keeps a lease its holder's session holds
+        assert warehouse.take_lease(new_lease(SYNC, "run-2", NOW + 111, 60), may_take_from(NOW + 111)) is None
+        with pytest.raises(LeaseLostError, match=r"lease is gone \(held now by run run-2"):
+            warehouse.renew_lease(renewed(mine, NOW + 112, 60))
+
+
 def test_records_delivered_or_rejected_leave_the_in_doubt_table(warehouse):
     lease = new_lease(SYNC, "run-1", NOW, 60)
     warehouse.take_lease(lease, may_take_from(NOW))

@@ -122,6 +122,10 @@ class DeliveryLedger(Protocol):
         nothing) when the lease is no longer ``lease.token``'s."""
         ...
 
+    def renew_lease(self, lease: Lease) -> None:
+        """Extend ``lease`` to its ``expires_at``; ``LeaseLostError`` when it is no longer ``lease.token``'s."""
+        ...
+
     def close_intent(
         self,
         sink: str,

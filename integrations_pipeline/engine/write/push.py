@@ -398,122 +398,198 @@ def _send_all(
 ) -> None:
     """Intent → send → record for each batch, in order, stopping at the first call in doubt or failed.
 
-    For an idempotent sink the record of call k is written while call k+1 is on the wire (the intent of
-    k+1 is written first, so both calls stay covered by an intent until recorded): the bookkeeping
-    leaves the critical path. A crash then may leave two intents open instead of one, which costs an
-    idempotent sink a re-send (or a read back) of one more batch, never a double. An append sink
-    records each call before the next is sent, so a crash leaves at most one call in doubt for a person
-    to settle.
+    An append sink does each step in turn: a crash leaves at most one call in doubt for a person to
+    settle. For an idempotent sink the bookkeeping leaves the critical path: while call k is on the wire,
+    a worker thread records call k-1 and writes call k+1's intent, so every call is still covered by an
+    intent from before it is sent until its record. A crash then may leave three intents open instead of
+    one (k-1 unrecorded, k sent, k+1 not sent), which costs an idempotent sink a re-send (or a read back)
+    of two more batches, never a double; a push that stops on its own deletes the intent it wrote ahead.
 
     ``planned``: the batches come from this push's plan, under its lease, so the keys it plans to
     ``create`` have no delivered row and are recorded as ``delivered_new`` (a resend's keys come from the
     in-doubt table, which a person may settle meanwhile: recorded as ``delivered``)."""
     sink = writer.sink
-    recorder = _Recorder(ledger, state_key, overlap=sink.idempotent)
+    total = len(batches)
+    books = _Books(ledger, state_key, lease, clock, ttl, ahead=sink.idempotent)
+
+    def intent_for(batch: list[Item]) -> Intent:
+        # The records go into the intent only where recovery uses them: put in doubt (an append sink)
+        # or compared with what the target shows. Otherwise keys and hashes say what to send again.
+        keep = not sink.idempotent or reads_back(sink, len(batch))
+        return Intent(
+            uuid.uuid4().hex,
+            run_id,
+            clock(),
+            tuple((i.key, i.hash, i.record if keep else None) for i in batch),
+            tuple(i.encoded for i in batch) if keep else (),
+        )
+
     try:
         for number, batch in enumerate(batches, start=1):
-            # The rate-limit wait comes before the intent: a lease that expired while waiting is caught
-            # by open_intent, before anything is sent.
+            # The rate-limit wait comes before the call's intent counts as written: a lease that expired
+            # while waiting is caught (``_Books.opened``) before anything is sent.
             writer.pace()
-            # The records go into the intent only where recovery uses them: put in doubt (an append sink)
-            # or compared with what the target shows. Otherwise keys and hashes say what to send again.
-            keep = not sink.idempotent or reads_back(sink, len(batch))
-            intent = Intent(
-                uuid.uuid4().hex,
-                run_id,
-                clock(),
-                tuple((i.key, i.hash, i.record if keep else None) for i in batch),
-                tuple(i.encoded for i in batch) if keep else (),
-            )
             try:
-                ledger.open_intent(state_key, intent, renewed(lease, clock(), ttl))
+                intent = books.opened(batch, intent_for, report, number, total)
             except LeaseLostError:
-                report.stopped = f"lost the lease on {state_key} before call {number} of {len(batches)}"
+                # What was sent is still recorded (the ledger upserts it if the new holder settled it).
+                with suppress(Exception):
+                    books.finish(report, number - 1, total)
+                report.stopped = f"lost the lease on {state_key} before call {number} of {total}"
                 raise
-            recorder.start_previous()
+            books.beside_send(batches[number] if number < total else None, intent_for)
             result = writer.send(batch)
-            recorder.finish_previous(report, number - 1, len(batches))
-            recorder.add(intent, _outcome_rows(intent, batch, result, sink, report, planned=planned))
+            books.sent(intent, _outcome_rows(intent, batch, result, sink, report, planned=planned))
             if result.error is not None:
-                recorder.finish_all(report, number, len(batches))
-                report.stopped = f"call {number} of {len(batches)} failed: {result.error}"
+                books.finish(report, number, total)
+                report.stopped = f"call {number} of {total} failed: {result.error}"
                 raise result.error
             doubtful = result.of("in_doubt")
             if doubtful:
-                recorder.finish_all(report, number, len(batches))
+                books.finish(report, number, total)
                 fate = (
                     "in the in-doubt table"
                     if not sink.idempotent
                     else "not recorded as delivered (sent again next run)"
                 )
                 report.stopped = (
-                    f"call {number} of {len(batches)}: {len(doubtful)} records in doubt ({fate}): {doubtful[0].reason}"
+                    f"call {number} of {total}: {len(doubtful)} records in doubt ({fate}): {doubtful[0].reason}"
                 )
                 say(f"{state_key}: {report.stopped}")
                 return
-        recorder.finish_all(report, len(batches), len(batches))
+        books.finish(report, total, total)
     finally:
-        recorder.close()
+        books.close()
 
 
 _Rows = tuple[list[Any], list[Any], list[InDoubt], list[Any]]  # delivered, rejects, in doubt, delivered new
 
 
-class _Recorder:
-    """Writes each call's outcome (``close_intent``): at once, or (``overlap``) on a worker thread while
-    the next call is sent. At most one record is outstanding; a record that failed stops the push with
-    its error, leaving its intent (and the next call's) open for the next run to settle."""
+class _Books:
+    """The intents and records of one push's calls. In turn (``ahead=False``), or on one worker thread
+    that runs, while call k is sent, call k-1's record and then call k+1's intent (in that order, so at
+    most one record is outstanding and a record that failed stops the push before call k+1 is sent).
 
-    def __init__(self, ledger: DeliveryLedger, state_key: str, *, overlap: bool):
-        self._ledger, self._state_key, self._overlap = ledger, state_key, overlap
-        self._waiting: tuple[str, _Rows] | None = None  # a call sent, its record not started
-        self._running: Future[None] | None = None
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="push-record") if overlap else None
+    A lease renewed ahead may have aged while the rate limiter waited (SALESmanago's hourly budget): past
+    a quarter of its ttl it is renewed again before the call, so a run whose lease lapsed never sends."""
 
-    def _write(self, call_id: str, rows: _Rows) -> None:
+    def __init__(
+        self,
+        ledger: DeliveryLedger,
+        state_key: str,
+        lease: Lease,
+        clock: Callable[[], float],
+        ttl: float,
+        *,
+        ahead: bool,
+    ):
+        self._ledger, self._state_key, self._lease, self._clock, self._ttl = ledger, state_key, lease, clock, ttl
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="push-books") if ahead else None
+        self._sent: tuple[Intent, _Rows] | None = None  # ahead: a call sent, its record not started
+        self._recording: tuple[Future[None], int] | None = None  # ahead: a record running, and its call
+        self._next: tuple[Intent, Future[None], float] | None = None  # ahead: the next call's intent, when
+        self._number = 0  # the call being sent
+
+    def _open(self, intent: Intent) -> None:
+        self._ledger.open_intent(self._state_key, intent, renewed(self._lease, self._clock(), self._ttl))
+
+    def _record(self, call_id: str, rows: _Rows) -> None:
         delivered, rejects, doubts, new = rows
         self._ledger.close_intent(
             self._state_key, call_id, delivered=delivered, rejects=rejects, in_doubt=doubts, delivered_new=new
         )
 
-    def add(self, intent: Intent, rows: _Rows) -> None:
-        """The outcome of ``intent``'s call: recorded now, or once the next call's intent is written."""
-        if self._overlap:
-            self._waiting = (intent.call_id, rows)
-        else:
-            self._write(intent.call_id, rows)
-
-    def start_previous(self) -> None:
-        """The next call's intent is written: the previous call's record may run beside its send."""
-        if self._waiting is not None and self._pool is not None:
-            call_id, rows = self._waiting
-            self._waiting = None
-            self._running = self._pool.submit(self._write, call_id, rows)
-
-    def finish_previous(self, report: PushReport, number: int, total: int) -> None:
-        """Wait for the record started by ``start_previous``; its failure stops the push."""
-        running, self._running = self._running, None
-        if running is None:
-            return
+    def opened(
+        self,
+        batch: list[Item],
+        intent_for: Callable[[list[Item]], Intent],
+        report: PushReport,
+        number: int,
+        total: int,
+    ) -> Intent:
+        """Call ``number``'s intent, written: now, or (ahead) by the worker during the previous call."""
+        self._number = number
+        if self._next is None:
+            intent = intent_for(batch)
+            self._open(intent)
+            return intent
+        intent, opening, since = self._next
         try:
-            running.result()
+            self._wait_record(report, total)  # a record that failed stops the push: this call is not sent
+            opening.result()
+            if self._clock() - since > self._ttl / 4:
+                self._ledger.renew_lease(renewed(self._lease, self._clock(), self._ttl))
+        except BaseException:
+            self._drop_next()
+            raise
+        self._next = None
+        return intent
+
+    def beside_send(self, upcoming: list[Item] | None, intent_for: Callable[[list[Item]], Intent]) -> None:
+        """Call ``self._number`` goes on the wire: start the previous call's record and the intent of
+        ``upcoming`` (the next call's batch) beside it (ahead only)."""
+        if self._pool is None:
+            return
+        if self._sent is not None:
+            intent, rows = self._sent
+            self._sent = None
+            self._recording = (self._pool.submit(self._record, intent.call_id, rows), self._number - 1)
+        if upcoming is not None:
+            intent = intent_for(upcoming)
+            self._next = (intent, self._pool.submit(self._open, intent), self._clock())
+
+    def sent(self, intent: Intent, rows: _Rows) -> None:
+        """The outcome of the call just sent: recorded now, or (ahead) beside the next call."""
+        if self._pool is None:
+            self._record(intent.call_id, rows)
+        else:
+            self._sent = (intent, rows)
+
+    def _wait_record(self, report: PushReport, total: int) -> None:
+        recording, self._recording = self._recording, None
+        if recording is None:
+            return
+        future, number = recording
+        try:
+            future.result()
         except BaseException:
             report.stopped = f"recording call {number} of {total} failed; its intent stays for the next run"
             raise
 
-    def finish_all(self, report: PushReport, number: int, total: int) -> None:
-        """Everything sent is recorded before the push returns or raises."""
-        self.finish_previous(report, number - 1, total)
-        self.start_previous()  # the last call sent (overlap only: otherwise it was recorded already)
-        self.finish_previous(report, number, total)
+    def finish(self, report: PushReport, number: int, total: int) -> None:
+        """The push ends after call ``number``: everything sent is recorded, and an intent written ahead
+        for a call that will not be sent is deleted (nothing of it reached the vendor)."""
+        self._wait_record(report, total)
+        if self._sent is not None:
+            intent, rows = self._sent
+            self._sent = None
+            try:
+                self._record(intent.call_id, rows)
+            except BaseException:
+                report.stopped = f"recording call {number} of {total} failed; its intent stays for the next run"
+                raise
+        self._drop_next()
+
+    def _drop_next(self) -> None:
+        upcoming, self._next = self._next, None
+        if upcoming is None:
+            return
+        intent, opening, _ = upcoming
+        # Written or not, the call was never sent: its intent goes (if the warehouse cannot, the next
+        # run's recovery finds it and sends its records again, which an idempotent sink allows).
+        with suppress(BaseException):
+            opening.result()
+            self._record(intent.call_id, ([], [], [], []))
 
     def close(self) -> None:
-        if self._running is not None:
-            # An exception left a record running: let it end (it either commits or leaves its intent).
-            with suppress(BaseException):
-                self._running.result()
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)
+        if self._pool is None:
+            return
+        # An exception left work running: let it end (a record either commits or leaves its intent).
+        for pending in (self._recording[0] if self._recording else None, self._next[1] if self._next else None):
+            if pending is not None:
+                with suppress(BaseException):
+                    pending.result()
+        self._pool.shutdown(wait=True)
 
 
 def _outcome_rows(

@@ -36,7 +36,8 @@ import pytest
 from integrations_pipeline.connectors import load_connectors
 from integrations_pipeline.engine.auth import Credentials, secret_env_vars
 from integrations_pipeline.engine.client import ClientFactory
-from integrations_pipeline.engine.errors import PushBusyError, SyncError
+from integrations_pipeline.engine.errors import LeaseLostError, PushBusyError, SyncError
+from integrations_pipeline.engine.write.ledger import may_take_from, new_lease
 from integrations_pipeline.engine.write.push import push, resend_in_doubt
 from integrations_pipeline.sandbox.salesmanago import SalesmanagoSandbox
 from integrations_pipeline.sandbox.server import serve
@@ -224,13 +225,16 @@ def test_kill_mid_push_of_an_idempotent_sink_resends_the_unrecorded_call(served,
     assert pause.reached.wait(WAIT)
     kill9(child)
     pause.release()
+    with open_warehouse(warehouse_file) as warehouse:
+        recorded = len(warehouse.read_delivered(STATE))
+        open_intents = len(warehouse.read_intents(STATE))
+    # While call 2 was on the wire, the worker recorded call 1 and then wrote call 3's intent: the kill
+    # may have landed before either committed. Every call sent and not recorded has its intent open.
+    assert (recorded, open_intents) in {(0, 2), (1000, 1), (1000, 2)}
     report = finish(start_child(env, warehouse_file, "contacts_batch", run_id="run-2", n=3000))
-    # An upsert in doubt is simply sent again: call 2's 1,000 contacts and call 3's. Call 1's record was
-    # written while call 2 was on the wire: the kill may have landed before it committed, and then call
-    # 1's contacts are sent again too.
-    recovered = report["recovered_intents"]
-    assert recovered in (1, 2)
-    assert (report["held_in_doubt"], report["created"]) == (0, 1000 * (1 + recovered))
+    # An upsert in doubt is simply sent again: whatever was not recorded, nothing recorded twice.
+    assert report["recovered_intents"] == open_intents
+    assert (report["held_in_doubt"], report["created"], report["unchanged"]) == (0, 3000 - recorded, recorded)
     assert set(sandbox.contacts) == {f"c{i}@shop.test" for i in range(3000)}
     with open_warehouse(warehouse_file) as warehouse:
         assert warehouse.read_in_doubt(STATE) == [] and len(warehouse.read_delivered(STATE)) == 3000
@@ -368,10 +372,43 @@ def test_an_append_sink_records_each_call_before_the_next_an_idempotent_one_besi
     assert events.order == ["open 1", "close 1", "open 2", "close 2", "open 3", "close 3"]
     contacts = Journal(rig.warehouse)
     rig.push(records("contacts_batch", 3000), sink="contacts_batch", ledger=contacts, state_key="contacts")
-    # Call k's record runs while call k+1 is sent, after k+1's intent: every call is covered by an
-    # intent until its record, and everything is recorded before the push returns.
+    # While call k is sent, a worker records call k-1 and then writes call k+1's intent: every call is
+    # covered by an intent from before it is sent until its record, and everything is recorded before
+    # the push returns.
     assert contacts.order == ["open 1", "open 2", "close 1", "open 3", "close 2", "close 3"]
     assert len(rig.warehouse.read_delivered("contacts")) == 3000 and rig.warehouse.read_intents("contacts") == []
+
+
+class LapsesAfterIntent:
+    """The warehouse, where writing intent ``lapse_at`` (ahead of its call) takes the fake clock past the
+    lease's ttl, as a long rate-limit wait would, and another run takes the lapsed lease meanwhile."""
+
+    def __init__(self, rig: Rig, ttl: float, lapse_at: int):
+        self.rig, self.ttl, self.lapse_at, self.opened = rig, ttl, lapse_at, 0
+
+    def open_intent(self, sink: str, intent: Any, lease: Any) -> None:
+        self.rig.warehouse.open_intent(sink, intent, lease)
+        self.opened += 1
+        if self.opened == self.lapse_at:
+            self.rig.clock.sleep(self.ttl + 1)
+            now = self.rig.clock.time()
+            assert (
+                self.rig.warehouse.take_lease(new_lease(sink, "run-other", now, self.ttl), may_take_from(now)) is None
+            )
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.rig.warehouse, name)
+
+
+def test_an_intent_written_ahead_is_not_sent_once_the_lease_lapsed_meanwhile(rig):
+    ledger = LapsesAfterIntent(rig, ttl=600, lapse_at=2)
+    with pytest.raises(LeaseLostError, match="lease is gone"):
+        rig.push(records("contacts_batch", 3000), sink="contacts_batch", ledger=ledger, lease_ttl=600)
+    # Call 2's intent was written while call 1 was on the wire; by the time call 2 could go, its lease
+    # had lapsed and another run held it: call 2 is never sent, call 1 is still recorded, and the intent
+    # written ahead for call 2 is gone.
+    assert rig.sandbox.write_calls == 1
+    assert len(rig.warehouse.read_delivered(STATE)) == 1000 and rig.warehouse.read_intents(STATE) == []
 
 
 @pytest.mark.parametrize("sink", ["events_batch", "contacts_batch"])

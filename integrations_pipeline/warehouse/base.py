@@ -609,6 +609,7 @@ class Warehouse(ABC):
         rejects: Sequence[Any] = (),
         in_doubt: Sequence[Any] = (),
         delivered_new: Sequence[Any] = (),
+        open_next: Any = None,
     ) -> None:
         raise NotImplementedError(f"{type(self).__name__} keeps no delivery ledger")
 

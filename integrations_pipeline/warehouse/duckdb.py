@@ -78,6 +78,7 @@ from .delivery import (
     PLANS,
     REJECTS,
     lease_values,
+    responses_array,
 )
 from .inbox import InboxWarehouse
 from .tables import EXTRA_COLUMN, SYNCED_AT_COLUMN, Column, TableSpec
@@ -516,19 +517,21 @@ class DuckDBWarehouse(InboxWarehouse):
         sink: str,
         keys: list[str],
         hashes: list[str],
-        responses: list[str | None],
+        responses: list[Any],
         *,
         new: bool = False,
     ) -> None:
-        # The columns travel as three list parameters, unnested in SQL: no DataFrame to build and register
-        # (a push records every call: 1,000 rows in ~6 ms this way, ~23 ms through pandas).
+        # The columns travel as two list parameters and one JSON array, unnested in SQL: no DataFrame to
+        # build and register (a push records every call: 1,000 rows in ~6 ms this way, ~23 ms through
+        # pandas), and the responses encoded in one call, not one per row.
         # No key constraint: drop the old rows of these keys, then insert. Finding them scans the sink's
         # rows (~3 ms a call at 100,000 delivered): skipped for keys the ledger knows are ``new``.
         if not new:
             conn.execute(f"DELETE FROM {DELIVERED} WHERE sink = ? AND record_key = ANY(?)", [sink, keys])
         conn.execute(
-            f"INSERT INTO {DELIVERED} SELECT ?, unnest(?::VARCHAR[]), unnest(?::VARCHAR[]), now(), unnest(?::VARCHAR[])::JSON",
-            [sink, keys, hashes, responses],
+            f"INSERT INTO {DELIVERED} SELECT ?, unnest(?::VARCHAR[]), unnest(?::VARCHAR[]), now(), "
+            "unnest(json_extract(?::JSON, '$[*]'))",
+            [sink, keys, hashes, responses_array(responses)],
         )
 
     def _append_rejects(

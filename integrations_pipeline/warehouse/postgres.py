@@ -62,6 +62,7 @@ from .delivery import (
     RejectRow,
     check_sink,
     lease_values,
+    response_texts,
 )
 from .inbox import InboxWarehouse
 from .tables import EXTRA_COLUMN, SYNCED_AT_COLUMN, Column, TableSpec
@@ -320,7 +321,7 @@ class PostgresWarehouse(InboxWarehouse):
         sink: str,
         keys: list[str],
         hashes: list[str],
-        responses: list[str | None],
+        responses: list[Any],
         *,
         new: bool = False,
     ) -> None:
@@ -329,7 +330,7 @@ class PostgresWarehouse(InboxWarehouse):
         primary key finds an old row at the cost of an index probe."""
         conn.execute("CREATE TEMP TABLE ip_delivery (record_key text, hash text, response text) ON COMMIT DROP")
         with conn.cursor() as cur, cur.copy("COPY ip_delivery (record_key, hash, response) FROM STDIN") as copy:
-            for row in zip(keys, hashes, responses, strict=True):
+            for row in zip(keys, hashes, response_texts(responses), strict=True):
                 copy.write_row(row)
         conn.execute(
             f"INSERT INTO {DELIVERED} (sink, record_key, hash, delivered_at, response) "
@@ -458,13 +459,21 @@ class PostgresWarehouse(InboxWarehouse):
         rejects: Sequence[RejectRow] = (),
         in_doubt: Sequence[InDoubt] = (),
         delivered_new: Sequence[DeliveryRow] = (),
+        open_next: tuple[Intent, Lease] | None = None,
     ) -> None:
+        if open_next is not None:
+            self._check_session(open_next[1])
+
         def record(conn: psycopg.Connection) -> None:
             # Recording need not wait for the disk: if the server loses this commit in a crash, the
             # intent it closes is back too, and the next push treats the call as in doubt (never as
-            # not sent). The intent itself (open_intent) is committed durably, before the vendor call.
-            conn.execute("SET LOCAL synchronous_commit = off")
+            # not sent). An intent (open_intent, or ``open_next`` here) is committed durably, before the
+            # vendor call.
+            if open_next is None:
+                conn.execute("SET LOCAL synchronous_commit = off")
             self._close_intent(conn, check_sink(sink), call_id, delivered, rejects, in_doubt, delivered_new)
+            if open_next is not None:
+                self._open_intent(conn, sink, *open_next)
 
         self._ledger("close_intent", record)
 

@@ -6,6 +6,7 @@ in ``connectors/test_sink_conformance.py``.
 
 from __future__ import annotations
 
+import json
 import random
 
 import pytest
@@ -72,6 +73,29 @@ def test_response_is_stored_as_json(warehouse, warehouse_url):
         with warehouse._connection() as conn:
             row = conn.execute('SELECT response, delivered_at FROM "_integrations"."delivered"').fetchone()
         assert row[0] == {"contact_id": "c-1", "created": True} and row[1] is not None
+
+
+def test_hostile_responses_are_stored_each_with_its_key(warehouse, warehouse_url):
+    """A vendor's answer with U+0000 or a lone surrogate (neither backend stores them) must not fail the
+    record of a call the vendor accepted: such characters become U+FFFD; None stays NULL, and each
+    response stays beside its key."""
+    warehouse.record_delivery(
+        SINK,
+        [("a", "h", {"contactId": "x\x00y\ud800"}), ("b", "h", None), ("c", "h", "id-c"), ("d", "h", [1, {"k": None}])],
+    )
+    if warehouse.backend == "duckdb":
+        import duckdb
+
+        warehouse.close()
+        with duckdb.connect(warehouse_url.partition("://")[2]) as conn:
+            rows = conn.execute(
+                'SELECT record_key, response::VARCHAR FROM "_integrations"."delivered" ORDER BY 1'
+            ).fetchall()
+        got = {k: None if v is None else json.loads(v) for k, v in rows}
+    else:
+        with warehouse._connection() as conn:
+            got = dict(conn.execute('SELECT record_key, response FROM "_integrations"."delivered"').fetchall())
+    assert got == {"a": {"contactId": "x\ufffdy\ufffd"}, "b": None, "c": "id-c", "d": [1, {"k": None}]}
 
 
 def test_rejects_append_in_order(warehouse):

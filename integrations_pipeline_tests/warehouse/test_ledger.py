@@ -165,6 +165,32 @@ def test_an_intent_without_the_lease_writes_nothing(warehouse):
     assert warehouse.read_intents(SYNC) == []
 
 
+def test_a_record_and_the_next_intent_commit_together_or_not_at_all(warehouse):
+    lease = new_lease(SYNC, "run-1", NOW, 60)
+    assert warehouse.take_lease(lease, may_take_from(NOW)) is None
+    warehouse.open_intent(SYNC, intent("c1", "o1"), renewed(lease, NOW, 60))
+    warehouse.close_intent(
+        SYNC, "c1", delivered_new=[("o1", "h-o1", None)], open_next=(intent("c2", "o2"), renewed(lease, NOW + 1, 60))
+    )
+    assert warehouse.read_delivered(SYNC) == {"o1": "h-o1"}
+    assert [i.call_id for i in warehouse.read_intents(SYNC)] == ["c2"]
+    # The lease lapses and another run takes it: the next intent is refused, and so is the record with it
+    # (the caller records on its own what was sent).
+    if warehouse.backend == "postgres":
+        warehouse.release_lease(SYNC, lease.token)  # its session lock: the way PostgreSQL loses a lease
+    else:
+        assert warehouse.take_lease(new_lease(SYNC, "run-2", NOW + 62, 60), may_take_from(NOW + 62)) is None
+    with pytest.raises(LeaseLostError):
+        warehouse.close_intent(
+            SYNC,
+            "c2",
+            delivered_new=[("o2", "h-o2", None)],
+            open_next=(intent("c3", "o3"), renewed(lease, NOW + 63, 60)),
+        )
+    assert warehouse.read_delivered(SYNC) == {"o1": "h-o1"}
+    assert [i.call_id for i in warehouse.read_intents(SYNC)] == ["c2"]
+
+
 def test_a_lease_is_renewed_only_by_its_holder(warehouse):
     mine = new_lease(SYNC, "run-1", NOW, 60)
     assert warehouse.take_lease(mine, may_take_from(NOW)) is None

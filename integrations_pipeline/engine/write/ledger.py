@@ -74,7 +74,7 @@ class Intent:
         """The items as JSON text ``[[key, hash, record], ...]``, what the intent row keeps."""
         if not any(self.encoded):
             # One encoder call for the whole list: ~10x faster than one per item (a push writes this per call).
-            return json.dumps([list(item) for item in self.items], default=str)
+            return json.dumps(self.items, default=str)  # tuples encode as arrays: no list copies
         parts = []
         for position, (key, digest, record) in enumerate(self.items):
             text = self.encoded[position] if position < len(self.encoded) else None
@@ -135,9 +135,11 @@ class DeliveryLedger(Protocol):
         rejects: Sequence[RejectRow] = (),
         in_doubt: Sequence[InDoubt] = (),
         delivered_new: Sequence[DeliveredRow] = (),
+        open_next: tuple[Intent, Lease] | None = None,
     ) -> None:
         """In one transaction: upsert ``delivered``, append ``rejects``, put ``in_doubt`` in doubt (keys
-        already delivered excepted), take the delivered and rejected keys out of doubt, drop the intent.
+        already delivered excepted), take the delivered and rejected keys out of doubt, drop the intent;
+        then write ``open_next``'s intent as ``open_intent`` does (its ``LeaseLostError`` undoes all).
 
         ``delivered_new`` are delivered rows of keys the push's plan found never delivered, under its
         lease: while the intent still stands, nobody else can have recorded them, so the warehouse may

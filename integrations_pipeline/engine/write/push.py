@@ -400,8 +400,8 @@ def _send_all(
 
     An append sink does each step in turn: a crash leaves at most one call in doubt for a person to
     settle. For an idempotent sink the bookkeeping leaves the critical path: while call k is on the wire,
-    a worker thread records call k-1 and writes call k+1's intent, so every call is still covered by an
-    intent from before it is sent until its record. A crash then may leave three intents open instead of
+    a worker thread records call k-1 and writes call k+1's intent (one transaction), so every call is
+    still covered by an intent from before it is sent until its record. A crash then may leave three intents open instead of
     one (k-1 unrecorded, k sent, k+1 not sent), which costs an idempotent sink a re-send (or a read back)
     of two more batches, never a double; a push that stops on its own deletes the intent it wrote ahead.
 
@@ -466,9 +466,9 @@ _Rows = tuple[list[Any], list[Any], list[InDoubt], list[Any]]  # delivered, reje
 
 
 class _Books:
-    """The intents and records of one push's calls. In turn (``ahead=False``), or on one worker thread
-    that runs, while call k is sent, call k-1's record and then call k+1's intent (in that order, so at
-    most one record is outstanding and a record that failed stops the push before call k+1 is sent).
+    """The intents and records of one push's calls. In turn (``ahead=False``), or by one worker thread
+    that writes, while call k is sent, call k-1's record and call k+1's intent in one transaction (at
+    most one record is outstanding, and a record that failed stops the push before call k+1 is sent).
 
     A lease renewed ahead may have aged while the rate limiter waited (SALESmanago's hourly budget): past
     a quarter of its ttl it is renewed again before the call, so a run whose lease lapsed never sends."""
@@ -486,18 +486,35 @@ class _Books:
         self._ledger, self._state_key, self._lease, self._clock, self._ttl = ledger, state_key, lease, clock, ttl
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="push-books") if ahead else None
         self._sent: tuple[Intent, _Rows] | None = None  # ahead: a call sent, its record not started
-        self._recording: tuple[Future[None], int] | None = None  # ahead: a record running, and its call
-        self._next: tuple[Intent, Future[None], float] | None = None  # ahead: the next call's intent, when
+        self._job: tuple[Future[None], int | None] | None = None  # ahead: the worker's job, the call it records
+        self._next: tuple[Intent, float] | None = None  # ahead: the next call's intent (being) written, since
         self._number = 0  # the call being sent
 
     def _open(self, intent: Intent) -> None:
         self._ledger.open_intent(self._state_key, intent, renewed(self._lease, self._clock(), self._ttl))
 
-    def _record(self, call_id: str, rows: _Rows) -> None:
+    def _record(self, call_id: str, rows: _Rows, upcoming: Intent | None = None) -> None:
         delivered, rejects, doubts, new = rows
         self._ledger.close_intent(
-            self._state_key, call_id, delivered=delivered, rejects=rejects, in_doubt=doubts, delivered_new=new
+            self._state_key,
+            call_id,
+            delivered=delivered,
+            rejects=rejects,
+            in_doubt=doubts,
+            delivered_new=new,
+            open_next=None if upcoming is None else (upcoming, renewed(self._lease, self._clock(), self._ttl)),
         )
+
+    def _record_then_open(self, sent: tuple[Intent, _Rows] | None, upcoming: Intent | None) -> None:
+        if sent is None:
+            if upcoming is not None:
+                self._open(upcoming)
+            return
+        try:
+            self._record(sent[0].call_id, sent[1], upcoming)
+        except LeaseLostError:
+            self._record(sent[0].call_id, sent[1])  # what was sent is recorded all the same: no lease needed
+            raise
 
     def opened(
         self,
@@ -513,10 +530,9 @@ class _Books:
             intent = intent_for(batch)
             self._open(intent)
             return intent
-        intent, opening, since = self._next
+        intent, since = self._next
         try:
-            self._wait_record(report, total)  # a record that failed stops the push: this call is not sent
-            opening.result()
+            self._wait(report, total)  # a record that failed stops the push: this call is not sent
             if self._clock() - since > self._ttl / 4:
                 self._ledger.renew_lease(renewed(self._lease, self._clock(), self._ttl))
         except BaseException:
@@ -530,13 +546,12 @@ class _Books:
         ``upcoming`` (the next call's batch) beside it (ahead only)."""
         if self._pool is None:
             return
-        if self._sent is not None:
-            intent, rows = self._sent
-            self._sent = None
-            self._recording = (self._pool.submit(self._record, intent.call_id, rows), self._number - 1)
-        if upcoming is not None:
-            intent = intent_for(upcoming)
-            self._next = (intent, self._pool.submit(self._open, intent), self._clock())
+        sent, self._sent = self._sent, None
+        intent = intent_for(upcoming) if upcoming is not None else None
+        if sent is not None or intent is not None:
+            job = self._pool.submit(self._record_then_open, sent, intent)
+            self._job = (job, self._number - 1 if sent is not None else None)
+        self._next = None if intent is None else (intent, self._clock())
 
     def sent(self, intent: Intent, rows: _Rows) -> None:
         """The outcome of the call just sent: recorded now, or (ahead) beside the next call."""
@@ -545,21 +560,30 @@ class _Books:
         else:
             self._sent = (intent, rows)
 
-    def _wait_record(self, report: PushReport, total: int) -> None:
-        recording, self._recording = self._recording, None
-        if recording is None:
+    def _wait(self, report: PushReport, total: int) -> None:
+        job, self._job = self._job, None
+        if job is None:
             return
-        future, number = recording
+        future, recorded = job
         try:
             future.result()
+        except LeaseLostError:
+            raise  # the next call's intent was refused; the record went through on its own
         except BaseException:
-            report.stopped = f"recording call {number} of {total} failed; its intent stays for the next run"
+            if recorded is not None:
+                report.stopped = f"recording call {recorded} of {total} failed; its intent stays for the next run"
             raise
 
     def finish(self, report: PushReport, number: int, total: int) -> None:
         """The push ends after call ``number``: everything sent is recorded, and an intent written ahead
         for a call that will not be sent is deleted (nothing of it reached the vendor)."""
-        self._wait_record(report, total)
+        try:
+            self._wait(report, total)
+        except LeaseLostError:
+            pass  # only the next call's intent was refused: nothing more is sent anyway
+        except BaseException:
+            self._drop_next()
+            raise
         if self._sent is not None:
             intent, rows = self._sent
             self._sent = None
@@ -572,23 +596,19 @@ class _Books:
 
     def _drop_next(self) -> None:
         upcoming, self._next = self._next, None
-        if upcoming is None:
-            return
-        intent, opening, _ = upcoming
-        # Written or not, the call was never sent: its intent goes (if the warehouse cannot, the next
-        # run's recovery finds it and sends its records again, which an idempotent sink allows).
-        with suppress(BaseException):
-            opening.result()
-            self._record(intent.call_id, ([], [], [], []))
+        if upcoming is not None:
+            # The call was never sent: its intent (if the worker wrote it) goes. If the warehouse cannot,
+            # the next run's recovery finds it and sends its records again, which an idempotent sink allows.
+            with suppress(BaseException):
+                self._record(upcoming[0].call_id, ([], [], [], []))
 
     def close(self) -> None:
         if self._pool is None:
             return
-        # An exception left work running: let it end (a record either commits or leaves its intent).
-        for pending in (self._recording[0] if self._recording else None, self._next[1] if self._next else None):
-            if pending is not None:
-                with suppress(BaseException):
-                    pending.result()
+        if self._job is not None:
+            # An exception left a job running: let it end (a record either commits or leaves its intent).
+            with suppress(BaseException):
+                self._job[0].result()
         self._pool.shutdown(wait=True)
 
 

@@ -4,12 +4,13 @@
     .venv/bin/python benchmarks/scale.py --connections 4 --days 365           # long: a year, committed by day
 
 A sandbox Trackstar (this process, on loopback) with one token per connection, each limited to 10 req/s as
-Trackstar documents, and small pages so the machine holds it; a Dagster instance of its own (SQLite storage,
-the QueuedRunCoordinator with ``--runs`` at once and the per-vendor tag limit of ``deploy/dagster.yaml``, run
+Trackstar documents, and small pages so the machine holds it; a Dagster instance of its own (storage in a
+scratch PostgreSQL database as a deployment's, or SQLite with ``--dagster-storage sqlite``; the
+QueuedRunCoordinator with ``--runs`` at once and the per-vendor tag limit of ``deploy/dagster.yaml``; run
 monitoring) and its daemon; the runs are asked for by a sensor of the simulation's code location
 (``_scale_defs.py``), one per group of ``--group`` connections over every day, and started by the daemon's
-run queue, each in its own process. The warehouse is PostgreSQL (``--warehouse``, default a fresh database on
-127.0.0.1), as a deployment's is: run processes write at once.
+run queue, each in its own process. The warehouse is a fresh PostgreSQL database on 127.0.0.1, as a
+deployment's is: run processes write at once.
 
 Reported: wall time (first run started → last run ended) against the quota-bound optimum for this
 concurrency (every token at 10 req/s, ``--runs`` runs × the step's connection fan-out reading at once), the
@@ -83,21 +84,38 @@ def _drop_postgres(name: str) -> None:
 
 
 def simulate(
-    connections: int, days: int, group: int, runs: int, records: int, page_size: int, timeout: float
+    connections: int,
+    days: int,
+    group: int,
+    runs: int,
+    records: int,
+    page_size: int,
+    timeout: float,
+    dagster_storage: str = "postgres",
 ) -> dict[str, Any]:
-    """One simulation (module docstring); its scratch directory and database are removed whatever happens."""
+    """One simulation (module docstring); its scratch directory and databases are removed whatever happens."""
     scratch = Path(tempfile.mkdtemp(prefix="ip-scale-"))
-    warehouse_url, database = _fresh_postgres()
+    databases: list[str] = []
     try:
-        return _simulate(scratch, warehouse_url, connections, days, group, runs, records, page_size, timeout)
+        warehouse_url, database = _fresh_postgres()
+        databases.append(database)
+        storage_url = None
+        if dagster_storage == "postgres":
+            storage_url, database = _fresh_postgres()
+            databases.append(database)
+        return _simulate(
+            scratch, warehouse_url, storage_url, connections, days, group, runs, records, page_size, timeout
+        )
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-        _drop_postgres(database)
+        for database in databases:
+            _drop_postgres(database)
 
 
 def _simulate(
     scratch: Path,
     warehouse_url: str,
+    storage_url: str | None,
     connections: int,
     days: int,
     group: int,
@@ -143,13 +161,20 @@ def _simulate(
     for limit in coordinator["config"]["tag_concurrency_limits"]:
         if limit["value"] == "trackstar":
             limit["limit"] = runs
-    instance_config = {
+    instance_config: dict[str, Any] = {
         "run_coordinator": coordinator,
         "run_launcher": deploy["run_launcher"],
         "run_monitoring": deploy["run_monitoring"],
         "sensors": {"use_threads": True},
         "telemetry": {"enabled": False},
     }
+    if storage_url is not None:
+        # Runs and event logs in PostgreSQL, as deploy/dagster.yaml keeps them (its URL written here: a scratch
+        # database on loopback, no password). With SQLite (``--dagster-storage sqlite``) every partition's
+        # materialization is a transaction of its own, and run workers writing at once queue on one file lock.
+        instance_config["storage"] = {
+            "postgres": {"postgres_url": storage_url.replace("postgresql://", "postgresql+psycopg2://", 1)}
+        }
     (home / "dagster.yaml").write_text(yaml.safe_dump(instance_config))
     specs = scratch / "connectors"
     specs.mkdir()
@@ -273,6 +298,7 @@ def _simulate(
         "days": days,
         "group": group,
         "runs_at_once": runs,
+        "dagster_storage": "postgres" if storage_url else "sqlite",
         "runs": expected,
         "failed_runs": failed,
         "calls": calls,
@@ -299,8 +325,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--records", type=int, default=20, help="records per stream per connection")
     parser.add_argument("--page-size", type=int, default=50)
     parser.add_argument("--timeout", type=float, default=3600)
+    parser.add_argument(
+        "--dagster-storage", choices=("postgres", "sqlite"), default="postgres", help="the Dagster instance's storage"
+    )
     args = parser.parse_args(argv)
-    result = simulate(args.connections, args.days, args.group, args.runs, args.records, args.page_size, args.timeout)
+    result = simulate(
+        args.connections,
+        args.days,
+        args.group,
+        args.runs,
+        args.records,
+        args.page_size,
+        args.timeout,
+        args.dagster_storage,
+    )
     print(json.dumps(result))
     return 0
 

@@ -38,6 +38,7 @@ from integrations_pipeline.warehouse.tables import TableSpec
 from . import constants as c
 from .connections import connection_states
 from .lifecycle import exit_with_parent
+from .partition_metadata import add_partition_metadata
 from .resources import ConnectionVaultResource, ConnectorCredentials, WarehouseResource
 from .translator import ConnectorTranslator, StreamProps, column_schema, has_days, split_partition_key
 
@@ -131,8 +132,7 @@ def _multi_asset(
                     continue
                 # A range: each partition gets its own records and cursor window; the run's totals are reported once,
                 # as an observation, instead of copied onto every partition.
-                for partition, own in per_partition[key].items():
-                    context.add_asset_metadata(own, asset_key=key, partition_key=partition)
+                add_partition_metadata(context, key, per_partition[key])
                 context.log_event(dg.AssetObservation(asset_key=key, metadata=_run_totals(totals, context)))
                 yield dg.MaterializeResult(asset_key=key, metadata=_table_level(totals))
             return

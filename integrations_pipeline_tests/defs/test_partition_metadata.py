@@ -98,3 +98,43 @@ def test_each_connection_day_reports_its_own_and_one_day_keeps_the_runs_figures(
     (md,) = _materializations(one, ORDERS).values()
     assert md[c.API_CALLS].value >= 1 and c.RECORDS_FETCHED in md  # one partition: the run is the partition
     assert not _observations(one, ORDERS)
+
+
+def test_partition_metadata_reaches_dagster_in_one_step_and_refuses_partitions_not_in_the_run():
+    """``add_partition_metadata`` hands the step's accumulator every partition's figures at once (Dagster's own
+    ``add_asset_metadata`` recomputes the run's range on every call: quadratic over connections × days). This
+    fails on a Dagster whose internals changed, so the public fallback is never taken unnoticed."""
+    from integrations_pipeline.defs.partition_metadata import add_partition_metadata, fast_path
+
+    daily = dg.DailyPartitionsDefinition(start_date="2026-11-01")
+    seen: dict[str, object] = {}
+
+    @dg.asset(partitions_def=daily, backfill_policy=dg.BackfillPolicy.single_run())
+    def ranged(context) -> dg.MaterializeResult:
+        seen["fast"] = fast_path(context) is not None
+        keys = context.partition_keys
+        add_partition_metadata(context, context.asset_key, {k: {"day": k} for k in keys})
+        add_partition_metadata(context, context.asset_key, {keys[0]: {"first": True}})  # merged, not replaced
+        try:
+            add_partition_metadata(context, context.asset_key, {"2026-12-31": {"day": "x"}})
+        except dg.DagsterInvariantViolationError as exc:
+            seen["refused"] = str(exc)
+        return dg.MaterializeResult()
+
+    with dg.instance_for_test() as instance:
+        result = dg.materialize(
+            [ranged],
+            instance=instance,
+            tags={
+                "dagster/asset_partition_range_start": "2026-11-01",
+                "dagster/asset_partition_range_end": "2026-11-03",
+            },
+        )
+    assert result.success and seen["fast"] is True
+    assert "2026-12-31" in str(seen["refused"])
+    got = _materializations(result, dg.AssetKey("ranged"))
+    assert {p: dict(m) for p, m in got.items()} == {
+        "2026-11-01": {"day": dg.TextMetadataValue("2026-11-01"), "first": dg.BoolMetadataValue(True)},
+        "2026-11-02": {"day": dg.TextMetadataValue("2026-11-02")},
+        "2026-11-03": {"day": dg.TextMetadataValue("2026-11-03")},
+    }

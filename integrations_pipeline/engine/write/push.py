@@ -17,8 +17,8 @@ the CLI and the benchmarks call it). Each step happens once, in one place:
 4. per call of ``plan.batches()``: wait for the rate-limit slot, then **intent** (a write-ahead row with
    the call's keys, hashes and, where recovery needs them, records; it renews the lease), **send** (one
    call, ``sinks.SinkWriter.send``), **record** (one transaction: what the answer proves delivered, rejects
-   with their reasons, records in doubt, the intent closed). For an idempotent sink the record of a
-   call is written while the next call is on the wire, after that call's intent (``_send_all``).
+   with their reasons, records in doubt, the intent closed). For an idempotent sink, call k-1's record
+   and call k+1's intent are written (one transaction) while call k is on the wire (``_send_all``).
 
 A call in doubt stops the push (the vendor is failing; what is left is sent by the next run): the
 report says why in ``stopped``. A call that failed as a whole without applying anything (credentials

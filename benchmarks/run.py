@@ -451,7 +451,10 @@ def bench_scale(report: Report, sizes: Sizes) -> None:
         args = ["--connections", str(connections), "--days", str(days), "--group", str(group)]
         args += ["--runs", str(SCALE_RUNS_AT_ONCE)]
         seconds, r = measure(lambda args=args: run_child("scale.py", args, {}, timeout=3600))
-        shape = f"{label}: {connections} conn x 6 streams x {days} days ({r['runs']} runs of {group})"
+        shape = (
+            f"{label}: {connections} conn x 6 streams x {days} days ({r['runs']} runs of {group}, "
+            f"Dagster storage {r['dagster_storage']})"
+        )
         report.info(name, f"{shape}: requests, 429s", f"{r['calls']:,}, {r['rate_limited']} × 429")
         report.info(
             name,
@@ -485,8 +488,8 @@ def bench_scale(report: Report, sizes: Sizes) -> None:
     )
     report.notes.append(
         "9 Scale simulation (benchmarks/scale.py): a sandbox Trackstar with a token per connection (10 req/s each), "
-        "20 records per stream per connection over the simulated days, pages of 50; a Dagster instance of its own with "
-        f"the QueuedRunCoordinator ({SCALE_RUNS_AT_ONCE} runs at once), run monitoring and its daemon; a sensor asks for "
+        "20 records per stream per connection over the simulated days, pages of 50; a Dagster instance of its own "
+        f"(storage in a scratch PostgreSQL database) with the QueuedRunCoordinator ({SCALE_RUNS_AT_ONCE} runs at once), run monitoring and its daemon; a sensor asks for "
         "one run per group of connections over every day, the queue starts them (a process each); PostgreSQL "
         "warehouse. Quota optimum: each token at 10 req/s, as many tokens at once as the runs' connection fan-outs "
         "read. A range longer than 92 days is committed a day at a time (one request per day and stream at least)."

@@ -33,6 +33,7 @@ import tempfile
 import threading
 import time
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -83,16 +84,20 @@ def _drop_postgres(name: str) -> None:
         conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
-def simulate(
-    connections: int,
-    days: int,
-    group: int,
-    runs: int,
-    records: int,
-    page_size: int,
-    timeout: float,
-    dagster_storage: str = "postgres",
-) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Shape:
+    """What one simulation reads and how (``main``'s options)."""
+
+    connections: int
+    days: int
+    group: int  # connections per run
+    runs: int  # runs at once
+    records: int  # per stream per connection
+    page_size: int
+    timeout: float
+
+
+def simulate(shape: Shape, dagster_storage: str = "postgres") -> dict[str, Any]:
     """One simulation (module docstring); its scratch directory and databases are removed whatever happens."""
     scratch = Path(tempfile.mkdtemp(prefix="ip-scale-"))
     databases: list[str] = []
@@ -103,27 +108,16 @@ def simulate(
         if dagster_storage == "postgres":
             storage_url, database = _fresh_postgres()
             databases.append(database)
-        return _simulate(
-            scratch, warehouse_url, storage_url, connections, days, group, runs, records, page_size, timeout
-        )
+        return _simulate(scratch, warehouse_url, storage_url, shape)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
         for database in databases:
             _drop_postgres(database)
 
 
-def _simulate(
-    scratch: Path,
-    warehouse_url: str,
-    storage_url: str | None,
-    connections: int,
-    days: int,
-    group: int,
-    runs: int,
-    records: int,
-    page_size: int,
-    timeout: float,
-) -> dict[str, Any]:
+def _simulate(scratch: Path, warehouse_url: str, storage_url: str | None, shape: Shape) -> dict[str, Any]:
+    connections, days, group, runs = shape.connections, shape.days, shape.group, shape.runs
+    records, page_size, timeout = shape.records, shape.page_size, shape.timeout
     import dagster as dg
 
     from integrations_pipeline.connectors import load_connectors
@@ -329,16 +323,8 @@ def main(argv: list[str] | None = None) -> int:
         "--dagster-storage", choices=("postgres", "sqlite"), default="postgres", help="the Dagster instance's storage"
     )
     args = parser.parse_args(argv)
-    result = simulate(
-        args.connections,
-        args.days,
-        args.group,
-        args.runs,
-        args.records,
-        args.page_size,
-        args.timeout,
-        args.dagster_storage,
-    )
+    shape = Shape(args.connections, args.days, args.group, args.runs, args.records, args.page_size, args.timeout)
+    result = simulate(shape, args.dagster_storage)
     print(json.dumps(result))
     return 0
 

@@ -597,6 +597,9 @@ class Warehouse(ABC):
     def open_intent(self, sink: str, intent: Any, lease: Any) -> None:
         raise NotImplementedError(f"{type(self).__name__} keeps no delivery ledger")
 
+    #: See ``DeliveryLedger.session_bound_leases``.
+    session_bound_leases = False
+
     def renew_lease(self, lease: Any) -> None:
         raise NotImplementedError(f"{type(self).__name__} keeps no delivery ledger")
 

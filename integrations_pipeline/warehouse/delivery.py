@@ -98,7 +98,7 @@ def response_texts(responses: Sequence[Any]) -> list[str | None]:
 
 def responses_array(responses: Sequence[Any]) -> str:
     """All responses as one storable JSON array text (one encoder call: ~3x faster than one per row); a
-    None becomes JSON null, which DuckDB's ``json_extract(..., '$[*]')`` yields as SQL NULL."""
+    None becomes JSON null (the caller stores it as SQL NULL)."""
     return _storable_json(list(responses))
 
 

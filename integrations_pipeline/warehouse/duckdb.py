@@ -379,8 +379,9 @@ class DuckDBWarehouse(InboxWarehouse):
     def _connection(self, write: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
         """A short-lived connection; ``write`` also serialises writers of this file within the process."""
         self._require_open()
-        if self._anchor is not None:
-            self._anchor.touch()
+        anchor = self._anchor  # read once: a session may end on another thread meanwhile
+        if anchor is not None:
+            anchor.touch()
         lock = _process_lock(self._lock_key) if write else None
         if lock is not None and not lock.acquire(timeout=self.lock_timeout):
             raise WarehouseError(f"another thread kept writing to {self.path} for {self.lock_timeout:g} s")
@@ -423,15 +424,16 @@ class DuckDBWarehouse(InboxWarehouse):
 
     # ------------------------------------------------------------------------------- catalogue
 
-    # Every load's commit asks the catalogue first: DuckDB's own functions answer in ~1.3 ms where
-    # information_schema takes ~3.4 ms (more with many tables). pragma_table_info spells the types as
-    # information_schema does (INFO_TYPES); it fails on a missing table, which would abort the
-    # transaction, hence the look in duckdb_tables() first.
+    # Every load's commit asks the catalogue first: DuckDB's own functions (duckdb_columns, duckdb_tables)
+    # answer faster than information_schema (~2.5 ms against ~3.4 ms, more with many tables), spell the
+    # types as it does (INFO_TYPES) and, filtered by database, never see a temp table of the same name.
     @staticmethod
     def _existing_columns(conn: duckdb.DuckDBPyConnection, schema: str, name: str) -> dict[str, str]:
-        if not DuckDBWarehouse._has_table(conn, schema, name):
-            return {}
-        rows = conn.execute("SELECT name, type FROM pragma_table_info(?) ORDER BY cid", [qualified(schema, name)])
+        rows = conn.execute(
+            "SELECT column_name, data_type FROM duckdb_columns() WHERE database_name = current_database() "
+            "AND schema_name = ? AND table_name = ? ORDER BY column_index",
+            [schema, name],
+        )
         return {r[0]: r[1] for r in rows.fetchall()}
 
     @staticmethod
@@ -530,8 +532,9 @@ class DuckDBWarehouse(InboxWarehouse):
         if not new:
             conn.execute(f"DELETE FROM {DELIVERED} WHERE sink = ? AND record_key = ANY(?)", [sink, keys])
         conn.execute(
-            f"INSERT INTO {DELIVERED} SELECT ?, unnest(?::VARCHAR[]), unnest(?::VARCHAR[]), now(), "
-            "unnest(json_extract(?::JSON, '$[*]'))",
+            # json_extract yields a None as the JSON value null: stored as SQL NULL, as PostgreSQL stores it.
+            f"INSERT INTO {DELIVERED} SELECT ?, k, h, now(), nullif(r, 'null'::JSON) FROM (SELECT "
+            "unnest(?::VARCHAR[]) AS k, unnest(?::VARCHAR[]) AS h, unnest(json_extract(?::JSON, '$[*]')) AS r)",
             [sink, keys, hashes, responses_array(responses)],
         )
 

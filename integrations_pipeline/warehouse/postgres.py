@@ -130,6 +130,7 @@ class PostgresWarehouse(InboxWarehouse):
     _placeholder = "%s"
     _order_collation = COLLATE_C
     _json_as_text = False  # psycopg decodes jsonb itself
+    session_bound_leases = True  # a lease is also this connection's advisory lock (take_lease)
 
     def __init__(self, url: str, *, connect_timeout: float = 10.0, application_name: str = "integrations_pipeline"):
         super().__init__(url)

@@ -91,6 +91,7 @@ def test_hostile_responses_are_stored_each_with_its_key(warehouse, warehouse_url
             rows = conn.execute(
                 'SELECT record_key, response::VARCHAR FROM "_integrations"."delivered" ORDER BY 1'
             ).fetchall()
+        assert dict(rows)["b"] is None  # SQL NULL, not the JSON value null
         got = {k: None if v is None else json.loads(v) for k, v in rows}
     else:
         with warehouse._connection() as conn:

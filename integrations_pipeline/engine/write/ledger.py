@@ -99,6 +99,9 @@ class InDoubt:
 class DeliveryLedger(Protocol):
     """What a push needs from the warehouse; every write is one transaction."""
 
+    #: A lease is also a database session's lock (PostgreSQL): lost with that session, before it expires.
+    session_bound_leases: bool
+
     def session(self) -> AbstractContextManager[None]:
         """The stretch of a push's calls: the ledger may keep its database open between operations
         (DuckDB: opening the file costs more than a call's intent and record together)."""

@@ -439,7 +439,11 @@ def _send_all(
                 raise
             books.beside_send(batches[number] if number < total else None, intent_for)
             result = writer.send(batch)
-            books.sent(intent, _outcome_rows(intent, batch, result, sink, report, planned=planned))
+            try:
+                books.sent(intent, _outcome_rows(intent, batch, result, sink, report, planned=planned))
+            except BaseException:  # an append sink records at once
+                report.stopped = f"recording call {number} of {total} failed; its intent stays for the next run"
+                raise
             if result.error is not None:
                 books.finish(report, number, total)
                 report.stopped = f"call {number} of {total} failed: {result.error}"
@@ -471,7 +475,8 @@ class _Books:
     most one record is outstanding, and a record that failed stops the push before call k+1 is sent).
 
     A lease renewed ahead may have aged while the rate limiter waited (SALESmanago's hourly budget): past
-    a quarter of its ttl it is renewed again before the call, so a run whose lease lapsed never sends."""
+    a quarter of its ttl (or always, where the lease lives in a database session) it is renewed again
+    before the call, so a run whose lease lapsed never sends."""
 
     def __init__(
         self,
@@ -533,7 +538,9 @@ class _Books:
         intent, since = self._next
         try:
             self._wait(report, total)  # a record that failed stops the push: this call is not sent
-            if self._clock() - since > self._ttl / 4:
+            # A lease held by a database session (PostgreSQL's advisory lock) is gone the moment that session
+            # drops, whatever its expiry says: it is checked before every call, as open_intent checked it.
+            if self._ledger.session_bound_leases or self._clock() - since > self._ttl / 4:
                 self._ledger.renew_lease(renewed(self._lease, self._clock(), self._ttl))
         except BaseException:
             self._drop_next()
@@ -603,12 +610,21 @@ class _Books:
                 self._record(upcoming[0].call_id, ([], [], [], []))
 
     def close(self) -> None:
+        """The push is over. If it ended early (a failed record, an error, a cancelled run), what was sent
+        is still recorded where the warehouse allows, and the intent written ahead goes."""
         if self._pool is None:
             return
         if self._job is not None:
             # An exception left a job running: let it end (a record either commits or leaves its intent).
             with suppress(BaseException):
                 self._job[0].result()
+            self._job = None
+        if self._sent is not None:
+            intent, rows = self._sent
+            self._sent = None
+            with suppress(Exception):  # if it fails too, the intent stays for the next run
+                self._record(intent.call_id, rows)
+        self._drop_next()
         self._pool.shutdown(wait=True)
 
 

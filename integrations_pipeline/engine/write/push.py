@@ -401,9 +401,10 @@ def _send_all(
     An append sink does each step in turn: a crash leaves at most one call in doubt for a person to
     settle. For an idempotent sink the bookkeeping leaves the critical path: while call k is on the wire,
     a worker thread records call k-1 and writes call k+1's intent (one transaction), so every call is
-    still covered by an intent from before it is sent until its record. A crash then may leave three intents open instead of
-    one (k-1 unrecorded, k sent, k+1 not sent), which costs an idempotent sink a re-send (or a read back)
-    of two more batches, never a double; a push that stops on its own deletes the intent it wrote ahead.
+    still covered by an intent from before it is sent until its record. A crash then leaves two intents
+    open (k-1 unrecorded and k sent, or k sent and k+1 not), which costs an idempotent sink a re-send (or
+    a read back) of one more batch, never a double; a push that ends early without a crash records what
+    it sent and deletes the intent it wrote ahead (``_Books.close``).
 
     ``planned``: the batches come from this push's plan, under its lease, so the keys it plans to
     ``create`` have no delivered row and are recorded as ``delivered_new`` (a resend's keys come from the
@@ -432,9 +433,8 @@ def _send_all(
             try:
                 intent = books.opened(batch, intent_for, report, number, total)
             except LeaseLostError:
-                # What was sent is still recorded (the ledger upserts it if the new holder settled it).
-                with suppress(Exception):
-                    books.finish(report, number - 1, total)
+                # What was sent is still recorded on the way out (``_Books.close``; the ledger upserts it if
+                # the new holder settled it meanwhile).
                 report.stopped = f"lost the lease on {state_key} before call {number} of {total}"
                 raise
             books.beside_send(batches[number] if number < total else None, intent_for)
@@ -591,15 +591,20 @@ class _Books:
         except BaseException:
             self._drop_next()
             raise
-        if self._sent is not None:
-            intent, rows = self._sent
-            self._sent = None
-            try:
-                self._record(intent.call_id, rows)
-            except BaseException:
-                report.stopped = f"recording call {number} of {total} failed; its intent stays for the next run"
-                raise
+        self._record_sent(report, number, total)
         self._drop_next()
+
+    def _record_sent(self, report: PushReport | None = None, number: int = 0, total: int = 0) -> None:
+        """Record the call sent last, if its record has not started; its failure names it in ``report``."""
+        sent, self._sent = self._sent, None
+        if sent is None:
+            return
+        try:
+            self._record(sent[0].call_id, sent[1])
+        except BaseException:
+            if report is not None:
+                report.stopped = f"recording call {number} of {total} failed; its intent stays for the next run"
+            raise
 
     def _drop_next(self) -> None:
         upcoming, self._next = self._next, None
@@ -619,11 +624,8 @@ class _Books:
             with suppress(BaseException):
                 self._job[0].result()
             self._job = None
-        if self._sent is not None:
-            intent, rows = self._sent
-            self._sent = None
-            with suppress(Exception):  # if it fails too, the intent stays for the next run
-                self._record(intent.call_id, rows)
+        with suppress(Exception):  # if it fails too, the intent stays for the next run
+            self._record_sent()
         self._drop_next()
         self._pool.shutdown(wait=True)
 

@@ -378,6 +378,8 @@ class DeliveryWarehouse(Warehouse):
         open_next: tuple[Intent, Lease] | None = None,
     ) -> None:
         def work(conn: Any) -> None:
+            if open_next is None:
+                self._record_only(conn)
             self._close_intent(conn, check_sink(sink), call_id, delivered, rejects, in_doubt, delivered_new)
             if open_next is not None:  # one commit for a call's record and the next call's intent
                 self._open_intent(conn, sink, *open_next)
@@ -421,6 +423,10 @@ class DeliveryWarehouse(Warehouse):
     def _release_lease(self, conn: Any, name: str, token: str) -> None:
         p = self._placeholder
         conn.execute(f"DELETE FROM {LEASES} WHERE name = {p} AND token = {p}", [name, token])
+
+    def _record_only(self, conn: Any) -> None:
+        """Called first in a transaction that records outcomes and writes no intent: a backend may let such
+        a commit skip waiting for the disk (nothing is sent on its strength)."""
 
     def _renew_lease(self, conn: Any, lease: Lease) -> None:
         """Extend ``lease`` to its ``expires_at``; ``LeaseLostError`` if it is no longer this token's."""

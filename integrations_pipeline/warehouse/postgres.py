@@ -23,7 +23,7 @@ import contextlib
 import queue
 import threading
 import weakref
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -32,7 +32,7 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg.copy import QueuedLibpqWriter
 
 from integrations_pipeline.engine.errors import ConfigError, LeaseLostError
-from integrations_pipeline.engine.write.ledger import InDoubt, Intent, Lease
+from integrations_pipeline.engine.write.ledger import Lease
 
 from .base import (
     STATE_SCHEMA,
@@ -58,9 +58,6 @@ from .delivery import (
     LEASES,
     PLANS,
     REJECTS,
-    DeliveryRow,
-    RejectRow,
-    check_sink,
     lease_values,
     response_texts,
 )
@@ -434,13 +431,10 @@ class PostgresWarehouse(InboxWarehouse):
                 if mine[1] is conn:
                     conn.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", [LEASE_LOCK_PREFIX + name])
 
-    def open_intent(self, sink: str, intent: Intent, lease: Lease) -> None:
+    def _renew_lease(self, conn: psycopg.Connection, lease: Lease) -> None:
+        # Every intent and renewal goes through here (open_intent, renew_lease, close_intent's open_next).
         self._check_session(lease)
-        super().open_intent(sink, intent, lease)
-
-    def renew_lease(self, lease: Lease) -> None:
-        self._check_session(lease)
-        super().renew_lease(lease)
+        super()._renew_lease(conn, lease)
 
     def _check_session(self, lease: Lease) -> None:
         mine = self._lease_locks.get(lease.name)
@@ -451,32 +445,11 @@ class PostgresWarehouse(InboxWarehouse):
                 f"sync {lease.name}: the PostgreSQL session holding this run's lease was lost; nothing more is sent"
             )
 
-    def close_intent(
-        self,
-        sink: str,
-        call_id: str,
-        *,
-        delivered: Sequence[DeliveryRow] = (),
-        rejects: Sequence[RejectRow] = (),
-        in_doubt: Sequence[InDoubt] = (),
-        delivered_new: Sequence[DeliveryRow] = (),
-        open_next: tuple[Intent, Lease] | None = None,
-    ) -> None:
-        if open_next is not None:
-            self._check_session(open_next[1])
-
-        def record(conn: psycopg.Connection) -> None:
-            # Recording need not wait for the disk: if the server loses this commit in a crash, the
-            # intent it closes is back too, and the next push treats the call as in doubt (never as
-            # not sent). An intent (open_intent, or ``open_next`` here) is committed durably, before the
-            # vendor call.
-            if open_next is None:
-                conn.execute("SET LOCAL synchronous_commit = off")
-            self._close_intent(conn, check_sink(sink), call_id, delivered, rejects, in_doubt, delivered_new)
-            if open_next is not None:
-                self._open_intent(conn, sink, *open_next)
-
-        self._ledger("close_intent", record)
+    def _record_only(self, conn: psycopg.Connection) -> None:
+        # Recording need not wait for the disk: if the server loses this commit in a crash, the intent it
+        # closes is back too, and the next push treats the call as in doubt (never as not sent). An intent
+        # (open_intent, or close_intent's open_next) is committed durably, before the vendor call.
+        conn.execute("SET LOCAL synchronous_commit = off")
 
 
 class _BoundedQueuedWriter(QueuedLibpqWriter):
